@@ -1,0 +1,84 @@
+"""The value a routing decision produces, and what it looks like on the wire."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from router import wire
+from router.core.budget import Reservation
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One target considered for a request, and the verdict on it (for explain)."""
+
+    target: str
+    mode: str
+    verdict: str  # "chosen" or why not
+    est_ms: float | None = None
+    cost_usd: float | None = None
+    quality: str | None = None
+    load: int | None = None
+    cap: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where one request goes, or why it is refused.
+
+    `slots` are the load-tracker slots this request holds and `reservation` the
+    budget it holds; both must be handed back by `router.core.decide.finish`
+    when the HTTP request ends, however it ends.
+    """
+
+    status: int
+    mode: str
+    reason: str
+    policy: str
+    target: str | None = None
+    node: str | None = None
+    quality: str | None = None
+    split_cloud: str | None = None
+    split_pool: str | None = None
+    cost_usd: float = 0.0
+    est_ms: float = 0.0
+    error: str | None = None
+    detail: str | None = None
+    retry_after: int | None = None
+    slots: tuple[int, ...] = ()
+    reservation: Reservation | None = None
+    candidates: tuple[Candidate, ...] = ()
+
+    @property
+    def routed(self) -> bool:
+        """True when the request goes somewhere (not refused)."""
+        return self.status == 200
+
+    def headers(self) -> list[tuple[str, str]]:
+        """The x-route-* request headers for a routed decision."""
+        out = [
+            (wire.H_TARGET, self.target or ""),
+            (wire.H_NODE, self.node or ""),
+            (wire.H_MODE, self.mode),
+            (wire.H_COST, f"{self.cost_usd:.6f}"),
+            (wire.H_REASON, self.reason),
+            (wire.H_POLICY, self.policy),
+        ]
+        if self.quality is not None:
+            out.append((wire.H_QUALITY, self.quality))
+        if self.split_cloud is not None:
+            out.append((wire.H_SPLIT_CLOUD, self.split_cloud))
+        return out
+
+    def body(self) -> bytes:
+        """JSON body of a refusal: {"error": CODE, "detail": TEXT}."""
+        return json.dumps({"error": self.error or "refused", "detail": self.detail or ""},
+                          separators=(",", ":")).encode()
+
+
+def refusal(status: int, error: str, reason: str, detail: str, policy: str, *,
+            retry_after: int | None = None, candidates: tuple[Candidate, ...] = ()) -> Decision:
+    """A refused decision."""
+    return Decision(status=status, mode=wire.MODE_REFUSED, reason=reason, policy=policy,
+                    error=error, detail=detail, retry_after=retry_after, candidates=candidates)

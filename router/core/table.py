@@ -1,0 +1,190 @@
+"""The decision table: (policy, feed snapshot) compiled into what a request looks up.
+
+Built whole off the request path every refresh and swapped as one reference.
+Per request class (residency set, model) it holds the filtered ring, the
+weight sum, the load group and the cloud pools ordered by latency, so a
+decision is a dict lookup, one bounded-load walk and a budget check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from router.core.feed import FeedSnapshot, NodeState
+from router.core.loads import LoadTracker
+from router.core.model import QUALITY_LEVELS, CloudPool, EdgeNode, Policy
+from router.core.ring import PointCache, Ring, build_ring, filter_ring
+
+MAX_CLASSES = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRt:
+    """An edge node as the request path sees it."""
+
+    idx: int
+    id: str
+    address: str
+    slot: int
+    weight: float
+    slots: int
+    est_ms: float  # full-quality latency estimate
+    quality_floor: int  # index into QUALITY_LEVELS the node can serve at best
+    cost_usd: float
+    healthy: bool
+    spec: EdgeNode
+
+
+@dataclass(frozen=True, slots=True)
+class PoolRt:
+    """A cloud pool as the request path sees it."""
+
+    idx: int
+    id: str
+    address: str
+    slot: int
+    est_ms: float
+    usd_per_hour: float
+    compute_usd: float  # per request, before egress
+    egress_usd_per_byte: float
+    max_inflight: int
+    spec: CloudPool
+
+    def cost(self, payload_bytes: int) -> float:
+        """Estimated cost of one request with `payload_bytes` of payload."""
+        return self.compute_usd + self.egress_usd_per_byte * payload_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ClassEntry:
+    """Everything precomputed for one (residency, model) request class."""
+
+    residency: frozenset[str]
+    model: str | None
+    ring: Ring
+    weight_sum: float
+    members: tuple[int, ...]
+    member_slots: tuple[int, ...]
+    gid: int
+    pools: tuple[PoolRt, ...]  # eligible, fastest first
+    excluded: tuple[tuple[str, str], ...]  # (target id, why) for explain
+
+
+@dataclass
+class RouteTable:
+    """One compiled (policy, feed) pair; immutable once built, classes cached lazily."""
+
+    policy: Policy
+    feed: FeedSnapshot | None
+    built_at: float
+    stale: bool
+    nodes: tuple[NodeRt, ...]
+    pools: tuple[PoolRt, ...]
+    ring: Ring
+    tracker: LoadTracker
+    _classes: dict[tuple[frozenset[str], str | None], ClassEntry] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        """Policy version in force."""
+        return self.policy.digest
+
+    def entry(self, residency: frozenset[str], model: str | None) -> ClassEntry:
+        """The class entry for a request, built on first sight and cached."""
+        key = (residency, model)
+        found = self._classes.get(key)
+        if found is None:
+            found = self._build_class(residency, model)
+            if len(self._classes) < MAX_CLASSES:
+                self._classes[key] = found
+        return found
+
+    def _build_class(self, residency: frozenset[str], model: str | None) -> ClassEntry:
+        members: list[int] = []
+        excluded: list[tuple[str, str]] = []
+        for node in self.nodes:
+            why = node_ineligible(node, residency, model)
+            if why:
+                excluded.append((node.id, why))
+            else:
+                members.append(node.idx)
+        ring = filter_ring(self.ring, members)
+        weight_sum = sum(self.nodes[i].weight for i in ring.members)
+        member_slots = tuple(self.nodes[i].slot for i in ring.members)
+        gid = self.tracker.group(member_slots)
+        pools = []
+        for pool in self.pools:
+            if not residency <= pool.spec.residency:
+                missing = ", ".join(sorted(residency - pool.spec.residency))
+                excluded.append((pool.id, f"residency {missing} not met"))
+            elif not pool.spec.serves(model):
+                excluded.append((pool.id, f"does not serve model {model}"))
+            else:
+                pools.append(pool)
+        pools.sort(key=lambda p: (p.est_ms, p.compute_usd, p.id))
+        return ClassEntry(residency, model, ring, weight_sum, ring.members, member_slots, gid,
+                          tuple(pools), tuple(excluded))
+
+
+def node_ineligible(node: NodeRt, residency: frozenset[str], model: str | None) -> str:
+    """Why `node` can never serve this class ('' if it can, capacity aside)."""
+    if not node.healthy:
+        return "unhealthy"
+    if node.weight <= 0:
+        return "zero weight"
+    if not residency <= node.spec.residency:
+        return f"residency {', '.join(sorted(residency - node.spec.residency))} not met"
+    if not node.spec.serves(model):
+        return f"does not serve model {model}"
+    return ""
+
+
+def _quality_floor(policy: Policy, vram: float) -> int:
+    if vram >= policy.quality.minimal_above:
+        return QUALITY_LEVELS.index("minimal")
+    if vram >= policy.quality.constrained_above:
+        return QUALITY_LEVELS.index("constrained")
+    return 0
+
+
+def build_table(policy: Policy, feed: FeedSnapshot | None, tracker: LoadTracker,
+                cache: PointCache, *, now: float) -> RouteTable:
+    """Compile `policy` and `feed` into a table (pure but for slot allocation)."""
+    stale = feed is None or feed.age(now) > policy.feed.stale_after_seconds
+    nodes: list[NodeRt] = []
+    for idx, spec in enumerate(policy.nodes):
+        state = feed.nodes.get(spec.id) if feed is not None else None
+        if state is None:
+            healthy = feed is None or policy.feed.missing_node == "keep"
+            state = NodeState(healthy=healthy)
+        health = 1.0 if state.healthy else 0.0
+        if stale and feed is not None:
+            health *= policy.feed.stale_weight
+        weight = spec.weight * state.compute_score * health
+        est = spec.base_latency_ms
+        if state.p95_ms is not None:
+            est = max(est, state.p95_ms)
+        nodes.append(NodeRt(
+            idx=idx, id=spec.id, address=spec.address, slot=tracker.slot(spec.id),
+            weight=weight, slots=state.slots if state.slots is not None else spec.slots,
+            est_ms=est, quality_floor=_quality_floor(policy, state.vram_used_fraction),
+            cost_usd=spec.cost_per_inference_usd
+            if spec.cost_per_inference_usd is not None else policy.edge_cost_per_inference_usd,
+            healthy=state.healthy and weight > 0, spec=spec,
+        ))
+    pools: list[PoolRt] = []
+    for idx, pspec in enumerate(policy.pools):
+        price = pspec.usd_per_hour
+        if feed is not None and pspec.instance_type in feed.prices:
+            price = feed.prices[pspec.instance_type]
+        pools.append(PoolRt(
+            idx=idx, id=pspec.id, address=pspec.address, slot=tracker.slot(pspec.id),
+            est_ms=pspec.latency_ms, usd_per_hour=price,
+            compute_usd=price / 3600.0 * pspec.compute_ms / 1000.0,
+            egress_usd_per_byte=pspec.egress_usd_per_gb / 1e9,
+            max_inflight=pspec.max_inflight, spec=pspec,
+        ))
+    ring = build_ring([n.id for n in nodes], [n.weight if n.healthy else 0.0 for n in nodes],
+                      cache)
+    return RouteTable(policy=policy, feed=feed, built_at=now, stale=stale, nodes=tuple(nodes),
+                      pools=tuple(pools), ring=ring, tracker=tracker)

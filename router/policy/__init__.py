@@ -1,0 +1,1 @@
+"""Policy YAML: strict parsing with located errors, then the typed model."""

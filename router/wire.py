@@ -1,0 +1,65 @@
+"""Every name that crosses the wire, in one place (CONTRACT.md sections 2, 3).
+
+Envoy configs, the ext_proc adapter and the tests all read these constants.
+"""
+
+from __future__ import annotations
+
+# Request headers read (affinity tags).
+H_KEY = "x-affinity-key"
+H_TENANT = "x-affinity-tenant"
+H_RESIDENCY = "x-affinity-residency"
+H_SLO = "x-affinity-slo-ms"
+H_MODEL = "x-affinity-model"
+H_DEGRADE = "x-affinity-degrade"
+H_MAX_COST = "x-affinity-max-cost"
+H_TAGS = "x-affinity-tags"
+AFFINITY_HEADERS = (H_KEY, H_TENANT, H_RESIDENCY, H_SLO, H_MODEL, H_DEGRADE, H_MAX_COST, H_TAGS)
+
+# Request headers written (the decision).
+ROUTE_PREFIX = "x-route-"
+H_TARGET = "x-route-target"
+H_NODE = "x-route-node"
+H_MODE = "x-route-mode"
+H_QUALITY = "x-route-quality"
+H_SPLIT_CLOUD = "x-route-split-cloud"
+H_COST = "x-route-cost-usd"
+H_REASON = "x-route-reason"
+H_POLICY = "x-route-policy"
+ROUTE_HEADERS = (H_TARGET, H_NODE, H_MODE, H_QUALITY, H_SPLIT_CLOUD, H_COST, H_REASON, H_POLICY)
+
+H_REQUEST_ID = "x-request-id"
+H_RETRY_AFTER = "retry-after"
+
+# Modes.
+MODE_EDGE = "edge"
+MODE_DEGRADED = "edge-degraded"
+MODE_SPLIT = "split"
+MODE_CLOUD = "cloud"
+MODES = (MODE_EDGE, MODE_DEGRADED, MODE_SPLIT, MODE_CLOUD)
+MODE_REFUSED = "refused"
+
+# Reason codes (x-route-reason and router_decisions_total{reason}).
+R_AFFINITY = "affinity"  # edge, the key's home node (or the next under its cap)
+R_SLO = "slo"  # a cheaper rung would miss the latency objective
+R_CAPACITY = "capacity"  # no eligible edge node had a free slot under its cap
+R_RESIDENCY = "residency"  # no edge node satisfies the residency/model tags
+R_VRAM = "vram"  # the node's VRAM pressure forces a lower quality
+R_BUDGET_SOFT = "budget-soft"  # over the soft fraction: cheaper rung preferred
+R_BUDGET = "budget"  # hard budget exhausted (429)
+R_MAX_COST = "max-cost"  # every option exceeds x-affinity-max-cost
+R_BEST_EFFORT = "best-effort"  # nothing meets the SLO; fastest affordable option
+R_BAD_TAG = "bad-tag"  # malformed affinity tag (400)
+R_UNSERVABLE = "unservable"  # nothing eligible can serve it (503)
+R_OVERLOAD = "overload"  # router at its concurrency bound (503)
+
+# Refusal error codes (JSON body "error").
+E_BAD_TAG = "bad_affinity_tag"
+E_BUDGET = "budget_exhausted"
+E_UNSERVABLE = "no_eligible_target"
+E_MAX_COST = "max_cost_exceeded"
+E_OVERLOAD = "router_overloaded"
+
+STATUS_BAD_TAG = 400
+STATUS_BUDGET = 429
+STATUS_UNSERVABLE = 503
