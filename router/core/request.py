@@ -63,14 +63,14 @@ class RouteRequest:
 def _text(tag: str, value: Any, *, limit: int = 256) -> str:
     if not isinstance(value, str):
         raise TagError(tag, f"expected a string, got {type(value).__name__}")
-    value = value.strip()
-    if not value:
+    text: str = value.strip()
+    if not text:
         raise TagError(tag, "must not be empty")
-    if len(value.encode()) > limit:
+    if len(text.encode()) > limit:
         raise TagError(tag, f"longer than {limit} bytes")
-    if any(ord(ch) < 0x20 for ch in value):
+    if any(ord(ch) < 0x20 for ch in text):
         raise TagError(tag, "contains control characters")
-    return value
+    return text
 
 
 def _residency(tag: str, value: Any) -> frozenset[str]:

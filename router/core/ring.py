@@ -32,6 +32,7 @@ import hashlib
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -101,7 +102,9 @@ def build_ring(names: Sequence[str], weights: Sequence[float], cache: PointCache
     keys = np.concatenate(parts)
     owners = np.concatenate(owner_parts)
     order = np.argsort(keys, kind="stable")
-    return Ring(keys=keys[order], owners=owners[order], members=tuple(members))
+    # numpy arrays here (fast to filter); class rings are plain lists (fast to bisect).
+    return Ring(keys=cast(Sequence[int], keys[order]), owners=cast(Sequence[int], owners[order]),
+                members=tuple(members))
 
 
 def filter_ring(ring: Ring, eligible: Sequence[int]) -> Ring:

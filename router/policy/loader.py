@@ -283,7 +283,7 @@ def _defaults(c: Checker, raw: Any, budgets: BudgetConfig) -> Defaults:
 def _reachability_warnings(c: Checker, policy: Policy, nodes: list[tuple[int, Any]],
                            pools: list[tuple[int, Any]]) -> None:
     """Warn about residency tags or models that nothing can ever satisfy together."""
-    targets = [*policy.nodes, *policy.pools]
+    targets: list[EdgeNode | CloudPool] = [*policy.nodes, *policy.pools]
     tags = set(policy.defaults.residency)
     for tag in sorted(tags):
         if not any(tag in t.residency for t in targets):

@@ -89,13 +89,11 @@ def _construct(node: yaml.Node, path: Path, loc: Located, problems: list[Problem
     if isinstance(node, yaml.SequenceNode):
         return [_construct(item, (*path, i), loc, problems) for i, item in enumerate(node.value)]
     # Scalars: resolve with the safe constructor so 1 is int, true is bool, etc.
-    constructor = yaml.SafeLoader(  # type: ignore[no-untyped-call]
-        ""
-    )
+    constructor = yaml.SafeLoader("")
     try:
-        return constructor.construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+        return constructor.construct_object(node, deep=True)
     finally:
-        constructor.dispose()  # type: ignore[no-untyped-call]
+        constructor.dispose()
 
 
 def load_located(text: str, file: str) -> tuple[Located, list[Problem]]:

@@ -1,0 +1,143 @@
+"""The mode ladder, refusals, and in-flight/budget bookkeeping of decide/finish."""
+
+from __future__ import annotations
+
+import pytest
+
+from router import wire
+from router.core.decide import decide, finish
+from router.core.feed import NodeState
+
+from .factory import NOW, feed, ledger, node, policy, pool, request, table
+
+
+def test_key_sticks_to_its_node_while_under_cap() -> None:
+    pol = policy([node(i) for i in range(6)], [pool()])
+    tab, led = table(pol), ledger(pol)
+    first = decide(request("cam-1"), tab, led, now=NOW)
+    finish(first, tab, led)
+    for _ in range(20):
+        again = decide(request("cam-1"), tab, led, now=NOW)
+        assert (again.mode, again.node, again.reason) == (wire.MODE_EDGE, first.node, "affinity")
+        finish(again, tab, led)
+
+
+def test_spills_to_next_node_at_cap_and_back() -> None:
+    pol = policy([node(i, slots=100) for i in range(4)], [pool()], eps=0.25)
+    tab, led = table(pol), ledger(pol)
+    held = [decide(request("hot"), tab, led, now=NOW) for _ in range(12)]
+    nodes = [d.node for d in held]
+    assert len(set(nodes)) > 1, "a hot key must spill once its home node hits its cap"
+    for d in held:
+        finish(d, tab, led)
+    assert all(v == 0 for v in tab.tracker.loads)
+    assert decide(request("hot"), tab, led, now=NOW).node == nodes[0]
+
+
+@pytest.mark.parametrize(("latency", "vram", "slo", "degrade", "mode", "quality", "reason"), [
+    pytest.param(30, 0.1, 100, True, "edge", "full", "affinity", id="edge-within-slo"),
+    pytest.param(90, 0.1, 70, True, "edge-degraded", "constrained", "slo", id="degrade-for-slo"),
+    pytest.param(30, 0.9, 100, True, "edge-degraded", "constrained", "vram", id="vram-pressure"),
+    pytest.param(30, 0.97, 100, True, "edge-degraded", "minimal", "vram", id="vram-critical"),
+    pytest.param(700, 0.1, 140, True, "split", None, "slo", id="split-when-edge-too-slow"),
+    pytest.param(300, 0.1, 130, False, "cloud", None, "slo", id="cloud-when-no-degrade"),
+    pytest.param(30, 0.9, 200, False, "cloud", None, "slo", id="vram-without-degrade"),
+])
+def test_mode_ladder(latency: float, vram: float, slo: float, degrade: bool, mode: str,
+                     quality: str | None, reason: str) -> None:
+    pol = policy([node(0, latency=latency)], [pool(latency=120)])
+    snap = feed({"n0000": NodeState(vram_used_fraction=vram)})
+    d = decide(request("k", slo=slo, degrade=degrade), table(pol, snap), ledger(pol), now=NOW)
+    assert (d.mode, d.quality, d.reason) == (mode, quality, reason)
+    if mode == "split":
+        assert d.split_cloud == "127.0.0.1:9900" and d.node == "n0000"
+
+
+def test_residency_is_never_broken() -> None:
+    pol = policy([node(0, residency=["CCPA"]), node(1, residency=["GDPR"])],
+                 [pool("us", residency=["CCPA"])])
+    tab, led = table(pol), ledger(pol)
+    for i in range(50):
+        d = decide(request(f"k{i}", residency=["GDPR"]), tab, led, now=NOW)
+        assert d.node == "n0001"
+        finish(d, tab, led)
+    gone = decide(request("k", residency=["GDPR", "HIPAA"]), tab, led, now=NOW)
+    assert (gone.status, gone.error, gone.reason) == (503, wire.E_UNSERVABLE, "residency")
+
+
+def test_capacity_overflow_goes_to_cloud_then_503_without_cloud() -> None:
+    pol = policy([node(0, slots=2)], [pool(latency=80)])
+    tab, led = table(pol), ledger(pol)
+    modes = [decide(request(f"k{i}"), tab, led, now=NOW) for i in range(4)]
+    assert [d.mode for d in modes] == ["edge", "edge", "cloud", "cloud"]
+    assert modes[2].reason == "capacity"
+    no_cloud = policy([node(0, slots=1)])
+    tab2, led2 = table(no_cloud), ledger(no_cloud)
+    decide(request("a"), tab2, led2, now=NOW)
+    full = decide(request("b"), tab2, led2, now=NOW)
+    assert (full.status, full.reason, full.retry_after) == (503, "capacity", 1)
+
+
+def test_hard_budget_refuses_with_retry_after() -> None:
+    pol = policy([], [pool(usd_per_hour=3600.0, compute_ms=1000.0)], limit=3.0)  # $1/request
+    tab, led = table(pol), ledger(pol)
+    served = [decide(request(f"k{i}"), tab, led, now=NOW) for i in range(3)]
+    assert all(d.mode == "cloud" for d in served)
+    refused = decide(request("k4"), tab, led, now=NOW)
+    assert (refused.status, refused.error, refused.reason) == (429, wire.E_BUDGET, "budget")
+    assert refused.retry_after is not None and refused.retry_after > 0
+    for d in served:
+        finish(d, tab, led)
+    assert led.state("default", NOW).committed_usd == pytest.approx(3.0)
+
+
+def test_soft_budget_keeps_best_effort_off_cloud() -> None:
+    # Edge too slow for the SLO and the cloud faster: below soft, best effort picks cloud;
+    # above soft, it prefers the edge.
+    pol = policy([node(0, latency=400)], [pool(latency=150, usd_per_hour=3600.0,
+                                               compute_ms=1000.0)], limit=10.0, soft=0.5)
+    tab, led = table(pol), ledger(pol)
+    below = decide(request("a", slo=50, degrade=False), tab, led, now=NOW)
+    assert (below.mode, below.reason) == ("cloud", "best-effort")
+    finish(below, tab, led)
+    for _ in range(5):
+        finish(decide(request("a", slo=50, degrade=False), tab, led, now=NOW), tab, led)
+    above = decide(request("a", slo=50, degrade=False), tab, led, now=NOW)
+    assert (above.mode, above.reason) == ("edge", "budget-soft")
+
+
+def test_max_cost_is_respected() -> None:
+    pol = policy([], [pool(usd_per_hour=3600.0, compute_ms=1000.0)])
+    d = decide(request("a", max_cost=0.5), table(pol), ledger(pol), now=NOW)
+    assert (d.status, d.error, d.reason) == (503, wire.E_MAX_COST, "max-cost")
+
+
+def test_unhealthy_node_gets_nothing() -> None:
+    pol = policy([node(0), node(1)], [pool()])
+    snap = feed({"n0000": NodeState(healthy=False)})
+    tab, led = table(pol, snap), ledger(pol)
+    seen = set()
+    for i in range(40):
+        d = decide(request(f"k{i}"), tab, led, now=NOW)
+        seen.add(d.node)
+        finish(d, tab, led)
+    assert seen == {"n0001"}
+
+
+def test_explain_does_not_commit() -> None:
+    pol = policy([node(0)], [pool()], limit=1.0)
+    tab, led = table(pol), ledger(pol)
+    d = decide(request("a"), tab, led, now=NOW, commit=False, explain=True)
+    assert d.slots == () and d.reservation is None
+    assert all(v == 0 for v in tab.tracker.loads)
+    assert any(c.verdict == "chosen" for c in d.candidates)
+
+
+def test_headers_and_body() -> None:
+    pol = policy([node(0)], [pool()])
+    d = decide(request("a"), table(pol), ledger(pol), now=NOW)
+    headers = dict(d.headers())
+    assert headers[wire.H_TARGET] == "127.0.0.1:10000" and headers[wire.H_MODE] == "edge"
+    assert headers[wire.H_POLICY] == "test" and headers[wire.H_QUALITY] == "full"
+    refused = decide(request("a", residency=["X"]), table(pol), ledger(pol), now=NOW)
+    assert refused.body().startswith(b'{"error":"no_eligible_target","detail":')

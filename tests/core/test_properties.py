@@ -1,0 +1,151 @@
+"""Invariants of the core over random fleets, loads and keys (hypothesis)."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from router.core.decide import decide, finish
+from router.core.ring import cap
+
+from .factory import NOW, ledger, node, policy, pool, request, table
+
+TAGS = ["GDPR", "CCPA", "HIPAA"]
+SETTINGS = settings(max_examples=60, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+fleets = st.lists(
+    st.tuples(st.floats(0.1, 8.0), st.integers(1, 12),
+              st.lists(st.sampled_from(TAGS), max_size=2, unique=True)),
+    min_size=1, max_size=12)
+ops = st.lists(st.tuples(st.booleans(), st.integers(0, 40),
+                         st.lists(st.sampled_from(TAGS), max_size=2, unique=True)),
+               min_size=1, max_size=150)
+
+
+@SETTINGS
+@given(fleet=fleets, steps=ops, eps=st.sampled_from([0.1, 0.25, 1.0]))
+def test_no_node_ever_exceeds_its_cap_or_slots(fleet, steps, eps) -> None:  # type: ignore[no-untyped-def]
+    nodes = [node(i, weight=w, slots=s, residency=r) for i, (w, s, r) in enumerate(fleet)]
+    pol = policy(nodes, [pool()], eps=eps)
+    tab, led = table(pol), ledger(pol)
+    live = []
+    for release, key, tags in steps:
+        if release and live:
+            finish(live.pop(key % len(live)), tab, led)
+            continue
+        entry = tab.entry(frozenset(tags), None)
+        total = sum(tab.tracker.loads[tab.nodes[i].slot] for i in entry.members)
+        before = list(tab.tracker.loads)
+        d = decide(request(f"key-{key}", residency=tags, slo=1000), tab, led, now=NOW)
+        live.append(d)
+        if d.mode in ("edge", "edge-degraded", "split"):
+            rt = next(n for n in tab.nodes if n.id == d.node)
+            assert before[rt.slot] < cap(total, rt.weight, entry.weight_sum, eps)
+            assert before[rt.slot] < rt.slots
+            assert set(tags) <= rt.spec.residency
+        for n in tab.nodes:
+            assert tab.tracker.loads[n.slot] <= n.slots
+    for d in live:
+        finish(d, tab, led)
+    assert all(v == 0 for v in tab.tracker.loads)
+
+
+@SETTINGS
+@given(fleet=fleets, pools_tags=st.lists(st.lists(st.sampled_from(TAGS), max_size=2,
+                                                  unique=True), max_size=3), steps=ops)
+def test_residency_never_broken(fleet, pools_tags, steps) -> None:  # type: ignore[no-untyped-def]
+    nodes = [node(i, weight=w, slots=s, residency=r) for i, (w, s, r) in enumerate(fleet)]
+    pools = [pool(f"p{i}", port=9900 + i, residency=t) for i, t in enumerate(pools_tags)]
+    pol = policy(nodes, pools)
+    tab, led = table(pol), ledger(pol)
+    where = {**{n.id: n.residency for n in nodes}, **{p.id: p.residency for p in pools}}
+    for _, key, tags in steps:
+        d = decide(request(f"k{key}", residency=tags, slo=50), tab, led, now=NOW)
+        if d.routed:
+            assert set(tags) <= where[d.node or ""]
+            if d.split_pool:
+                assert set(tags) <= where[d.split_pool]
+        else:
+            assert d.status in (429, 503)
+
+
+@SETTINGS
+@given(limit=st.floats(0.0, 5.0), prices=st.lists(st.floats(0.01, 2.0), min_size=1,
+                                                  max_size=80),
+       releases=st.lists(st.booleans(), min_size=80, max_size=80))
+def test_cloud_spend_never_passes_the_hard_budget(limit, prices, releases) -> None:  # type: ignore[no-untyped-def]
+    pol = policy([], [pool(f"p{i}", port=9800 + i, usd_per_hour=p * 3600 * 10,
+                           compute_ms=100.0) for i, p in enumerate(prices[:5])], limit=limit)
+    tab, led = table(pol), ledger(pol)
+    live = []
+    for i, release in enumerate(releases[: len(prices) * 2]):
+        d = decide(request(f"k{i}", slo=1000), tab, led, now=NOW)
+        if d.routed:
+            live.append(d)
+        state = led.state("default", NOW)
+        assert state.committed_usd + state.reserved_usd <= limit + 1e-9
+        if release and live:
+            finish(live.pop(0), tab, led)
+    for d in live:
+        finish(d, tab, led)
+    assert led.state("default", NOW).committed_usd <= limit + 1e-9
+
+
+def _homes(tab, led, keys):  # type: ignore[no-untyped-def]
+    out = {}
+    for k in keys:
+        d = decide(request(k, slo=1000), tab, led, now=NOW, commit=False)
+        out[k] = d.node
+    return out
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(4, 40), victim=st.integers(0, 1000))
+def test_membership_change_moves_about_one_nth_of_keys(n: int, victim: int) -> None:
+    keys = [f"session-{i}" for i in range(4000)]
+    full = policy([node(i, slots=10_000) for i in range(n)])
+    gone = victim % n
+    less = policy([node(i, slots=10_000) for i in range(n) if i != gone])
+    before = _homes(table(full), ledger(full), keys)
+    after = _homes(table(less), ledger(less), keys)
+    moved = [k for k in keys if before[k] != after[k]]
+    victim_id = f"n{gone:04d}"
+    # Removing a node moves exactly its own keys and no other key...
+    assert all(before[k] == victim_id for k in moved)
+    assert all(after[k] == before[k] for k in keys if before[k] != victim_id)
+    # ...and those are about 1/n of all keys.
+    fraction = len(moved) / len(keys)
+    assert 0.4 / n <= fraction <= 2.0 / n, (n, fraction)
+    # Adding it back moves exactly the same keys back to it.
+    back = _homes(table(full), ledger(full), keys)
+    assert back == before
+
+
+@SETTINGS
+@given(weights=st.lists(st.floats(0.5, 6.0), min_size=2, max_size=16),
+       skew=st.floats(0.0, 2.0), count=st.integers(20, 400))
+def test_load_ratio_stays_within_bound_at_eps_quarter(weights, skew, count) -> None:  # type: ignore[no-untyped-def]
+    eps = 0.25
+    pol = policy([node(i, weight=w, slots=10_000) for i, w in enumerate(weights)], eps=eps)
+    tab, led = table(pol), ledger(pol)
+    for i in range(count):  # Zipf-like: a few hot keys get most requests
+        rank = int((i + 1) ** skew) % 50
+        decide(request(f"hot-{rank}", slo=1000), tab, led, now=NOW)
+    total = sum(tab.tracker.loads)
+    wsum = sum(n.weight for n in tab.nodes)
+    for n in tab.nodes:
+        load = tab.tracker.loads[n.slot]
+        assert load <= math.ceil((1 + eps) * total * n.weight / wsum)
+
+
+def test_same_snapshot_same_decisions() -> None:
+    pol = policy([node(i, weight=1 + i % 3, slots=3) for i in range(10)], [pool()])
+    runs = []
+    for _ in range(2):
+        tab, led = table(pol), ledger(pol)
+        runs.append([(d.mode, d.node) for d in
+                     (decide(request(f"k{i % 17}"), tab, led, now=NOW) for i in range(60))])
+    assert runs[0] == runs[1]
