@@ -174,8 +174,8 @@ def main() -> int:
         body = "\n".join(lines) + (
             f"\n\n{args.decisions:,} decisions per size, Zipf(1.2) keys over 100k sessions, three "
             "request classes (GDPR, CCPA, any), SLOs of 12-150 ms and one request in four "
-            f"refusing degradation (so edge, degraded and cloud all occur), {INFLIGHT} requests "
-            "held in flight so caps bite; per-call `perf_counter_ns`, GC off, best of two "
+            f"refusing degradation (edge, degraded and best-effort picks all occur), {INFLIGHT} "
+            "requests held in flight so caps bite; per-call `perf_counter_ns`, GC off, best of two "
             "interleaved runs. "
             "`decide` is the per-request work of the server and the simulator: class lookup, "
             "one bounded-load walk, the mode ladder and the budget check. Goal: p99 under "
