@@ -1,0 +1,47 @@
+"""Runtime: table swaps never lose or double-count requests in flight."""
+
+from __future__ import annotations
+
+from router import wire
+from router.core.budget import MemoryBudgetStore
+from router.core.feed import NodeState
+from router.runtime import Runtime
+
+from .core.factory import NOW, feed, node, policy, pool
+
+
+def make() -> Runtime:
+    pol = policy([node(i, slots=4) for i in range(4)], [pool()], limit=100.0)
+    return Runtime(pol, MemoryBudgetStore(), clock=lambda: NOW)
+
+
+def test_requests_admitted_before_a_swap_release_the_same_counters() -> None:
+    rt = make()
+    held = [rt.route({"x-affinity-key": f"k{i}"}) for i in range(8)]
+    assert sum(rt.inflight().values()) == 8
+    rt.install(feed=feed({"n0000": NodeState(healthy=False)}))
+    rt.install(policy=policy([node(i, slots=4) for i in range(6)], [pool()]))
+    newer = [rt.route({"x-affinity-key": f"k{i}"}) for i in range(8)]
+    assert all(r.decision.node != "n0000" for r in newer if r.decision.mode != "cloud")
+    for r in held + newer:
+        rt.finish(r)
+    assert all(v == 0 for v in rt.inflight().values())
+
+
+def test_bad_tag_becomes_a_400_decision_holding_nothing() -> None:
+    rt = make()
+    routed = rt.route({"x-affinity-slo-ms": "soon"})
+    d = routed.decision
+    assert (d.status, d.error, d.reason, d.slots) == (400, wire.E_BAD_TAG, "bad-tag", ())
+    assert "x-affinity-slo-ms" in (d.detail or "")
+    rt.finish(routed)  # finishing a refusal is harmless
+    assert all(v == 0 for v in rt.inflight().values())
+
+
+def test_policy_swap_changes_the_version_header() -> None:
+    rt = make()
+    first = rt.route({"x-affinity-key": "a"}).decision.policy
+    changed = policy([node(0)], [pool()])
+    object.__setattr__(changed, "digest", "v2")
+    rt.install(policy=changed)
+    assert first == "test" and rt.route({"x-affinity-key": "a"}).decision.policy == "v2"
