@@ -18,17 +18,38 @@ The soft fraction is advisory: above it the mode ladder prefers edge or split
 (see `router.core.decide`). Periods roll over in UTC by the policy's period;
 a reservation taken in one period settles into that same period.
 
-Billing merge: the feed reports the billing system's view of spend, which lags.
-`apply_billing(tenant, period, usd, as_of)` records it; committed spend is
-max(billing, router-settled spend). Settled spend is kept per period, so the
-router never forgets its own spend nor counts both the bill and its own
-estimates of the same requests twice (max, not sum; see docs/operations.md).
+Billing merge: the feed reports the billing system's view of spend, which
+lags: a bill is "usd as of T", covering the requests the router admitted up to
+T. `apply_billing(tenant, period, usd, as_of=T)` records it, and
+
+    committed = billed + Σ(router-settled cost of requests admitted after T)
+
+so the router neither counts a billed request twice (its own settlement is
+dropped once a bill as of a later time covers it) nor forgets the requests
+the bill has not caught up with yet. Rules every store implements alike:
+
+- A settled request counts at its admission time, `Reservation.at` (set by
+  `BudgetLedger.reserve` from its `now`; requests last far less than the
+  billing lag, and `finish` needs no clock). A bill as of T covers every
+  settlement with at <= T, including ones settled after the bill arrived.
+- A bill with an older as_of than the one in force is ignored (out of
+  order); an equal as_of replaces the amount (a correction).
+- `as_of=None` means "as of now": the bill covers everything the router has
+  settled so far, and only later-admitted requests count on top.
+- Before any bill, committed is the router's own settled spend.
+- The feed's `spend` is the bill for the period containing its
+  `generated_at`, which is its as_of (see `router.feed.refresh`).
+
+A durable store keeps (billed, billed_as_of) per (tenant, period) and the
+settlements (at, usd) not yet covered; committed is billed plus their sum.
 """
 
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import itertools
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -44,6 +65,7 @@ class Reservation:
     period: str
     amount: float
     rid: int = 0
+    at: float = 0.0  # admission time; decides which bill covers it
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +125,9 @@ class BudgetStore(Protocol):
         """Release the hold and commit `actual`."""
         ...
 
-    def apply_billing(self, tenant: str, period: str, usd: float) -> None:
-        """Record the billing system's (lagged) view of committed spend."""
+    def apply_billing(self, tenant: str, period: str, usd: float,
+                      as_of: float | None = None) -> None:
+        """Record the billing system's (lagged) spend as of `as_of` (see module docstring)."""
         ...
 
     def close(self) -> None:
@@ -114,13 +137,31 @@ class BudgetStore(Protocol):
 
 @dataclass
 class _Account:
-    settled: float = 0.0
     billed: float = 0.0
+    billed_as_of: float = -math.inf
     reserved: float = 0.0
+    settled: float = 0.0  # everything the router settled this period (for reports)
+    unbilled: list[tuple[float, float]] = field(default_factory=list)  # (at, usd), at > as_of
+    unbilled_usd: float = 0.0
 
     @property
     def committed(self) -> float:
-        return max(self.settled, self.billed)
+        return self.billed + self.unbilled_usd
+
+    def add(self, at: float, usd: float) -> None:
+        self.settled += usd
+        if at > self.billed_as_of:
+            self.unbilled.append((at, usd))
+            self.unbilled_usd += usd
+
+    def bill(self, usd: float, as_of: float | None) -> None:
+        if as_of is None:
+            as_of = max([self.billed_as_of, *(at for at, _ in self.unbilled)])
+        if as_of < self.billed_as_of:
+            return  # an older bill than the one in force: out of order
+        self.billed, self.billed_as_of = usd, as_of
+        self.unbilled = [(at, amt) for at, amt in self.unbilled if at > as_of]
+        self.unbilled_usd = math.fsum(amt for _, amt in self.unbilled)
 
 
 @dataclass
@@ -137,7 +178,7 @@ class MemoryBudgetStore:
         return acct
 
     def committed(self, tenant: str, period: str) -> float:
-        """Committed spend."""
+        """Committed spend: the bill plus router settlements it does not cover."""
         return self._acct(tenant, period).committed
 
     def reserved(self, tenant: str, period: str) -> float:
@@ -154,16 +195,17 @@ class MemoryBudgetStore:
         return Reservation(tenant, period, amount, next(self._ids))
 
     def settle(self, reservation: Reservation, actual: float) -> None:
-        """Release the hold and commit `actual`."""
+        """Release the hold and commit `actual` at the reservation's admission time."""
         acct = self._acct(reservation.tenant, reservation.period)
         acct.reserved = max(0.0, acct.reserved - reservation.amount)
-        acct.settled += actual
+        acct.add(reservation.at, actual)
         self._persist(reservation.tenant, reservation.period, acct)
 
-    def apply_billing(self, tenant: str, period: str, usd: float) -> None:
-        """Record the billing view; committed is the max of billed and settled."""
+    def apply_billing(self, tenant: str, period: str, usd: float,
+                      as_of: float | None = None) -> None:
+        """Record a bill as of `as_of`; settlements it covers stop counting on top."""
         acct = self._acct(tenant, period)
-        acct.billed = usd
+        acct.bill(usd, as_of)
         self._persist(tenant, period, acct)
 
     def _persist(self, tenant: str, period: str, acct: _Account) -> None:
@@ -235,11 +277,16 @@ class BudgetLedger:
         limit = self.limit(tenant)
         _, hard = self.config.fractions(tenant)
         ceiling = float("inf") if limit is None else limit * hard
-        return self.store.reserve(tenant, period, amount, ceiling)
+        held = self.store.reserve(tenant, period, amount, ceiling)
+        return None if held is None else dataclasses.replace(held, at=now)
 
     def settle(self, reservation: Reservation, actual: float | None = None) -> None:
         """Commit a finished request's cost (its estimate unless told otherwise)."""
         self.store.settle(reservation, reservation.amount if actual is None else actual)
+
+    def apply_billing(self, tenant: str, usd: float, as_of: float) -> None:
+        """Record a bill of `usd` as of `as_of` in the period containing `as_of`."""
+        self.store.apply_billing(tenant, period_key(as_of, self.config.period), usd, as_of)
 
     def retry_after(self, now: float) -> int:
         """Seconds until the period rolls over (for 429 retry-after)."""
