@@ -3,10 +3,14 @@
 `parse_feed` takes an already-decoded JSON document and either returns an
 immutable `FeedSnapshot` or raises `FeedError` with the reason; a snapshot that
 fails any check is dropped whole by the caller, which keeps the last good one.
+`decode_feed` does the same from the raw bytes a source fetched, checking the
+policy's size limit and refusing JSON's non-standard NaN/Infinity first.
+Reason codes: invalid, bad-json, oversize, future, older, unknown-node.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -164,3 +168,20 @@ def parse_feed(doc: Any, policy: Policy, *, now: float,
         spend[raw["tenant"]] = _finite(raw.get("usd"), f"spend[{i}].usd")
     return FeedSnapshot(generated_at=generated, received_at=now, nodes=nodes, prices=prices,
                         spend=spend)
+
+
+def _no_constants(name: str) -> Any:
+    raise FeedError("invalid", f"{name} is not a number JSON allows")
+
+
+def decode_feed(raw: bytes, policy: Policy, *, now: float,
+                previous: FeedSnapshot | None = None) -> FeedSnapshot:
+    """Size-check, decode and validate raw feed bytes; raises `FeedError`."""
+    limit = policy.feed.max_bytes
+    if len(raw) > limit:
+        raise FeedError("oversize", f"document is {len(raw)} bytes, over the {limit} limit")
+    try:
+        doc = json.loads(raw, parse_constant=_no_constants)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise FeedError("bad-json", f"not valid JSON: {exc}") from None
+    return parse_feed(doc, policy, now=now, previous=previous)

@@ -23,12 +23,16 @@ slots. A key keeps its node while that node stays under its cap.
 Speed. Points are hashed once per (node, count) and cached; a rebuild sorts
 the concatenated points with numpy. A request class's ring is the global ring
 filtered to its eligible nodes, which is the same as walking the global ring
-and skipping ineligible nodes, only without the skipping.
+and skipping ineligible nodes, only without the skipping. Class rings are
+`array.array`s copied straight from numpy's buffers: `bisect` and indexing
+work on them as on lists, but building one is a memcpy, not a Python int per
+point (which made 1,000-node rebuilds slow).
 """
 
 from __future__ import annotations
 
 import hashlib
+from array import array
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -88,34 +92,43 @@ class Ring:
 def build_ring(names: Sequence[str], weights: Sequence[float], cache: PointCache) -> Ring:
     """Global ring over nodes `names` with effective `weights`."""
     parts: list[np.ndarray] = []
-    owner_parts: list[np.ndarray] = []
+    counts: list[int] = []
     members = []
     for idx, (name, weight) in enumerate(zip(names, weights, strict=True)):
         count = point_count(weight)
         if count == 0:
             continue
         members.append(idx)
+        counts.append(count)
         parts.append(cache.points(name, count))
-        owner_parts.append(np.full(count, idx, dtype=np.int32))
     if not parts:
         return Ring(keys=(), owners=(), members=())
     keys = np.concatenate(parts)
-    owners = np.concatenate(owner_parts)
-    order = np.argsort(keys, kind="stable")
-    # numpy arrays here (fast to filter); class rings are plain lists (fast to bisect).
+    owners = np.repeat(np.asarray(members, dtype=np.int32), counts)
+    # Points are distinct 64-bit hashes (a tie is a 2^-64 event), so the unstable sort
+    # orders them exactly as a stable one would, and several times faster.
+    order = np.argsort(keys)
+    # numpy arrays here (fast to filter); class rings are arrays (fast to bisect).
     return Ring(keys=cast(Sequence[int], keys[order]), owners=cast(Sequence[int], owners[order]),
                 members=tuple(members))
 
 
 def filter_ring(ring: Ring, eligible: Sequence[int]) -> Ring:
-    """The sub-ring of `ring` holding only nodes in `eligible`, as Python lists (fast bisect)."""
+    """The sub-ring of `ring` holding only nodes in `eligible`, as bisectable arrays."""
     if not len(ring):
-        return Ring(keys=[], owners=[], members=())
-    keys = np.asarray(ring.keys)
-    owners = np.asarray(ring.owners)
-    mask = np.isin(owners, np.asarray(eligible, dtype=np.int32))
+        return Ring(keys=array("Q"), owners=array("i"), members=())
+    keys = np.asarray(ring.keys, dtype=np.uint64)
+    owners = np.asarray(ring.owners, dtype=np.int32)
+    allowed = np.zeros(int(owners.max()) + 1, dtype=bool)
+    wanted = [i for i in eligible if 0 <= i < len(allowed)]
+    allowed[wanted] = True
+    mask = allowed[owners]
     members = tuple(sorted(set(int(x) for x in eligible) & set(ring.members)))
-    return Ring(keys=keys[mask].tolist(), owners=owners[mask].tolist(), members=members)
+    sub_keys = array("Q")
+    sub_keys.frombytes(np.ascontiguousarray(keys[mask]).tobytes())
+    sub_owners = array("i")
+    sub_owners.frombytes(np.ascontiguousarray(owners[mask]).tobytes())
+    return Ring(keys=sub_keys, owners=sub_owners, members=members)
 
 
 def cap(load_total: int, weight: float, weight_sum: float, epsilon: float) -> int:
