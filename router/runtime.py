@@ -26,6 +26,8 @@ from router.core.request import TagError, parse_request
 from router.core.ring import PointCache
 from router.core.table import RouteTable, build_table
 
+WARM_CLASSES = 32  # request classes prebuilt on a swap; the rest build on first use
+
 
 @dataclass(frozen=True, slots=True)
 class Routed:
@@ -53,16 +55,30 @@ class Runtime:
     def install(self, policy: Policy | None = None, feed: FeedSnapshot | None = None, *,
                 now: float | None = None) -> RouteTable:
         """Rebuild the table from a new policy and/or feed and swap it in atomically."""
+        table = self.prepare(policy, feed, now=now)
+        self.commit(table)
+        return table
+
+    def prepare(self, policy: Policy | None = None, feed: FeedSnapshot | None = None, *,
+                now: float | None = None) -> RouteTable:
+        """Build, without swapping, the table for a new policy and/or feed.
+
+        Safe in a worker thread while requests run (it only allocates load
+        slots for new targets), as long as one caller prepares at a time.
+        """
         now = self.clock() if now is None else now
-        if policy is not None:
-            self.policy = policy
-            self.ledger.config = policy.budgets
-        if feed is not None:
-            self.feed = feed
-        table = build_table(self.policy, self.feed, self.tracker, self.cache, now=now)
+        return build_table(policy if policy is not None else self.policy,
+                           feed if feed is not None else self.feed,
+                           self.tracker, self.cache, now=now)
+
+    def commit(self, table: RouteTable) -> None:
+        """Swap `table` in, the request classes in use prebuilt (call on the event loop)."""
+        table.warm(self.table.class_keys()[:WARM_CLASSES])
+        self.policy = table.policy
+        self.ledger.config = table.policy.budgets
+        self.feed = table.feed
         self.table = table
         self.rebuilds += 1
-        return table
 
     def route(self, headers: Mapping[str, str], *, payload_bytes: int = 0,
               request_id: str = "", now: float | None = None) -> Routed:

@@ -99,6 +99,15 @@ class RouteTable:
                 self._classes[key] = found
         return found
 
+    def class_keys(self) -> list[tuple[frozenset[str], str | None]]:
+        """The (residency, model) classes this table has built so far."""
+        return list(self._classes)
+
+    def warm(self, keys: list[tuple[frozenset[str], str | None]]) -> None:
+        """Build these classes now, so the first request of each after a swap pays nothing."""
+        for residency, model in keys:
+            self.entry(residency, model)
+
     def _build_class(self, residency: frozenset[str], model: str | None) -> ClassEntry:
         members: list[int] = []
         excluded: list[tuple[str, str]] = []

@@ -1,0 +1,253 @@
+"""The refresh loop: poll (or watch) the feed, validate, rebuild off the request path, swap.
+
+Theory of operation
+-------------------
+Every `refresh_seconds` (±10 % jitter, so a fleet of routers does not hit the
+feed in step) the source is asked for the document; an unchanged one (same
+stat, ETag or version) costs nothing further. A new document is decoded and
+validated whole against the policy in force (`router.core.feed.decode_feed`);
+a failure keeps the last good snapshot and counts `invalid`, an unreachable
+source counts `unreachable`. A valid snapshot whose routing inputs (nodes,
+prices) differ is compiled into a table in a worker thread and swapped in on
+the event loop with one reference assignment, so a request sees the old table
+or the new one and releases its load on the table that admitted it. A
+`grpc://` source is also watched: each push is handled the same way at once.
+
+Staleness is data: the table records whether its snapshot was older than
+`stale_after_seconds` when built, and the loop rebuilds (without a new
+snapshot) the moment that stops being true, so nodes the feed has not
+confirmed for that long are weighted down by `stale_weight`. Policy edits
+(file change or `request_reload()`) go through the same lock, so a rebuild
+never mixes a new feed with an old policy or the other way round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from router.core.feed import FeedError, FeedSnapshot, decode_feed
+from router.core.model import Policy
+from router.feed.reload import PolicyReloader
+from router.feed.sources import FeedSource, FeedUnreachable, Fetched, GrpcSource, open_source
+from router.metrics import RouterMetrics
+from router.runtime import Runtime
+
+log = logging.getLogger("router.feed.refresh")
+OK, UNCHANGED, INVALID, UNREACHABLE = "ok", "unchanged", "invalid", "unreachable"
+JITTER = 0.1
+
+
+class Refresher:
+    """Keeps one `Runtime` current with its feed and its policy file."""
+
+    def __init__(self, runtime: Runtime, policy_path: str, metrics: RouterMetrics | None = None,
+                 *, clock: Callable[[], float] = time.time, rng: random.Random | None = None,
+                 tick: float = 1.0) -> None:
+        """Refresh `runtime` from its policy's feed; watch `policy_path` every `tick` s."""
+        self.runtime = runtime
+        self.metrics = metrics
+        self.clock = clock
+        self.rng = rng if rng is not None else random.Random()
+        self.tick = tick
+        self.reloader = PolicyReloader(policy_path, runtime, metrics)
+        self.base = Path(policy_path).resolve().parent
+        self.last_error = ""
+        self.pushes = 0
+        self._source: FeedSource | None = None
+        self._known = ""
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._watcher: asyncio.Task[None] | None = None
+        self._weighted: set[str] = set()
+
+    def request_reload(self) -> None:
+        """Re-read the policy file now (wire SIGHUP here)."""
+        self.reloader.request()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Refresh, reload and watch until cancelled."""
+        loop = asyncio.get_running_loop()
+        next_poll = loop.time()
+        try:
+            while True:
+                self._wake.clear()
+                await self.reload_policy()
+                await self._ensure_watch()
+                if loop.time() >= next_poll:
+                    await self.refresh_once()
+                    next_poll = loop.time() + self.interval()
+                else:
+                    await self.check_staleness()
+                wait = max(0.0, min(self.tick, next_poll - loop.time()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+        finally:
+            await self._stop_watch()
+            if self._source is not None:
+                await self._source.close()
+
+    def interval(self) -> float:
+        """Seconds to the next poll: refresh_seconds with ±10 % jitter."""
+        base = self.runtime.policy.refresh_seconds
+        return base * (1.0 - JITTER + 2 * JITTER * self.rng.random())
+
+    async def refresh_once(self) -> str:
+        """One poll: 'ok', 'unchanged', 'invalid' or 'unreachable' (counted in metrics)."""
+        source = await self._current_source()
+        if source is None:
+            await self.check_staleness()
+            return UNCHANGED
+        try:
+            fetched = await source.fetch(self._known, self.runtime.policy.feed.max_bytes)
+        except FeedUnreachable as exc:
+            self.last_error = str(exc)
+            age = self.runtime.feed.age(self.clock()) if self.runtime.feed else None
+            log.warning("feed unreachable: %s; serving on the last good snapshot (age %s)",
+                        exc, "none" if age is None else f"{age:.0f} s")
+            result = UNREACHABLE
+        else:
+            result = UNCHANGED if fetched is None else await self.accept(fetched)
+        self._count(result)
+        await self.check_staleness()
+        return result
+
+    async def accept(self, fetched: Fetched) -> str:
+        """Validate a fetched document and install it if it changes routing: 'ok'/'invalid'."""
+        async with self._lock:
+            self._known = fetched.version
+            rt = self.runtime
+            now = self.clock()
+            try:
+                snap = decode_feed(fetched.raw, rt.policy, now=now, previous=rt.feed)
+            except FeedError as exc:
+                self.last_error = f"{exc.reason}: {exc.detail}"
+                log.warning("feed snapshot refused (%s): %s; keeping the last good one",
+                            exc.reason, exc.detail)
+                return INVALID
+            self._apply_spend(snap)
+            if self._same_routing(snap, now):
+                rt.feed = snap  # only the timestamp moved: nothing to rebuild
+            else:
+                await self._rebuild(feed=snap, now=now)
+            self._publish(now)
+            return OK
+
+    def _same_routing(self, snap: FeedSnapshot, now: float) -> bool:
+        rt = self.runtime
+        old = rt.feed
+        stale = snap.age(now) > rt.policy.feed.stale_after_seconds
+        return (old is not None and snap.nodes == old.nodes and snap.prices == old.prices
+                and stale == rt.table.stale)
+
+    def _apply_spend(self, snap: FeedSnapshot) -> None:
+        for tenant, usd in snap.spend.items():
+            self.runtime.ledger.apply_billing(tenant, usd, as_of=snap.generated_at)
+
+    async def check_staleness(self) -> bool:
+        """Rebuild when the snapshot's age crossed stale_after_seconds; True if it did."""
+        now = self.clock()
+        if not self._stale_crossed(now):
+            self._publish(now)
+            return False
+        async with self._lock:
+            if not self._stale_crossed(now):
+                return False
+            feed = self.runtime.feed
+            assert feed is not None
+            log.warning("feed snapshot is %.0f s old (stale after %.0f s): nodes weighted down",
+                        feed.age(now), self.runtime.policy.feed.stale_after_seconds)
+            await self._rebuild(now=now)
+            self._publish(now)
+            return True
+
+    def _stale_crossed(self, now: float) -> bool:
+        rt = self.runtime
+        if rt.feed is None:
+            return False
+        return (rt.feed.age(now) > rt.policy.feed.stale_after_seconds) != rt.table.stale
+
+    async def reload_policy(self) -> bool:
+        """Install the policy file if it changed (or a reload was asked for); True if it did."""
+        policy = self.reloader.check()
+        if policy is None:
+            return False
+        await self.install_policy(policy)
+        return True
+
+    async def install_policy(self, policy: Policy) -> None:
+        """Swap in a validated policy under the refresh lock."""
+        async with self._lock:
+            old = self.runtime.policy.digest
+            await self._rebuild(policy=policy, now=self.clock())
+            self.reloader.installed(policy, old)
+
+    async def _rebuild(self, *, policy: Policy | None = None, feed: FeedSnapshot | None = None,
+                       now: float) -> None:
+        table = await asyncio.to_thread(self.runtime.prepare, policy, feed, now=now)
+        self.runtime.commit(table)  # on the event loop: one reference swap
+        self._publish_weights()
+
+    async def _current_source(self) -> FeedSource | None:
+        spec = self.runtime.policy.feed.source
+        if self._source is not None and (spec is None or self._source.spec != spec):
+            await self._stop_watch()
+            await self._source.close()
+            self._source, self._known = None, ""
+        if spec is not None and self._source is None:
+            self._source = open_source(spec, self.base)
+        return self._source
+
+    async def _ensure_watch(self) -> None:
+        source = await self._current_source()
+        if isinstance(source, GrpcSource) and (self._watcher is None or self._watcher.done()):
+            self._watcher = asyncio.create_task(self._watch(source))
+
+    async def _stop_watch(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
+
+    async def _watch(self, source: GrpcSource) -> None:
+        """Install each pushed document at once; reconnect with backoff."""
+        backoff = 0.2
+        while True:
+            try:
+                async for fetched in source.watch(self._known,
+                                                  self.runtime.policy.feed.max_bytes):
+                    backoff = 0.2
+                    self.pushes += 1
+                    self._count(await self.accept(fetched))
+            except FeedUnreachable as exc:
+                log.info("feed watch interrupted: %s; retrying in %.1f s", exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    def _count(self, result: str) -> None:
+        if self.metrics is not None:
+            self.metrics.feed_refresh.labels(result=result).inc()
+
+    def _publish(self, now: float) -> None:
+        feed = self.runtime.feed
+        if self.metrics is not None and feed is not None:
+            self.metrics.feed_age.set(feed.age(now))
+
+    def _publish_weights(self) -> None:
+        if self.metrics is None:
+            return
+        gauge = self.metrics.node_weight
+        nodes = {n.id: n.weight for n in self.runtime.table.nodes}
+        for gone in self._weighted - nodes.keys():
+            with contextlib.suppress(KeyError):
+                gauge.remove(gone)
+        for node_id, weight in nodes.items():
+            gauge.labels(node=node_id).set(weight)
+        self._weighted = set(nodes)
