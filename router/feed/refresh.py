@@ -112,6 +112,8 @@ class Refresher:
             log.warning("feed unreachable: %s; serving on the last good snapshot (age %s)",
                         exc, "none" if age is None else f"{age:.0f} s")
             result = UNREACHABLE
+        except FeedError as exc:
+            result = self._refused(exc)
         else:
             result = UNCHANGED if fetched is None else await self.accept(fetched)
         self._count(result)
@@ -127,10 +129,7 @@ class Refresher:
             try:
                 snap = decode_feed(fetched.raw, rt.policy, now=now, previous=rt.feed)
             except FeedError as exc:
-                self.last_error = f"{exc.reason}: {exc.detail}"
-                log.warning("feed snapshot refused (%s): %s; keeping the last good one",
-                            exc.reason, exc.detail)
-                return INVALID
+                return self._refused(exc)
             self._apply_spend(snap)
             if self._same_routing(snap, now):
                 rt.feed = snap  # only the timestamp moved: nothing to rebuild
@@ -138,6 +137,12 @@ class Refresher:
                 await self._rebuild(feed=snap, now=now)
             self._publish(now)
             return OK
+
+    def _refused(self, exc: FeedError) -> str:
+        self.last_error = f"{exc.reason}: {exc.detail}"
+        log.warning("feed snapshot refused (%s): %s; keeping the last good one",
+                    exc.reason, exc.detail)
+        return INVALID
 
     def _same_routing(self, snap: FeedSnapshot, now: float) -> bool:
         rt = self.runtime
@@ -228,6 +233,8 @@ class Refresher:
                     self._count(await self.accept(fetched))
             except FeedUnreachable as exc:
                 log.info("feed watch interrupted: %s; retrying in %.1f s", exc, backoff)
+            except FeedError as exc:
+                self._count(self._refused(exc))
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 

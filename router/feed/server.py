@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,7 @@ class FeedFile:
                 log.info("feed file %s changed: version %s", self.path, self.version)
 
 
-async def _http_handler(feed: FeedFile, reader: asyncio.StreamReader,
+async def _http_handler(feed: FeedFile, stats: Counter[str], reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter) -> None:
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10.0)
@@ -88,6 +89,7 @@ async def _http_handler(feed: FeedFile, reader: asyncio.StreamReader,
         status, body = "304 Not Modified", b""
     else:
         status, body = "200 OK", raw
+    stats[status.split(" ", 1)[0]] += 1
     out = [f"HTTP/1.1 {status}", f"ETag: {version}", "Content-Type: application/json",
            f"Content-Length: {len(body)}", "Cache-Control: no-cache", "Connection: close"]
     writer.write(("\r\n".join(out) + "\r\n\r\n").encode("latin-1"))
@@ -128,6 +130,7 @@ class FeedServer:
         self.feed = FeedFile(path)
         self.http_addr, self.grpc_addr, self.poll_s = http, grpc_addr, poll_s
         self.http_port = 0
+        self.stats: Counter[str] = Counter()  # HTTP responses by status code
         self.grpc_port = 0
         self._http: asyncio.Server | None = None
         self._grpc: Any = None
@@ -140,7 +143,7 @@ class FeedServer:
         if self.http_addr is not None:
             host, port = _split(self.http_addr)
             self._http = await asyncio.start_server(
-                lambda r, w: _http_handler(self.feed, r, w), host, port)
+                lambda r, w: _http_handler(self.feed, self.stats, r, w), host, port)
             self.http_port = self._http.sockets[0].getsockname()[1]
         if self.grpc_addr is not None:
             self._grpc = grpc.aio.server(options=[("grpc.max_send_message_length", -1)])

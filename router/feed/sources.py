@@ -5,7 +5,8 @@ when the document is unchanged since the version the caller already holds
 (a stat for files, ETag / If-None-Match for HTTP, the version field for
 gRPC), so an unchanged feed costs a round trip at most. Sources never parse:
 `router.core.feed.decode_feed` validates. Reads stop one byte past
-`max_bytes`, so an oversize document is refused without reading all of it.
+`max_bytes`, so an oversize document is refused without reading all of it
+(gRPC refuses it at the message limit: `FeedError("oversize")`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from router.core.feed import FeedError
 
 
 class FeedUnreachable(Exception):
@@ -147,7 +150,7 @@ class GrpcSource:
                     known = msg.version
                     yield Fetched(bytes(msg.json), msg.version)
         except grpc.aio.AioRpcError as exc:
-            raise FeedUnreachable(f"{self.spec}: {exc.code().name} {exc.details()}") from None
+            raise _grpc_error(self.spec, exc, max_bytes) from None
         finally:
             call.cancel()
         raise FeedUnreachable(f"{self.spec}: watch stream ended")
@@ -160,7 +163,7 @@ class GrpcSource:
         try:
             msg = await asyncio.wait_for(call.read(), self.timeout)
         except grpc.aio.AioRpcError as exc:
-            raise FeedUnreachable(f"{self.spec}: {exc.code().name} {exc.details()}") from None
+            raise _grpc_error(self.spec, exc, max_bytes) from None
         except TimeoutError:
             raise FeedUnreachable(f"{self.spec}: no answer in {self.timeout:g} s") from None
         finally:
@@ -174,6 +177,16 @@ class GrpcSource:
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
+
+
+def _grpc_error(spec: str, exc: Any, max_bytes: int) -> Exception:
+    """An oversize message is an invalid document; anything else, an unreachable feed."""
+    import grpc
+
+    if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return FeedError("oversize", f"document over the {max_bytes} byte limit "
+                                     f"({exc.details()})")
+    return FeedUnreachable(f"{spec}: {exc.code().name} {exc.details()}")
 
 
 def _pb2() -> Any:
