@@ -67,12 +67,14 @@ class Runtime:
         slots for new targets), as long as one caller prepares at a time.
         """
         now = self.clock() if now is None else now
-        return build_table(policy if policy is not None else self.policy,
-                           feed if feed is not None else self.feed,
-                           self.tracker, self.cache, now=now)
+        table = build_table(policy if policy is not None else self.policy,
+                            feed if feed is not None else self.feed,
+                            self.tracker, self.cache, now=now)
+        table.prebuild(self.table.class_keys()[:WARM_CLASSES])
+        return table
 
     def commit(self, table: RouteTable) -> None:
-        """Swap `table` in, the request classes in use prebuilt (call on the event loop)."""
+        """Swap `table` in, the classes in use finished first (call on the event loop)."""
         table.warm(self.table.class_keys()[:WARM_CLASSES])
         self.policy = table.policy
         self.ledger.config = table.policy.budgets

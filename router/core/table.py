@@ -8,7 +8,7 @@ decision is a dict lookup, one bounded-load walk and a budget check.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from router.core.feed import FeedSnapshot, NodeState
 from router.core.loads import LoadTracker
@@ -83,6 +83,8 @@ class RouteTable:
     ring: Ring
     tracker: LoadTracker
     _classes: dict[tuple[frozenset[str], str | None], ClassEntry] = field(default_factory=dict)
+    # built by prebuild() before the table is published, load group not yet registered
+    _pending: dict[tuple[frozenset[str], str | None], ClassEntry] = field(default_factory=dict)
 
     @property
     def digest(self) -> str:
@@ -94,7 +96,10 @@ class RouteTable:
         key = (residency, model)
         found = self._classes.get(key)
         if found is None:
-            found = self._build_class(residency, model)
+            part = self._pending.pop(key, None)
+            if part is None:
+                part = self._class_parts(residency, model)
+            found = replace(part, gid=self.tracker.group(part.member_slots))
             if len(self._classes) < MAX_CLASSES:
                 self._classes[key] = found
         return found
@@ -103,12 +108,23 @@ class RouteTable:
         """The (residency, model) classes this table has built so far."""
         return list(self._classes)
 
+    def prebuild(self, keys: list[tuple[frozenset[str], str | None]]) -> None:
+        """Build these classes' rings before publishing the table (safe in a worker thread).
+
+        Only the load group is left for `warm`/`entry`: registering one touches
+        the tracker's counters, which belong to the thread that routes.
+        """
+        for key in keys:
+            if key not in self._classes and key not in self._pending:
+                self._pending[key] = self._class_parts(*key)
+
     def warm(self, keys: list[tuple[frozenset[str], str | None]]) -> None:
-        """Build these classes now, so the first request of each after a swap pays nothing."""
+        """Finish these classes now, so the first request of each after a swap pays nothing."""
         for residency, model in keys:
             self.entry(residency, model)
 
-    def _build_class(self, residency: frozenset[str], model: str | None) -> ClassEntry:
+    def _class_parts(self, residency: frozenset[str], model: str | None) -> ClassEntry:
+        """The class entry but for its load group (gid -1 until registered)."""
         members: list[int] = []
         excluded: list[tuple[str, str]] = []
         for node in self.nodes:
@@ -120,7 +136,6 @@ class RouteTable:
         ring = filter_ring(self.ring, members)
         weight_sum = sum(self.nodes[i].weight for i in ring.members)
         member_slots = tuple(self.nodes[i].slot for i in ring.members)
-        gid = self.tracker.group(member_slots)
         pools = []
         for pool in self.pools:
             if not residency <= pool.spec.residency:
@@ -131,7 +146,7 @@ class RouteTable:
             else:
                 pools.append(pool)
         pools.sort(key=lambda p: (p.est_ms, p.compute_usd, p.id))
-        return ClassEntry(residency, model, ring, weight_sum, ring.members, member_slots, gid,
+        return ClassEntry(residency, model, ring, weight_sum, ring.members, member_slots, -1,
                           tuple(pools), tuple(excluded))
 
 

@@ -178,12 +178,12 @@ async def test_feed_spend_merges_with_router_spend(setup: Setup, server: FeedSer
     await publish(server, setup, feed_doc(now, spend={"acme": 40.0}))
     assert await refresher.refresh_once() == "ok"
     assert rt.ledger.state("acme", now).committed_usd == pytest.approx(40.0)
-    held = rt.ledger.reserve("acme", 2.0, now + 1)  # admitted after the bill's as-of
+    held = rt.ledger.reserve("acme", 2.0, now + 3)  # admitted after the bill's as-of
     assert held is not None
     rt.ledger.settle(held)
-    await publish(server, setup, feed_doc(now + 0.5, spend={"acme": 40.0}))
-    assert await refresher.refresh_once() == "ok"  # same bill again: not counted twice
-    assert rt.ledger.state("acme", now + 2).committed_usd == pytest.approx(42.0)
+    await publish(server, setup, feed_doc(now + 1, spend={"acme": 40.0}))
+    assert await refresher.refresh_once() == "ok"  # the same bill again: not counted twice
+    assert rt.ledger.state("acme", now + 4).committed_usd == pytest.approx(42.0)
     await publish(server, setup, feed_doc(now + 5, spend={"acme": 42.0}))
     assert await refresher.refresh_once() == "ok"  # the bill caught up with the $2
     assert rt.ledger.state("acme", now + 6).committed_usd == pytest.approx(42.0)
