@@ -78,13 +78,16 @@ class Refresher:
         try:
             while True:
                 self._wake.clear()
-                await self.reload_policy()
-                await self._ensure_watch()
-                if loop.time() >= next_poll:
-                    await self.refresh_once()
-                    next_poll = loop.time() + self.interval()
-                else:
-                    await self.check_staleness()
+                try:
+                    await self.reload_policy()
+                    await self._ensure_watch()
+                    if loop.time() >= next_poll:
+                        next_poll = loop.time() + self.interval()
+                        await self.refresh_once()
+                    else:
+                        await self.check_staleness()
+                except Exception:  # keep serving on what is in force, whatever broke
+                    log.exception("feed refresh failed; serving on the last good state")
                 wait = max(0.0, min(self.tick, next_poll - loop.time()))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wait)
