@@ -42,6 +42,9 @@ the bill has not caught up with yet. Rules every store implements alike:
 
 A durable store keeps (billed, billed_as_of) per (tenant, period) and the
 settlements (at, usd) not yet covered; committed is billed plus their sum.
+The memory store files a settlement under the next whole second, ceil(at),
+so it holds one entry per second: a bill as of a fractional time may then
+count up to a second of spend twice, never forget any.
 """
 
 from __future__ import annotations
@@ -151,8 +154,12 @@ class _Account:
     def add(self, at: float, usd: float) -> None:
         self.settled += usd
         if at > self.billed_as_of:
-            self.unbilled.append((at, usd))
             self.unbilled_usd += usd
+            second = float(math.ceil(at))  # one entry per second keeps memory bounded
+            if self.unbilled and self.unbilled[-1][0] == second:
+                self.unbilled[-1] = (second, self.unbilled[-1][1] + usd)
+            else:
+                self.unbilled.append((second, usd))
 
     def bill(self, usd: float, as_of: float | None) -> None:
         if as_of is None:

@@ -85,3 +85,12 @@ def test_ledger_stamps_admission_time_and_bills_the_as_of_period() -> None:
     # the hard limit sees the merged figure: $5 committed, $5 of headroom left
     assert led.reserve("t", 5.5, T0 + 21) is None
     assert led.reserve("t", 5.0, T0 + 21) is not None
+
+
+def test_settlements_in_one_second_share_one_entry() -> None:
+    store = MemoryBudgetStore()
+    for i in range(1000):
+        settle_at(store, T0 + 0.1 + i / 2000, 0.001)
+    acct = store.accounts[("t", "p")]
+    assert len(acct.unbilled) == 1
+    assert store.committed("t", "p") == pytest.approx(1.0)
