@@ -24,8 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every subcommand registered."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser; only `command`'s module is imported to add its arguments."""
     parser = argparse.ArgumentParser(
         prog="hybrid-router",
         description="Envoy ext_proc router for hybrid edge/cloud inference.",
@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, text) in COMMANDS.items():
         p = sub.add_parser(name, help=text, description=text)
+        if name != command:
+            continue
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -40,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                 p.set_defaults(_missing=module)
                 continue
             raise
+        if not hasattr(mod, "add_arguments"):
+            p.set_defaults(_missing=module)
+            continue
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
@@ -47,8 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse `argv` and run the subcommand; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2

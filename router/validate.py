@@ -50,11 +50,11 @@ def check_file(path: str, policy_path: str | None = None) -> list[Problem]:
 def _check_feed(path: str, text: str, policy_path: str | None) -> list[Problem]:
     import time
 
-    from router.core.feed import FeedError, parse_feed
+    from router.core.feed import FeedError, decode_feed
     from router.policy.loader import PolicyError, load_policy
 
     try:
-        doc = json.loads(text)
+        json.loads(text)
     except json.JSONDecodeError as exc:
         return [Problem(path, exc.lineno, exc.colno, f"invalid JSON: {exc.msg}")]
     candidate = policy_path or "policies/example.yaml"
@@ -64,7 +64,8 @@ def _check_feed(path: str, text: str, policy_path: str | None) -> list[Problem]:
         return [Problem(path, 1, 1, f"cannot check against policy {candidate}: "
                                     f"{exc.problems[0]}")]
     try:
-        parse_feed(doc, policy, now=time.time())
+        # The same checks the running router applies: size limit, NaN refusal, schema.
+        decode_feed(text.encode(), policy, now=time.time())
     except FeedError as exc:
         return [Problem(path, 1, 1, f"feed rejected ({exc.reason}): {exc.detail}")]
     return []
