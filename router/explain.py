@@ -1,0 +1,272 @@
+"""`hybrid-router explain`: one request's decision, every candidate and why.
+
+It compiles the policy (and a feed) into the same table the server uses, applies
+any `--spend`/`--load` the SRE wants to try, and runs the shared `decide` with
+`commit=False, explain=True`, so nothing is reserved and the answer is exactly
+what the mode ladder saw: excluded targets, the bounded-load walk with each
+node's load against its cap, every rung's latency estimate and cost, the
+tenant's budget standing, the decision and the headers Envoy would get.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from router import wire
+from router.core.budget import BudgetLedger, BudgetState, MemoryBudgetStore, period_key
+from router.core.decide import decide
+from router.core.decision import Decision, refusal
+from router.core.feed import FeedError, FeedSnapshot, decode_feed, format_time, parse_time
+from router.core.loads import LoadTracker
+from router.core.model import Policy
+from router.core.request import RouteRequest, TagError, parse_request
+from router.core.ring import PointCache
+from router.core.table import RouteTable, build_table
+from router.policy.loader import PolicyError, load_policy
+
+
+class UsageError(Exception):
+    """A bad argument; reported on stderr with exit code 2."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register explain's options."""
+    parser.add_argument("--policy", required=True, metavar="FILE", help="policy YAML")
+    parser.add_argument("--feed", metavar="FILE",
+                        help="feed JSON (default: the policy's file: feed, if it exists)")
+    parser.add_argument("--no-feed", action="store_true", help="explain as if no feed arrived")
+    parser.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'",
+                        help="a request header, e.g. -H 'x-affinity-tenant: acme' (repeatable)")
+    parser.add_argument("--payload-bytes", type=int, default=0, metavar="N",
+                        help="request body size, for egress cost (default 0)")
+    parser.add_argument("--spend", action="append", default=[], metavar="TENANT=USD",
+                        help="committed spend this period, replacing the feed's (repeatable)")
+    parser.add_argument("--load", action="append", default=[], metavar="TARGET=N",
+                        help="in-flight requests on a node or pool (repeatable)")
+    parser.add_argument("--now", metavar="RFC3339",
+                        help="decision time (default: the feed's generated_at, else now)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _pairs(items: list[str], what: str) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--{what} {item!r}: expected NAME=VALUE")
+        out.append((name.strip(), value.strip()))
+    return out
+
+
+def parse_headers(items: list[str]) -> dict[str, str]:
+    """'Name: value' strings → a lower-case header mapping."""
+    headers: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise UsageError(f"-H {item!r}: expected 'NAME: VALUE'")
+        headers[name.strip().lower()] = value.strip()
+    return headers
+
+
+def _feed(args: argparse.Namespace, policy: Policy) -> tuple[FeedSnapshot | None, str | None]:
+    path = args.feed
+    source = policy.feed.source or ""
+    if path is None and not args.no_feed and source.startswith("file:"):
+        candidate = Path(source.removeprefix("file:"))
+        if not candidate.is_absolute() and not candidate.exists():
+            candidate = Path(args.policy).parent / candidate
+        path = str(candidate) if candidate.exists() else None
+    if path is None or args.no_feed:
+        return None, None
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"--feed {path}: {exc.strerror or exc}") from exc
+    try:
+        # validate as of far in the future: explain accepts old snapshots on purpose
+        return decode_feed(raw, policy, now=4e9), path
+    except FeedError as exc:
+        raise UsageError(f"--feed {path}: {exc}") from exc
+
+
+def _setup(args: argparse.Namespace) -> tuple[Policy, RouteTable, BudgetLedger, float, str | None]:
+    try:
+        policy = load_policy(args.policy)
+    except PolicyError as exc:
+        raise UsageError(str(exc)) from exc
+    feed, feed_path = _feed(args, policy)
+    if args.now is not None:
+        try:
+            now = parse_time(args.now)
+        except ValueError as exc:
+            raise UsageError(f"--now: {exc}") from exc
+    else:
+        now = feed.generated_at if feed is not None else time.time()
+    if feed is not None:
+        feed = dataclasses.replace(feed, received_at=now)
+    tracker = LoadTracker()
+    table = build_table(policy, feed, tracker, PointCache(), now=now)
+    known = {n.id for n in table.nodes} | {p.id for p in table.pools}
+    for name, value in _pairs(args.load, "load"):
+        if name not in known:
+            raise UsageError(f"--load {name}: no node or pool with that id in the policy")
+        if not value.isdigit():
+            raise UsageError(f"--load {name}={value}: expected a whole number")
+        for _ in range(int(value)):
+            tracker.acquire(tracker.slot(name))
+    ledger = BudgetLedger(policy.budgets, MemoryBudgetStore())
+    period = period_key(now, policy.budgets.period)
+    spend = dict(feed.spend) if feed is not None else {}
+    for name, value in _pairs(args.spend, "spend"):
+        try:
+            spend[name] = float(value)
+        except ValueError as exc:
+            raise UsageError(f"--spend {name}={value}: expected a number of USD") from exc
+    for tenant, usd in spend.items():
+        ledger.store.apply_billing(tenant, period, usd, None)
+    return policy, table, ledger, now, feed_path
+
+
+def explain(args: argparse.Namespace) -> dict[str, Any]:
+    """The whole explanation as a JSON-ready dict."""
+    policy, table, ledger, now, feed_path = _setup(args)
+    headers = parse_headers(args.header)
+    stripped = sorted(h for h in headers if h.startswith(wire.ROUTE_PREFIX))
+    for name in stripped:
+        del headers[name]
+    req: RouteRequest | None = None
+    try:
+        req = parse_request(headers, policy.defaults, policy.slo.default_latency_ms,
+                            payload_bytes=args.payload_bytes, request_id="explain")
+        decision = decide(req, table, ledger, now=now, commit=False, explain=True)
+    except TagError as exc:
+        decision = refusal(wire.STATUS_BAD_TAG, wire.E_BAD_TAG, wire.R_BAD_TAG,
+                           f"{exc.tag}: {exc.detail}", policy.digest)
+    out: dict[str, Any] = {
+        "policy": {"file": args.policy, "version": policy.digest},
+        "feed": _feed_info(table, feed_path, now),
+        "now": format_time(now),
+        "request": None if req is None else _request_info(req),
+        "stripped_headers": stripped,
+        "budget": None if req is None else _budget_info(ledger.state(req.tenant, now)),
+        "candidates": [dataclasses.asdict(c) for c in decision.candidates],
+        "decision": _decision_info(decision),
+    }
+    return out
+
+
+def _feed_info(table: RouteTable, path: str | None, now: float) -> dict[str, Any] | None:
+    if table.feed is None:
+        return None
+    return {"file": path, "generated_at": format_time(table.feed.generated_at),
+            "age_s": round(table.feed.age(now), 1), "stale": table.stale}
+
+
+def _request_info(req: RouteRequest) -> dict[str, Any]:
+    return {"key": req.key, "tenant": req.tenant, "residency": sorted(req.residency),
+            "slo_ms": req.slo_ms, "model": req.model, "degrade": req.accept_degradation,
+            "max_cost_usd": req.max_cost_usd, "payload_bytes": req.payload_bytes}
+
+
+def _budget_info(state: BudgetState) -> dict[str, Any]:
+    limit = state.limit_usd
+    if limit is None:
+        standing = "unlimited"
+    elif state.used_usd >= state.hard_usd:
+        standing = "at hard limit: cloud refused"
+    elif state.over_soft:
+        standing = "over soft limit: cloud only when nothing cheaper meets the SLO"
+    else:
+        standing = "under soft limit"
+    return {"tenant": state.tenant, "period": state.period, "limit_usd": limit,
+            "used_usd": state.used_usd, "committed_usd": state.committed_usd,
+            "reserved_usd": state.reserved_usd,
+            "soft_usd": None if limit is None else state.soft_usd,
+            "hard_usd": None if limit is None else state.hard_usd, "standing": standing}
+
+
+def _decision_info(d: Decision) -> dict[str, Any]:
+    info: dict[str, Any] = {"status": d.status, "mode": d.mode, "reason": d.reason}
+    if d.routed:
+        info |= {"target": d.target, "node": d.node, "quality": d.quality,
+                 "split_cloud": d.split_cloud, "cost_usd": d.cost_usd, "est_ms": d.est_ms,
+                 "headers": dict(d.headers())}
+    else:
+        headers = {wire.H_REASON: d.reason}
+        if d.retry_after is not None:
+            headers[wire.H_RETRY_AFTER] = str(d.retry_after)
+        info |= {"error": d.error, "detail": d.detail, "retry_after": d.retry_after,
+                 "response_headers": headers, "body": d.body().decode()}
+    return info
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def render(info: dict[str, Any]) -> str:
+    """The explanation as terminal text."""
+    lines = [f"policy   {info['policy']['file']} (version {info['policy']['version']})"]
+    feed = info["feed"]
+    lines.append("feed     none: policy defaults, no spot prices" if feed is None else
+                 f"feed     {feed['file']} generated {feed['generated_at']}, age {feed['age_s']}s"
+                 + (" (STALE: weights lowered)" if feed["stale"] else ""))
+    lines.append(f"now      {info['now']}")
+    req = info["request"]
+    if req is not None:
+        lines.append(
+            f"request  key={req['key'] or '-'} tenant={req['tenant']} "
+            f"residency={','.join(req['residency']) or '-'} slo={req['slo_ms']:g}ms "
+            f"model={req['model'] or '-'} degrade={str(req['degrade']).lower()} "
+            f"max-cost={_num(req['max_cost_usd'], 'g')} payload={req['payload_bytes']}B")
+    if info["stripped_headers"]:
+        lines.append(f"removed  client-sent {', '.join(info['stripped_headers'])}")
+    b = info["budget"]
+    if b is not None:
+        if b["limit_usd"] is None:
+            lines.append(f"budget   {b['tenant']} {b['period']}: unlimited")
+        else:
+            lines.append(
+                f"budget   {b['tenant']} {b['period']}: used ${b['used_usd']:.2f} of "
+                f"${b['limit_usd']:.2f} (soft ${b['soft_usd']:.2f}, hard ${b['hard_usd']:.2f})"
+                f": {b['standing']}")
+    lines += ["", "candidates (in the order the router considered them)",
+              f"  {'TARGET':<22}{'MODE':<15}{'QUALITY':<12}{'EST ms':>8}{'COST usd':>11}"
+              f"{'LOAD/CAP':>10}  VERDICT"]
+    for c in info["candidates"]:
+        loadcap = "-" if c["load"] is None else f"{c['load']}/{c['cap']}"
+        mode = "excluded" if c["mode"] == "-" else c["mode"]
+        lines.append(f"  {c['target']:<22}{mode:<15}{c['quality'] or '-':<12}"
+                     f"{_num(c['est_ms'], '.1f'):>8}{_num(c['cost_usd'], '.6f'):>11}"
+                     f"{loadcap:>10}  {c['verdict']}")
+    d = info["decision"]
+    lines.append("")
+    if d["status"] == 200:
+        lines.append(f"decision {d['mode']} on {d['node']} ({d['target']}), reason {d['reason']},"
+                     f" est {d['est_ms']:.1f} ms, ${d['cost_usd']:.6f}")
+        lines.append("headers Envoy would get")
+        lines += [f"  {k}: {v}" for k, v in d["headers"].items()]
+    else:
+        lines.append(f"decision refused {d['status']} {d['error']}: {d['detail']}")
+        lines.append("Envoy answers with an immediate response")
+        lines += [f"  {k}: {v}" for k, v in d["response_headers"].items()]
+        lines.append(f"  body: {d['body']}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Explain one request; exit 0 when answered (even a refusal), 2 on bad input."""
+    try:
+        info = explain(args)
+    except UsageError as exc:
+        print(f"hybrid-router explain: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(info, indent=2) if args.json else render(info))
+    return 0
