@@ -1,0 +1,144 @@
+"""Emulated edge nodes and cloud pools: one small HTTP server per policy address.
+
+Each answers after a latency drawn from its profile (a node's base latency
+scaled by the quality it was asked for, a pool's latency), records what reached
+it, and echoes the route headers so a client can see where it ran. Test hooks
+in request headers: `x-emulate-delay-ms` (fixed latency), `x-emulate-status`
+(answer with that status), `x-emulate-reset: 1` (drop the connection).
+`GET /_stats` returns hits, in-flight and max in-flight as JSON.
+
+    python -m router.emulate --policy FILE [--speed 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import signal
+import sys
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from router import wire
+from router.core.model import Policy
+from router.policy.loader import PolicyError, load_policy
+
+QUALITY_FACTOR = {"full": 1.0, "constrained": 0.6, "minimal": 0.35}
+
+
+@dataclass
+class Target:
+    """One emulated node or pool and what reached it."""
+
+    id: str
+    address: str
+    latency_ms: float
+    kind: str  # edge | cloud
+    hits: int = 0
+    inflight: int = 0
+    max_inflight: int = 0
+    modes: dict[str, int] = field(default_factory=dict)
+    keys: dict[str, int] = field(default_factory=dict)
+
+    def stats(self) -> dict[str, object]:
+        """JSON-able counters."""
+        return {"id": self.id, "hits": self.hits, "inflight": self.inflight,
+                "max_inflight": self.max_inflight, "modes": self.modes}
+
+
+def targets(policy: Policy) -> list[Target]:
+    """Every node and pool of `policy` as a target."""
+    out = [Target(n.id, n.address, n.base_latency_ms, "edge") for n in policy.nodes]
+    out += [Target(p.id, p.address, p.latency_ms, "cloud") for p in policy.pools]
+    return out
+
+
+def make_app(target: Target, *, speed: float = 1.0, seed: int = 0) -> web.Application:
+    """The aiohttp app serving one target."""
+    rng = random.Random(f"{target.id}-{seed}")
+
+    async def stats(_request: web.Request) -> web.Response:
+        return web.json_response(target.stats())
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        h = request.headers
+        target.hits += 1
+        target.inflight += 1
+        target.max_inflight = max(target.max_inflight, target.inflight)
+        mode = h.get(wire.H_MODE, "fail-open")
+        target.modes[mode] = target.modes.get(mode, 0) + 1
+        try:
+            if "x-emulate-delay-ms" in h:
+                delay = float(h["x-emulate-delay-ms"]) / 1000.0
+            else:
+                factor = QUALITY_FACTOR.get(h.get(wire.H_QUALITY, "full"), 1.0)
+                base = target.latency_ms * factor
+                delay = max(0.0, rng.gauss(base, base * 0.15)) / 1000.0 / speed
+            await asyncio.sleep(delay)
+            if h.get("x-emulate-reset") == "1":
+                if request.transport is not None:
+                    request.transport.abort()
+                raise web.HTTPInternalServerError()
+            status = int(h.get("x-emulate-status", "200"))
+            echo = {k: v for k, v in h.items() if k.lower().startswith(wire.ROUTE_PREFIX)}
+            echo["x-served-by"] = target.id
+            body = json.dumps({"served_by": target.id, "kind": target.kind, "mode": mode,
+                               "route": {k.lower(): v for k, v in echo.items()}})
+            return web.Response(status=status, text=body, headers=echo,
+                                content_type="application/json")
+        finally:
+            target.inflight -= 1
+
+    app = web.Application()
+    app.router.add_get("/_stats", stats)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+async def serve(policy: Policy, *, speed: float = 1.0) -> list[web.AppRunner]:
+    """Start a server for every target; returns the runners (cleanup() each to stop)."""
+    runners = []
+    for target in targets(policy):
+        host, _, port = target.address.rpartition(":")
+        runner = web.AppRunner(make_app(target, speed=speed), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, int(port)).start()
+        runners.append(runner)
+    return runners
+
+
+async def _main(policy: Policy, speed: float) -> None:
+    runners = await serve(policy, speed=speed)
+    print(f"emulate: {len(runners)} targets up", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for runner in runners:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve every target of a policy until SIGTERM."""
+    parser = argparse.ArgumentParser(prog="python -m router.emulate", description=__doc__)
+    parser.add_argument("--policy", required=True)
+    parser.add_argument("--speed", type=float, default=1.0,
+                        help="divide every latency by this (default 1)")
+    args = parser.parse_args(argv)
+    try:
+        policy = load_policy(args.policy)
+    except PolicyError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    asyncio.run(_main(policy, args.speed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

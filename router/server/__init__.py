@@ -1,0 +1,1 @@
+"""The ext_proc adapter: Envoy's ProcessingRequest in, the core's Decision out."""

@@ -1,0 +1,179 @@
+"""`hybrid-router serve`: the ext_proc gRPC server, health, metrics, refresh and reload.
+
+SIGTERM drains: health turns NOT_SERVING, new streams are refused, streams in
+flight get `--grace` seconds to finish. SIGHUP re-reads the policy.
+`--workers N` runs N processes on one port (SO_REUSEPORT); each bounds its own
+share of every node's slots (slots / N, so together they never exceed the
+node), and budget spend goes through the shared store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from router.core.model import Policy
+from router.metrics import RouterMetrics
+from router.policy.loader import PolicyError, load_policy
+from router.runtime import Runtime
+from router.stores import open_store
+
+log = logging.getLogger("hybrid_router.server")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register this command's arguments."""
+    parser.add_argument("--policy", required=True, metavar="FILE")
+    parser.add_argument("--grpc", default="127.0.0.1:50051", metavar="HOST:PORT|unix:PATH",
+                        help="ext_proc listen address (default 127.0.0.1:50051)")
+    parser.add_argument("--metrics", default="127.0.0.1:9464", metavar="HOST:PORT",
+                        help="Prometheus /metrics address (default 127.0.0.1:9464; off: none)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="worker processes sharing the port (default 1)")
+    parser.add_argument("--max-streams", type=int, default=4096, metavar="N",
+                        help="open ext_proc streams before refusing with 503 (default 4096)")
+    parser.add_argument("--grace", type=float, default=5.0, metavar="SECONDS",
+                        help="drain time on SIGTERM (default 5)")
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--worker-index", type=int, default=-1, help=argparse.SUPPRESS)
+
+
+def share(policy: Policy, workers: int, index: int) -> Policy:
+    """`policy` with each node's slots cut to this worker's share (floor, remainder spread)."""
+    if workers <= 1:
+        return policy
+    nodes = []
+    for node in policy.nodes:
+        base, extra = divmod(node.slots, workers)
+        nodes.append(dataclasses.replace(node, slots=max(1, base + (1 if index < extra else 0))))
+    return dataclasses.replace(policy, nodes=tuple(nodes))
+
+
+async def _publish(runtime: Runtime, metrics: RouterMetrics) -> None:
+    """Gauges from the runtime once a second (off the per-request path)."""
+    while True:
+        for name, value in runtime.inflight().items():
+            metrics.node_inflight.labels(name).set(value)
+        table = runtime.table
+        for node in table.nodes:
+            metrics.node_weight.labels(node.id).set(node.weight if node.healthy else 0.0)
+        now = runtime.clock()
+        for tenant, _ in runtime.policy.budgets.tenants:
+            metrics.budget_spend.labels(tenant).set(runtime.ledger.state(tenant, now).used_usd)
+        if table.feed is not None:
+            metrics.feed_age.set(table.feed.age(now))
+        await asyncio.sleep(1.0)
+
+
+async def serve(args: argparse.Namespace, policy: Policy) -> int:
+    """Run one server process until SIGTERM/SIGINT."""
+    import grpc
+    from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+    from prometheus_client import start_http_server
+
+    from router.server.servicer import Processor
+
+    workers = max(1, args.workers)
+    store = open_store(policy.budgets.store)
+    runtime = Runtime(share(policy, workers, max(0, args.worker_index)), store)
+    metrics = RouterMetrics()
+    if args.metrics != "off" and args.worker_index <= 0:
+        host, _, port = args.metrics.rpartition(":")
+        start_http_server(int(port), addr=host, registry=metrics.registry)
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1),
+                                      ("grpc.max_concurrent_streams", 10_000)])
+    processor = Processor(runtime, metrics, max_streams=args.max_streams)
+    pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)
+    health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else \
+        health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    address = args.grpc
+    server.add_insecure_port(address)
+    await server.start()
+    await _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
+    tasks = [asyncio.create_task(_publish(runtime, metrics))]
+    refresher: Any = None
+    try:
+        from router.feed.refresh import Refresher
+
+        refresher = Refresher(runtime, args.policy, metrics)
+        tasks.append(asyncio.create_task(refresher.run()))
+    except ImportError:
+        log.warning("feed refresh unavailable; serving the policy without a feed")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    if refresher is not None:
+        loop.add_signal_handler(signal.SIGHUP, refresher.request_reload)
+    log.info("serving ext_proc on %s (policy %s, worker %d/%d)", address,
+             runtime.policy.digest, max(0, args.worker_index) + 1, workers)
+    print(f"hybrid-router: ext_proc on {address}, metrics on {args.metrics}", flush=True)
+    await stop.wait()
+    log.info("draining: health NOT_SERVING, %d streams open", processor.open_streams)
+    await _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await server.stop(grace=args.grace)
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    store.close()
+    log.info("stopped; %d routed requests unfinished", processor.unfinished)
+    return 0
+
+
+async def _set_health(servicer: Any, status: Any) -> None:
+    result = servicer.set("", status)
+    if asyncio.iscoroutine(result):
+        await result
+
+
+def _spawn_workers(args: argparse.Namespace, argv: list[str]) -> int:
+    procs = [subprocess.Popen([sys.executable, "-m", "router", "serve", *argv,
+                               "--worker-index", str(i)]) for i in range(args.workers)]
+
+    def forward(signum: int, _frame: Any) -> None:
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    codes = [p.wait() for p in procs]
+    return max(codes)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the policy (first load must succeed) and serve."""
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        policy = load_policy(args.policy)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    if args.workers > 1 and args.worker_index < 0:
+        return _spawn_workers(args, _rebuild_argv(args))
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(serve(args, policy))
+    return int(uvloop.run(serve(args, policy)))
+
+
+def _rebuild_argv(args: argparse.Namespace) -> list[str]:
+    return ["--policy", args.policy, "--grpc", args.grpc, "--metrics", args.metrics,
+            "--workers", str(args.workers), "--max-streams", str(args.max_streams),
+            "--grace", str(args.grace), "--log-level", args.log_level]
+
+
+
