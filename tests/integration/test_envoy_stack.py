@@ -1,0 +1,180 @@
+"""Through real Envoy: affinity, bounded load, residency, spoofing, refusals, fail-open, leaks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import signal
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+
+from .stack import NODES, Stack
+
+pytestmark = pytest.mark.integration
+
+
+async def fetch(session: aiohttp.ClientSession, stack: Stack, headers: dict[str, str],
+                **kw: Any) -> tuple[int, dict[str, str], bytes]:
+    async with session.get(stack.url + "/infer", headers=headers, **kw) as resp:
+        return resp.status, {k.lower(): v for k, v in resp.headers.items()}, await resp.read()
+
+
+def many(stack: Stack, headers: list[dict[str, str]], limit: int = 64
+         ) -> list[tuple[int, dict[str, str], bytes]]:
+    async def go() -> list[tuple[int, dict[str, str], bytes]]:
+        conn = aiohttp.TCPConnector(limit=limit)
+        async with aiohttp.ClientSession(connector=conn,
+                                         timeout=aiohttp.ClientTimeout(total=30)) as s:
+            return list(await asyncio.gather(*(fetch(s, stack, h) for h in headers)))
+    return asyncio.run(go())
+
+
+def settle(stack: Stack, timeout: float = 5.0) -> dict[str, float]:
+    """Wait for the router's gauges (published each second) to show nothing in flight."""
+    deadline = time.monotonic() + timeout
+    while True:
+        values = stack.inflight()
+        if all(v == 0 for v in values.values()) or time.monotonic() > deadline:
+            return values
+        time.sleep(0.3)
+
+
+def test_same_key_lands_on_the_same_node(stack: Stack) -> None:
+    results = many(stack, [{"x-affinity-key": "camera-7", "x-affinity-residency": "CCPA"}] * 12,
+                   limit=1)
+    served = {h["x-served-by"] for _, h, _ in results}
+    assert len(served) == 1 and all(s == 200 for s, _, _ in results)
+    assert results[0][1]["x-route-mode"] == "edge"
+
+
+def test_gdpr_requests_only_reach_gdpr_nodes(stack: Stack) -> None:
+    results = many(stack, [{"x-affinity-key": f"eu-{i}", "x-affinity-residency": "GDPR"}
+                           for i in range(80)])
+    gdpr = {n for n, (tag, _, _) in NODES.items() if tag == "GDPR"} | {"cloud-eu"}
+    assert all(s == 200 for s, _, _ in results)
+    assert {h["x-served-by"] for _, h, _ in results} <= gdpr
+
+
+def test_64_concurrent_slow_requests_respect_caps(stack: Stack) -> None:
+    before = {n: stack.stats(n)["max_inflight"] for n in NODES}
+    assert all(v <= NODES[n][2] for n, v in before.items())
+    results = many(stack, [{"x-affinity-key": f"hot-{i % 3}", "x-affinity-residency": "CCPA",
+                            "x-emulate-delay-ms": "400"} for i in range(64)])
+    # 24 CCPA edge slots and no CCPA cloud pool: the rest are refused, never overloaded.
+    served = [h for s, h, _ in results if s == 200]
+    refused = [h for s, h, _ in results if s != 200]
+    assert len(served) >= 24
+    assert all(h["x-route-reason"] == "capacity" for h in refused)
+    wsum = sum(w for tag, w, _ in NODES.values() if tag == "CCPA")
+    for name, (tag, w, slots) in NODES.items():
+        if tag != "CCPA":
+            continue
+        seen = stack.stats(name)["max_inflight"]
+        # A pick happens at load < cap(L) with L <= 63 in flight on the eligible nodes.
+        assert seen <= min(slots, math.ceil(1.25 * 64 * w / wsum)), (name, seen)
+    assert {h["x-route-mode"] for h in served} <= {"edge", "edge-degraded"}
+    assert settle(stack) == dict.fromkeys(stack.inflight(), 0.0)
+
+
+def test_malformed_tag_gets_400_json_naming_it(stack: Stack) -> None:
+    [(status, headers, body)] = many(stack, [{"x-affinity-slo-ms": "soon"}])
+    assert status == 400 and headers["x-route-reason"] == "bad-tag"
+    doc = json.loads(body)
+    assert doc["error"] == "bad_affinity_tag" and doc["detail"].startswith("x-affinity-slo-ms:")
+
+
+def test_unsatisfiable_residency_gets_503(stack: Stack) -> None:
+    [(status, headers, body)] = many(stack, [{"x-affinity-residency": "GDPR,CCPA"}])
+    assert status == 503 and headers["x-route-reason"] == "residency"
+    assert json.loads(body)["error"] == "no_eligible_target"
+
+
+def test_exhausted_budget_gets_429_with_retry_after(stack: Stack) -> None:
+    # $0.01 per cloud request; tenant 'tight' may spend $0.03.
+    reqs = [{"x-affinity-tenant": "tight", "x-affinity-residency": "HIPAA",
+             "x-affinity-key": f"h{i}"} for i in range(5)]
+    results = many(stack, reqs, limit=1)
+    statuses = [s for s, _, _ in results]
+    assert statuses[:3] == [200, 200, 200] and statuses[3:] == [429, 429]
+    _, headers, body = results[3]
+    assert int(headers["retry-after"]) > 0 and headers["x-route-reason"] == "budget"
+    assert json.loads(body)["error"] == "budget_exhausted"
+
+
+def test_spoofed_route_target_is_ignored_with_the_router_up(stack: Stack) -> None:
+    spoof = {"x-affinity-key": "s1", "x-affinity-residency": "CCPA",
+             "x-route-target": stack.address["cloud-hipaa"], "x-route-mode": "cloud"}
+    results = many(stack, [spoof] * 10)
+    assert all(h["x-served-by"] in ("us-a", "us-b") for _, h, _ in results)
+
+
+def test_every_kind_of_ending_releases_its_slot(stack: Stack) -> None:
+    base = {"x-affinity-residency": "CCPA"}
+    kinds: list[dict[str, str]] = []
+    for i in range(40):
+        h = {**base, "x-affinity-key": f"end-{i}"}
+        if i % 4 == 1:
+            h["x-emulate-status"] = "500"
+        elif i % 4 == 2:
+            h["x-emulate-reset"] = "1"
+        elif i % 4 == 3:
+            h.update({"x-emulate-delay-ms": "600", "x-envoy-upstream-rq-timeout-ms": "100"})
+        kinds.append(h)
+    results = many(stack, kinds)
+    statuses = sorted({s for s, _, _ in results})
+    assert 200 in statuses and 500 in statuses and (503 in statuses or 504 in statuses)
+
+    async def client_resets() -> None:
+        async with aiohttp.ClientSession() as s:
+            tasks = [asyncio.create_task(fetch(s, stack, {**base, "x-affinity-key": f"c{i}",
+                                                          "x-emulate-delay-ms": "2000"}))
+                     for i in range(10)]
+            await asyncio.sleep(0.5)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(client_resets())
+    time.sleep(0.5)
+    assert settle(stack) == dict.fromkeys(stack.inflight(), 0.0)
+
+
+@pytest.mark.slow
+def test_no_leaks_after_10000_mixed_requests(stack: Stack) -> None:
+    reqs = []
+    for i in range(10_000):
+        h = {"x-affinity-key": f"m{i % 500}", "x-affinity-residency": ("GDPR", "CCPA")[i % 2]}
+        if i % 10 == 3:
+            h["x-emulate-status"] = "503"
+        elif i % 50 == 7:
+            h["x-emulate-reset"] = "1"
+        elif i % 7 == 0:
+            h["x-affinity-slo-ms"] = "3"
+        reqs.append(h)
+    results = many(stack, reqs, limit=64)
+    assert len(results) == 10_000
+    assert settle(stack, 8.0) == dict.fromkeys(stack.inflight(), 0.0)
+
+
+def test_router_down_fails_open_and_still_ignores_spoofing(stack: Stack) -> None:
+    stack.stop_router(signal.SIGKILL)
+    try:
+        plain = {"x-affinity-key": "down-1"}
+        [(status, home, _)] = many(stack, [plain])
+        assert status == 200 and "x-route-mode" not in home  # no router: Envoy's ring hash
+        # Spoofed targets go where the key's ring hash sends it, never where the header says.
+        target = next(n for n in stack.address if n != home["x-served-by"])
+        spoof = {**plain, "x-route-target": stack.address[target]}
+        results = many(stack, [spoof] * 10, limit=1)
+        assert {h["x-served-by"] for _, h, _ in results} == {home["x-served-by"]}
+        spread = many(stack, [{"x-affinity-key": f"d{i}"} for i in range(40)])
+        assert all(s == 200 for s, _, _ in spread)
+        assert len({h["x-served-by"] for _, h, _ in spread}) > 1
+    finally:
+        stack.start_router()
+    [(status, headers, _)] = many(stack, [{"x-affinity-key": "back"}])
+    assert status == 200 and headers["x-route-mode"] in ("edge", "edge-degraded", "split", "cloud")
