@@ -1,0 +1,75 @@
+"""Child processes of the demo: started in their own process groups, always stopped."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None
+              ) -> None:
+    """Block until 127.0.0.1:`port` accepts connections; raise if it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+class Processes:
+    """Named child processes; `stop_all` ends every one of them and their children."""
+
+    def __init__(self, logdir: Path) -> None:
+        """Children log to files in `logdir`."""
+        self.logdir = logdir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, argv: list[str], *, env: dict[str, str] | None = None
+              ) -> subprocess.Popen[bytes]:
+        """Start `argv` as `name` in a new session (its own process group)."""
+        log = open(self.logdir / f"{name}.log", "ab")  # noqa: SIM115 (owned by the child)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                env={**os.environ, **(env or {})})
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def python(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """Start `python -m router ARGS...` as `name`."""
+        return self.start(name, [sys.executable, "-m", "router", *args])
+
+    def stop(self, name: str, timeout: float = 5.0) -> None:
+        """SIGTERM `name`'s process group, then SIGKILL after `timeout`."""
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+    def stop_all(self) -> None:
+        """Stop every child, newest first."""
+        for name in reversed(list(self.procs)):
+            self.stop(name)

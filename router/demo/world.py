@@ -1,0 +1,79 @@
+"""The demo's world: a copy of the example policy on free ports, and its live feed file."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+from router.core.feed import format_time
+from router.demo.procs import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_POLICY = ROOT / "policies" / "example.yaml"
+EXAMPLE_FEED = ROOT / "policies" / "feeds" / "demo.json"
+
+
+@dataclass
+class World:
+    """Paths and ports of one demo run, and the feed document it edits for events."""
+
+    state: Path
+    policy_path: Path
+    feed_path: Path
+    ports: dict[str, int] = field(default_factory=dict)
+    feed: dict[str, object] = field(default_factory=dict)
+
+    def write_feed(self) -> None:
+        """Stamp and write the feed atomically (the feed server pushes the change)."""
+        self.feed["generated_at"] = format_time(time.time())
+        tmp = self.feed_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.feed, indent=1))
+        tmp.replace(self.feed_path)
+
+    def node(self, node_id: str) -> dict[str, object]:
+        """The feed entry of `node_id`."""
+        nodes = self.feed["nodes"]
+        assert isinstance(nodes, list)
+        for entry in nodes:
+            if entry["id"] == node_id:
+                return cast(dict[str, object], entry)  # edited in place
+        raise KeyError(node_id)
+
+    def set_price(self, instance_type: str, usd_per_hour: float) -> None:
+        """Change a spot price in the feed."""
+        prices = self.feed["prices"]
+        assert isinstance(prices, list)
+        for entry in prices:
+            if entry["instance_type"] == instance_type:
+                entry["usd_per_hour"] = usd_per_hour
+
+
+def make_world(state: Path, feed_grpc_port: int) -> World:
+    """Copy the example policy with every address on a free port and the feed on gRPC Watch."""
+    state.mkdir(parents=True, exist_ok=True)
+    text = EXAMPLE_POLICY.read_text()
+    ports: dict[str, int] = {}
+
+    def fresh(match: re.Match[str]) -> str:
+        port = free_port()
+        ports[match.group(1)] = port
+        return f'address: "127.0.0.1:{port}"'
+
+    text = re.sub(r'address: "127\.0\.0\.1:(\d+)"', fresh, text)
+    text = re.sub(r'feed: \{source: "[^"]*"', f'feed: {{source: "grpc://127.0.0.1:{feed_grpc_port}"',
+                  text)
+    text = text.replace("refresh_seconds: 30", "refresh_seconds: 5")
+    text = re.sub(r'store: "[^"]*"', f'store: "sqlite:{state / "budget.db"}"', text)
+    # Small budgets so the demo's spend is visible against them within minutes.
+    text = re.sub(r"tenants: \{.*\}", "tenants: {default: {limit_usd: 0.05}, "
+                  "acme: {limit_usd: 2}, fintech: {limit_usd: 0.5}}", text)
+    policy_path = state / "policy.yaml"
+    policy_path.write_text(text)
+    world = World(state=state, policy_path=policy_path, feed_path=state / "feed.json",
+                  ports=ports, feed=json.loads(EXAMPLE_FEED.read_text()))
+    world.write_feed()
+    return world
