@@ -1,0 +1,191 @@
+"""docker-compose.yml, its configs and the k8s example agree with each other and the code.
+
+No Docker engine runs here, so this checks what can drift: every mounted file exists,
+the router's ports are where Envoy and Prometheus look, Envoy's config is exactly what
+`hybrid-router envoy-config` prints for the mounted policy, and the services' commands
+parse with the project's own CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from router import envoy_config
+from router.cli import build_parser
+from router.policy.loader import load_policy
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES: dict[str, Any] = COMPOSE["services"]
+CONTRACT_METRICS = {"router_decisions_total", "router_decision_seconds", "router_node_inflight",
+                    "router_node_weight", "router_budget_spend_usd", "router_feed_age_seconds",
+                    "router_feed_refresh_total", "router_policy_reload_total"}
+
+
+def mounts(service: str) -> dict[str, Path]:
+    """Container path -> host path of a service's bind mounts."""
+    out = {}
+    for spec in SERVICES[service].get("volumes", []):
+        host, container = spec.split(":")[:2]
+        if host.startswith("./"):
+            out[container] = ROOT / host
+    return out
+
+
+def ip(service: str) -> str:
+    return str(SERVICES[service]["networks"]["mesh"]["ipv4_address"])
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """`argv` (without the program name) parsed by the real hybrid-router parser."""
+    return build_parser(argv[0]).parse_args(argv)
+
+
+def cli_args(service: str) -> argparse.Namespace:
+    """The service's command parsed by the real hybrid-router parser."""
+    return parse(SERVICES[service]["command"])
+
+
+def flag(service: str, name: str) -> str:
+    cmd = SERVICES[service]["command"]
+    return str(cmd[cmd.index(name) + 1])
+
+
+def test_every_mounted_file_exists() -> None:
+    for name in SERVICES:
+        for container, host in mounts(name).items():
+            assert host.exists(), f"{name}: {host} (mounted at {container}) is missing"
+
+
+def test_the_image_builds_from_this_repo() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert text.startswith("#") and "FROM python:3.11-slim" in text
+    for src in re.findall(r"^COPY (\S+(?: \S+)*) \S+$", text, flags=re.M):
+        for path in src.split():
+            assert (ROOT / path).exists(), f"Dockerfile copies missing {path}"
+    cmd = json.loads(re.search(r"^CMD (\[.*?\])", text, flags=re.M | re.S)
+                     .group(1).replace("\\\n", ""))  # type: ignore[union-attr]
+    assert parse(cmd).command == "serve"
+    assert SERVICES["router"]["build"] == "."
+    images = {SERVICES[s].get("image") for s in ("router", "feed", "emulate")}
+    assert images == {"hybrid-router:local"}
+
+
+def test_router_ports_match_envoy_and_prometheus() -> None:
+    args = cli_args("router")
+    assert args.command == "serve"
+    grpc_port = args.grpc.rpartition(":")[2]
+    metrics_port = args.metrics.rpartition(":")[2]
+    envoy = yaml.safe_load(mounts("envoy")["/etc/envoy/envoy.yaml"].read_text())
+    cluster = next(c for c in envoy["static_resources"]["clusters"]
+                   if c["name"] == "hybrid_router")
+    sock = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"][
+        "address"]["socket_address"]
+    assert (sock["address"], str(sock["port_value"])) == (ip("router"), grpc_port)
+    prom = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    job = next(j for j in prom["scrape_configs"] if j["job_name"] == "hybrid-router")
+    assert job["static_configs"][0]["targets"] == [f"{ip('router')}:{metrics_port}"]
+    assert f"{metrics_port}:{metrics_port}" in SERVICES["router"]["ports"]
+    mounted = SERVICES["prometheus"]["volumes"][0].split(":")[1]
+    assert SERVICES["prometheus"]["command"] == [f"--config.file={mounted}"]
+
+
+def test_envoy_config_is_what_the_generator_prints_for_the_mounted_policy() -> None:
+    envoy_file = mounts("envoy")["/etc/envoy/envoy.yaml"]
+    policy_file = mounts("router")[flag("router", "--policy")]
+    envoy = yaml.safe_load(envoy_file.read_text())
+    listen = envoy["static_resources"]["listeners"][0]["address"]["socket_address"]
+    admin = envoy["admin"]["address"]["socket_address"]
+    assert f"{listen['port_value']}:{listen['port_value']}" in SERVICES["envoy"]["ports"]
+    assert f"{admin['port_value']}:{admin['port_value']}" in SERVICES["envoy"]["ports"]
+    rel = policy_file.relative_to(ROOT)
+    expected = envoy_config.render(
+        load_policy(policy_file), "gateway", listen=f"0.0.0.0:{listen['port_value']}",
+        router=f"{ip('router')}:{flag('router', '--grpc').rpartition(':')[2]}",
+        admin=f"0.0.0.0:{admin['port_value']}", source=str(rel))
+    assert envoy_file.read_text() == expected, (
+        "deploy/envoy.yaml is stale: regenerate it with the command in docker-compose.yml")
+    assert SERVICES["envoy"]["image"] == "envoyproxy/envoy:v1.40-latest"
+    assert SERVICES["envoy"]["command"][:3] == ["envoy", "-c", "/etc/envoy/envoy.yaml"]
+
+
+def test_policy_points_at_the_compose_services() -> None:
+    policy = load_policy(mounts("router")["/etc/hybrid-router/policy.yaml"])
+    assert mounts("emulate")["/etc/hybrid-router/policy.yaml"] == \
+        mounts("router")["/etc/hybrid-router/policy.yaml"]
+    for target in (*policy.nodes, *policy.pools):
+        assert target.address.rpartition(":")[0] == ip("emulate"), target.id
+    feed = cli_args("feed")
+    assert feed.command == "feed" and feed.feed_command == "serve"
+    port = feed.listen.rpartition(":")[2]
+    assert policy.feed.source == f"http://{ip('feed')}:{port}/feed.json"
+    assert mounts("feed")[feed.source].exists()
+    store = policy.budgets.store.removeprefix("sqlite:")
+    volume = next(v for v in SERVICES["router"]["volumes"] if not v.startswith("./"))
+    assert store.startswith(volume.split(":")[1] + "/")
+
+
+def test_emulate_command_parses_with_the_emulator() -> None:
+    from router import emulate
+
+    svc = SERVICES["emulate"]
+    assert svc["entrypoint"] == ["python", "-m", "router.emulate"]
+    assert emulate.__name__ == "router.emulate"
+    proc = subprocess.run([sys.executable, "-m", "router.emulate", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=True)
+    for opt in svc["command"][::2]:
+        assert opt in proc.stdout
+
+
+def test_grafana_is_provisioned_with_the_contract_metrics() -> None:
+    prov = mounts("grafana")["/etc/grafana/provisioning"]
+    source = yaml.safe_load((prov / "datasources" / "prometheus.yml").read_text())
+    url = source["datasources"][0]["url"]
+    assert url == f"http://{ip('prometheus')}:9090"
+    board_dir = yaml.safe_load((prov / "dashboards" / "hybrid-router.yml").read_text())[
+        "providers"][0]["options"]["path"]
+    host_dir = mounts("grafana")[board_dir]
+    board = json.loads((host_dir / "hybrid-router.json").read_text())
+    exprs = [t["expr"] for p in board["panels"] for t in p["targets"]]
+    used = {re.sub(r"_(bucket|sum|count)$", "", m)
+            for e in exprs for m in re.findall(r"\brouter_[a-z_]+", e)}
+    assert used == CONTRACT_METRICS
+
+
+def test_k8s_sidecar_envoy_config_matches_its_policy() -> None:
+    docs = list(yaml.safe_load_all((ROOT / "docs" / "k8s-sidecar.yaml").read_text()))
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    deploy = next(d for d in docs if d["kind"] == "Deployment")
+    containers = {c["name"]: c for c in deploy["spec"]["template"]["spec"]["containers"]}
+    router_args = parse(containers["hybrid-router"]["args"])
+    with tempfile.TemporaryDirectory() as tmp:
+        policy_file = Path(tmp) / "policy.yaml"
+        policy_file.write_text(config["policy.yaml"])
+        policy = load_policy(policy_file)
+        expected = envoy_config.render(policy, "sidecar", listen="127.0.0.1:15001",
+                                       router=router_args.grpc, admin="127.0.0.1:15000",
+                                       source="policy.yaml")
+    assert config["envoy.yaml"] == expected
+    assert policy.budgets.store.startswith("redis://")
+    assert containers["envoy"]["image"] == "envoyproxy/envoy:v1.40-latest"
+
+
+def test_the_regeneration_command_in_the_compose_file_is_current() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    cmd = re.search(r"#   (hybrid-router envoy-config .*?)\n#     (.*?)\n", text)
+    assert cmd is not None
+    argv = shlex.split(cmd.group(1).rstrip("\\") + " " + cmd.group(2))[1:]
+    args = parse(argv)
+    assert (args.router, args.listen, args.admin, args.output) == (
+        f"{ip('router')}:{flag('router', '--grpc').rpartition(':')[2]}", "0.0.0.0:8080",
+        "0.0.0.0:9901", "deploy/envoy.yaml")
