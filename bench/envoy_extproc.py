@@ -1,0 +1,280 @@
+"""Throughput and added latency through real Envoy, four ways side by side in one run.
+
+(a) Envoy straight to an upstream, (b) Envoy's own ring hash with
+hash_balance_factor, (c) a do-nothing Python ext_proc that sets one header (the
+language's floor), (d) hybrid-router; plus (d2) hybrid-router --workers 2.
+Closed loop: wrk, 32 connections. Open loop: a fixed 300 req/s. Upstreams are
+a second Envoy answering with direct_response, so they are never the bottleneck.
+Runs are interleaved (a, b, c, d, d2, a, b, ...) and medians reported, because
+this 2-core machine is shared and noisy. Writes docs/BENCHMARKS.md.
+
+    .venv/bin/python bench/envoy_extproc.py [--seconds 8] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._report import write_section
+from router.envoy_config import build
+from router.policy.loader import load_policy
+from tests.integration.stack import ENVOY, free_port, stop, wait_port
+
+ROOT = Path(__file__).resolve().parent.parent
+NOOP = '''
+import asyncio, sys
+import grpc, uvloop
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pbg
+class P(pbg.ExternalProcessorServicer):
+    async def Process(self, it, ctx):
+        async for m in it:
+            if m.WhichOneof("request") == "request_headers":
+                opt = base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(
+                    key="x-route-node", raw_value=b"noop"))
+                yield pb.ProcessingResponse(request_headers=pb.HeadersResponse(
+                    response=pb.CommonResponse(header_mutation=pb.HeaderMutation(
+                        set_headers=[opt]))))
+            else:
+                yield pb.ProcessingResponse(response_headers=pb.HeadersResponse())
+async def main():
+    s = grpc.aio.server()
+    pbg.add_ExternalProcessorServicer_to_server(P(), s)
+    s.add_insecure_port(sys.argv[1]); await s.start(); await s.wait_for_termination()
+uvloop.run(main())
+'''
+LUA = '''
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, "/infer", {["x-affinity-key"] = "k" .. (counter % 5000),
+                                    ["x-affinity-residency"] = "GDPR"})
+end
+'''
+
+
+def policy_text(ports: list[int]) -> str:
+    nodes = "\n".join(
+        f'    - {{id: n{i}, address: "127.0.0.1:{p}", hardware: rtx-4090, weight: {1 + i % 3},'
+        f" slots: 64, residency: [GDPR], base_latency_ms: 5}}" for i, p in enumerate(ports[:-1]))
+    return (f"version: 1\nedge:\n  nodes:\n{nodes}\ncloud:\n  pools:\n"
+            f'    - {{id: cloud, address: "127.0.0.1:{ports[-1]}", residency: [GDPR]}}\n'
+            "budgets: {store: memory}\n")
+
+
+def upstream_config(ports: list[int], admin: int) -> dict[str, Any]:
+    listeners = []
+    for p in ports:
+        hcm = {"@type": "type.googleapis.com/envoy.extensions.filters.network."
+                        "http_connection_manager.v3.HttpConnectionManager",
+               "stat_prefix": f"u{p}",
+               "route_config": {"virtual_hosts": [{"name": "u", "domains": ["*"], "routes": [
+                   {"match": {"prefix": "/"},
+                    "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]}]},
+               "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                   "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}
+        listeners.append({"name": f"u{p}", "address": {"socket_address": {
+            "address": "127.0.0.1", "port_value": p}}, "filter_chains": [{"filters": [
+                {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]})
+    return {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+            "static_resources": {"listeners": listeners}}
+
+
+def variant(base: dict[str, Any], way: str) -> dict[str, Any]:
+    """Derive ways (a)/(b) from the generated config by dropping ext_proc."""
+    cfg = copy.deepcopy(base)
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"]
+    if way in ("a", "b"):
+        hcm["http_filters"] = [f for f in hcm["http_filters"]
+                               if f["name"] != "envoy.filters.http.ext_proc"]
+    cluster = cfg["static_resources"]["clusters"][1]
+    if way == "a":
+        eps = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        cluster["load_assignment"]["endpoints"][0]["lb_endpoints"] = eps[:1]
+        del cluster["load_balancing_policy"]
+    if way == "b":
+        override = cluster["load_balancing_policy"]["policies"][0]["typed_extension_config"]
+        cluster["load_balancing_policy"] = override["typed_config"]["fallback_policy"]
+    return cfg
+
+
+def wrk(url: str, seconds: int, script: Path) -> tuple[float, float, float]:
+    out = subprocess.run(["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", "-s", str(script),
+                          url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def ms(label: str) -> float:
+        m = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out)
+        assert m, out
+        return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+    return rps, ms("50"), ms("99")
+
+
+async def open_loop(url: str, rate: float, seconds: float) -> tuple[float, float, float]:
+    import aiohttp
+
+    lat: list[float] = []
+    errors = 0
+
+    async def one(session: aiohttp.ClientSession, i: int) -> None:
+        nonlocal errors
+        t0 = time.perf_counter()
+        try:
+            async with session.get(url, headers={"x-affinity-key": f"k{i % 5000}",
+                                                 "x-affinity-residency": "GDPR"}) as r:
+                await r.read()
+                if r.status != 200:
+                    errors += 1
+        except aiohttp.ClientError:
+            errors += 1
+        lat.append((time.perf_counter() - t0) * 1000)
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as s:
+        tasks, start = [], time.perf_counter()
+        n = int(rate * seconds)
+        for i in range(n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(s, i)))
+        await asyncio.gather(*tasks)
+    lat.sort()
+    return (float(errors), lat[len(lat) // 2], lat[int(len(lat) * 0.99)])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=300.0)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-envoy-"))
+    ports = [free_port() for _ in range(5)]
+    (tmp / "policy.yaml").write_text(policy_text(ports))
+    (tmp / "wrk.lua").write_text(LUA)
+    policy = load_policy(tmp / "policy.yaml")
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def spawn(name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        log = open(tmp / f"{name}.log", "ab")  # noqa: SIM115
+        procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True, cwd=ROOT)
+        return procs[name]
+
+    assert ENVOY
+    results: dict[str, dict[str, list[float]]] = {}
+    try:
+        (tmp / "up.yaml").write_text(yaml.safe_dump(upstream_config(ports, free_port())))
+        up = spawn("upstream", [ENVOY, "-c", str(tmp / "up.yaml"), "--base-id", "901",
+                                "--concurrency", "1", "-l", "error"])
+        for p in ports:
+            wait_port(p, up)
+        ways = {"a": None, "b": None, "c": "noop", "d": "router", "d2": "router2"}
+        for rnd in range(args.rounds):
+            for way, backend in ways.items():
+                grpc_port, listen = free_port(), free_port()
+                if backend == "noop":
+                    spawn("backend", [sys.executable, "-c", NOOP, f"127.0.0.1:{grpc_port}"])
+                elif backend is not None:
+                    spawn("backend", [sys.executable, "-m", "router", "serve", "--policy",
+                                      str(tmp / "policy.yaml"), "--grpc",
+                                      f"127.0.0.1:{grpc_port}", "--metrics", "off",
+                                      "--workers", "2" if backend == "router2" else "1",
+                                      "--log-level", "WARNING"])
+                if backend is not None:
+                    wait_port(grpc_port, procs["backend"])
+                cfg = variant(build(policy, mode="gateway", listen=f"127.0.0.1:{listen}",
+                                    router=f"127.0.0.1:{grpc_port}",
+                                    admin=f"127.0.0.1:{free_port()}"), way)
+                (tmp / f"{way}.yaml").write_text(yaml.safe_dump(cfg))
+                env = spawn("envoy", [ENVOY, "-c", str(tmp / f"{way}.yaml"), "--base-id",
+                                      str(902 + rnd), "--concurrency", "1", "-l", "error"])
+                wait_port(listen, env)
+                time.sleep(1.0)
+                url = f"http://127.0.0.1:{listen}/infer"
+                wrk(url, 2, tmp / "wrk.lua")  # warm-up
+                rps, p50, p99 = wrk(url, args.seconds, tmp / "wrk.lua")
+                errs, o50, o99 = asyncio.run(open_loop(url, args.rate, args.seconds))
+                r = results.setdefault(way, {})
+                for k, v in (("rps", rps), ("p50", p50), ("p99", p99), ("o50", o50),
+                             ("o99", o99), ("errors", errs)):
+                    r.setdefault(k, []).append(v)
+                print(f"round {rnd} ({way}) {rps:8.0f} req/s p50 {p50:.2f} p99 {p99:.2f} ms | "
+                      f"open {args.rate:.0f}/s p50 {o50:.2f} p99 {o99:.2f} ms errors {errs:.0f}",
+                      flush=True)
+                stop(procs.pop("envoy"))
+                stop(procs.pop("backend", None))
+    finally:
+        for p in procs.values():
+            stop(p)
+    med = {w: {k: statistics.median(v) for k, v in r.items()} for w, r in results.items()}
+    names = {"a": "(a) Envoy → upstream", "b": "(b) Envoy ring hash + hash_balance_factor",
+             "c": "(c) do-nothing Python ext_proc", "d": "(d) hybrid-router",
+             "d2": "(d2) hybrid-router --workers 2"}
+    lines = ["| setup | closed loop req/s | ÷ (a) | ÷ (c) | p50 / p99 ms (32 conns) | "
+             f"open loop {args.rate:.0f}/s p50 / p99 ms | added p50 / p99 vs (a) ms |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for w, m in med.items():
+        lines.append(f"| {names[w]} | {m['rps']:,.0f} | {m['rps'] / med['a']['rps']:.2f}x | "
+                     f"{m['rps'] / med['c']['rps']:.2f}x | {m['p50']:.2f} / {m['p99']:.2f} | "
+                     f"{m['o50']:.2f} / {m['o99']:.2f} | "
+                     f"{m['o50'] - med['a']['o50']:+.2f} / {m['o99'] - med['a']['o99']:+.2f} |")
+    d, c, a = med["d"], med["c"], med["a"]
+    verdict = (
+        f"\n\nIn this run (d) kept {d['rps'] / c['rps']:.2f}x of (c)'s throughput (goal 0.9x) and, "
+        f"in the open loop, added {d['o50'] - c['o50']:+.2f} ms p50 / {d['o99'] - c['o99']:+.2f} ms "
+        f"p99 over (c) and {d['o50'] - a['o50']:+.2f} / {d['o99'] - a['o99']:+.2f} ms over (a) "
+        "(goal < 1 / < 3 ms over (a)). What bounds it: the do-nothing floor (c) alone adds "
+        f"{c['o50'] - a['o50']:+.2f} ms p50 over (a) — the per-stream cost of Python gRPC plus "
+        "Envoy's side stream, measured on a 2-core box that also runs wrk and two Envoys — so "
+        "the p50 goal over (a) is out of reach for any Python ext_proc here; the routing adds "
+        "the (d)−(c) difference on top. In-process the decision itself costs ~12-25 µs "
+        "(section above); the rest of (d)'s gap to (c) is building and applying seven route "
+        "headers instead of one (Python protobuf objects, Envoy header mutation) and the "
+        "metrics updates. What would move it: fewer written headers (target + mode only) "
+        "behind a flag, a C-extension protobuf path, or more cores for `--workers`.")
+    body = "\n".join(lines) + verdict + f"""
+
+Medians of {args.rounds} interleaved rounds of {args.seconds} s each; wrk -t2 -c32 with a Lua
+script spreading 5,000 affinity keys (GDPR-tagged, 4 weighted edge nodes + 1 pool); the open loop
+is an aiohttp client at a fixed rate. Upstreams are a separate Envoy with direct_response. Envoy
+runs with one worker thread; everything — wrk, Envoy, upstream Envoy and the Python processes —
+shares the same 2 cores, so closed-loop figures are bounded by the machine, not by any one part.
+
+Reading it: (c)→(d) is what the routing itself costs over the Python gRPC floor (goal: (d) keeps
+≥ 0.9x of (c)); the open-loop columns are the latency a request pays at a moderate rate (goal:
+(d) adds < 1 ms p50 and < 3 ms p99 over (a)). `--workers 2` runs two router processes on one port
+(SO_REUSEPORT); on 2 cores they compete with Envoy and wrk for the same CPUs, so the gain is
+bounded here. Workers share no memory: each bounds its own share of every node's slots
+(slots / N, so together they never exceed a node) and runs the bounded-load pick on its own
+in-flight counts; budget spend goes through the shared store (Redis for a fleet).
+
+Reproduce: `.venv/bin/python bench/envoy_extproc.py`."""
+    if not args.no_write:
+        write_section("envoy_extproc", "Through real Envoy: four ways side by side", body)
+    print(body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
