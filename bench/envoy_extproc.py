@@ -241,8 +241,9 @@ def main() -> int:
                      f"{m['o50'] - med['a']['o50']:+.2f} / {m['o99'] - med['a']['o99']:+.2f} |")
     d, c, a = med["d"], med["c"], med["a"]
     verdict = (
-        f"\n\nIn this run (d) kept {d['rps'] / c['rps']:.2f}x of (c)'s throughput (goal 0.9x) and, "
-        f"in the open loop, added {d['o50'] - c['o50']:+.2f} ms p50 / {d['o99'] - c['o99']:+.2f} ms "
+        f"\n\nIn this run (d) kept {d['rps'] / c['rps']:.2f}x of (c)'s throughput (goal 0.9x) "
+        f"and, in the open loop, added {d['o50'] - c['o50']:+.2f} ms p50 / "
+        f"{d['o99'] - c['o99']:+.2f} ms "
         f"p99 over (c) and {d['o50'] - a['o50']:+.2f} / {d['o99'] - a['o99']:+.2f} ms over (a) "
         "(goal < 1 / < 3 ms over (a)). What bounds it: the do-nothing floor (c) alone adds "
         f"{c['o50'] - a['o50']:+.2f} ms p50 over (a) — the per-stream cost of Python gRPC plus "
