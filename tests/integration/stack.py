@@ -85,9 +85,11 @@ def stop(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> Non
 class Stack:
     """Emulated upstreams + hybrid-router + Envoy, all on fresh 127.0.0.1 ports."""
 
-    def __init__(self, tmp: Path, *, store: str = "memory", policy: str | None = None) -> None:
+    def __init__(self, tmp: Path, *, store: str = "memory", policy: str | None = None,
+                 workers: int = 1) -> None:
         """Write the policy and Envoy config; nothing runs until `start`."""
         self.tmp = tmp
+        self.workers = workers
         self.ports = {f"p{i}": free_port() for i in range(6)}
         self.policy_text = (policy or POLICY).format(store=store, **self.ports)
         self.policy = tmp / "policy.yaml"
@@ -112,7 +114,7 @@ class Stack:
         proc = self._spawn("router", [sys.executable, "-m", "router", "serve", "--policy",
                                       str(self.policy), "--grpc", f"127.0.0.1:{self.grpc}",
                                       "--metrics", f"127.0.0.1:{self.metrics_port}",
-                                      "--grace", "2"])
+                                      "--grace", "2", "--workers", str(self.workers)])
         wait_port(self.grpc, proc)
         wait_port(self.metrics_port, proc)
 
