@@ -44,13 +44,29 @@ def _option(key: str, value: str) -> Any:
                                       append_action=OVERWRITE)
 
 
+_RESPONSES: dict[tuple[tuple[str, str], ...], Any] = {}
+_MAX_CACHED = 8192
+
+
 def routed_response(decision: Decision, sent: dict[str, str]) -> Any:
-    """Header mutations: set the route headers, remove any other client-sent x-route-*."""
+    """Header mutations: set the route headers, remove any other client-sent x-route-*.
+
+    A fleet has few distinct header sets (target × mode × quality × reason × cost), so
+    the built protobuf response is cached per set: it is never mutated after building.
+    """
     headers = decision.headers()
-    ours = {k for k, _ in headers}
-    remove = [k for k in sent if k.startswith(wire.ROUTE_PREFIX) and k not in ours]
-    common = pb.CommonResponse(header_mutation=_mutation(headers, remove))
-    return pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=common))
+    remove = tuple(k for k in sent if k.startswith(wire.ROUTE_PREFIX))
+    key = (*headers, ("", ",".join(remove)))
+    cached = _RESPONSES.get(key)
+    if cached is None:
+        ours = {k for k, _ in headers}
+        mutation = _mutation(headers, [k for k in remove if k not in ours])
+        cached = pb.ProcessingResponse(request_headers=pb.HeadersResponse(
+            response=pb.CommonResponse(header_mutation=mutation)))
+        if len(_RESPONSES) >= _MAX_CACHED:
+            _RESPONSES.clear()
+        _RESPONSES[key] = cached
+    return cached
 
 
 def _mutation(headers: list[tuple[str, str]], remove: list[str]) -> Any:
@@ -81,6 +97,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         self.max_streams = max_streams
         self.open_streams = 0
         self.unfinished = 0  # routed requests whose stream has not ended yet
+        self._counters: dict[tuple[str, str], Any] = {}
 
     async def Process(self, request_iterator: AsyncIterator[Any], context: Any
                       ) -> AsyncIterator[Any]:
@@ -91,11 +108,12 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             async for msg in request_iterator:
                 kind = msg.WhichOneof("request")
                 if kind == "request_headers" and routed is None:
-                    routed = self._decide(msg.request_headers)
+                    headers = request_headers(msg.request_headers)
+                    routed = self._decide(headers)
                     d = routed.decision
                     if d.routed:
                         self.unfinished += 1
-                        yield routed_response(d, request_headers(msg.request_headers))
+                        yield routed_response(d, headers)
                     else:
                         yield immediate(d)
                 elif kind == "response_headers":
@@ -115,9 +133,8 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                 self.unfinished -= 1
                 self.runtime.finish(routed)
 
-    def _decide(self, headers_msg: Any) -> Routed:
+    def _decide(self, headers: dict[str, str]) -> Routed:
         t0 = time.perf_counter()
-        headers = request_headers(headers_msg)
         rid = headers.get(wire.H_REQUEST_ID, "")
         if self.open_streams > self.max_streams:
             d = refusal(503, wire.E_OVERLOAD, wire.R_OVERLOAD,
@@ -132,7 +149,11 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             routed = self.runtime.route(headers, payload_bytes=size, request_id=rid)
         d = routed.decision
         self.metrics.decision_seconds.observe(time.perf_counter() - t0)
-        self.metrics.decisions.labels(d.mode, d.reason).inc()
+        counter = self._counters.get((d.mode, d.reason))
+        if counter is None:
+            counter = self._counters[(d.mode, d.reason)] = self.metrics.decisions.labels(
+                d.mode, d.reason)
+        counter.inc()
         if d.routed:
             log.debug("%s -> %s %s (%s)", rid, d.mode, d.node, d.reason)
         else:
