@@ -161,6 +161,7 @@ async def open_loop(url: str, rate: float, seconds: float) -> tuple[float, float
 
 def _verdict(med: dict[str, dict[str, float]]) -> str:
     """What this run says about the goals, and what bounds them."""
+    d, c, a = med["d"], med["c"], med["a"]
     ratio = d["rps"] / c["rps"]
     p50, p99 = d["o50"] - a["o50"], d["o99"] - a["o99"]
     met = "met" if p50 < 1.0 and p99 < 3.0 else "missed"
