@@ -20,7 +20,7 @@ import yaml
 
 from router import wire
 from router.core.model import Policy
-from router.policy.loader import PolicyError, load_policy
+from router.policy.loader import load_policy_or_report
 
 GRACEFUL_CLOSE = "envoy.reloadable_features.ext_proc_graceful_grpc_close"
 T = "type.googleapis.com/"
@@ -147,11 +147,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print (or write) the config."""
-    try:
-        policy = load_policy(args.policy)
-    except PolicyError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    policy = load_policy_or_report(args.policy)
+    if policy is None:
         return 2
     text = render(policy, args.mode, listen=args.listen, router=args.router, admin=args.admin,
                   source=args.policy)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -340,3 +341,13 @@ def load_policy(path: str | FsPath) -> Policy:
     if policy is None:
         raise PolicyError([p for p in problems if p.severity == "error"] or problems)
     return policy
+
+
+def load_policy_or_report(path: str | FsPath) -> Policy | None:
+    """`load_policy` for commands: on failure print every problem to stderr, return None."""
+    try:
+        return load_policy(path)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return None

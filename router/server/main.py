@@ -21,7 +21,7 @@ from typing import Any
 
 from router.core.model import Policy
 from router.metrics import RouterMetrics
-from router.policy.loader import PolicyError, load_policy
+from router.policy.loader import load_policy_or_report
 from router.runtime import Runtime
 from router.stores import open_store
 
@@ -155,11 +155,8 @@ def run(args: argparse.Namespace) -> int:
     """Load the policy (first load must succeed) and serve."""
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        policy = load_policy(args.policy)
-    except PolicyError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    policy = load_policy_or_report(args.policy)
+    if policy is None:
         return 2
     if args.workers > 1 and args.worker_index < 0:
         return _spawn_workers(args, _rebuild_argv(args))
