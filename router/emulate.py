@@ -4,7 +4,9 @@ Each answers after a latency drawn from its profile (a node's base latency
 scaled by the quality it was asked for, a pool's latency), records what reached
 it, and echoes the route headers so a client can see where it ran. Test hooks
 in request headers: `x-emulate-delay-ms` (fixed latency), `x-emulate-status`
-(answer with that status), `x-emulate-reset: 1` (drop the connection).
+(answer with that status), `x-emulate-reset: 1` (drop the connection),
+`x-emulate-stream-ms` (send the headers at once, then the body in chunks over
+that many milliseconds, as a streamed inference answer would).
 `GET /_stats` returns hits, in-flight and max in-flight as JSON.
 
     python -m router.emulate --policy FILE [--speed 1.0]
@@ -86,6 +88,8 @@ def make_app(target: Target, *, speed: float = 1.0, seed: int = 0) -> web.Applic
             status = int(h.get("x-emulate-status", "200"))
             echo = {k: v for k, v in h.items() if k.lower().startswith(wire.ROUTE_PREFIX)}
             echo["x-served-by"] = target.id
+            if "x-emulate-stream-ms" in h:
+                return await _stream(request, status, echo, float(h["x-emulate-stream-ms"]))
             body = json.dumps({"served_by": target.id, "kind": target.kind, "mode": mode,
                                "route": {k.lower(): v for k, v in echo.items()}})
             return web.Response(status=status, text=body, headers=echo,
@@ -97,6 +101,18 @@ def make_app(target: Target, *, speed: float = 1.0, seed: int = 0) -> web.Applic
     app.router.add_get("/_stats", stats)
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
+
+
+async def _stream(request: web.Request, status: int, headers: dict[str, str],
+                  ms: float, chunks: int = 10) -> web.StreamResponse:
+    resp = web.StreamResponse(status=status, headers=headers)
+    resp.content_type = "text/event-stream"
+    await resp.prepare(request)
+    for i in range(chunks):
+        await asyncio.sleep(ms / 1000.0 / chunks)
+        await resp.write(f"data: {i}\n\n".encode())
+    await resp.write_eof()
+    return resp
 
 
 async def serve(policy: Policy, *, speed: float = 1.0) -> list[web.AppRunner]:

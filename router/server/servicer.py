@@ -2,11 +2,12 @@
 
 Per stream (one HTTP request): on request headers, decide and answer with
 header mutations or an immediate response; the decision's in-flight slots and
-budget hold are handed back exactly once when the stream ends. With
-`response_header_mode: SEND` Envoy keeps the stream open until the upstream's
-response headers arrive, and closes (or resets) it on every other ending —
-upstream reset, timeout, client reset, local reply — so stream end is the
-request's end however it ends.
+budget hold are handed back exactly once when the stream ends. In the
+processing mode `router.envoy_config` generates (response headers SKIP,
+response trailers SEND) Envoy keeps the stream open, sending nothing more,
+until the HTTP stream ends — body complete, upstream reset or timeout, local
+reply, client reset — so the stream's end is the request's end however it ends,
+streamed bodies included.
 """
 
 from __future__ import annotations

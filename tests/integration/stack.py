@@ -45,6 +45,7 @@ budgets:
   store: "{store}"
   tenants: {{default: {{limit_usd: 1000}}, tight: {{limit_usd: 0.03}}}}
 """
+UPSTREAM_TIMEOUT_S = 2.5  # Envoy's route timeout here, so a test can provoke a 504
 NODES = {"eu-a": ("GDPR", 2.0, 8), "eu-b": ("GDPR", 1.0, 4), "us-a": ("CCPA", 2.0, 8),
          "us-b": ("CCPA", 4.0, 16)}
 
@@ -134,7 +135,8 @@ class Stack:
         subprocess.run([sys.executable, "-m", "router", "envoy-config", "--policy",
                         str(self.policy), "--router", f"127.0.0.1:{self.grpc}", "--listen",
                         f"127.0.0.1:{self.listen}", "--admin", f"127.0.0.1:{self.admin}",
-                        "-o", str(config)], check=True, cwd=ROOT)
+                        "--upstream-timeout", str(UPSTREAM_TIMEOUT_S), "-o", str(config)],
+                       check=True, cwd=ROOT)
         envoy = self._spawn("envoy", [ENVOY, "-c", str(config), "-l", "warning",
                                       "--base-id", str(self.listen), "--concurrency", "2"])
         wait_port(self.listen, envoy)
