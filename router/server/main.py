@@ -2,9 +2,8 @@
 
 SIGTERM drains: health turns NOT_SERVING, new streams are refused, streams in
 flight get `--grace` seconds to finish. SIGHUP re-reads the policy.
-`--workers N` runs N processes on one port (SO_REUSEPORT); each bounds its own
-share of every node's slots (slots / N, so together they never exceed the
-node), and budget spend goes through the shared store.
+`--workers N` runs N processes on one port (SO_REUSEPORT); each serves its own
+share of every limit (`router.server.workers`) and its own metrics port.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import signal
 import subprocess
@@ -23,6 +21,7 @@ from router.core.model import Policy
 from router.metrics import RouterMetrics
 from router.policy.loader import load_policy_or_report
 from router.runtime import Runtime
+from router.server.workers import WorkerRuntime, store_problem
 from router.stores import open_store
 
 log = logging.getLogger("hybrid_router.server")
@@ -34,26 +33,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grpc", default="127.0.0.1:50051", metavar="HOST:PORT|unix:PATH",
                         help="ext_proc listen address (default 127.0.0.1:50051)")
     parser.add_argument("--metrics", default="127.0.0.1:9464", metavar="HOST:PORT",
-                        help="Prometheus /metrics address (default 127.0.0.1:9464; off: none)")
+                        help="Prometheus /metrics address (default 127.0.0.1:9464; off: none);"
+                        " worker i of --workers N serves on PORT + i")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
-                        help="worker processes sharing the port (default 1)")
+                        help="worker processes sharing the port, each with its share of"
+                        " every limit (default 1)")
     parser.add_argument("--max-streams", type=int, default=4096, metavar="N",
                         help="open ext_proc streams before refusing with 503 (default 4096)")
     parser.add_argument("--grace", type=float, default=5.0, metavar="SECONDS",
                         help="drain time on SIGTERM (default 5)")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--worker-index", type=int, default=-1, help=argparse.SUPPRESS)
-
-
-def share(policy: Policy, workers: int, index: int) -> Policy:
-    """`policy` with each node's slots cut to this worker's share (floor, remainder spread)."""
-    if workers <= 1:
-        return policy
-    nodes = []
-    for node in policy.nodes:
-        base, extra = divmod(node.slots, workers)
-        nodes.append(dataclasses.replace(node, slots=max(1, base + (1 if index < extra else 0))))
-    return dataclasses.replace(policy, nodes=tuple(nodes))
 
 
 async def _publish(runtime: Runtime, metrics: RouterMetrics) -> None:
@@ -81,13 +71,14 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
 
     from router.server.servicer import Processor
 
-    workers = max(1, args.workers)
+    workers, index = max(1, args.workers), max(0, args.worker_index)
     store = open_store(policy.budgets.store)
-    runtime = Runtime(share(policy, workers, max(0, args.worker_index)), store)
+    runtime: Runtime = WorkerRuntime(policy, store, workers=workers, index=index) \
+        if workers > 1 else Runtime(policy, store)
     metrics = RouterMetrics()
-    if args.metrics != "off" and args.worker_index <= 0:
+    if args.metrics != "off":
         host, _, port = args.metrics.rpartition(":")
-        start_http_server(int(port), addr=host, registry=metrics.registry)
+        start_http_server(int(port) + index, addr=host, registry=metrics.registry)
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1),
                                       ("grpc.max_concurrent_streams", 10_000)])
     processor = Processor(runtime, metrics, max_streams=args.max_streams)
@@ -115,7 +106,7 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
     if refresher is not None:
         loop.add_signal_handler(signal.SIGHUP, refresher.request_reload)
     log.info("serving ext_proc on %s (policy %s, worker %d/%d)", address,
-             runtime.policy.digest, max(0, args.worker_index) + 1, workers)
+             runtime.policy.digest, index + 1, workers)
     print(f"hybrid-router: ext_proc on {address}, metrics on {args.metrics}", flush=True)
     await stop.wait()
     log.info("draining: health NOT_SERVING, %d streams open", processor.open_streams)
@@ -157,6 +148,10 @@ def run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     policy = load_policy_or_report(args.policy)
     if policy is None:
+        return 2
+    problem = store_problem(policy, args.workers)
+    if problem is not None:
+        print(f"hybrid-router serve: {problem}", file=sys.stderr)
         return 2
     if args.workers > 1 and args.worker_index < 0:
         return _spawn_workers(args, _rebuild_argv(args))

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from router.policy.loader import load_policy
-from router.server.main import share
+from router.server.workers import share
 
 from .stack import NODES, Stack
 
