@@ -1,0 +1,1 @@
+"""What-if simulator: the routing core driven by simulated time and traffic."""

@@ -1,0 +1,76 @@
+"""`hybrid-router simulate`: a what-if run through the same routing core as the server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from router.policy.loader import load_policy_or_report
+from simulator.report import html_report, summarize, table, write_decisions
+from simulator.routers import BASELINES, Adaptive, Baseline, Router
+from simulator.run import simulate
+from simulator.scenario import load_scenario
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register this command's arguments."""
+    parser.add_argument("--scenario", required=True, metavar="FILE")
+    parser.add_argument("--requests", type=int, metavar="N",
+                        help="stop after N requests instead of at duration_s")
+    parser.add_argument("--out", metavar="DIR", help="write report.json, decisions.jsonl and "
+                                                     "report.html here")
+    parser.add_argument("--decisions-out", metavar="FILE", help="decisions as JSON lines")
+    parser.add_argument("--compare", nargs="*", metavar="POLICY", default=None,
+                        help="also run these policies, plus every baseline, on the same "
+                             "traffic and events, and print one table")
+    parser.add_argument("--baselines", action="store_true",
+                        help="compare with cloud-only, edge-only, round-robin, "
+                             "consistent-hash and least-loaded")
+    parser.add_argument("--progress", action="store_true", help="progress on stderr")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the scenario (and comparisons); exit 2 on a bad scenario or policy."""
+    scenario, problems = load_scenario(args.scenario)
+    errors = [p for p in problems if p.severity == "error"]
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if scenario is None or errors:
+        return 2
+    policy = load_policy_or_report(scenario.policy)
+    if policy is None:
+        return 2
+    progress = args.progress or sys.stderr.isatty()
+    main = simulate(scenario, policy, Adaptive(policy), requests=args.requests,
+                    progress=progress)
+    summary = summarize(main, policy)
+    reports = [summary]
+    if args.compare is not None or args.baselines:
+        routers: list[tuple[Router, object]] = []
+        for extra in args.compare or []:
+            other = load_policy_or_report(extra)
+            if other is None:
+                return 2
+            routers.append((Adaptive(other, name=Path(extra).stem), other))
+        routers += [(Baseline(policy, kind), policy) for kind in BASELINES]
+        for router, pol in routers:
+            res = simulate(scenario, pol, router, requests=args.requests,  # type: ignore[arg-type]
+                           progress=progress)
+            reports.append(summarize(res, pol))  # type: ignore[arg-type]
+    comparison = table(reports) if len(reports) > 1 else ""
+    if args.decisions_out:
+        write_decisions(main, Path(args.decisions_out))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(
+            {**summary, "comparison": reports[1:]} if len(reports) > 1 else summary, indent=2))
+        write_decisions(main, out / "decisions.jsonl")
+        (out / "report.html").write_text(html_report(main, summary, policy, comparison))
+    print(json.dumps(summary, indent=2))
+    if comparison:
+        print()
+        print(comparison)
+    return 0
