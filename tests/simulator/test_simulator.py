@@ -1,0 +1,159 @@
+"""The simulator: queueing theory, determinism, invariants, reports, scenario errors, HTML."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from router.cli import main
+from router.core.model import EdgeNode
+from router.policy.loader import load_policy
+from simulator.report import summarize
+from simulator.routers import Adaptive
+from simulator.run import simulate
+from simulator.scenario import load_scenario, parse_scenario
+from simulator.world import Choice, World
+from tests.core.factory import policy as make_policy
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = ROOT / "simulator" / "scenarios"
+
+
+def erlang_c_response_ms(c: int, lam: float, mean_ms: float) -> float:
+    """Mean response time of an M/M/c queue (Erlang C), in ms."""
+    mu = 1000.0 / mean_ms
+    a = lam / mu
+    rho = a / c
+    top = a ** c / math.factorial(c) / (1 - rho)
+    p_wait = top / (sum(a ** k / math.factorial(k) for k in range(c)) + top)
+    return (p_wait / (c * mu - lam) + 1 / mu) * 1000.0
+
+
+@pytest.mark.parametrize(("c", "rho"), [(1, 0.6), (4, 0.75), (8, 0.85)])
+def test_edge_node_matches_mm_c(c: int, rho: float) -> None:
+    node = EdgeNode(id="n", address="127.0.0.1:1", hardware="t", weight=1, slots=c,
+                    residency=frozenset(), models=frozenset({"*"}), base_latency_ms=20.0)
+    world = World(make_policy([node]), np.random.default_rng(3))
+    lam = rho * c * 1000.0 / 20.0
+    rng = np.random.default_rng(4)
+    times = np.cumsum(rng.exponential(1 / lam, 60_000))
+    done: list[float] = []
+    for t in times:
+        world.run_until(float(t))
+        world.submit(Choice("edge", "n", None, "full"), 0.0, done.append)
+    world.run_until(float("inf"))
+    measured = float(np.mean(done[5000:]))
+    expected = erlang_c_response_ms(c, lam, 20.0)
+    assert measured == pytest.approx(expected, rel=0.08), (measured, expected)
+
+
+def run(name: str, requests: int = 20_000):  # type: ignore[no-untyped-def]
+    scenario, problems = load_scenario(SCENARIOS / name)
+    assert scenario is not None, problems
+    policy = load_policy(scenario.policy)
+    return scenario, policy, simulate(scenario, policy, Adaptive(policy), requests=requests)
+
+
+def test_same_seed_same_result() -> None:
+    a = summarize(run("spot-spike.yaml", 8000)[2], run("spot-spike.yaml", 10)[1])
+    b = summarize(run("spot-spike.yaml", 8000)[2], run("spot-spike.yaml", 10)[1])
+    a.pop("wall_seconds")
+    b.pop("wall_seconds")
+    assert a == b
+
+
+@pytest.mark.parametrize("name", ["fintech.yaml", "partition.yaml", "spot-spike.yaml",
+                                  "black-friday.yaml"])
+def test_no_residency_violation_or_budget_overrun(name: str) -> None:
+    _, policy, result = run(name, 15_000)
+    report = summarize(result, policy)
+    assert report["residency_violations"] == 0
+    assert report["budget_overrun_usd"] == 0.0
+
+
+def test_hard_budget_holds_after_a_budget_cut() -> None:
+    text = (SCENARIOS / "spot-spike.yaml").read_text().replace(
+        "{at_s: 1000, budget: {tenant: acme, limit_usd: 0.5}}",
+        "{at_s: 10, budget: {tenant: acme, limit_usd: 0.01}}")
+    scenario, _ = parse_scenario(text, str(SCENARIOS / "cut.yaml"))
+    assert scenario is not None
+    policy = load_policy(scenario.policy)
+    result = simulate(scenario, policy, Adaptive(policy), requests=20_000)
+    spend = sum(c for t, m, c in zip(result.tenant, result.mode, result.cost_usd, strict=True)
+                if t == "acme" and m in ("cloud", "split"))
+    # Requests admitted before the cut keep their holds; nothing is admitted past the new limit.
+    assert spend <= max(0.01, spend_before_cut(result)) + 1e-9
+
+
+def spend_before_cut(result) -> float:  # type: ignore[no-untyped-def]
+    return sum(c for t, tn, m, c in zip(result.t, result.tenant, result.mode, result.cost_usd,
+                                        strict=True)
+               if t < 10 and tn == "acme" and m in ("cloud", "split"))
+
+
+def test_report_agrees_with_decisions_and_html_exists(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["simulate", "--scenario", str(SCENARIOS / "fintech.yaml"), "--requests",
+                 "5000", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    rows = [json.loads(line) for line in (out / "decisions.jsonl").read_text().splitlines()]
+    assert report["requests"] == len(rows) == 5000
+    modes: dict[str, int] = {}
+    for r in rows:
+        modes[r["mode"]] = modes.get(r["mode"], 0) + 1
+        assert set(r) == {"t", "key", "tenant", "mode", "node", "latency_ms", "cost_usd",
+                          "slo_met"}
+    assert modes == report["mode_counts"]
+    assert sum(r["cost_usd"] for r in rows) == pytest.approx(report["cost_usd"], abs=1e-5)
+    assert sum(r["slo_met"] for r in rows) / len(rows) == pytest.approx(
+        report["slo_attainment"], abs=1e-4)
+    for key in ("requests", "mode_counts", "latency_ms", "slo_attainment", "cost_usd",
+                "cost_per_1k_usd", "cloud_fraction", "max_load_ratio", "affinity_hit_rate",
+                "residency_violations", "budget_overrun_usd", "wall_seconds"):
+        assert key in report
+    assert (out / "report.html").read_text().count("<svg") == 5
+
+
+def test_compare_prints_one_table_with_baselines(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--scenario", str(SCENARIOS / "fintech.yaml"), "--requests",
+                 "3000", "--baselines"]) == 0
+    out = capsys.readouterr().out
+    for name in ("hybrid-router", "cloud-only", "edge-only", "round-robin", "consistent-hash",
+                 "least-loaded"):
+        assert f"| {name}" in out
+
+
+def test_scenario_errors_are_located(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\npolicy: nowhere.yaml\nduraton_s: 5\ntraffic:\n"
+                   "  rate_rps: -3\n  classes: [{name: a, wieght: 1}]\n")
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:2:9: policy: policy file" in err
+    assert f"{bad}:3:1: duraton_s: unknown key 'duraton_s' (did you mean 'duration_s'?)" in err
+    assert f"{bad}:5:13: traffic.rate_rps: must be greater than 0" in err
+    assert "wieght" in err and "did you mean 'weight'" in err
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed")
+def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["simulate", "--scenario", str(SCENARIOS / "partition.yaml"), "--requests",
+                 "4000", "--out", str(out)]) == 0
+    proc = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+         (out / "report.html").as_uri()],
+        capture_output=True, text=True, timeout=90, check=False)
+    dom = proc.stdout
+    assert dom.count("<svg") == 5, proc.stderr[-1500:]
+    assert dom.count('class="series"') >= 5
+    assert "Latency CDF per mode" in dom and "Budget burn" in dom
