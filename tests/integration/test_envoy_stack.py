@@ -7,6 +7,7 @@ import json
 import math
 import signal
 import time
+import urllib.request
 from typing import Any
 
 import aiohttp
@@ -179,6 +180,21 @@ def test_no_leaks_after_10000_mixed_requests(stack: Stack) -> None:
     results = many(stack, reqs, limit=64)
     assert len(results) == 10_000
     assert settle(stack, 8.0) == dict.fromkeys(stack.inflight(), 0.0)
+
+
+def test_router_metrics_and_envoy_admin_are_reachable(stack: Stack) -> None:
+    many(stack, [{"x-affinity-key": "metrics-1", "x-affinity-residency": "GDPR"}])
+    time.sleep(1.2)  # gauges are published every second
+    names = {k.partition("{")[0] for k in stack.metrics()}
+    assert {"router_decisions_total", "router_decision_seconds_count", "router_node_inflight",
+            "router_node_weight", "router_budget_spend_usd"} <= names
+    assert stack.metrics()['router_node_weight{node="eu-a"}'] == 2.0
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.admin}/ready", timeout=5) as r:
+        assert r.read().strip() == b"LIVE"
+    url = f"http://127.0.0.1:{stack.admin}/stats?filter=ext_proc.streams_started"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        started = [int(line.rpartition(" ")[2]) for line in r.read().decode().splitlines()]
+    assert started and sum(started) > 0
 
 
 def test_router_down_fails_open_and_still_ignores_spoofing(stack: Stack) -> None:

@@ -74,3 +74,49 @@ def test_health_then_graceful_drain_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_sigterm_lets_open_streams_finish_and_refuses_new_ones(tmp_path: Path) -> None:
+    import queue
+    import time
+    from collections.abc import Iterator
+    from typing import Any
+
+    from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+
+    from tests.server.test_servicer import headers_msg
+
+    policy = tmp_path / "p.yaml"
+    policy.write_text(EXAMPLE.read_text().replace('store: "sqlite:state/budget.db"',
+                                                  'store: "memory"'))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "router", "serve", "--policy", str(policy),
+                             "--grpc", f"127.0.0.1:{port}", "--metrics", "off", "--grace", "10"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def stream(stub: Any, box: queue.Queue[Any]) -> Iterator[Any]:
+        box.put(headers_msg(x_affinity_key="drain-1"))
+        return iter(stub.Process(iter(box.get, None), timeout=30))
+
+    try:
+        wait_port(port, proc)  # type: ignore[arg-type]
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as held, \
+                grpc.insecure_channel(f"127.0.0.1:{port}") as late:
+            box: queue.Queue[Any] = queue.Queue()
+            replies = stream(pb_grpc.ExternalProcessorStub(held), box)
+            assert next(replies).WhichOneof("response") == "request_headers"
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(1.0)
+            with pytest.raises(grpc.RpcError) as refused:
+                next(stream(pb_grpc.ExternalProcessorStub(late), queue.Queue()))
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert proc.poll() is None  # still draining the open stream
+            box.put(None)  # the HTTP request ends: Envoy closes its stream
+            assert list(replies) == []
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0
+        assert b"1 streams open" in out and b"0 routed requests unfinished" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
