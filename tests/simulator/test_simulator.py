@@ -145,8 +145,8 @@ def test_scenario_errors_are_located(tmp_path: Path, capsys: pytest.CaptureFixtu
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed")
 def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert main(["simulate", "--scenario", str(SCENARIOS / "partition.yaml"), "--requests",
-                 "4000", "--out", str(out)]) == 0
+    assert main(["simulate", "--scenario", str(SCENARIOS / "fintech.yaml"), "--requests",
+                 "5000", "--out", str(out)]) == 0
     proc = subprocess.run(
         ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
          "--no-first-run", "--disable-background-networking", "--disable-component-update",
