@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 GEN := router/_gen
 PROTOS := $(wildcard protos/*.proto)
 
-.PHONY: all demo test check lint type fmt bench protos clean
+.PHONY: all demo test check lint type fmt bench protos clean sysdeps
 
 all: test
 
@@ -22,10 +22,15 @@ $(GEN)/.stamp: $(PROTOS) $(STAMP)
 
 protos: $(GEN)/.stamp
 
-demo: $(STAMP) protos
+# Debian packages the real-process tests and the demo need (redis-server, chromium,
+# prometheus/promtool); installs only what is missing.
+sysdeps:
+	./scripts/sysdeps.sh
+
+demo: sysdeps $(STAMP) protos
 	$(PY) -m router demo
 
-test: $(STAMP) protos
+test: sysdeps $(STAMP) protos
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
