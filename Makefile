@@ -35,6 +35,7 @@ test: sysdeps $(STAMP) protos
 
 lint: $(STAMP)
 	$(PY) -m ruff check router simulator tests bench
+	$(VENV)/bin/lint-imports
 
 type: $(STAMP) protos
 	$(PY) -m mypy

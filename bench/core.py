@@ -24,8 +24,8 @@ from uhashring import HashRing
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._report import write_section
+from router.core.admit import decide, finish
 from router.core.budget import MemoryBudgetStore
-from router.core.decide import decide, finish
 from router.core.model import (
     BudgetConfig,
     CloudPool,
@@ -92,7 +92,7 @@ def bench_uhashring(policy: Policy, ks: list[str]) -> list[int]:
 def bench_decide(policy: Policy, ks: list[str]) -> tuple[list[int], collections.Counter[str]]:
     """Per-call time of decide with INFLIGHT requests held, plus the mode mix."""
     rt = Runtime(policy, MemoryBudgetStore(), clock=lambda: 1_795_000_000.0)
-    table, ledger = rt.table, rt.ledger
+    table, ledger = rt.snapshot, rt.ledger
     classes = [(frozenset({"GDPR"}), None), (frozenset({"CCPA"}), None), (frozenset(), None)]
     reqs = [RouteRequest(key=k, tenant="default", residency=classes[i % 3][0],
                          slo_ms=(100.0, 20.0, 150.0, 12.0)[i % 4],

@@ -73,7 +73,7 @@ def request_path(n: int, count: int, busy: bool) -> tuple[float, float, float, f
     rt = Runtime(policy, MemoryBudgetStore(), clock=lambda: NOW)
     feeds = [snapshot(policy, s) for s in range(4)]
     rt.commit(rt.prepare(feed=feeds[0], now=NOW))
-    rt.table.warm(CLASSES)
+    rt.snapshot.warm(CLASSES)
     headers = [{"x-affinity-key": k, "x-affinity-residency": ("GDPR", "CCPA", "")[i % 3]}
                for i, k in enumerate(keys(count))]
     ready: list[object] = []

@@ -1,11 +1,12 @@
 """`hybrid-router explain`: one request's decision, every candidate and why.
 
-It compiles the policy (and a feed) into the same table the server uses, applies
-any `--spend`/`--load` the SRE wants to try, and runs the shared `decide` with
-`commit=False, explain=True`, so nothing is reserved and the answer is exactly
-what the mode ladder saw: excluded targets, the bounded-load walk with each
-node's load against its cap, every rung's latency estimate and cost, the
-tenant's budget standing, the decision and the headers Envoy would get.
+It builds the same `Runtime` the server does from the policy (and a feed),
+applies any `--spend`/`--load` the SRE wants to try, and asks it for the plan
+(the pure ranking the server admits from) and a preview of admission, so
+nothing is held and the answer is exactly what the mode ladder saw: excluded
+targets, the bounded-load walk with each node's load against its cap, every
+rung's latency estimate and cost, the tenant's budget standing, the decision
+and the headers Envoy would get.
 """
 
 from __future__ import annotations
@@ -19,16 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from router import wire
-from router.core.budget import BudgetLedger, BudgetState, MemoryBudgetStore, period_key
-from router.core.decide import decide
-from router.core.decision import Decision, refusal
+from router.core.budget import BudgetState, MemoryBudgetStore, period_key
+from router.core.decision import Decision
 from router.core.feed import FeedError, FeedSnapshot, decode_feed, format_time, parse_time
-from router.core.loads import LoadTracker
 from router.core.model import Policy
-from router.core.request import RouteRequest, TagError, parse_request
-from router.core.ring import PointCache
-from router.core.table import RouteTable, build_table
+from router.core.request import RouteRequest
+from router.core.table import Snapshot
 from router.policy.loader import PolicyError, load_policy
+from router.runtime import Runtime
 
 
 class UsageError(Exception):
@@ -96,7 +95,8 @@ def _feed(args: argparse.Namespace, policy: Policy) -> tuple[FeedSnapshot | None
         raise UsageError(f"--feed {path}: {exc}") from exc
 
 
-def _setup(args: argparse.Namespace) -> tuple[Policy, RouteTable, BudgetLedger, float, str | None]:
+def _setup(args: argparse.Namespace) -> tuple[Runtime, float, str | None]:
+    """The same runtime the server builds, at the decision time, with the SRE's what-ifs."""
     try:
         policy = load_policy(args.policy)
     except PolicyError as exc:
@@ -109,60 +109,63 @@ def _setup(args: argparse.Namespace) -> tuple[Policy, RouteTable, BudgetLedger, 
             raise UsageError(f"--now: {exc}") from exc
     else:
         now = feed.generated_at if feed is not None else time.time()
+    rt = Runtime(policy, MemoryBudgetStore(), clock=lambda: now)
     if feed is not None:
-        feed = dataclasses.replace(feed, received_at=now)
-    tracker = LoadTracker()
-    table = build_table(policy, feed, tracker, PointCache(), now=now)
-    known = {n.id for n in table.nodes} | {p.id for p in table.pools}
+        rt.install(feed=dataclasses.replace(feed, received_at=now), now=now)
+    snap = rt.snapshot
+    known = {n.id for n in snap.nodes} | {p.id for p in snap.pools}
     for name, value in _pairs(args.load, "load"):
         if name not in known:
             raise UsageError(f"--load {name}: no node or pool with that id in the policy")
-        if not value.isdigit():
+        if not value.isascii() or not value.isdigit():
             raise UsageError(f"--load {name}={value}: expected a whole number")
         for _ in range(int(value)):
-            tracker.acquire(tracker.slot(name))
-    ledger = BudgetLedger(policy.budgets, MemoryBudgetStore())
-    period = period_key(now, policy.budgets.period)
+            rt.tracker.acquire(rt.tracker.slot(name))
     spend = dict(feed.spend) if feed is not None else {}
     for name, value in _pairs(args.spend, "spend"):
         try:
             spend[name] = float(value)
         except ValueError as exc:
             raise UsageError(f"--spend {name}={value}: expected a number of USD") from exc
+    period = period_key(now, policy.budgets.period)
     for tenant, usd in spend.items():
-        ledger.store.apply_billing(tenant, period, usd, None)
-    return policy, table, ledger, now, feed_path
+        rt.ledger.store.apply_billing(tenant, period, usd, None)
+    return rt, now, feed_path
 
 
 def explain(args: argparse.Namespace) -> dict[str, Any]:
     """The whole explanation as a JSON-ready dict."""
-    policy, table, ledger, now, feed_path = _setup(args)
+    rt, now, feed_path = _setup(args)
+    policy = rt.policy
     headers = parse_headers(args.header)
     stripped = sorted(h for h in headers if h.startswith(wire.ROUTE_PREFIX))
     for name in stripped:
         del headers[name]
+    parsed = rt.parse(headers, payload_bytes=args.payload_bytes, request_id="explain")
     req: RouteRequest | None = None
-    try:
-        req = parse_request(headers, policy.defaults, policy.slo.default_latency_ms,
-                            payload_bytes=args.payload_bytes, request_id="explain")
-        decision = decide(req, table, ledger, now=now, commit=False, explain=True)
-    except TagError as exc:
-        decision = refusal(wire.STATUS_BAD_TAG, wire.E_BAD_TAG, wire.R_BAD_TAG,
-                           f"{exc.tag}: {exc.detail}", policy.digest)
+    budget = None
+    if isinstance(parsed, Decision):
+        decision = parsed
+    else:
+        req = parsed
+        plan = rt.plan(req, notes=[])
+        decision = rt.preview(plan)
+        if plan.account is not None:
+            budget = _budget_info(rt.ledger.state(policy.budgets, plan.account, now), req.tenant)
     out: dict[str, Any] = {
         "policy": {"file": args.policy, "version": policy.digest},
-        "feed": _feed_info(table, feed_path, now),
+        "feed": _feed_info(rt.snapshot, feed_path, now),
         "now": format_time(now),
         "request": None if req is None else _request_info(req),
         "stripped_headers": stripped,
-        "budget": None if req is None else _budget_info(ledger.state(req.tenant, now)),
+        "budget": budget,
         "candidates": [dataclasses.asdict(c) for c in decision.candidates],
         "decision": _decision_info(decision),
     }
     return out
 
 
-def _feed_info(table: RouteTable, path: str | None, now: float) -> dict[str, Any] | None:
+def _feed_info(table: Snapshot, path: str | None, now: float) -> dict[str, Any] | None:
     if table.feed is None:
         return None
     return {"file": path, "generated_at": format_time(table.feed.generated_at),
@@ -175,7 +178,7 @@ def _request_info(req: RouteRequest) -> dict[str, Any]:
             "max_cost_usd": req.max_cost_usd, "payload_bytes": req.payload_bytes}
 
 
-def _budget_info(state: BudgetState) -> dict[str, Any]:
+def _budget_info(state: BudgetState, tenant: str) -> dict[str, Any]:
     limit = state.limit_usd
     if limit is None:
         standing = "unlimited"
@@ -185,7 +188,8 @@ def _budget_info(state: BudgetState) -> dict[str, Any]:
         standing = "over soft limit: cloud only when nothing cheaper meets the SLO"
     else:
         standing = "under soft limit"
-    return {"tenant": state.tenant, "period": state.period, "limit_usd": limit,
+    return {"tenant": tenant, "account": state.tenant, "period": state.period,
+            "limit_usd": limit,
             "used_usd": state.used_usd, "committed_usd": state.committed_usd,
             "reserved_usd": state.reserved_usd,
             "soft_usd": None if limit is None else state.soft_usd,
@@ -230,11 +234,13 @@ def render(info: dict[str, Any]) -> str:
         lines.append(f"removed  client-sent {', '.join(info['stripped_headers'])}")
     b = info["budget"]
     if b is not None:
+        who = b["tenant"] if b["account"] == b["tenant"] else \
+            f"{b['tenant']} (shares account {b['account']})"
         if b["limit_usd"] is None:
-            lines.append(f"budget   {b['tenant']} {b['period']}: unlimited")
+            lines.append(f"budget   {who} {b['period']}: unlimited")
         else:
             lines.append(
-                f"budget   {b['tenant']} {b['period']}: used ${b['used_usd']:.2f} of "
+                f"budget   {who} {b['period']}: used ${b['used_usd']:.2f} of "
                 f"${b['limit_usd']:.2f} (soft ${b['soft_usd']:.2f}, hard ${b['hard_usd']:.2f})"
                 f": {b['standing']}")
     lines += ["", "candidates (in the order the router considered them)",

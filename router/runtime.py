@@ -1,12 +1,15 @@
-"""The live routing state of one router process.
+"""The routing state of one router, and the one facade the server, simulator and explain use.
 
-`Runtime` owns the pieces that outlive a refresh — the load tracker, the ring
-point cache, the budget ledger — and the current `RouteTable`, which is
-replaced whole by `install` (new policy and/or feed) and read once per request.
-Everything here is synchronous and runs on the server's event loop, so a
-request sees either the old table or the new one, never a mix, and a request
-admitted under the old table releases the same load counters (slots are
-stable across tables).
+`Runtime` owns what outlives a refresh — the load tracker, the ring point
+cache, the budget ledger — and the current `Snapshot` (policy + feed + the
+compiled table), replaced whole by `commit` and read once per request. The
+policy and the feed in force are the snapshot's; nothing else keeps a copy.
+
+A request is parsed (`parse`), planned against the snapshot (pure), then
+admitted (slots and a budget hold, in memory). `route` does all three for
+the server, `decide` the last two for the simulator, and `explain` calls
+`plan` and `preview`, which hold nothing. Times come from the caller (`now`)
+or the runtime's clock, so the simulator runs the same code on simulated time.
 """
 
 from __future__ import annotations
@@ -16,29 +19,30 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from router import wire
+from router.core import admit as admission
 from router.core.budget import BudgetLedger, BudgetStore
-from router.core.decide import decide, finish
-from router.core.decision import Decision, refusal
+from router.core.decision import Candidate, Decision, refusal
 from router.core.feed import FeedSnapshot
 from router.core.loads import LoadTracker
 from router.core.model import Policy
-from router.core.request import TagError, parse_request
+from router.core.plan import Plan, plan
+from router.core.request import RouteRequest, TagError, parse_request
 from router.core.ring import PointCache
-from router.core.table import RouteTable, build_table
+from router.core.table import Snapshot, build_table
 
 WARM_CLASSES = 32  # request classes prebuilt on a swap; the rest build on first use
 
 
 @dataclass(frozen=True, slots=True)
 class Routed:
-    """A decision plus the table it was made under (needed to finish it)."""
+    """A decision plus the snapshot it was made under (needed to finish it)."""
 
     decision: Decision
-    table: RouteTable
+    snapshot: Snapshot
 
 
 class Runtime:
-    """Policy, feed, table, loads and budget of one router process."""
+    """Snapshot, loads and budget of one router; plan, admit and finish requests."""
 
     def __init__(self, policy: Policy, store: BudgetStore, *,
                  clock: Callable[[], float] = time.time) -> None:
@@ -46,59 +50,96 @@ class Runtime:
         self.clock = clock
         self.tracker = LoadTracker()
         self.cache = PointCache()
-        self.ledger = BudgetLedger(policy.budgets, store)
-        self.policy = policy
-        self.feed: FeedSnapshot | None = None
-        self.table = build_table(policy, None, self.tracker, self.cache, now=clock())
+        self.ledger = BudgetLedger(store)
+        self.snapshot = build_table(policy, None, self.tracker, self.cache, now=clock())
         self.rebuilds = 0
 
+    @property
+    def policy(self) -> Policy:
+        """The policy in force (the snapshot's)."""
+        return self.snapshot.policy
+
+    @property
+    def feed(self) -> FeedSnapshot | None:
+        """The feed snapshot in force (the snapshot's)."""
+        return self.snapshot.feed
+
     def install(self, policy: Policy | None = None, feed: FeedSnapshot | None = None, *,
-                now: float | None = None) -> RouteTable:
-        """Rebuild the table from a new policy and/or feed and swap it in atomically."""
-        table = self.prepare(policy, feed, now=now)
-        self.commit(table)
-        return table
+                now: float | None = None) -> Snapshot:
+        """Build the snapshot for a new policy and/or feed and swap it in."""
+        snap = self.prepare(policy, feed, now=now)
+        self.commit(snap)
+        return snap
 
     def prepare(self, policy: Policy | None = None, feed: FeedSnapshot | None = None, *,
-                now: float | None = None) -> RouteTable:
-        """Build, without swapping, the table for a new policy and/or feed.
+                now: float | None = None) -> Snapshot:
+        """Build, without swapping, the snapshot for a new policy and/or feed.
 
         Safe in a worker thread while requests run (it only allocates load
         slots for new targets), as long as one caller prepares at a time.
         """
         now = self.clock() if now is None else now
-        table = build_table(policy if policy is not None else self.policy,
-                            feed if feed is not None else self.feed,
-                            self.tracker, self.cache, now=now)
-        table.prebuild(self.table.class_keys()[:WARM_CLASSES])
-        return table
+        current = self.snapshot
+        snap = build_table(policy if policy is not None else current.policy,
+                           feed if feed is not None else current.feed,
+                           self.tracker, self.cache, now=now)
+        snap.prebuild(current.class_keys()[:WARM_CLASSES])
+        return snap
 
-    def commit(self, table: RouteTable) -> None:
-        """Swap `table` in, the classes in use finished first (call on the event loop)."""
-        table.warm(self.table.class_keys()[:WARM_CLASSES])
-        self.policy = table.policy
-        self.ledger.config = table.policy.budgets
-        self.feed = table.feed
-        self.table = table
+    def commit(self, snap: Snapshot) -> None:
+        """Swap `snap` in, the classes in use finished first (call on the routing thread)."""
+        snap.warm(self.snapshot.class_keys()[:WARM_CLASSES])
+        self.snapshot = snap
         self.rebuilds += 1
+
+    def restamp(self, feed: FeedSnapshot) -> None:
+        """Record a feed whose routing inputs did not change (only its timestamps moved)."""
+        snap = self.snapshot
+        self.snapshot = Snapshot(policy=snap.policy, feed=feed, built_at=snap.built_at,
+                                 stale=snap.stale, nodes=snap.nodes, pools=snap.pools,
+                                 ring=snap.ring, tracker=snap.tracker, _classes=snap._classes)
+
+    def parse(self, headers: Mapping[str, str], *, payload_bytes: int = 0,
+              request_id: str = "") -> RouteRequest | Decision:
+        """The request's tags under the policy in force, or its 400 refusal."""
+        policy = self.snapshot.policy
+        try:
+            return parse_request(headers, policy.defaults, policy.slo.default_latency_ms,
+                                 payload_bytes=payload_bytes, request_id=request_id)
+        except TagError as exc:
+            return refusal(wire.STATUS_BAD_TAG, wire.E_BAD_TAG, wire.R_BAD_TAG,
+                           f"{exc.tag}: {exc.detail}", policy.digest)
 
     def route(self, headers: Mapping[str, str], *, payload_bytes: int = 0,
               request_id: str = "", now: float | None = None) -> Routed:
-        """Decide one request from its (lower-case) headers; bad tags give a 400 decision."""
-        table = self.table  # read the reference once
-        policy = table.policy
+        """Parse, plan and admit one request from its (lower-case) headers."""
+        snap = self.snapshot  # read the reference once
+        req = self.parse(headers, payload_bytes=payload_bytes, request_id=request_id)
+        if isinstance(req, Decision):
+            return Routed(req, snap)
+        return self.decide(req, now=now, snapshot=snap)
+
+    def decide(self, req: RouteRequest, *, now: float | None = None,
+               snapshot: Snapshot | None = None) -> Routed:
+        """Plan and admit one parsed request."""
+        snap = self.snapshot if snapshot is None else snapshot
         now = self.clock() if now is None else now
-        try:
-            req = parse_request(headers, policy.defaults, policy.slo.default_latency_ms,
-                                payload_bytes=payload_bytes, request_id=request_id)
-        except TagError as exc:
-            return Routed(refusal(wire.STATUS_BAD_TAG, wire.E_BAD_TAG, wire.R_BAD_TAG,
-                                  f"{exc.tag}: {exc.detail}", policy.digest), table)
-        return Routed(decide(req, table, self.ledger, now=now), table)
+        return Routed(admission.decide(req, snap, self.ledger, now=now), snap)
+
+    def plan(self, req: RouteRequest, *, now: float | None = None,
+             notes: list[Candidate] | None = None) -> Plan:
+        """The ranked options for `req`, holding nothing (explain, what-ifs)."""
+        now = self.clock() if now is None else now
+        return plan(req, self.snapshot, self.ledger, now=now, notes=notes)
+
+    def preview(self, p: Plan, *, now: float | None = None) -> Decision:
+        """What admission would decide for plan `p`, holding nothing."""
+        now = self.clock() if now is None else now
+        return admission.preview(p, self.ledger, now=now)
 
     def finish(self, routed: Routed, actual_usd: float | None = None) -> None:
         """The HTTP request ended: release its slots and settle its budget hold."""
-        finish(routed.decision, routed.table, self.ledger, actual_usd)
+        admission.finish(routed.decision, routed.snapshot, self.ledger, actual_usd)
 
     def inflight(self) -> dict[str, int]:
         """In-flight count per node and pool id."""

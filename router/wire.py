@@ -40,7 +40,8 @@ MODES = (MODE_EDGE, MODE_DEGRADED, MODE_SPLIT, MODE_CLOUD)
 MODE_REFUSED = "refused"
 
 # Reason codes (x-route-reason and router_decisions_total{reason}).
-R_AFFINITY = "affinity"  # edge, the key's home node (or the next under its cap)
+R_AFFINITY = "affinity"  # edge, the key's home node
+R_BALANCE = "balance"  # edge, the next node on the ring: the home node was at its cap
 R_SLO = "slo"  # a cheaper rung would miss the latency objective
 R_CAPACITY = "capacity"  # no eligible edge node had a free slot under its cap
 R_RESIDENCY = "residency"  # no edge node satisfies the residency/model tags
@@ -52,6 +53,7 @@ R_BEST_EFFORT = "best-effort"  # nothing meets the SLO; fastest affordable optio
 R_BAD_TAG = "bad-tag"  # malformed affinity tag (400)
 R_UNSERVABLE = "unservable"  # nothing eligible can serve it (503)
 R_OVERLOAD = "overload"  # router at its concurrency bound (503)
+R_UNKNOWN_TENANT = "unknown-tenant"  # tenant not in the policy, unknown_tenant: refuse (403)
 
 # Refusal error codes (JSON body "error").
 E_BAD_TAG = "bad_affinity_tag"
@@ -59,7 +61,9 @@ E_BUDGET = "budget_exhausted"
 E_UNSERVABLE = "no_eligible_target"
 E_MAX_COST = "max_cost_exceeded"
 E_OVERLOAD = "router_overloaded"
+E_UNKNOWN_TENANT = "unknown_tenant"
 
 STATUS_BAD_TAG = 400
+STATUS_UNKNOWN_TENANT = 403
 STATUS_BUDGET = 429
 STATUS_UNSERVABLE = 503

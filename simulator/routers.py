@@ -7,18 +7,16 @@ men on compliance) but know nothing of SLOs, budgets or bounded load.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Protocol, cast
 
-from router.core.budget import BudgetLedger, MemoryBudgetStore
-from router.core.decide import decide, finish
-from router.core.decision import Decision
+from router.core.budget import MemoryBudgetStore
 from router.core.feed import FeedSnapshot
-from router.core.loads import LoadTracker
-from router.core.model import Policy
+from router.core.model import Policy, TenantBudget
 from router.core.request import RouteRequest
-from router.core.ring import PointCache, hash64
-from router.core.table import RouteTable, build_table
+from router.core.ring import hash64
+from router.runtime import Routed, Runtime
 from simulator.scenario import TrafficClass
 from simulator.world import Choice
 
@@ -44,43 +42,46 @@ class Router(Protocol):
 
 
 class Adaptive:
-    """hybrid-router's own core, exactly as the server calls it."""
+    """hybrid-router's own core through the same `Runtime` facade the server uses."""
 
     def __init__(self, policy: Policy, name: str = "hybrid-router") -> None:
         """Compile the policy with no feed yet."""
         self.name = name
-        self.policy = policy
-        self.tracker = LoadTracker()
-        self.cache = PointCache()
-        self.ledger = BudgetLedger(policy.budgets, MemoryBudgetStore())
-        self.table = build_table(policy, None, self.tracker, self.cache, now=EPOCH)
-        self.requests: dict[tuple[str, str], RouteRequest] = {}
+        self.runtime = Runtime(policy, MemoryBudgetStore(), clock=lambda: EPOCH)
 
     def refresh(self, feed: FeedSnapshot, now: float) -> None:
-        """Rebuild the table from the snapshot (as the refresher does)."""
-        self.table = build_table(self.policy, feed, self.tracker, self.cache, now=EPOCH + now)
+        """Rebuild the snapshot from the feed (as the refresher does)."""
+        self.runtime.install(feed=feed, now=EPOCH + now)
 
     def route(self, cls: TrafficClass, key: str, now: float, payload_bytes: int) -> Choice:
-        """One decision through the shared core."""
+        """One decision through the shared plan and admission."""
         req = RouteRequest(key=key, tenant=cls.tenant, residency=cls.residency,
                            slo_ms=cls.slo_ms, model=cls.model, accept_degradation=cls.degrade,
                            max_cost_usd=cls.max_cost_usd, payload_bytes=payload_bytes)
-        d = decide(req, self.table, self.ledger, now=EPOCH + now)
+        routed = self.runtime.decide(req, now=EPOCH + now)
+        d = routed.decision
         if not d.routed:
             return Choice("refused")
         pool = d.split_pool if d.mode == "split" else (d.node if d.mode == "cloud" else None)
         node = d.node if d.mode != "cloud" else None
-        return Choice(d.mode, node, pool, d.quality, d.cost_usd, (d, self.table))
+        return Choice(d.mode, node, pool, d.quality, d.cost_usd, routed)
 
     def done(self, choice: Choice) -> None:
         """Release slots and settle the budget."""
         if choice.token is not None:
-            decision, table = cast(tuple[Decision, RouteTable], choice.token)
-            finish(decision, table, self.ledger)
+            self.runtime.finish(cast(Routed, choice.token))
 
     def set_limit(self, tenant: str, limit: float) -> None:
-        """Budget change."""
-        self.ledger.overrides[tenant] = limit
+        """A budget event: the policy in force, with this tenant's limit changed."""
+        policy = self.runtime.policy
+        budgets = policy.budgets
+        tenants = dict(budgets.tenants)
+        old = tenants.get(tenant)
+        tenants[tenant] = TenantBudget(limit) if old is None else \
+            dataclasses.replace(old, limit_usd=limit)
+        changed = dataclasses.replace(
+            policy, budgets=dataclasses.replace(budgets, tenants=tuple(tenants.items())))
+        self.runtime.install(policy=changed, now=self.runtime.snapshot.built_at)
 
 
 class Baseline:

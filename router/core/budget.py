@@ -15,7 +15,7 @@ its share of the headroom, any number of concurrent requests cannot jointly
 overshoot the hard limit (the check-then-spend race of naive budget gateways).
 
 The soft fraction is advisory: above it the mode ladder prefers edge or split
-(see `router.core.decide`). Periods roll over in UTC by the policy's period;
+(see `router.core.plan`). Periods roll over in UTC by the policy's period;
 a reservation taken in one period settles into that same period.
 
 Billing merge: the feed reports the billing system's view of spend, which
@@ -252,49 +252,64 @@ def period_end(now: float, period: str) -> float:
     return (start + timedelta(days=days)).timestamp()
 
 
+def account_of(budgets: BudgetConfig, tenant: str) -> str | None:
+    """The budget account `tenant` spends from, or None when it must be refused (403).
+
+    A tenant the policy names has its own account; so does the policy's default
+    tenant. Any other tenant shares the one default account
+    (`unknown_tenant: default`) — so inventing tenant names buys no extra budget
+    and creates no accounts — or is refused (`unknown_tenant: refuse`).
+    """
+    if tenant == budgets.default_tenant or budgets.tenant(tenant) is not None:
+        return tenant
+    return None if budgets.unknown_tenant == "refuse" else budgets.default_tenant
+
+
 class BudgetLedger:
-    """The policy's limits applied to a store: what the mode ladder asks."""
+    """Spend per budget account, checked against the limits of the policy in force.
 
-    def __init__(self, config: BudgetConfig, store: BudgetStore) -> None:
-        """Bind limits to a store."""
-        self.config = config
+    The ledger holds no policy: every call names the `BudgetConfig` of the
+    snapshot the request was planned under, so a reload changes limits in one place.
+    """
+
+    def __init__(self, store: BudgetStore) -> None:
+        """Keep spend in `store`."""
         self.store = store
-        self.overrides: dict[str, float] = {}
 
-    def limit(self, tenant: str) -> float | None:
-        """Limit in force for `tenant` (None: unlimited)."""
-        if tenant in self.overrides:
-            return self.overrides[tenant]
-        budget = self.config.tenant(tenant)
-        if budget is None:
-            budget = self.config.tenant(self.config.default_tenant)
+    @staticmethod
+    def limit(budgets: BudgetConfig, account: str) -> float | None:
+        """Limit in force for `account` (None: unlimited)."""
+        budget = budgets.tenant(account)
         return None if budget is None else budget.limit_usd
 
-    def state(self, tenant: str, now: float) -> BudgetState:
-        """Where `tenant` stands now."""
-        period = period_key(now, self.config.period)
-        soft, hard = self.config.fractions(tenant)
-        return BudgetState(tenant, period, self.limit(tenant),
-                           self.store.committed(tenant, period),
-                           self.store.reserved(tenant, period), soft, hard)
+    def state(self, budgets: BudgetConfig, account: str, now: float) -> BudgetState:
+        """Where `account` stands now."""
+        period = period_key(now, budgets.period)
+        soft, hard = budgets.fractions(account)
+        return BudgetState(account, period, self.limit(budgets, account),
+                           self.store.committed(account, period),
+                           self.store.reserved(account, period), soft, hard)
 
-    def reserve(self, tenant: str, amount: float, now: float) -> Reservation | None:
-        """Atomically hold `amount` of `tenant`'s hard headroom."""
-        period = period_key(now, self.config.period)
-        limit = self.limit(tenant)
-        _, hard = self.config.fractions(tenant)
+    def reserve(self, budgets: BudgetConfig, account: str, amount: float, now: float
+                ) -> Reservation | None:
+        """Atomically hold `amount` of `account`'s hard headroom."""
+        period = period_key(now, budgets.period)
+        limit = self.limit(budgets, account)
+        _, hard = budgets.fractions(account)
         ceiling = float("inf") if limit is None else limit * hard
-        held = self.store.reserve(tenant, period, amount, ceiling)
+        held = self.store.reserve(account, period, amount, ceiling)
         return None if held is None else dataclasses.replace(held, at=now)
 
     def settle(self, reservation: Reservation, actual: float | None = None) -> None:
         """Commit a finished request's cost (its estimate unless told otherwise)."""
         self.store.settle(reservation, reservation.amount if actual is None else actual)
 
-    def apply_billing(self, tenant: str, usd: float, as_of: float) -> None:
+    def apply_billing(self, budgets: BudgetConfig, account: str, usd: float,
+                      as_of: float) -> None:
         """Record a bill of `usd` as of `as_of` in the period containing `as_of`."""
-        self.store.apply_billing(tenant, period_key(as_of, self.config.period), usd, as_of)
+        self.store.apply_billing(account, period_key(as_of, budgets.period), usd, as_of)
 
-    def retry_after(self, now: float) -> int:
+    @staticmethod
+    def retry_after(budgets: BudgetConfig, now: float) -> int:
         """Seconds until the period rolls over (for 429 retry-after)."""
-        return max(1, int(period_end(now, self.config.period) - now + 0.999))
+        return max(1, int(period_end(now, budgets.period) - now + 0.999))

@@ -1,6 +1,9 @@
-"""The decision table: (policy, feed snapshot) compiled into what a request looks up.
+"""The snapshot: (policy, feed) compiled into what a request looks up.
 
-Built whole off the request path every refresh and swapped as one reference.
+Built whole off the request path every refresh and swapped as one reference;
+a request reads that reference once and plans against it, so the policy and the
+feed in force live here and nowhere else. The in-flight counts are process
+state the snapshot indexes into (`tracker`), not part of it.
 Per request class (residency set, model) it holds the filtered ring, the
 weight sum, the load group and the cloud pools ordered by latency, so a
 decision is a dict lookup, one bounded-load walk and a budget check.
@@ -71,8 +74,8 @@ class ClassEntry:
 
 
 @dataclass
-class RouteTable:
-    """One compiled (policy, feed) pair; immutable once built, classes cached lazily."""
+class Snapshot:
+    """One compiled (policy, feed) pair; immutable once built, class entries memoized."""
 
     policy: Policy
     feed: FeedSnapshot | None
@@ -172,8 +175,8 @@ def _quality_floor(policy: Policy, vram: float) -> int:
 
 
 def build_table(policy: Policy, feed: FeedSnapshot | None, tracker: LoadTracker,
-                cache: PointCache, *, now: float) -> RouteTable:
-    """Compile `policy` and `feed` into a table (pure but for slot allocation)."""
+                cache: PointCache, *, now: float) -> Snapshot:
+    """Compile `policy` and `feed` into a snapshot (pure but for slot allocation)."""
     stale = feed is None or feed.age(now) > policy.feed.stale_after_seconds
     nodes: list[NodeRt] = []
     for idx, spec in enumerate(policy.nodes):
@@ -210,5 +213,5 @@ def build_table(policy: Policy, feed: FeedSnapshot | None, tracker: LoadTracker,
         ))
     ring = build_ring([n.id for n in nodes], [n.weight if n.healthy else 0.0 for n in nodes],
                       cache)
-    return RouteTable(policy=policy, feed=feed, built_at=now, stale=stale, nodes=tuple(nodes),
+    return Snapshot(policy=policy, feed=feed, built_at=now, stale=stale, nodes=tuple(nodes),
                       pools=tuple(pools), ring=ring, tracker=tracker)

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from router.core.budget import account_of
 from router.core.feed import FeedError, FeedSnapshot, decode_feed
 from router.core.model import Policy
 from router.feed.reload import PolicyReloader
@@ -135,7 +136,7 @@ class Refresher:
                 return self._refused(exc)
             self._apply_spend(snap)
             if self._same_routing(snap, now):
-                rt.feed = snap  # only the timestamp moved: nothing to rebuild
+                rt.restamp(snap)  # only the timestamp moved: nothing to rebuild
             else:
                 await self._rebuild(feed=snap, now=now)
             self._publish(now)
@@ -152,11 +153,15 @@ class Refresher:
         old = rt.feed
         stale = snap.age(now) > rt.policy.feed.stale_after_seconds
         return (old is not None and snap.nodes == old.nodes and snap.prices == old.prices
-                and stale == rt.table.stale)
+                and stale == rt.snapshot.stale)
 
     def _apply_spend(self, snap: FeedSnapshot) -> None:
+        """Bills for the policy's own accounts; spend of tenants it does not name is not ours
+        to merge (they share the default account, whose bill the feed reports as 'default')."""
+        budgets = self.runtime.policy.budgets
         for tenant, usd in snap.spend.items():
-            self.runtime.ledger.apply_billing(tenant, usd, as_of=snap.generated_at)
+            if account_of(budgets, tenant) == tenant:
+                self.runtime.ledger.apply_billing(budgets, tenant, usd, as_of=snap.generated_at)
 
     async def check_staleness(self) -> bool:
         """Rebuild when the snapshot's age crossed stale_after_seconds; True if it did."""
@@ -179,7 +184,7 @@ class Refresher:
         rt = self.runtime
         if rt.feed is None:
             return False
-        return (rt.feed.age(now) > rt.policy.feed.stale_after_seconds) != rt.table.stale
+        return (rt.feed.age(now) > rt.policy.feed.stale_after_seconds) != rt.snapshot.stale
 
     async def reload_policy(self) -> bool:
         """Install the policy file if it changed (or a reload was asked for); True if it did."""
@@ -254,7 +259,7 @@ class Refresher:
         if self.metrics is None:
             return
         gauge = self.metrics.node_weight
-        nodes = {n.id: n.weight for n in self.runtime.table.nodes}
+        nodes = {n.id: n.weight for n in self.runtime.snapshot.nodes}
         for gone in self._weighted - nodes.keys():
             with contextlib.suppress(KeyError):
                 gauge.remove(gone)

@@ -52,12 +52,14 @@ async def _publish(runtime: Runtime, metrics: RouterMetrics) -> None:
     while True:
         for name, value in runtime.inflight().items():
             metrics.node_inflight.labels(name).set(value)
-        table = runtime.table
+        table = runtime.snapshot
         for node in table.nodes:
             metrics.node_weight.labels(node.id).set(node.weight if node.healthy else 0.0)
         now = runtime.clock()
-        for tenant, _ in runtime.policy.budgets.tenants:
-            metrics.budget_spend.labels(tenant).set(runtime.ledger.state(tenant, now).used_usd)
+        budgets = table.policy.budgets
+        for tenant, _ in budgets.tenants:
+            metrics.budget_spend.labels(tenant).set(
+                runtime.ledger.state(budgets, tenant, now).used_usd)
         if table.feed is not None:
             metrics.feed_age.set(table.feed.age(now))
         await asyncio.sleep(1.0)

@@ -141,7 +141,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             d = refusal(503, wire.E_OVERLOAD, wire.R_OVERLOAD,
                         f"router has {self.open_streams} open streams (max {self.max_streams})",
                         self.runtime.policy.digest, retry_after=1)
-            routed = Routed(d, self.runtime.table)
+            routed = Routed(d, self.runtime.snapshot)
         else:
             try:
                 size = int(headers.get("content-length", "0") or 0)

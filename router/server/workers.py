@@ -26,7 +26,7 @@ import dataclasses
 from router.core.budget import BudgetStore
 from router.core.feed import FeedSnapshot
 from router.core.model import Policy
-from router.core.table import RouteTable
+from router.core.table import Snapshot
 from router.runtime import Runtime
 
 
@@ -85,7 +85,7 @@ class WorkerRuntime(Runtime):
         super().__init__(share(policy, workers, index), store)
 
     def prepare(self, policy: Policy | None = None, feed: FeedSnapshot | None = None, *,
-                now: float | None = None) -> RouteTable:
+                now: float | None = None) -> Snapshot:
         """Build the table for the shares of a new policy and/or feed."""
         if policy is not None:
             self.source_policy = policy

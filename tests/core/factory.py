@@ -19,7 +19,7 @@ from router.core.model import (
 )
 from router.core.request import RouteRequest
 from router.core.ring import PointCache
-from router.core.table import RouteTable, build_table
+from router.core.table import Snapshot, build_table
 
 NOW = 1_795_000_000.0  # 2026-11-18, a fixed clock for every core test
 
@@ -60,14 +60,14 @@ def feed(states: dict[str, NodeState], prices: dict[str, float] | None = None) -
 
 
 def table(pol: Policy, snap: FeedSnapshot | None = None,
-          tracker: LoadTracker | None = None) -> RouteTable:
+          tracker: LoadTracker | None = None) -> Snapshot:
     """Compile a table at NOW."""
     return build_table(pol, snap, tracker or LoadTracker(), PointCache(), now=NOW)
 
 
 def ledger(pol: Policy) -> BudgetLedger:
-    """An in-memory ledger for `pol`."""
-    return BudgetLedger(pol.budgets, MemoryBudgetStore())
+    """An in-memory ledger (limits come from the snapshot's policy at each call)."""
+    return BudgetLedger(MemoryBudgetStore())
 
 
 def request(key: str | None = "k", *, residency: Iterable[str] = (), slo: float = 100.0,

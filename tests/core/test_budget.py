@@ -6,7 +6,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from router.core.budget import BudgetLedger, MemoryBudgetStore, period_end, period_key
+from router.core.budget import (
+    BudgetLedger,
+    MemoryBudgetStore,
+    account_of,
+    period_end,
+    period_key,
+)
 from router.core.model import BudgetConfig, TenantBudget
 
 
@@ -27,35 +33,51 @@ def test_periods_roll_over_in_utc(period: str, at: str, key: str, end: str) -> N
 
 
 def test_concurrent_reservations_cannot_overshoot() -> None:
-    led = BudgetLedger(BudgetConfig(tenants=(("t", TenantBudget(10.0)),)), MemoryBudgetStore())
+    cfg = BudgetConfig(tenants=(("t", TenantBudget(10.0)),))
+    led = BudgetLedger(MemoryBudgetStore())
     now = ts("2026-11-22T10:00:00")
-    held = [led.reserve("t", 3.0, now) for _ in range(5)]
+    held = [led.reserve(cfg, "t", 3.0, now) for _ in range(5)]
     assert [h is not None for h in held] == [True, True, True, False, False]
-    state = led.state("t", now)
+    state = led.state(cfg, "t", now)
     assert state.reserved_usd == 9.0 and state.committed_usd == 0.0
     for h in held:
         if h is not None:
             led.settle(h)
-    state = led.state("t", now)
+    state = led.state(cfg, "t", now)
     assert (state.reserved_usd, state.committed_usd) == (0.0, 9.0)
 
 
 def test_new_period_starts_fresh() -> None:
-    led = BudgetLedger(BudgetConfig(period="day", tenants=(("t", TenantBudget(1.0)),)),
-                       MemoryBudgetStore())
-    held = led.reserve("t", 1.0, ts("2026-11-22T23:59:00"))
+    cfg = BudgetConfig(period="day", tenants=(("t", TenantBudget(1.0)),))
+    led = BudgetLedger(MemoryBudgetStore())
+    held = led.reserve(cfg, "t", 1.0, ts("2026-11-22T23:59:00"))
     assert held is not None
     led.settle(held)
-    assert led.reserve("t", 0.5, ts("2026-11-22T23:59:30")) is None
-    assert led.reserve("t", 0.5, ts("2026-11-23T00:00:01")) is not None
-    assert led.retry_after(ts("2026-11-22T23:59:30")) == 30
+    assert led.reserve(cfg, "t", 0.5, ts("2026-11-22T23:59:30")) is None
+    assert led.reserve(cfg, "t", 0.5, ts("2026-11-23T00:00:01")) is not None
+    assert led.retry_after(cfg, ts("2026-11-22T23:59:30")) == 30
 
 
-def test_unknown_tenant_uses_default_limit_and_fractions() -> None:
-    cfg = BudgetConfig(soft_fraction=0.5, tenants=(("default", TenantBudget(2.0)),
+def test_unknown_tenants_share_the_one_default_account() -> None:
+    cfg = BudgetConfig(soft_fraction=0.5, tenants=(("default", TenantBudget(0.03)),
                                                    ("vip", TenantBudget(9.0, 0.9, 1.0))))
-    led = BudgetLedger(cfg, MemoryBudgetStore())
+    store = MemoryBudgetStore()
+    led = BudgetLedger(store)
     now = ts("2026-11-22T10:00:00")
-    assert led.limit("someone") == 2.0
-    assert led.state("vip", now).soft_usd == pytest.approx(8.1)
-    assert led.state("someone", now).soft_usd == pytest.approx(1.0)
+    assert account_of(cfg, "vip") == "vip"
+    assert led.state(cfg, "vip", now).soft_usd == pytest.approx(8.1)
+    admitted = 0
+    for i in range(300):  # 300 invented names buy no more than the one default budget
+        account = account_of(cfg, f"made-up-{i}")
+        assert account == "default"
+        if led.reserve(cfg, account, 0.01, now) is not None:
+            admitted += 1
+    assert admitted == 3
+    assert {t for t, _ in store.accounts} == {"default", "vip"}  # none per invented name
+
+
+def test_unknown_tenant_refused_when_the_policy_says_so() -> None:
+    cfg = BudgetConfig(unknown_tenant="refuse", tenants=(("acme", TenantBudget(5.0)),))
+    assert account_of(cfg, "acme") == "acme"
+    assert account_of(cfg, "default") == "default"  # the policy's own default tenant
+    assert account_of(cfg, "intruder") is None

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from router import wire
-from router.core.decide import decide, finish
+from router.core.admit import decide, finish, preview
 from router.core.feed import NodeState
+from router.core.plan import plan
 
 from .factory import NOW, feed, ledger, node, policy, pool, request, table
 
@@ -88,7 +89,7 @@ def test_hard_budget_refuses_with_retry_after() -> None:
     assert refused.retry_after is not None and refused.retry_after > 0
     for d in served:
         finish(d, tab, led)
-    assert led.state("default", NOW).committed_usd == pytest.approx(3.0)
+    assert led.state(pol.budgets, "default", NOW).committed_usd == pytest.approx(3.0)
 
 
 def test_soft_budget_keeps_best_effort_off_cloud() -> None:
@@ -127,7 +128,7 @@ def test_unhealthy_node_gets_nothing() -> None:
 def test_explain_does_not_commit() -> None:
     pol = policy([node(0)], [pool()], limit=1.0)
     tab, led = table(pol), ledger(pol)
-    d = decide(request("a"), tab, led, now=NOW, commit=False, explain=True)
+    d = preview(plan(request("a"), tab, led, now=NOW, notes=[]), led, now=NOW)
     assert d.slots == () and d.reservation is None
     assert all(v == 0 for v in tab.tracker.loads)
     assert any(c.verdict == "chosen" for c in d.candidates)

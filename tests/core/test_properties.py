@@ -7,7 +7,8 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from router.core.decide import decide, finish
+from router.core.admit import decide, finish
+from router.core.plan import plan
 from router.core.ring import cap
 
 from .factory import NOW, ledger, node, policy, pool, request, table
@@ -85,20 +86,20 @@ def test_cloud_spend_never_passes_the_hard_budget(limit, prices, releases) -> No
         d = decide(request(f"k{i}", slo=1000), tab, led, now=NOW)
         if d.routed:
             live.append(d)
-        state = led.state("default", NOW)
+        state = led.state(pol.budgets, "default", NOW)
         assert state.committed_usd + state.reserved_usd <= limit + 1e-9
         if release and live:
             finish(live.pop(0), tab, led)
     for d in live:
         finish(d, tab, led)
-    assert led.state("default", NOW).committed_usd <= limit + 1e-9
+    assert led.state(pol.budgets, "default", NOW).committed_usd <= limit + 1e-9
 
 
 def _homes(tab, led, keys):  # type: ignore[no-untyped-def]
     out = {}
     for k in keys:
-        d = decide(request(k, slo=1000), tab, led, now=NOW, commit=False)
-        out[k] = d.node
+        p = plan(request(k, slo=1000), tab, led, now=NOW)  # pure: holds nothing
+        out[k] = p.options[0].node.id if p.options and p.options[0].node else None
     return out
 
 

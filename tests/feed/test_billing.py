@@ -74,17 +74,17 @@ def test_a_bill_below_router_spend_is_not_max_but_sum() -> None:
 
 def test_ledger_stamps_admission_time_and_bills_the_as_of_period() -> None:
     cfg = BudgetConfig(tenants=(("t", TenantBudget(10.0)),))
-    led = BudgetLedger(cfg, MemoryBudgetStore())
-    held = led.reserve("t", 1.0, T0 + 10)
+    led = BudgetLedger(MemoryBudgetStore())
+    held = led.reserve(cfg, "t", 1.0, T0 + 10)
     assert held is not None and held.at == T0 + 10
     led.settle(held)
-    led.apply_billing("t", 4.0, as_of=T0 + 5)
-    state = led.state("t", T0 + 20)
+    led.apply_billing(cfg, "t", 4.0, as_of=T0 + 5)
+    state = led.state(cfg, "t", T0 + 20)
     assert state.period == period_key(T0, "month")
     assert state.committed_usd == pytest.approx(5.0)
     # the hard limit sees the merged figure: $5 committed, $5 of headroom left
-    assert led.reserve("t", 5.5, T0 + 21) is None
-    assert led.reserve("t", 5.0, T0 + 21) is not None
+    assert led.reserve(cfg, "t", 5.5, T0 + 21) is None
+    assert led.reserve(cfg, "t", 5.0, T0 + 21) is not None
 
 
 def test_settlements_in_one_second_share_one_entry() -> None:

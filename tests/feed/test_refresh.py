@@ -86,7 +86,7 @@ async def test_grpc_push_takes_effect_without_waiting_for_the_poll(
         assert route(rt, "k")[0] == "edge"
         write_feed(setup.feed_path, feed_doc(setup.clock(), unhealthy=["e1", "e2", "e3", "e4"]))
         async with asyncio.timeout(10):  # the next poll is an hour away
-            while any(n.healthy for n in rt.table.nodes):
+            while any(n.healthy for n in rt.snapshot.nodes):
                 await asyncio.sleep(0.02)
         assert route(rt, "k")[0] == "cloud"
         assert refresher.pushes >= 2
@@ -129,10 +129,10 @@ async def test_invalid_snapshot_is_refused_counted_and_last_good_kept(
     rt, refresher, metrics = setup.make(url)
     assert await refresher.refresh_once() == "ok"
     good = rt.feed
-    table = rt.table
+    table = rt.snapshot
     await publish(server, setup, _bad(kind, setup.clock()))
     assert await refresher.refresh_once() == "invalid"
-    assert rt.feed is good and rt.table is table
+    assert rt.feed is good and rt.snapshot is table
     assert sample(metrics, "router_feed_refresh_total", result="invalid") == 1
     assert route(rt, "k")[2] == 200
     # the next good snapshot is taken again
@@ -145,13 +145,13 @@ async def test_unreachable_feed_goes_stale_and_traffic_keeps_flowing(
         setup: Setup, server: FeedServer) -> None:
     rt, refresher, metrics = setup.make(server.http_url)
     assert await refresher.refresh_once() == "ok"
-    assert not rt.table.stale
+    assert not rt.snapshot.stale
     await server.stop()
     assert await refresher.refresh_once() == "unreachable"
-    assert not rt.table.stale  # still within stale_after_seconds (30 s)
+    assert not rt.snapshot.stale  # still within stale_after_seconds (30 s)
     setup.clock.offset = 45.0
     assert await refresher.refresh_once() == "unreachable"
-    assert rt.table.stale
+    assert rt.snapshot.stale
     assert sample(metrics, "router_feed_age_seconds") >= 45.0
     assert sample(metrics, "router_feed_refresh_total", result="unreachable") == 2
     assert sample(metrics, "router_node_weight", node="e1") == 0.5  # stale_weight
@@ -165,11 +165,11 @@ async def test_staleness_rebuilds_without_a_new_snapshot(setup: Setup) -> None:
     rebuilds = rt.rebuilds
     setup.clock.offset = 31.0
     assert await refresher.check_staleness()
-    assert rt.table.stale and rt.rebuilds == rebuilds + 1
+    assert rt.snapshot.stale and rt.rebuilds == rebuilds + 1
     assert not await refresher.check_staleness()  # crossed once, rebuilt once
     write_feed(setup.feed_path, feed_doc(setup.clock()))  # fresh again
     assert await refresher.refresh_once() == "ok"
-    assert not rt.table.stale
+    assert not rt.snapshot.stale
 
 
 async def test_feed_spend_merges_with_router_spend(setup: Setup, server: FeedServer) -> None:
@@ -177,13 +177,14 @@ async def test_feed_spend_merges_with_router_spend(setup: Setup, server: FeedSer
     now = setup.clock()
     await publish(server, setup, feed_doc(now, spend={"acme": 40.0}))
     assert await refresher.refresh_once() == "ok"
-    assert rt.ledger.state("acme", now).committed_usd == pytest.approx(40.0)
-    held = rt.ledger.reserve("acme", 2.0, now + 3)  # admitted after the bill's as-of
+    assert rt.ledger.state(rt.policy.budgets, "acme", now).committed_usd == pytest.approx(40.0)
+    # admitted after the bill's as-of
+    held = rt.ledger.reserve(rt.policy.budgets, "acme", 2.0, now + 3)
     assert held is not None
     rt.ledger.settle(held)
     await publish(server, setup, feed_doc(now + 1, spend={"acme": 40.0}))
     assert await refresher.refresh_once() == "ok"  # the same bill again: not counted twice
-    assert rt.ledger.state("acme", now + 4).committed_usd == pytest.approx(42.0)
+    assert rt.ledger.state(rt.policy.budgets, "acme", now + 4).committed_usd == pytest.approx(42.0)
     await publish(server, setup, feed_doc(now + 5, spend={"acme": 42.0}))
     assert await refresher.refresh_once() == "ok"  # the bill caught up with the $2
-    assert rt.ledger.state("acme", now + 6).committed_usd == pytest.approx(42.0)
+    assert rt.ledger.state(rt.policy.budgets, "acme", now + 6).committed_usd == pytest.approx(42.0)

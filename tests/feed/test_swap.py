@@ -25,7 +25,7 @@ def test_threaded_prepare_then_commit_keeps_in_flight_exact(setup: Setup) -> Non
     worker.join()
     table = box[0]
     rt.commit(table)  # type: ignore[arg-type]
-    entry = rt.table.entry(frozenset({"GDPR"}), None)
+    entry = rt.snapshot.entry(frozenset({"GDPR"}), None)
     assert entry.gid >= 0  # the load group was registered on this thread, at the swap
     assert rt.tracker.total(entry.gid, entry.member_slots) == sum(
         rt.tracker.load(n) for n in ("e1", "e2", "e3", "e4"))

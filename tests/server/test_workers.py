@@ -75,15 +75,15 @@ def test_two_workers_never_spend_past_the_tenant_limit_together() -> None:
 def test_reloads_and_feeds_keep_the_worker_share() -> None:
     full = policy()
     rt = WorkerRuntime(full, MemoryBudgetStore(), workers=2, index=1)
-    assert [n.slots for n in rt.table.nodes] == [4, 2, 4, 8]
+    assert [n.slots for n in rt.snapshot.nodes] == [4, 2, 4, 8]
     rt.install(policy=full)  # a hot reload hands over the whole file's policy
-    assert [n.slots for n in rt.table.nodes] == [4, 2, 4, 8]
+    assert [n.slots for n in rt.snapshot.nodes] == [4, 2, 4, 8]
     feed = FeedSnapshot(generated_at=1000.0, received_at=1000.0,
                         nodes={"eu-a": NodeState(slots=10), "us-b": NodeState(slots=3)})
     rt.install(feed=feed, now=1000.0)
-    assert [n.slots for n in rt.table.nodes] == [5, 2, 4, 1]
+    assert [n.slots for n in rt.snapshot.nodes] == [5, 2, 4, 1]
     rt.install(policy=full, now=1001.0)  # the feed in force stays shared, never halved twice
-    assert [n.slots for n in rt.table.nodes] == [5, 2, 4, 1]
+    assert [n.slots for n in rt.snapshot.nodes] == [5, 2, 4, 1]
     assert share_feed(share_feed(feed, 2, 1), 2, 1).nodes["eu-a"].slots == 5
 
 

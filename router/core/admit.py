@@ -1,0 +1,135 @@
+"""Admission: take the first ranked option of a plan whose slots and budget can be held.
+
+`admit` is the one step that changes state: it acquires the chosen node/pool's
+in-flight slots and reserves the cloud estimate from the tenant's local
+budget account (`router.core.budget`: in memory, never the store itself), so
+the request path never waits on I/O. `finish` hands both back when the HTTP
+request ends, however it ends. `preview` answers what `admit` would, holding
+nothing (for explain). `decide` is plan then admit, the request path of the
+server and the simulator alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from router import wire
+from router.core.budget import BudgetLedger, Reservation
+from router.core.decision import Candidate, Decision, refusal
+from router.core.plan import Option, Plan, note, plan
+from router.core.request import RouteRequest
+from router.core.table import Snapshot
+
+# An option's budget hold: (admissible, reservation held or None).
+Hold = Callable[[Option], tuple[bool, Reservation | None]]
+
+
+def decide(req: RouteRequest, snap: Snapshot, ledger: BudgetLedger, *, now: float) -> Decision:
+    """Plan and admit one request (the request path)."""
+    return admit(plan(req, snap, ledger, now=now), ledger, now=now)
+
+
+def admit(p: Plan, ledger: BudgetLedger, *, now: float) -> Decision:
+    """Hold the first option whose budget fits; acquire its slots."""
+    if p.refusal is not None:
+        return p.refusal
+    budgets = p.snapshot.policy.budgets
+    account = p.account
+    assert account is not None
+
+    def hold(opt: Option) -> tuple[bool, Reservation | None]:
+        if opt.cloud_usd <= 0:
+            return True, None
+        held = ledger.reserve(budgets, account, opt.cloud_usd, now)
+        return held is not None, held
+
+    return _choose(p, ledger, hold, now, acquire=True, notes=None)
+
+
+def preview(p: Plan, ledger: BudgetLedger, *, now: float) -> Decision:
+    """What `admit` would decide, holding nothing; the decision carries the plan's notes."""
+    notes = list(p.notes)
+    if p.refusal is not None:
+        return p.refusal
+    budgets = p.snapshot.policy.budgets
+    account = p.account
+    assert account is not None
+
+    def fits(opt: Option) -> tuple[bool, Reservation | None]:
+        ok = opt.cloud_usd <= 0 or ledger.state(budgets, account, now).fits(opt.cloud_usd)
+        return ok, None
+
+    return _choose(p, ledger, fits, now, acquire=False, notes=notes)
+
+
+def _choose(p: Plan, ledger: BudgetLedger, hold: Hold, now: float, *, acquire: bool,
+            notes: list[Candidate] | None) -> Decision:
+    budget_blocked = False
+    for opt in p.options:
+        ok, held = hold(opt)
+        if not ok:
+            budget_blocked = True
+            if notes is not None:
+                notes.append(note(opt, "hard budget reached"))
+            continue
+        if notes is not None:
+            notes.append(note(opt, "chosen"))
+        return _routed(p, opt, held, acquire, notes)
+    return _refuse(p, ledger, budget_blocked, now, tuple(notes) if notes is not None else ())
+
+
+def _routed(p: Plan, opt: Option, held: Reservation | None, acquire: bool,
+            notes: list[Candidate] | None) -> Decision:
+    slots: tuple[int, ...] = ()
+    if acquire:
+        slots = tuple(x.slot for x in (opt.node, opt.pool) if x is not None)
+        take = p.snapshot.tracker.acquire
+        for s in slots:
+            take(s)
+    target = opt.node if opt.node is not None else opt.pool
+    assert target is not None
+    split = opt.mode == wire.MODE_SPLIT and opt.pool is not None
+    return Decision(
+        status=200, mode=opt.mode, reason=opt.reason, policy=p.snapshot.policy.digest,
+        target=target.address, node=target.id, quality=opt.quality,
+        split_cloud=opt.pool.address if split and opt.pool else None,
+        split_pool=opt.pool.id if split and opt.pool else None,
+        cost_usd=opt.cost_usd, est_ms=opt.est_ms, slots=slots, reservation=held,
+        candidates=tuple(notes) if notes is not None else (),
+    )
+
+
+def _refuse(p: Plan, ledger: BudgetLedger, budget_blocked: bool, now: float,
+            notes: tuple[Candidate, ...]) -> Decision:
+    req, snap, entry = p.request, p.snapshot, p.entry
+    budgets = snap.policy.budgets
+    digest = snap.policy.digest
+    if budget_blocked and p.account is not None:
+        state = ledger.state(budgets, p.account, now)
+        shared = "" if p.account == req.tenant else f" (budget account '{p.account}')"
+        return refusal(wire.STATUS_BUDGET, wire.E_BUDGET, wire.R_BUDGET,
+                       f"tenant '{req.tenant}'{shared} has used ${state.used_usd:.2f} of its "
+                       f"${state.hard_usd:.2f} hard limit for {state.period}",
+                       digest, retry_after=ledger.retry_after(budgets, now), candidates=notes)
+    if p.cost_blocked:
+        return refusal(wire.STATUS_UNSERVABLE, wire.E_MAX_COST, wire.R_MAX_COST,
+                       f"every eligible option costs more than x-affinity-max-cost "
+                       f"{req.max_cost_usd}", digest, candidates=notes)
+    if entry is not None and not entry.members and not entry.pools:
+        tags = ",".join(sorted(req.residency)) or "none"
+        return refusal(wire.STATUS_UNSERVABLE, wire.E_UNSERVABLE, wire.R_RESIDENCY,
+                       f"no healthy node or pool satisfies residency [{tags}] and model "
+                       f"{req.model or 'any'}", digest, candidates=notes)
+    return refusal(wire.STATUS_UNSERVABLE, wire.E_UNSERVABLE, wire.R_CAPACITY,
+                   "every eligible edge node is at capacity and no cloud pool can take it",
+                   digest, retry_after=1, candidates=notes)
+
+
+def finish(decision: Decision, snap: Snapshot, ledger: BudgetLedger,
+           actual_usd: float | None = None) -> None:
+    """Hand back what `decision` holds: its in-flight slots and its budget reservation."""
+    release = snap.tracker.release
+    for slot in decision.slots:
+        release(slot)
+    if decision.reservation is not None:
+        ledger.settle(decision.reservation, actual_usd)
