@@ -1,14 +1,26 @@
-"""`hybrid-router envoy-config`: the Envoy 1.40 config for a policy, gateway or sidecar.
+"""`hybrid-router envoy-config`: the Envoy 1.40 bootstrap for a policy, gateway or sidecar.
 
-Node and pool addresses live only in the policy; this prints the Envoy side:
-- a header_mutation filter that strips every client-sent `x-route-*` header
-  *before* ext_proc, so even with the router down no client picks its upstream;
-- the ext_proc filter failing open with a short message timeout, in the one
-  processing mode whose stream ends exactly when the HTTP request does (see
-  `PROCESSING_MODE`);
-- one `inference` cluster listing exactly the policy's endpoints, balanced by
-  `override_host` on `x-route-target` with ring hash on `x-affinity-key`
-  (bounded by `hash_balance_factor`) as the fallback when no target is set.
+By default Envoy learns the inference clusters and routes from the router over
+ADS (`router.xds`): endpoints follow every feed refresh and policy reload, and
+Envoy keeps the last config while the router is away. `--static` writes the
+same clusters and routes inline (policy weights, no feed) for setups without
+xDS. Either way the HTTP filter chain is:
+
+0. (before routing) strip every client-sent `x-route-*` header by prefix, so
+   no client picks its upstream or smuggles a header upstreams would trust,
+   router up or down;
+1. buffer the request body up to `--max-request-bytes` (413 past it) before
+   the router sees the headers: the router then knows every payload's size
+   (chunked and HTTP/2 bodies get a content-length), and a slow upload holds
+   no edge slot while it trickles in (`request_timeout` bounds it);
+2. ext_proc, failing open with a short message timeout, in the one processing
+   mode whose stream ends exactly when the HTTP request does (`PROCESSING_MODE`);
+3. the router, on the route table of `router.xds.resources`.
+
+Every reply Envoy makes itself (bad header bytes, oversized headers or body,
+no healthy upstream, timeouts) gets the same JSON `{"error", "detail"}` body
+as the router's own refusals, through `local_reply_config`; the router's
+immediate responses (details `hybrid_router_*`) pass through untouched.
 """
 
 from __future__ import annotations
@@ -21,10 +33,14 @@ import yaml
 
 from router import wire
 from router.core.model import Policy
+from router.core.table import build_table
 from router.policy.loader import load_policy_or_report
+from router.xds import resources as xds
 
 GRACEFUL_CLOSE = "envoy.reloadable_features.ext_proc_graceful_grpc_close"
 T = "type.googleapis.com/"
+ROUTER_CLUSTER = "hybrid_router"
+DETAILS_PREFIX = "hybrid_router"  # ImmediateResponse.details of the router's own refusals
 
 # Measured with Envoy 1.40: with response headers SEND the ext_proc stream ends when the
 # upstream's response headers arrive, before a streamed body ends. With response headers
@@ -45,84 +61,109 @@ def _socket(hostport: str) -> dict[str, Any]:
     return {"socket_address": {"address": host.strip("[]"), "port_value": int(port)}}
 
 
-def _endpoints(policy: Policy) -> list[dict[str, Any]]:
-    addrs = [n.address for n in policy.nodes] + [p.address for p in policy.pools]
-    return [{"endpoint": {"address": _socket(a)}} for a in addrs]
+def local_replies() -> dict[str, Any]:
+    """Envoy's own replies as JSON; the router's refusals and direct responses kept as sent."""
+    def cel(expression: str) -> dict[str, Any]:
+        return {"extension_filter": {"name": "cel", "typed_config": {
+            "@type": T + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+            "expression": expression}}}
+
+    reason = [{"header": {"key": wire.H_REASON, "value": "envoy"},
+               "append_action": "ADD_IF_ABSENT"}]
+    return {"mappers": [
+        {"filter": cel(f"response.code_details.startsWith('{DETAILS_PREFIX}') || "
+                       "response.code_details == 'direct_response'"),
+         "body_format_override": {"text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"},
+                                  "content_type": "application/json"}},
+        {"filter": cel("true"), "headers_to_add": reason,
+         "body_format_override": {
+             "json_format": {"error": "envoy_%RESPONSE_CODE%",
+                             "detail": "%RESPONSE_CODE_DETAILS%"},
+             "content_type": "application/json"}},
+    ]}
+
+
+def _filters(message_timeout_ms: int, max_request_bytes: int) -> list[dict[str, Any]]:
+    return [
+        {"name": "envoy.filters.http.buffer", "typed_config": {
+            "@type": T + "envoy.extensions.filters.http.buffer.v3.Buffer",
+            "max_request_bytes": max_request_bytes}},
+        {"name": "envoy.filters.http.ext_proc", "typed_config": {
+            "@type": T + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {"envoy_grpc": {"cluster_name": ROUTER_CLUSTER}, "timeout": "1s"},
+            "failure_mode_allow": True,
+            "message_timeout": f"{message_timeout_ms / 1000:g}s",
+            "processing_mode": dict(PROCESSING_MODE),
+            "mutation_rules": {"allow_all_routing": True}}},
+        {"name": "envoy.filters.http.router", "typed_config": {
+            "@type": T + "envoy.extensions.filters.http.router.v3.Router"}},
+    ]
 
 
 def build(policy: Policy, *, mode: str, listen: str, router: str, admin: str,
-          message_timeout_ms: int = 200, balance_factor_pct: int | None = None,
-          upstream_timeout_s: float = 30.0) -> dict[str, Any]:
+          static: bool = False, message_timeout_ms: int = 200,
+          upstream_timeout_s: float = 30.0, request_timeout_s: float = 60.0,
+          max_request_bytes: int = 8 * 1024 * 1024) -> dict[str, Any]:
     """The whole bootstrap as plain data."""
-    factor = balance_factor_pct or max(100, round(100 * (1 + policy.balance_factor)))
-    strip = [{"remove": h} for h in wire.ROUTE_HEADERS]
-    echo = [{"header": {"key": h, "value": f"%REQ({h})%"}, "append_action":
-             "OVERWRITE_IF_EXISTS_OR_ADD", "keep_empty_value": False}
-            for h in (wire.H_MODE, wire.H_NODE, wire.H_QUALITY, wire.H_REASON, wire.H_POLICY)]
-    route: dict[str, Any] = {
-        "cluster": "inference",
-        "timeout": f"{upstream_timeout_s:g}s",
-        "hash_policy": [{"header": {"header_name": wire.H_KEY}}],
-    }
-    hcm = {
+    opts = xds.Options(upstream_timeout_s=upstream_timeout_s, xds=not static)
+    hcm: dict[str, Any] = {
         "@type": T + "envoy.extensions.filters.network.http_connection_manager.v3."
                      "HttpConnectionManager",
         "stat_prefix": "ingress" if mode == "gateway" else "sidecar",
         "generate_request_id": True,
-        "route_config": {"name": "inference", "virtual_hosts": [{
-            "name": "inference", "domains": ["*"],
-            "routes": [{"match": {"prefix": "/"}, "route": route,
-                        "response_headers_to_add": echo}],
-        }]},
-        "http_filters": [
-            {"name": "strip-client-route-headers", "typed_config": {
-                "@type": T + "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-                "mutations": {"request_mutations": strip}}},
-            {"name": "envoy.filters.http.ext_proc", "typed_config": {
-                "@type": T + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-                "grpc_service": {"envoy_grpc": {"cluster_name": "hybrid_router"},
-                                 "timeout": "1s"},
-                "failure_mode_allow": True,
-                "message_timeout": f"{message_timeout_ms / 1000:g}s",
-                "processing_mode": dict(PROCESSING_MODE),
-                "mutation_rules": {"allow_all_routing": True}}},
-            {"name": "envoy.filters.http.router", "typed_config": {
-                "@type": T + "envoy.extensions.filters.http.router.v3.Router"}},
-        ],
+        "request_headers_timeout": "10s",
+        "request_timeout": f"{request_timeout_s:g}s",
+        "stream_idle_timeout": "30s",
+        "max_request_headers_kb": 64,
+        "local_reply_config": local_replies(),
+        # Before route selection, not as an HTTP filter: a filter runs after the route is
+        # cached, so a client's x-route-cluster would still pick the cloud route when the
+        # router does not answer (measured with Envoy 1.40).
+        "early_header_mutation_extensions": [{
+            "name": "envoy.http.early_header_mutation.header_mutation",
+            "typed_config": {
+                "@type": T + "envoy.extensions.http.early_header_mutation.header_mutation.v3."
+                             "HeaderMutation",
+                "mutations": [{"remove_on_match": {"key_matcher": {
+                    "prefix": wire.ROUTE_PREFIX}}}]}}],
+        "http_filters": _filters(message_timeout_ms, max_request_bytes),
     }
-    lb = {"policies": [{"typed_extension_config": {
-        "name": "envoy.load_balancing_policies.override_host",
-        "typed_config": {
-            "@type": T + "envoy.extensions.load_balancing_policies.override_host.v3.OverrideHost",
-            "override_host_sources": [{"header": wire.H_TARGET}],
-            "fallback_policy": {"policies": [{"typed_extension_config": {
-                "name": "envoy.load_balancing_policies.ring_hash",
-                "typed_config": {
-                    "@type": T + "envoy.extensions.load_balancing_policies.ring_hash.v3.RingHash",
-                    "hash_balance_factor": factor}}}]},
-        }}}]}
-    h2 = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-        "@type": T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-        "explicit_http_config": {"http2_protocol_options": {}}}}
-    return {
+    router_cluster = {
+        "name": ROUTER_CLUSTER, "type": "STATIC", "connect_timeout": "0.25s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}},
+        "load_assignment": {"cluster_name": ROUTER_CLUSTER, "endpoints": [
+            {"lb_endpoints": [{"endpoint": {"address": _socket(router)}}]}]}}
+    clusters: list[dict[str, Any]] = [router_cluster]
+    doc: dict[str, Any] = {
+        "node": {"id": f"hybrid-router-{mode}", "cluster": "hybrid-router"},
         "admin": {"address": _socket(admin)},
         "layered_runtime": {"layers": [{"name": "static", "static_layer": {GRACEFUL_CLOSE: True}}]},
-        "static_resources": {
-            "listeners": [{"name": mode, "address": _socket(listen), "filter_chains": [{
-                "filters": [{"name": "envoy.filters.network.http_connection_manager",
-                             "typed_config": hcm}]}]}],
-            "clusters": [
-                {"name": "hybrid_router", "type": "STATIC", "connect_timeout": "0.25s",
-                 "typed_extension_protocol_options": h2,
-                 "load_assignment": {"cluster_name": "hybrid_router", "endpoints": [
-                     {"lb_endpoints": [{"endpoint": {"address": _socket(router)}}]}]}},
-                {"name": "inference", "type": "STATIC", "connect_timeout": "0.5s",
-                 "load_balancing_policy": lb,
-                 "load_assignment": {"cluster_name": "inference",
-                                     "endpoints": [{"lb_endpoints": _endpoints(policy)}]}},
-            ],
-        },
     }
+    if static:
+        from router.core.loads import LoadTracker
+        from router.core.ring import PointCache
+
+        snap = build_table(policy, None, LoadTracker(), PointCache(), now=0.0)
+        inline = xds.as_dicts(xds.build(snap, opts))
+        clusters += inline[xds.CLUSTER_TYPE]
+        hcm["route_config"] = inline[xds.ROUTE_TYPE][0]
+    else:
+        hcm["rds"] = {"route_config_name": xds.ROUTE_CONFIG,
+                      "config_source": {"ads": {}, "resource_api_version": "V3"}}
+        doc["dynamic_resources"] = {
+            "ads_config": {"api_type": "GRPC", "transport_api_version": "V3",
+                           "set_node_on_first_message_only": True,
+                           "grpc_services": [{"envoy_grpc": {"cluster_name": ROUTER_CLUSTER}}]},
+            "cds_config": {"ads": {}, "resource_api_version": "V3"}}
+    doc["static_resources"] = {
+        "listeners": [{"name": mode, "address": _socket(listen), "filter_chains": [{
+            "filters": [{"name": "envoy.filters.network.http_connection_manager",
+                         "typed_config": hcm}]}]}],
+        "clusters": clusters}
+    return doc
 
 
 DEFAULTS = {"gateway": ("127.0.0.1:10000", "127.0.0.1:9901"),
@@ -130,15 +171,21 @@ DEFAULTS = {"gateway": ("127.0.0.1:10000", "127.0.0.1:9901"),
 
 
 def render(policy: Policy, mode: str, *, listen: str | None = None, router: str = "127.0.0.1:50051",
-           admin: str | None = None, source: str = "", upstream_timeout_s: float = 30.0) -> str:
+           admin: str | None = None, source: str = "", static: bool = False,
+           upstream_timeout_s: float = 30.0, request_timeout_s: float = 60.0,
+           max_request_bytes: int = 8 * 1024 * 1024) -> str:
     """The config as YAML text with a header saying where it came from."""
     listen = listen or DEFAULTS[mode][0]
     admin = admin or DEFAULTS[mode][1]
-    doc = build(policy, mode=mode, listen=listen, router=router, admin=admin,
-                upstream_timeout_s=upstream_timeout_s)
+    doc = build(policy, mode=mode, listen=listen, router=router, admin=admin, static=static,
+                upstream_timeout_s=upstream_timeout_s, request_timeout_s=request_timeout_s,
+                max_request_bytes=max_request_bytes)
+    how = "inline (--static)" if static else f"from the router's xDS server at {router}"
     head = (f"# Envoy 1.40 {mode} config generated by `hybrid-router envoy-config"
-            f"{' --policy ' + source if source else ''} --mode {mode}`.\n"
-            f"# Policy version {policy.digest}. Do not edit: regenerate from the policy.\n")
+            f"{' --policy ' + source if source else ''} --mode {mode}"
+            f"{' --static' if static else ''}`.\n"
+            f"# Policy version {policy.digest}; inference clusters and routes {how}.\n"
+            "# Do not edit: regenerate from the policy.\n")
     return head + yaml.safe_dump(doc, sort_keys=False, width=100)
 
 
@@ -146,13 +193,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register this command's arguments."""
     parser.add_argument("--policy", required=True, metavar="FILE")
     parser.add_argument("--mode", choices=("gateway", "sidecar"), default="gateway")
+    parser.add_argument("--static", action="store_true",
+                        help="write the inference clusters and routes inline instead of "
+                             "taking them from the router over xDS")
     parser.add_argument("--listen", metavar="HOST:PORT",
                         help="Envoy's listener (gateway 127.0.0.1:10000, sidecar :15001)")
     parser.add_argument("--router", default="127.0.0.1:50051", metavar="HOST:PORT|unix:PATH",
-                        help="where hybrid-router serve listens (default 127.0.0.1:50051)")
-    parser.add_argument("--admin", metavar="HOST:PORT", help="Envoy admin address")
+                        help="where hybrid-router serve listens: ext_proc and xDS "
+                             "(default 127.0.0.1:50051)")
+    parser.add_argument("--admin", metavar="HOST:PORT",
+                        help="Envoy admin address (loopback by default; never expose it)")
     parser.add_argument("--upstream-timeout", type=float, default=30.0, metavar="SECONDS",
-                        help="route timeout to the inference cluster (default 30)")
+                        help="route timeout to the inference upstreams (default 30)")
+    parser.add_argument("--request-timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="time to receive a whole request, body included (default 60)")
+    parser.add_argument("--max-request-bytes", type=int, default=8 * 1024 * 1024, metavar="N",
+                        help="largest request body Envoy buffers before routing; 413 past it "
+                             "(default 8 MiB)")
     parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
 
 
@@ -162,7 +219,10 @@ def run(args: argparse.Namespace) -> int:
     if policy is None:
         return 2
     text = render(policy, args.mode, listen=args.listen, router=args.router, admin=args.admin,
-                  source=args.policy, upstream_timeout_s=args.upstream_timeout)
+                  source=args.policy, static=args.static,
+                  upstream_timeout_s=args.upstream_timeout,
+                  request_timeout_s=args.request_timeout,
+                  max_request_bytes=args.max_request_bytes)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as fh:
             fh.write(text)

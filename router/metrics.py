@@ -36,3 +36,6 @@ class RouterMetrics:
                                     ["result"], registry=r)
         self.policy_reload = Counter("router_policy_reload_total", "Policy reloads by result",
                                      ["result"], registry=r)
+        self.xds_push = Counter("router_xds_push_total",
+                                "xDS responses sent to Envoy and Envoy's answers (sent, ack, nack)",
+                                ["result"], registry=r)

@@ -26,7 +26,9 @@ H_SPLIT_CLOUD = "x-route-split-cloud"
 H_COST = "x-route-cost-usd"
 H_REASON = "x-route-reason"
 H_POLICY = "x-route-policy"
-ROUTE_HEADERS = (H_TARGET, H_NODE, H_MODE, H_QUALITY, H_SPLIT_CLOUD, H_COST, H_REASON, H_POLICY)
+H_CLUSTER = "x-route-cluster"  # the Envoy cluster the route table sends the request to
+ROUTE_HEADERS = (H_TARGET, H_NODE, H_MODE, H_QUALITY, H_SPLIT_CLOUD, H_COST, H_REASON, H_POLICY,
+                 H_CLUSTER)
 
 H_REQUEST_ID = "x-request-id"
 H_RETRY_AFTER = "retry-after"
@@ -53,6 +55,7 @@ R_BEST_EFFORT = "best-effort"  # nothing meets the SLO; fastest affordable optio
 R_BAD_TAG = "bad-tag"  # malformed affinity tag (400)
 R_UNSERVABLE = "unservable"  # nothing eligible can serve it (503)
 R_OVERLOAD = "overload"  # router at its concurrency bound (503)
+R_FAIL_OPEN = "fail-open"  # set by Envoy's route table when the router did not answer
 R_UNKNOWN_TENANT = "unknown-tenant"  # tenant not in the policy, unknown_tenant: refuse (403)
 
 # Refusal error codes (JSON body "error").
@@ -67,3 +70,18 @@ STATUS_BAD_TAG = 400
 STATUS_UNKNOWN_TENANT = 403
 STATUS_BUDGET = 429
 STATUS_UNSERVABLE = 503
+
+
+# Envoy cluster names (the router's x-route-cluster answers and router.xds agree on these).
+EDGE_CLUSTER_PREFIX = "edge."
+POOL_CLUSTER_PREFIX = "cloud."
+
+
+def edge_cluster(residency: frozenset[str]) -> str:
+    """The edge cluster of a residency requirement: `edge.any`, `edge.GDPR`, `edge.CCPA+GDPR`."""
+    return EDGE_CLUSTER_PREFIX + ("+".join(sorted(residency)) if residency else "any")
+
+
+def pool_cluster(pool_id: str) -> str:
+    """The cluster of one cloud pool."""
+    return POOL_CLUSTER_PREFIX + pool_id

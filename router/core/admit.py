@@ -89,11 +89,13 @@ def _routed(p: Plan, opt: Option, held: Reservation | None, acquire: bool,
     target = opt.node if opt.node is not None else opt.pool
     assert target is not None
     split = opt.mode == wire.MODE_SPLIT and opt.pool is not None
+    cluster = wire.edge_cluster(p.request.residency) if opt.node is not None else \
+        wire.pool_cluster(target.id)
     return Decision(
         status=200, mode=opt.mode, reason=opt.reason, policy=p.snapshot.policy.digest,
         target=target.address, node=target.id, quality=opt.quality,
         split_cloud=opt.pool.address if split and opt.pool else None,
-        split_pool=opt.pool.id if split and opt.pool else None,
+        split_pool=opt.pool.id if split and opt.pool else None, cluster=cluster,
         cost_usd=opt.cost_usd, est_ms=opt.est_ms, slots=slots, reservation=held,
         candidates=tuple(notes) if notes is not None else (),
     )

@@ -41,6 +41,7 @@ class Decision:
     quality: str | None = None
     split_cloud: str | None = None
     split_pool: str | None = None
+    cluster: str | None = None  # the Envoy cluster holding `target` (x-route-cluster)
     cost_usd: float = 0.0
     est_ms: float = 0.0
     error: str | None = None
@@ -69,6 +70,8 @@ class Decision:
             out.append((wire.H_QUALITY, self.quality))
         if self.split_cloud is not None:
             out.append((wire.H_SPLIT_CLOUD, self.split_cloud))
+        if self.cluster is not None:
+            out.append((wire.H_CLUSTER, self.cluster))
         return out
 
     def body(self) -> bytes:

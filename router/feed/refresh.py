@@ -34,10 +34,15 @@ from pathlib import Path
 from router.core.budget import account_of
 from router.core.feed import FeedError, FeedSnapshot, decode_feed
 from router.core.model import Policy
+from router.core.table import Snapshot
 from router.feed.reload import PolicyReloader
 from router.feed.sources import FeedSource, FeedUnreachable, Fetched, GrpcSource, open_source
 from router.metrics import RouterMetrics
 from router.runtime import Runtime
+from router.xds.resources import Options as XdsOptions
+from router.xds.resources import Resources
+from router.xds.resources import build as build_resources
+from router.xds.server import AdsServer
 
 log = logging.getLogger("router.feed.refresh")
 OK, UNCHANGED, INVALID, UNREACHABLE = "ok", "unchanged", "invalid", "unreachable"
@@ -49,9 +54,15 @@ class Refresher:
 
     def __init__(self, runtime: Runtime, policy_path: str, metrics: RouterMetrics | None = None,
                  *, clock: Callable[[], float] = time.time, rng: random.Random | None = None,
-                 tick: float = 1.0) -> None:
-        """Refresh `runtime` from its policy's feed; watch `policy_path` every `tick` s."""
+                 tick: float = 1.0, xds: AdsServer | None = None,
+                 xds_options: XdsOptions | None = None) -> None:
+        """Refresh `runtime` from its policy's feed; watch `policy_path` every `tick` s.
+
+        With `xds`, every swap also publishes the new inference resources to Envoy.
+        """
         self.runtime = runtime
+        self.xds = xds
+        self.xds_options = xds_options or XdsOptions()
         self.metrics = metrics
         self.clock = clock
         self.rng = rng if rng is not None else random.Random()
@@ -187,8 +198,12 @@ class Refresher:
         return (rt.feed.age(now) > rt.policy.feed.stale_after_seconds) != rt.snapshot.stale
 
     async def reload_policy(self) -> bool:
-        """Install the policy file if it changed (or a reload was asked for); True if it did."""
-        policy = self.reloader.check()
+        """Install the policy file if it changed (or a reload was asked for); True if it did.
+
+        Reading and validating the file runs in a worker thread: a large or hostile
+        policy never holds the event loop.
+        """
+        policy = await asyncio.to_thread(self.reloader.check)
         if policy is None:
             return False
         await self.install_policy(policy)
@@ -203,9 +218,17 @@ class Refresher:
 
     async def _rebuild(self, *, policy: Policy | None = None, feed: FeedSnapshot | None = None,
                        now: float) -> None:
-        table = await asyncio.to_thread(self.runtime.prepare, policy, feed, now=now)
-        self.runtime.commit(table)  # on the event loop: one reference swap
+        snap, resources = await asyncio.to_thread(self._prepare, policy, feed, now)
+        self.runtime.commit(snap)  # on the event loop: one reference swap
+        if self.xds is not None and resources is not None:
+            self.xds.publish(resources)  # after the swap: Envoy follows what the router routes
         self._publish_weights()
+
+    def _prepare(self, policy: Policy | None, feed: FeedSnapshot | None, now: float
+                 ) -> tuple[Snapshot, Resources | None]:
+        """The new snapshot and its Envoy resources (in a worker thread)."""
+        snap = self.runtime.prepare(policy, feed, now=now)
+        return snap, build_resources(snap, self.xds_options) if self.xds is not None else None
 
     async def _current_source(self) -> FeedSource | None:
         spec = self.runtime.policy.feed.source

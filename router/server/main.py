@@ -1,4 +1,8 @@
-"""`hybrid-router serve`: the ext_proc gRPC server, health, metrics, refresh and reload.
+"""`hybrid-router serve`: ext_proc and xDS on one gRPC port, health, metrics, refresh, reload.
+
+The same port serves Envoy's ext_proc streams (one per HTTP request) and its
+ADS stream (`router.xds`): Envoy learns the inference clusters from the
+router, so a policy reload or a feed refresh reaches Envoy's fail-open routing too.
 
 SIGTERM drains: health turns NOT_SERVING, new streams are refused, streams in
 flight get `--grace` seconds to finish. SIGHUP re-reads the policy.
@@ -43,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="open ext_proc streams before refusing with 503 (default 4096)")
     parser.add_argument("--grace", type=float, default=5.0, metavar="SECONDS",
                         help="drain time on SIGTERM (default 5)")
+    parser.add_argument("--upstream-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="route timeout to the inference upstreams, in the route table "
+                             "this router serves Envoy over xDS (default 30)")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--worker-index", type=int, default=-1, help=argparse.SUPPRESS)
 
@@ -68,11 +75,15 @@ async def _publish(runtime: Runtime, metrics: RouterMetrics) -> None:
 async def serve(args: argparse.Namespace, policy: Policy) -> int:
     """Run one server process until SIGTERM/SIGINT."""
     import grpc
+    from envoy.service.discovery.v3 import ads_pb2_grpc
     from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
     from prometheus_client import start_http_server
 
     from router.server.servicer import Processor
+    from router.xds.resources import Options as XdsOptions
+    from router.xds.resources import build as build_resources
+    from router.xds.server import AdsServer
 
     workers, index = max(1, args.workers), max(0, args.worker_index)
     store = open_store(policy.budgets.store)
@@ -86,6 +97,9 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
                                       ("grpc.max_concurrent_streams", 10_000)])
     processor = Processor(runtime, metrics, max_streams=args.max_streams)
     pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)
+    xds_options = XdsOptions(upstream_timeout_s=args.upstream_timeout)
+    ads = AdsServer(build_resources(runtime.snapshot, xds_options), metrics)
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
     health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else \
         health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -102,7 +116,7 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
     try:
         from router.feed.refresh import Refresher
 
-        refresher = Refresher(runtime, args.policy, metrics)
+        refresher = Refresher(runtime, args.policy, metrics, xds=ads, xds_options=xds_options)
         tasks.append(asyncio.create_task(refresher.run()))
     except ImportError:
         log.warning("feed refresh unavailable; serving the policy without a feed")
@@ -172,7 +186,8 @@ def run(args: argparse.Namespace) -> int:
 def _rebuild_argv(args: argparse.Namespace) -> list[str]:
     return ["--policy", args.policy, "--grpc", args.grpc, "--metrics", args.metrics,
             "--workers", str(args.workers), "--max-streams", str(args.max_streams),
-            "--grace", str(args.grace), "--log-level", args.log_level]
+            "--grace", str(args.grace), "--upstream-timeout", str(args.upstream_timeout),
+            "--log-level", args.log_level]
 
 
 

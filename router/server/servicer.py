@@ -62,8 +62,9 @@ def routed_response(decision: Decision, sent: dict[str, str]) -> Any:
     if cached is None:
         ours = {k for k, _ in headers}
         mutation = _mutation(headers, [k for k in remove if k not in ours])
+        # clear_route_cache: the route table picks the cluster from x-route-cluster, set here
         cached = pb.ProcessingResponse(request_headers=pb.HeadersResponse(
-            response=pb.CommonResponse(header_mutation=mutation)))
+            response=pb.CommonResponse(header_mutation=mutation, clear_route_cache=True)))
         if len(_RESPONSES) >= _MAX_CACHED:
             _RESPONSES.clear()
         _RESPONSES[key] = cached

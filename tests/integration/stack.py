@@ -115,7 +115,8 @@ class Stack:
         proc = self._spawn("router", [sys.executable, "-m", "router", "serve", "--policy",
                                       str(self.policy), "--grpc", f"127.0.0.1:{self.grpc}",
                                       "--metrics", f"127.0.0.1:{self.metrics_port}",
-                                      "--grace", "2", "--workers", str(self.workers)])
+                                      "--grace", "2", "--workers", str(self.workers),
+                                      "--upstream-timeout", str(UPSTREAM_TIMEOUT_S)])
         wait_port(self.grpc, proc)
         wait_port(self.metrics_port, proc)
 
@@ -144,8 +145,10 @@ class Stack:
         return self
 
     def close(self) -> None:
-        """Stop everything this stack started."""
-        for name in ("envoy", "router", "emulate"):
+        """Stop everything this stack started: Envoys first, then routers, then the rest."""
+        order = sorted(self.procs, key=lambda n: (not n.startswith("envoy"),
+                                                  not n.startswith("router"), n))
+        for name in order:
             stop(self.procs.pop(name, None))
 
     def stats(self, target: str) -> dict[str, Any]:

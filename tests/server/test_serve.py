@@ -6,9 +6,11 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from router.cli import main
@@ -18,29 +20,61 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "policies" / "example.yaml"
 
 
+@pytest.mark.parametrize("static", [False, True], ids=["xds", "static"])
 @pytest.mark.parametrize("mode", ["gateway", "sidecar"])
-def test_checked_in_envoy_configs_equal_the_generator(mode: str,
+def test_checked_in_envoy_configs_equal_the_generator(mode: str, static: bool,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["envoy-config", "--policy", "policies/example.yaml", "--mode", mode]) == 0
-    assert capsys.readouterr().out == (ROOT / "envoy" / f"{mode}.yaml").read_text()
+    args = ["envoy-config", "--policy", "policies/example.yaml", "--mode", mode]
+    assert main(args + (["--static"] if static else [])) == 0
+    name = f"{mode}-static.yaml" if static else f"{mode}.yaml"
+    assert capsys.readouterr().out == (ROOT / "envoy" / name).read_text()
 
 
-def test_generated_cluster_lists_exactly_the_policy_endpoints() -> None:
-    import yaml
+def _endpoints(cluster: dict[str, Any]) -> set[str]:
+    out = set()
+    for group in cluster["load_assignment"].get("endpoints", []):
+        for e in group["lb_endpoints"]:
+            sock = e["endpoint"]["address"]["socket_address"]
+            out.add(f"{sock['address']}:{sock['port_value']}")
+    return out
 
+
+def test_static_clusters_hold_edge_nodes_by_residency_and_each_pool_alone() -> None:
     from router.envoy_config import build
     from router.policy.loader import load_policy
 
     policy = load_policy(EXAMPLE)
     doc = build(policy, mode="gateway", listen="127.0.0.1:1", router="127.0.0.1:2",
-                admin="127.0.0.1:3")
-    cluster = next(c for c in doc["static_resources"]["clusters"] if c["name"] == "inference")
-    eps = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
-    got = {f"{e['endpoint']['address']['socket_address']['address']}:"
-           f"{e['endpoint']['address']['socket_address']['port_value']}" for e in eps}
-    assert got == {n.address for n in policy.nodes} | {p.address for p in policy.pools}
-    text = yaml.safe_dump(doc)
-    assert "ORIGINAL_DST" not in text and "override_host" in text
+                admin="127.0.0.1:3", static=True)
+    clusters = {c["name"]: c for c in doc["static_resources"]["clusters"]}
+    pools = {p.address for p in policy.pools}
+    assert _endpoints(clusters["edge.any"]) == {n.address for n in policy.nodes}
+    for tag in ("GDPR", "CCPA"):
+        assert _endpoints(clusters[f"edge.{tag}"]) == {
+            n.address for n in policy.nodes if tag in n.residency}
+    for name, cluster in clusters.items():
+        if name.startswith("edge."):
+            assert not _endpoints(cluster) & pools  # fail-open never reaches a cloud pool
+            assert "override_host" in yaml.safe_dump(cluster)
+    for pool in policy.pools:
+        assert _endpoints(clusters[f"cloud.{pool.id}"]) == {pool.address}
+    assert doc["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+
+
+def test_xds_bootstrap_takes_clusters_and_routes_from_the_router() -> None:
+    from router.envoy_config import build
+    from router.policy.loader import load_policy
+
+    doc = build(load_policy(EXAMPLE), mode="gateway", listen="127.0.0.1:1",
+                router="127.0.0.1:2", admin="127.0.0.1:3")
+    assert [c["name"] for c in doc["static_resources"]["clusters"]] == ["hybrid_router"]
+    ads = doc["dynamic_resources"]["ads_config"]["grpc_services"][0]["envoy_grpc"]
+    assert ads["cluster_name"] == "hybrid_router"
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"]
+    assert hcm["rds"]["config_source"] == {"ads": {}, "resource_api_version": "V3"}
+    strip = hcm["early_header_mutation_extensions"][0]["typed_config"]["mutations"]
+    assert strip == [{"remove_on_match": {"key_matcher": {"prefix": "x-route-"}}}]
 
 
 def test_serve_refuses_a_bad_policy_with_located_errors(tmp_path: Path) -> None:
@@ -80,7 +114,6 @@ def test_sigterm_lets_open_streams_finish_and_refuses_new_ones(tmp_path: Path) -
     import queue
     import time
     from collections.abc import Iterator
-    from typing import Any
 
     from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
