@@ -1,11 +1,12 @@
-"""Every name that crosses the wire, in one place (CONTRACT.md sections 2, 3).
+"""Every name that crosses the wire, in one place (docs/reference.md: headers, refusals).
 
 Envoy configs, the ext_proc adapter and the tests all read these constants.
 """
 
 from __future__ import annotations
 
-# Request headers read (affinity tags).
+# Request headers read (affinity tags). Any header under the prefix may appear only once.
+AFFINITY_PREFIX = "x-affinity-"
 H_KEY = "x-affinity-key"
 H_TENANT = "x-affinity-tenant"
 H_RESIDENCY = "x-affinity-residency"
@@ -52,6 +53,7 @@ R_BEST_EFFORT = "best-effort"  # nothing meets the SLO; fastest affordable optio
 R_BAD_TAG = "bad-tag"  # malformed affinity tag (400)
 R_UNSERVABLE = "unservable"  # nothing eligible can serve it (503)
 R_OVERLOAD = "overload"  # router at its concurrency bound (503)
+R_ROUTER_ERROR = "router-error"  # the router failed unexpectedly (503, logged with a trace id)
 
 # Refusal error codes (JSON body "error").
 E_BAD_TAG = "bad_affinity_tag"
@@ -59,7 +61,9 @@ E_BUDGET = "budget_exhausted"
 E_UNSERVABLE = "no_eligible_target"
 E_MAX_COST = "max_cost_exceeded"
 E_OVERLOAD = "router_overloaded"
+E_ROUTER_ERROR = "router_error"
 
 STATUS_BAD_TAG = 400
 STATUS_BUDGET = 429
 STATUS_UNSERVABLE = 503
+STATUS_ROUTER_ERROR = 503
