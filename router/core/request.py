@@ -26,6 +26,7 @@ into a 400. The rules, enforced here (per header) and in `router.core.tagrules`
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -57,16 +58,19 @@ class HeaderMap(dict[str, str]):
 
     def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
         """Collect `(name, value)` pairs in order, names lower-cased."""
-        super().__init__()
-        repeated: set[str] = set()
-        for name, value in pairs:
-            lower = name.lower()
-            if lower in self:
-                repeated.add(lower)
-                self[lower] = f"{self[lower]},{value}"
+        items = [(name.lower(), value) for name, value in pairs]
+        super().__init__(items)
+        self.repeated: frozenset[str] = frozenset()
+        if len(self) == len(items):
+            return  # the common case: every name once, built at C speed
+        self.clear()
+        for name, value in items:
+            if name in self:
+                self[name] = f"{self[name]},{value}"
             else:
-                self[lower] = value
-        self.repeated = frozenset(repeated)
+                self[name] = value
+        counts = Counter(name for name, _ in items)
+        self.repeated = frozenset(name for name, count in counts.items() if count > 1)
 
 
 @dataclass(frozen=True, slots=True)
