@@ -1,11 +1,12 @@
-"""Every name that crosses the wire, in one place (CONTRACT.md sections 2, 3).
+"""Every name that crosses the wire, in one place (docs/reference.md: headers, refusals).
 
 Envoy configs, the ext_proc adapter and the tests all read these constants.
 """
 
 from __future__ import annotations
 
-# Request headers read (affinity tags).
+# Request headers read (affinity tags). Any header under the prefix may appear only once.
+AFFINITY_PREFIX = "x-affinity-"
 H_KEY = "x-affinity-key"
 H_TENANT = "x-affinity-tenant"
 H_RESIDENCY = "x-affinity-residency"
@@ -57,6 +58,7 @@ R_UNSERVABLE = "unservable"  # nothing eligible can serve it (503)
 R_OVERLOAD = "overload"  # router at its concurrency bound (503)
 R_FAIL_OPEN = "fail-open"  # set by Envoy's route table when the router did not answer
 R_UNKNOWN_TENANT = "unknown-tenant"  # tenant not in the policy, unknown_tenant: refuse (403)
+R_ROUTER_ERROR = "router-error"  # the router failed unexpectedly (503, logged with a trace id)
 
 # Refusal error codes (JSON body "error").
 E_BAD_TAG = "bad_affinity_tag"
@@ -65,11 +67,13 @@ E_UNSERVABLE = "no_eligible_target"
 E_MAX_COST = "max_cost_exceeded"
 E_OVERLOAD = "router_overloaded"
 E_UNKNOWN_TENANT = "unknown_tenant"
+E_ROUTER_ERROR = "router_error"
 
 STATUS_BAD_TAG = 400
 STATUS_UNKNOWN_TENANT = 403
 STATUS_BUDGET = 429
 STATUS_UNSERVABLE = 503
+STATUS_ROUTER_ERROR = 503
 
 
 # Envoy cluster names (the router's x-route-cluster answers and router.xds agree on these).

@@ -5,6 +5,7 @@ from __future__ import annotations
 from router import wire
 from router.core.budget import MemoryBudgetStore
 from router.core.feed import NodeState
+from router.core.request import HeaderMap
 from router.runtime import Runtime
 
 from .core.factory import NOW, feed, node, policy, pool
@@ -36,6 +37,16 @@ def test_bad_tag_becomes_a_400_decision_holding_nothing() -> None:
     assert "x-affinity-slo-ms" in (d.detail or "")
     rt.finish(routed)  # finishing a refusal is harmless
     assert all(v == 0 for v in rt.inflight().values())
+
+
+def test_route_refuses_repeats_a_header_map_carries_and_still_takes_plain_dicts() -> None:
+    # The servicer hands Runtime.route a HeaderMap; it must reach the parser as it is
+    # (copying it into a plain dict would lose the repeats and let the last one win).
+    rt = make()
+    repeated = HeaderMap([("x-affinity-residency", "GDPR"), ("x-affinity-residency", "CCPA")])
+    d = rt.route(repeated).decision
+    assert d.status == 400 and (d.detail or "").startswith("x-affinity-residency: ")
+    assert rt.route({"x-affinity-key": "a"}).decision.routed
 
 
 def test_policy_swap_changes_the_version_header() -> None:

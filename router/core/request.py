@@ -1,43 +1,76 @@
-"""Affinity tags → a typed, validated `RouteRequest` (CONTRACT.md section 2).
+"""Affinity tags → a typed, validated `RouteRequest` (docs/reference.md, request headers).
 
-Headers arrive as a mapping of lower-case names to strings. Each single header
-wins over the same field in the `x-affinity-tags` JSON form. Every malformed
-value raises `TagError` naming the tag and why, which the adapter turns into a 400.
+Parsing is total: any value that is not exactly as documented raises `TagError`
+naming the tag and why — never another exception — and the adapter turns it
+into a 400. The rules, enforced here (per header) and in `router.core.tagrules`
+(per value) rather than left to a conversion that might raise or quietly accept:
+
+- Each `x-affinity-*` header appears at most once: a `HeaderMap` remembers the
+  names sent more than once, and any repeated affinity name is refused
+  (last-wins would let `GDPR` + `CCPA` run on a CCPA node).
+- Values are valid UTF-8. The adapter decodes Envoy's raw bytes with
+  `surrogateescape`, so invalid bytes reach this module as lone surrogates and
+  are refused here, naming the tag.
+- Surrounding spaces and tabs (HTTP's optional whitespace) are ignored — Envoy
+  trims them already; direct callers such as `explain` may not. Nothing else is
+  trimmed: other Unicode spaces count as content and are refused.
+- Numbers are ASCII digits only (`²`, `١٢٣`, `0x10`, `+5`, `1e400` are refused),
+  bounded in length before conversion, so no digit limit or float overflow.
+- Strings (key, tenant, model) are printable (`str.isprintable`, plus the ASCII
+  space): no C0, DEL or C1 controls, lone surrogates, format or separator
+  characters. Residency entries are ASCII letters, digits, `-` and `_`.
+- `x-affinity-tags` is at most 4096 bytes of JSON, nested at most
+  `MAX_JSON_DEPTH` deep, with no duplicate field and no NaN/Infinity. Its
+  numbers are kept as their text (`JsonNumber`) and range-checked by each field.
 """
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from router import wire
 from router.core.model import Defaults
+from router.core.tagrules import (
+    MAX_KEY_BYTES,
+    MAX_TAGS_JSON_BYTES,
+    OWS,
+    PARSERS,
+    TagError,
+    parse_json_form,
+)
 
-MAX_KEY_BYTES = 256
-MAX_TAGS_JSON_BYTES = 4096
-MAX_SLO_MS = 3_600_000
-_JSON_FIELDS = {
-    "key": wire.H_KEY,
-    "tenant": wire.H_TENANT,
-    "data_residency": wire.H_RESIDENCY,
-    "latency_slo_ms": wire.H_SLO,
-    "model_version": wire.H_MODEL,
-    "accept_degradation": wire.H_DEGRADE,
-    "max_cost_per_inference": wire.H_MAX_COST,
-}
+__all__ = ["MAX_KEY_BYTES", "MAX_TAGS_JSON_BYTES", "OWS", "HeaderMap", "RouteRequest", "TagError",
+           "parse_request"]
 
 
-class TagError(ValueError):
-    """A malformed affinity tag: `tag` names it, `detail` says why."""
+class HeaderMap(dict[str, str]):
+    """Request headers by lower-case name; `repeated` holds the names sent more than once.
 
-    def __init__(self, tag: str, detail: str) -> None:
-        """Record which tag was wrong and why."""
-        super().__init__(f"{tag}: {detail}")
-        self.tag = tag
-        self.detail = detail
+    A repeated name's values are joined with commas (HTTP's field combination),
+    which is right for headers the router only passes on; `parse_request`
+    refuses any repeated `x-affinity-*` name instead of reading the join.
+    """
+
+    __slots__ = ("repeated",)
+
+    def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
+        """Collect `(name, value)` pairs in order, names lower-cased."""
+        items = [(name.lower(), value) for name, value in pairs]
+        super().__init__(items)
+        self.repeated: frozenset[str] = frozenset()
+        if len(self) == len(items):
+            return  # the common case: every name once, built at C speed
+        self.clear()
+        for name, value in items:
+            if name in self:
+                self[name] = f"{self[name]},{value}"
+            else:
+                self[name] = value
+        counts = Counter(name for name, _ in items)
+        self.repeated = frozenset(name for name, count in counts.items() if count > 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,121 +93,56 @@ class RouteRequest:
         return (self.residency, self.model)
 
 
-def _text(tag: str, value: Any, *, limit: int = 256) -> str:
-    if not isinstance(value, str):
-        raise TagError(tag, f"expected a string, got {type(value).__name__}")
-    text: str = value.strip()
-    if not text:
-        raise TagError(tag, "must not be empty")
-    if len(text.encode()) > limit:
-        raise TagError(tag, f"longer than {limit} bytes")
-    if any(ord(ch) < 0x20 for ch in text):
-        raise TagError(tag, "contains control characters")
-    return text
+def _check_headers(headers: Mapping[str, str]) -> None:
+    """Header-level rules: no repeated affinity header, valid UTF-8."""
+    repeated: frozenset[str] = getattr(headers, "repeated", frozenset())
+    for name in sorted(repeated):
+        if name.startswith(wire.AFFINITY_PREFIX):
+            raise TagError(name, "sent more than once; send it once (residency takes a "
+                                 "comma list: GDPR,CCPA)")
+    for name in wire.AFFINITY_HEADERS:
+        value = headers.get(name)
+        if isinstance(value, str) and not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError as exc:
+                raise TagError(name, f"not valid UTF-8 (at byte {exc.start})") from None
 
 
-def _residency(tag: str, value: Any) -> frozenset[str]:
-    if isinstance(value, str):
-        parts = [p.strip() for p in value.split(",")]
-        if any(not p for p in parts):
-            raise TagError(tag, f"empty entry in residency list {value!r}")
-    elif isinstance(value, list):
-        parts = value
-    else:
-        raise TagError(tag, f"expected a list of residency tags, got {type(value).__name__}")
-    out = set()
-    for part in parts:
-        if not isinstance(part, str) or not part.strip():
-            raise TagError(tag, f"residency entries must be non-empty strings, got {part!r}")
-        item = part.strip()
-        if not item.replace("-", "").replace("_", "").isalnum():
-            raise TagError(tag, f"residency tag {item!r} has characters other than letters, "
-                                "digits, - and _")
-        out.add(item)
-    return frozenset(out)
-
-
-def _slo(tag: str, value: Any) -> float:
-    if isinstance(value, bool):
-        raise TagError(tag, "expected a positive integer of milliseconds, got a boolean")
-    if isinstance(value, str):
-        text = value.strip()
-        if not text.isdigit():
-            raise TagError(tag, f"expected a positive integer of milliseconds, got {value!r}")
-        number = int(text)
-    elif isinstance(value, int):
-        number = value
-    else:
-        raise TagError(tag, f"expected a positive integer of milliseconds, got {value!r}")
-    if number <= 0 or number > MAX_SLO_MS:
-        raise TagError(tag, f"must be between 1 and {MAX_SLO_MS} ms, got {number}")
-    return float(number)
-
-
-def _bool(tag: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise TagError(tag, f"expected true or false, got {value!r}")
-
-
-def _cost(tag: str, value: Any) -> float:
-    if isinstance(value, bool):
-        raise TagError(tag, "expected a decimal amount of USD, got a boolean")
-    if isinstance(value, str):
+def _fields(headers: Mapping[str, str]) -> dict[str, Any]:
+    """Every tag present, parsed; a single header wins over the JSON form."""
+    sources: dict[str, tuple[Any, str | None]] = {}
+    raw_json = headers.get(wire.H_TAGS)
+    if raw_json is not None:
+        sources.update(parse_json_form(raw_json))
+    for name in PARSERS:
+        if name in headers:
+            sources[name] = (headers[name], None)
+    out: dict[str, Any] = {}
+    for name, (value, json_field) in sources.items():
         try:
-            number = float(value.strip())
-        except ValueError:
-            raise TagError(tag, f"expected a decimal amount of USD, got {value!r}") from None
-    elif isinstance(value, int | float):
-        number = float(value)
-    else:
-        raise TagError(tag, f"expected a decimal amount of USD, got {value!r}")
-    if not math.isfinite(number) or number < 0:
-        raise TagError(tag, f"must be a finite amount >= 0, got {value!r}")
-    return number
-
-
-def _from_json(raw: str) -> dict[str, Any]:
-    tag = wire.H_TAGS
-    if len(raw.encode()) > MAX_TAGS_JSON_BYTES:
-        raise TagError(tag, f"longer than {MAX_TAGS_JSON_BYTES} bytes")
-    try:
-        doc = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise TagError(tag, f"not valid JSON: {exc.msg} at column {exc.colno}") from None
-    if not isinstance(doc, dict):
-        raise TagError(tag, "expected a JSON object")
-    unknown = sorted(set(doc) - set(_JSON_FIELDS))
-    if unknown:
-        raise TagError(tag, f"unknown field {unknown[0]!r}; known: {', '.join(_JSON_FIELDS)}")
-    return {_JSON_FIELDS[k]: v for k, v in doc.items() if v is not None}
+            out[name] = PARSERS[name](name, value)
+        except TagError as exc:
+            if json_field is None:
+                raise
+            raise TagError(name, f"{exc.detail} (in {wire.H_TAGS} field "
+                                 f"{json_field!r})") from None
+    return out
 
 
 def parse_request(headers: Mapping[str, str], defaults: Defaults, default_slo_ms: float,
                   *, payload_bytes: int = 0, request_id: str = "") -> RouteRequest:
-    """Parse affinity tags from `headers` (lower-case names); raises `TagError`."""
-    fields: dict[str, Any] = {}
-    raw_json = headers.get(wire.H_TAGS)
-    if raw_json is not None:
-        fields.update(_from_json(raw_json))
-    for name in _JSON_FIELDS.values():
-        if name in headers:
-            fields[name] = headers[name]
-    key = _text(wire.H_KEY, fields[wire.H_KEY], limit=MAX_KEY_BYTES) if wire.H_KEY in fields \
-        else None
-    tenant = _text(wire.H_TENANT, fields[wire.H_TENANT], limit=128) \
-        if wire.H_TENANT in fields else defaults.tenant
-    residency = _residency(wire.H_RESIDENCY, fields[wire.H_RESIDENCY]) \
-        if wire.H_RESIDENCY in fields else defaults.residency
-    slo = _slo(wire.H_SLO, fields[wire.H_SLO]) if wire.H_SLO in fields else default_slo_ms
-    model = _text(wire.H_MODEL, fields[wire.H_MODEL], limit=128) if wire.H_MODEL in fields \
-        else defaults.model
-    degrade = _bool(wire.H_DEGRADE, fields[wire.H_DEGRADE]) if wire.H_DEGRADE in fields \
-        else defaults.accept_degradation
-    max_cost = _cost(wire.H_MAX_COST, fields[wire.H_MAX_COST]) if wire.H_MAX_COST in fields \
-        else defaults.max_cost_usd
-    return RouteRequest(key=key, tenant=tenant, residency=residency, slo_ms=slo, model=model,
-                        accept_degradation=degrade, max_cost_usd=max_cost,
-                        payload_bytes=max(0, payload_bytes), request_id=request_id)
+    """Parse affinity tags from `headers` (lower-case names); raises only `TagError`.
+
+    Pass a `HeaderMap` to have repeated affinity headers refused; a plain
+    mapping cannot carry repeats.
+    """
+    _check_headers(headers)
+    f = _fields(headers)
+    return RouteRequest(
+        key=f.get(wire.H_KEY), tenant=f.get(wire.H_TENANT, defaults.tenant),
+        residency=f.get(wire.H_RESIDENCY, defaults.residency),
+        slo_ms=f.get(wire.H_SLO, default_slo_ms), model=f.get(wire.H_MODEL, defaults.model),
+        accept_degradation=f.get(wire.H_DEGRADE, defaults.accept_degradation),
+        max_cost_usd=f.get(wire.H_MAX_COST, defaults.max_cost_usd),
+        payload_bytes=max(0, payload_bytes), request_id=request_id)

@@ -8,13 +8,20 @@ response trailers SEND) Envoy keeps the stream open, sending nothing more,
 until the HTTP stream ends — body complete, upstream reset or timeout, local
 reply, client reset — so the stream's end is the request's end however it ends,
 streamed bodies included.
+
+The stream never fails: a failed gRPC stream is a fail-open in Envoy, so any
+unexpected exception while deciding or building the answer becomes a 503
+`router_error` immediate response whose body carries a trace id, logged with
+the same id.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
@@ -24,6 +31,7 @@ from envoy.type.v3 import http_status_pb2
 
 from router import wire
 from router.core.decision import Decision, refusal
+from router.core.request import OWS, HeaderMap
 from router.metrics import RouterMetrics
 from router.runtime import Routed, Runtime
 
@@ -31,12 +39,33 @@ log = logging.getLogger("hybrid_router.server")
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 
-def request_headers(msg: Any) -> dict[str, str]:
-    """Lower-case header map of a request_headers message (raw_value or value)."""
-    out: dict[str, str] = {}
-    for h in msg.headers.headers:
-        out[h.key.lower()] = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
-    return out
+_LENGTH = re.compile(r"[0-9]{1,15}")
+MAX_REQUEST_ID = 128
+
+
+def request_headers(msg: Any) -> HeaderMap:
+    """Lower-case header map of a request_headers message, repeated names remembered.
+
+    Envoy sends every header line as its own entry, a repeated name too (HTTP/1
+    and HTTP/2 alike), with the bytes in `raw_value` (`value` in older Envoys).
+    Bytes are decoded with surrogateescape so invalid UTF-8 reaches the parser,
+    which refuses it naming the tag, instead of being replaced here.
+    """
+    return HeaderMap((h.key, h.raw_value.decode("utf-8", "surrogateescape") if h.raw_value
+                      else h.value) for h in msg.headers.headers)
+
+
+def payload_bytes(headers: Mapping[str, str]) -> int:
+    """The request's content-length in bytes, or 0 when absent or not plain ASCII digits."""
+    text = headers.get("content-length", "").strip(OWS)
+    return int(text) if _LENGTH.fullmatch(text) else 0
+
+
+def request_id(headers: Mapping[str, str]) -> str:
+    """x-request-id when it is short printable ASCII (it goes into logs), else ''."""
+    rid = headers.get(wire.H_REQUEST_ID, "")
+    ok = len(rid) <= MAX_REQUEST_ID and rid.isascii() and rid.isprintable()
+    return rid if ok else ""
 
 
 def _option(key: str, value: str) -> Any:
@@ -103,21 +132,17 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
 
     async def Process(self, request_iterator: AsyncIterator[Any], context: Any
                       ) -> AsyncIterator[Any]:
-        """Handle one HTTP request's messages."""
-        routed: Routed | None = None
+        """Handle one HTTP request's messages; always answer, never fail the stream."""
+        routed: Routed | None = None  # set only while this stream holds slots or budget
+        answered = False
         self.open_streams += 1
         try:
             async for msg in request_iterator:
                 kind = msg.WhichOneof("request")
-                if kind == "request_headers" and routed is None:
-                    headers = request_headers(msg.request_headers)
-                    routed = self._decide(headers)
-                    d = routed.decision
-                    if d.routed:
-                        self.unfinished += 1
-                        yield routed_response(d, headers)
-                    else:
-                        yield immediate(d)
+                if kind == "request_headers" and not answered:
+                    answered = True
+                    routed, answer = self._answer(msg.request_headers)
+                    yield answer
                 elif kind == "response_headers":
                     yield pb.ProcessingResponse(response_headers=pb.HeadersResponse())
                 elif kind == "request_body":
@@ -131,33 +156,87 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         finally:
             # However the stream ends (clean close, reset, cancellation), release once.
             self.open_streams -= 1
-            if routed is not None and routed.decision.routed:
+            if routed is not None:
                 self.unfinished -= 1
-                self.runtime.finish(routed)
+                self._release(routed)
 
-    def _decide(self, headers: dict[str, str]) -> Routed:
-        t0 = time.perf_counter()
-        rid = headers.get(wire.H_REQUEST_ID, "")
+    def _answer(self, msg: Any) -> tuple[Routed | None, Any]:
+        """Decide and build the reply: (what the stream now holds, the reply).
+
+        Any unexpected exception becomes a 503 `router_error` rather than a
+        failed stream, which Envoy would turn into a fail-open.
+        """
+        headers: HeaderMap | None = None
+        routed: Routed | None = None
+        try:
+            headers = request_headers(msg)
+            t0 = time.perf_counter()
+            routed = self._route(headers)
+            self._record(routed.decision, time.perf_counter() - t0, request_id(headers))
+            if not routed.decision.routed:
+                return None, immediate(routed.decision)  # a refusal holds nothing
+            answer = routed_response(routed.decision, headers)
+        except Exception:
+            # A routed decision that never reaches Envoy must not keep its hold.
+            if routed is not None and routed.decision.routed:
+                self._release(routed)
+            return None, self._router_error(headers)
+        self.unfinished += 1
+        return routed, answer
+
+    def _route(self, headers: HeaderMap) -> Routed:
         if self.open_streams > self.max_streams:
             d = refusal(503, wire.E_OVERLOAD, wire.R_OVERLOAD,
                         f"router has {self.open_streams} open streams (max {self.max_streams})",
                         self.runtime.policy.digest, retry_after=1)
-            routed = Routed(d, self.runtime.snapshot)
-        else:
-            try:
-                size = int(headers.get("content-length", "0") or 0)
-            except ValueError:
-                size = 0
-            routed = self.runtime.route(headers, payload_bytes=size, request_id=rid)
-        d = routed.decision
-        self.metrics.decision_seconds.observe(time.perf_counter() - t0)
-        counter = self._counters.get((d.mode, d.reason))
-        if counter is None:
-            counter = self._counters[(d.mode, d.reason)] = self.metrics.decisions.labels(
-                d.mode, d.reason)
-        counter.inc()
+            return Routed(d, self.runtime.snapshot)
+        return self.runtime.route(headers, payload_bytes=payload_bytes(headers),
+                                  request_id=request_id(headers))
+
+    def _record(self, d: Decision, seconds: float, rid: str) -> None:
+        self.metrics.decision_seconds.observe(seconds)
+        self._count(d.mode, d.reason)
         if d.routed:
             log.debug("%s -> %s %s (%s)", rid, d.mode, d.node, d.reason)
         else:
             log.info("%s refused %d %s: %s", rid, d.status, d.reason, d.detail)
-        return routed
+
+    def _count(self, mode: str, reason: str) -> None:
+        counter = self._counters.get((mode, reason))
+        if counter is None:
+            counter = self._counters[(mode, reason)] = self.metrics.decisions.labels(mode, reason)
+        counter.inc()
+
+    def _release(self, routed: Routed) -> None:
+        """Hand back a routed request's slots and budget hold (called once per decision)."""
+        try:
+            self.runtime.finish(routed)
+        except Exception:
+            log.exception("releasing %s on %s failed", routed.decision.mode,
+                          routed.decision.node)
+
+    def _router_error(self, headers: HeaderMap | None) -> Any:
+        """The 503 for an unexpected failure, logged with the trace id its body carries."""
+        trace = secrets.token_hex(8)
+        rid = request_id(headers) if headers is not None else ""
+        log.exception("router error, trace id %s (request %s); answered 503", trace, rid or "-")
+        try:
+            self._count(wire.MODE_REFUSED, wire.R_ROUTER_ERROR)
+        except Exception:
+            log.exception("counting router error %s failed", trace)
+        try:
+            policy = str(self.runtime.policy.digest)
+        except Exception:
+            policy = "unknown"
+        try:
+            return immediate(refusal(
+                wire.STATUS_ROUTER_ERROR, wire.E_ROUTER_ERROR, wire.R_ROUTER_ERROR,
+                f"the router failed to decide this request; trace id {trace}", policy))
+        except Exception:
+            log.exception("building the router error answer %s failed", trace)
+            return _LAST_RESORT
+
+
+_LAST_RESORT = immediate(refusal(wire.STATUS_ROUTER_ERROR, wire.E_ROUTER_ERROR,
+                                 wire.R_ROUTER_ERROR, "the router failed to decide this request",
+                                 "unknown"))

@@ -1,4 +1,5 @@
-"""The ext_proc servicer over a real grpc.aio channel: mutations, refusals, bound, exactly-once."""
+"""The ext_proc servicer over a real grpc.aio channel: mutations, refusals, bound, exactly-once,
+strict tags from raw bytes, and a 503 router_error (never a failed stream) on any failure."""
 
 from __future__ import annotations
 
@@ -16,14 +17,19 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from router.core.budget import MemoryBudgetStore
 from router.metrics import RouterMetrics
 from router.runtime import Runtime
-from router.server.servicer import Processor
+from router.server import servicer
+from router.server.servicer import Processor, payload_bytes, request_id
 from tests.server.test_workers import policy
 
 
 def headers_msg(**headers: str) -> Any:
     """A request_headers message as Envoy sends it (raw_value)."""
-    hs = [base_pb2.HeaderValue(key=k.replace("_", "-"), raw_value=v.encode())
-          for k, v in headers.items()]
+    return raw_msg([(k.replace("_", "-"), v.encode()) for k, v in headers.items()])
+
+
+def raw_msg(pairs: list[tuple[str, bytes]]) -> Any:
+    """A request_headers message with these exact entries: repeats and any bytes."""
+    hs = [base_pb2.HeaderValue(key=k, raw_value=v) for k, v in pairs]
     return pb.ProcessingRequest(request_headers=pb.HttpHeaders(
         headers=base_pb2.HeaderMap(headers=hs), end_of_stream=True))
 
@@ -51,8 +57,12 @@ class Client:
 
     async def open(self, **headers: str) -> tuple[Any, Any, asyncio.Queue[Any]]:
         """Send request headers on a new stream; (call, first answer, outbox to send more)."""
+        return await self.open_msg(headers_msg(**headers))
+
+    async def open_msg(self, first: Any) -> tuple[Any, Any, asyncio.Queue[Any]]:
+        """Send `first` on a new stream; (call, first answer, outbox to send more)."""
         outbox: asyncio.Queue[Any] = asyncio.Queue()
-        await outbox.put(headers_msg(**headers))
+        await outbox.put(first)
 
         async def requests() -> AsyncIterator[Any]:
             while (msg := await outbox.get()) is not None:
@@ -145,3 +155,132 @@ async def test_a_reset_stream_releases_its_slot_exactly_once() -> None:
             call.cancel()  # Envoy resetting the stream: client reset, upstream reset
         assert await c.settled() == {} and c.processor.unfinished == 0
         assert all(v >= 0 for v in c.runtime.inflight().values())
+
+
+def refusal_of(answer: Any) -> tuple[int, dict[str, str], dict[str, str]]:
+    """(status, headers, JSON body) of an immediate response."""
+    imm = answer.immediate_response
+    got = {o.header.key: o.header.raw_value.decode() for o in imm.headers.set_headers}
+    return imm.status.code, got, json.loads(imm.body)
+
+
+DEEP = b"[" * 1500 + b"]" * 1500
+MALFORMED = [
+    ([("x-affinity-slo-ms", "²".encode())], "x-affinity-slo-ms", "slo-superscript-two"),
+    ([("x-affinity-slo-ms", "١٢٣".encode())], "x-affinity-slo-ms", "slo-arabic-indic"),
+    ([("x-affinity-slo-ms", b"1e400")], "x-affinity-slo-ms", "slo-exponent"),
+    ([("x-affinity-slo-ms", b"9" * 5000)], "x-affinity-slo-ms", "slo-past-int-digit-limit"),
+    ([("x-affinity-tags", b'{"max_cost_per_inference": 1' + b"0" * 400 + b"}")],
+     "x-affinity-max-cost", "json-cost-400-zeros"),
+    ([("x-affinity-tags", b'{"key": "\\ud800"}')], "x-affinity-key", "json-lone-surrogate"),
+    ([("x-affinity-tags", b'{"key": ' + DEEP + b"}")], "x-affinity-tags", "json-1500-deep"),
+    ([("x-affinity-tenant", b"acme\x7f")], "x-affinity-tenant", "tenant-del"),
+    ([("x-affinity-key", b"a\xc2\x85b")], "x-affinity-key", "key-c1-as-utf8"),
+    ([("x-affinity-key", b"a\x85b")], "x-affinity-key", "key-c1-raw-byte-invalid-utf8"),
+    ([("x-affinity-tenant", b"\xff\xfe")], "x-affinity-tenant", "tenant-invalid-utf8"),
+    ([("x-affinity-residency", b"GDPR"), ("x-affinity-residency", b"CCPA")],
+     "x-affinity-residency", "residency-repeated"),
+    ([("x-affinity-key", b"k"), ("X-Affinity-Key", b"k")], "x-affinity-key",
+     "key-repeated-other-case"),
+]
+
+
+@pytest.mark.parametrize(("pairs", "tag"),
+                         [pytest.param(p, t, id=i) for p, t, i in MALFORMED])
+async def test_each_malformed_tag_is_a_400_naming_it(pairs: list[tuple[str, bytes]],
+                                                     tag: str) -> None:
+    async with Client() as c:
+        call, answer, outbox = await c.open_msg(raw_msg(pairs))
+        status, got, body = refusal_of(answer)
+        assert status == 400 and got["x-route-reason"] == "bad-tag"
+        assert body["error"] == "bad_affinity_tag" and body["detail"].startswith(f"{tag}: ")
+        await outbox.put(None)
+        assert await call.read() is grpc.aio.EOF and await call.code() == grpc.StatusCode.OK
+        assert await c.settled() == {}
+
+
+async def test_a_repeated_non_affinity_header_still_routes() -> None:
+    async with Client() as c:
+        _, answer, outbox = await c.open_msg(raw_msg([
+            ("x-affinity-key", b"k1"), ("x-affinity-residency", b"GDPR"),
+            ("accept", b"a/b"), ("accept", b"c/d")]))
+        assert mutation(answer)[0]["x-route-mode"] == "edge"
+        await outbox.put(None)
+        assert await c.settled() == {}
+
+
+def test_content_length_and_request_id_are_read_as_plain_ascii() -> None:
+    assert payload_bytes({"content-length": "2048"}) == 2048
+    for bad in ("١٢٣", "²", "1_000", "+5", "0x10", "9" * 5000, "", "5 5"):
+        assert payload_bytes({"content-length": bad}) == 0, bad
+    assert request_id({"x-request-id": "abc-123"}) == "abc-123"
+    for bad in ("a\x85b", "a\udcffb", "x" * 129, "tab\there"):
+        assert request_id({"x-request-id": bad}) == "", bad
+
+
+def router_errors(c: Client) -> float:
+    return c.metrics.registry.get_sample_value(
+        "router_decisions_total", {"mode": "refused", "reason": "router-error"}) or 0.0
+
+
+async def test_an_exception_while_deciding_is_a_503_router_error_with_a_trace_id(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    async with Client() as c:
+        def boom(*_a: object, **_k: object) -> None:
+            raise ZeroDivisionError("injected")
+
+        monkeypatch.setattr(c.runtime, "route", boom)
+        call, answer, outbox = await c.open(x_affinity_key="k1", x_request_id="rid-7")
+        status, got, body = refusal_of(answer)
+        assert status == 503 and got["x-route-reason"] == "router-error"
+        assert got["content-type"] == "application/json" and body["error"] == "router_error"
+        trace = body["detail"].rpartition("trace id ")[2]
+        assert len(trace) == 16 and int(trace, 16) >= 0
+        [record] = [r for r in caplog.records if trace in r.getMessage()]
+        assert record.levelname == "ERROR" and record.exc_info is not None
+        assert isinstance(record.exc_info[1], ZeroDivisionError) and "rid-7" in record.getMessage()
+        assert router_errors(c) == 1.0
+        await outbox.put(None)
+        assert await call.read() is grpc.aio.EOF and await call.code() == grpc.StatusCode.OK
+        assert await c.settled() == {} and c.processor.unfinished == 0
+
+
+async def test_a_failure_after_routing_releases_the_hold_exactly_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async with Client() as c:
+        finished: list[object] = []
+        real_finish = c.runtime.finish
+
+        def counting_finish(routed: Any, *a: Any) -> None:
+            finished.append(routed)
+            real_finish(routed, *a)
+
+        def broken(*_a: object) -> None:
+            raise RuntimeError("response building failed")
+
+        monkeypatch.setattr(c.runtime, "finish", counting_finish)
+        monkeypatch.setattr(servicer, "routed_response", broken)
+        call, answer, outbox = await c.open(x_affinity_key="k1", x_affinity_residency="GDPR")
+        status, _, body = refusal_of(answer)
+        assert status == 503 and body["error"] == "router_error"
+        assert len(finished) == 1 and finished[0].decision.routed  # type: ignore[attr-defined]
+        assert await c.settled() == {}  # released at once: the request never went anywhere
+        await outbox.put(None)
+        assert await call.read() is grpc.aio.EOF and await call.code() == grpc.StatusCode.OK
+        assert await c.settled() == {} and c.processor.unfinished == 0
+        assert len(finished) == 1  # the stream's end did not release it again
+
+
+async def test_a_failing_release_at_stream_end_does_not_fail_the_stream(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    async with Client() as c:
+        def broken(*_a: object) -> None:
+            raise RuntimeError("store gone")
+
+        call, answer, outbox = await c.open(x_affinity_key="k1", x_affinity_residency="GDPR")
+        assert mutation(answer)[0]["x-route-mode"] == "edge"
+        monkeypatch.setattr(c.runtime, "finish", broken)
+        await outbox.put(None)
+        assert await call.read() is grpc.aio.EOF and await call.code() == grpc.StatusCode.OK
+        assert c.processor.unfinished == 0
+        assert any(r.exc_info and "releasing" in r.getMessage() for r in caplog.records)
