@@ -38,8 +38,8 @@ ROUTER_REFUSES = [
     ([b"X-Affinity-Residency: GDPR", b"x-affinity-residency: GDPR"], "x-affinity-residency",
      "residency-repeated-same-value-other-case"),
 ]
-# Refused by Envoy before ext_proc: only the status and "no upstream" are asserted (their
-# bodies are Envoy's own local replies).
+# Refused by Envoy itself before ext_proc; the generated local_reply_config makes those
+# replies JSON too.
 ENVOY_REFUSES = [
     ([b"x-affinity-tenant: acme\x7f"], "tenant-del"),
     ([b"x-affinity-key: a\x00b"], "key-nul"),
@@ -81,11 +81,13 @@ def test_malformed_tag_is_a_400_json_naming_it_and_reaches_no_upstream(
 
 
 @pytest.mark.parametrize("lines", [pytest.param(ls, id=i) for ls, i in ENVOY_REFUSES])
-def test_bytes_envoy_refuses_itself_are_a_400_and_reach_no_upstream(
+def test_bytes_envoy_refuses_itself_are_a_400_json_and_reach_no_upstream(
         stack: Stack, lines: list[bytes]) -> None:
     before = upstream_hits(stack)
-    status, _, _ = raw_request(stack, lines)
+    status, headers, body = raw_request(stack, lines)
     assert status == 400
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body) == {"error": "envoy_400", "detail": "http1.invalid_characters"}
     assert upstream_hits(stack) == before
 
 
