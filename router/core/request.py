@@ -26,6 +26,7 @@ into a 400. The rules, enforced here (per header) and in `router.core.tagrules`
 
 from __future__ import annotations
 
+import difflib
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -93,13 +94,27 @@ class RouteRequest:
         return (self.residency, self.model)
 
 
+_KNOWN = frozenset(wire.AFFINITY_HEADERS)
+
+
 def _check_headers(headers: Mapping[str, str]) -> None:
-    """Header-level rules: no repeated affinity header, valid UTF-8."""
+    """Header-level rules: no unknown or repeated affinity header, valid UTF-8.
+
+    An unknown `x-affinity-*` header is refused rather than ignored: a typo such as
+    `x-affinity-residence: GDPR` would otherwise route with no residency rule at all.
+    """
     repeated: frozenset[str] = getattr(headers, "repeated", frozenset())
     for name in sorted(repeated):
         if name.startswith(wire.AFFINITY_PREFIX):
             raise TagError(name, "sent more than once; send it once (residency takes a "
                                  "comma list: GDPR,CCPA)")
+    for name in headers:
+        if name.startswith(wire.AFFINITY_PREFIX) and name not in _KNOWN:
+            cut = len(wire.AFFINITY_PREFIX)
+            near = difflib.get_close_matches(name[cut:], [h[cut:] for h in _KNOWN], n=1)
+            hint = f"did you mean {wire.AFFINITY_PREFIX}{near[0]}?" if near else \
+                f"known: {', '.join(wire.AFFINITY_HEADERS)}"
+            raise TagError(name, f"unknown affinity tag; {hint}")
     for name in wire.AFFINITY_HEADERS:
         value = headers.get(name)
         if isinstance(value, str) and not value.isascii():

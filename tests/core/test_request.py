@@ -264,3 +264,14 @@ def test_any_text_parses_or_is_a_tag_error(pairs: list[tuple[str, str]]) -> None
     assert req.slo_ms >= 1 and (req.max_cost_usd is None or req.max_cost_usd >= 0)
     for text in (req.key, req.tenant, req.model):
         assert text is None or (text.isprintable() and len(text.encode()) <= 256)
+
+
+@pytest.mark.parametrize(("name", "hint"), [
+    pytest.param("x-affinity-residence", "did you mean x-affinity-residency?", id="typo"),
+    pytest.param("x-affinity-region", "known: x-affinity-key", id="unknown"),
+])
+def test_an_unknown_affinity_header_is_refused_not_ignored(name: str, hint: str) -> None:
+    # a typo'd residency header must not route the request with no residency rule at all
+    with pytest.raises(TagError) as err:
+        parse_request({name: "GDPR", "x-affinity-key": "k"}, Defaults(), 100.0)
+    assert err.value.tag == name and hint in err.value.detail
