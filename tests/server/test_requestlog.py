@@ -1,0 +1,60 @@
+"""The request log: JSON lines off the request path, rotated by size, never blocking."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+from router.server.requestlog import RequestLog
+
+
+def lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_each_record_is_one_json_line_in_order(tmp_path: Path) -> None:
+    log = RequestLog(tmp_path / "req.jsonl")
+    for i in range(500):
+        log.record({"t": 1.0 + i, "mode": "edge", "i": i})
+    log.close()
+    got = lines(tmp_path / "req.jsonl")
+    assert [x["i"] for x in got] == list(range(500)) and log.written == 500
+
+
+def test_rotates_past_max_bytes_keeping_backups(tmp_path: Path) -> None:
+    path = tmp_path / "req.jsonl"
+    log = RequestLog(path, max_bytes=2000, backups=2)
+    for i in range(300):
+        log.record({"i": i, "pad": "x" * 40})
+        if i % 10 == 0:
+            time.sleep(0.002)  # let the writer rotate between batches
+    log.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["req.jsonl", "req.jsonl.1", "req.jsonl.2"]
+    assert all(p.stat().st_size <= 2000 for p in tmp_path.iterdir())
+    kept = [x["i"] for name in ("req.jsonl.2", "req.jsonl.1", "req.jsonl")
+            for x in lines(tmp_path / name)]
+    assert kept == sorted(kept) and kept[-1] == 299  # the newest lines, in order
+
+
+def test_a_stalled_disk_drops_and_counts_but_never_blocks_the_caller(tmp_path: Path) -> None:
+    drops: list[int] = []
+    log = RequestLog(tmp_path / "req.jsonl", max_queue=100, on_drop=drops.append)
+    gate = threading.Event()
+    real_write = log._fh.write
+
+    def stalled(text: str) -> int:
+        gate.wait()  # the disk hangs
+        return real_write(text)
+
+    log._fh.write = stalled  # type: ignore[method-assign]
+    log.record({"i": -1})
+    time.sleep(0.05)  # the writer is now stuck in write()
+    for i in range(1000):  # returns while the writer is stuck: a blocking append would hang here
+        log.record({"i": i})
+    assert log.dropped == 900 and sum(drops) == 900
+    gate.set()
+    log.close()
+    assert len(lines(tmp_path / "req.jsonl")) == 101
