@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import plotly.graph_objects as go
 
@@ -36,13 +38,14 @@ def latency_cdf(data: ReportInput) -> Figure | None:
             hovertemplate=f"{m}: %{{y:.1f}} % within %{{x:,.1f}} ms<extra></extra>"))
     if not fig.data:
         return None
-    for slo, classes in data.slos:
+    for (slo, classes), dash in zip(data.slos, itertools.cycle(("dash", "dot", "dashdot")),
+                                    strict=False):
         # A trace, not a shape: it lands on data coordinates on the log axis and gets a
         # legend entry that names the classes it belongs to.
         fig.add_trace(go.Scatter(
             x=[slo, slo], y=[0, 100], mode="lines",
             name=f"SLO {slo:g} ms" + (f" ({classes})" if classes else ""),
-            line={"color": "#d62728", "width": 1.6, "dash": "dash"},
+            line={"color": "#d62728", "width": 1.8, "dash": dash},
             hovertemplate=f"SLO {slo:g} ms<extra></extra>"))
         lo, hi = min(lo, slo), max(hi, slo)
     layout(fig, height=440, x_title="latency (ms, log scale)",
@@ -94,7 +97,7 @@ def cost_rate(data: ReportInput) -> Figure | None:
         fig.add_trace(go.Bar(x=x, y=usd, name=m, marker={"color": mode_color(m)},
                              width=data.bin_width * 0.9,
                              hovertemplate=f"{m}: $%{{y:,.4g}}/min<extra></extra>"))
-    rows = add_events(fig, data.events, data.span)
+    rows = add_events(fig, data.events, data.span, plot_px=1150)  # a full-width chart
     layout(fig, height=400, x_title=f"{TIME_AXIS}, {data.bin_width:g}-s bins",
            y_title="cost (USD per minute)", top=30 + 18 * rows)
     fig.update_layout(barmode="stack", bargap=0)

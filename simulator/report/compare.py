@@ -10,12 +10,12 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from simulator.report.data import ReportInput
-from simulator.report.fmt import usd
+from simulator.report.fmt import number, usd
 from simulator.report.style import SERIES_COLORS, Figure, layout, plain
 from simulator.routers import BASELINES
 
 PANELS: tuple[tuple[str, str], ...] = (
-    ("p95 latency (ms, log scale when runs differ widely)", "p95"),
+    ("p95 latency (ms)", "p95"),
     ("SLO attainment (%)", "slo"),
     ("cloud spend (USD)", "spend"),
 )
@@ -31,7 +31,7 @@ def _value(report: Mapping[str, Any], what: str) -> float:
 
 def _text(value: float, what: str) -> str:
     if what == "p95":
-        return f"{value:,.1f} ms"
+        return number("ms", value)
     if what == "slo":
         return f"{value:.1f} %"
     return usd(value)
@@ -45,7 +45,7 @@ def _range(values: list[float], what: str) -> dict[str, Any]:
     low = min((v for v in values if v > 0), default=top)
     if what == "p95" and top / low > 20:
         # One baseline's seconds-long tail would flatten every other bar on a linear axis.
-        return {"type": "log", "dtick": 1,
+        return {"type": "log", "dtick": 1, "title_text": "p95 latency (ms, log scale)",
                 "range": [math.log10(low / 2), math.log10(top * 6)]}
     return {"range": [0, top * 1.35]}
 
@@ -71,7 +71,7 @@ def baselines(data: ReportInput) -> Figure | None:
             text=[plain(_text(v, what)) for v in values], textposition="outside", cliponaxis=False,
             name=title, hovertemplate="%{y}: %{text}<extra>" + title + "</extra>"),
             row=1, col=col)
-        fig.update_xaxes(title_text=title, row=1, col=col, **_range(values, what))
+        fig.update_xaxes(**{"title_text": title, **_range(values, what)}, row=1, col=col)
     fig.update_xaxes(ticksuffix=" %", row=1, col=2)
     fig.update_xaxes(tickprefix="$", row=1, col=3)
     layout(fig, height=110 + 34 * len(runs), top=40, legend=False)

@@ -118,8 +118,9 @@ def _load_heatmap(data: ReportInput, peaks: dict[str, np.ndarray]) -> Figure:
         zmax=max(1.0, float(z.max(initial=0))), colorscale="YlOrRd",
         colorbar={"title": {"text": "peak in flight / slots", "side": "right"}},
         hovertemplate="%{y} at %{x:g} s: %{z:.2f} × slots<extra></extra>"))
-    add_events(fig, data.events, data.span)
-    layout(fig, height=160 + 14 * len(nodes), x_title=TIME_AXIS, y_title="node", legend=False)
+    rows = add_events(fig, data.events, data.span, plot_px=1100)
+    layout(fig, height=160 + 14 * len(nodes), x_title=TIME_AXIS, y_title="node", legend=False,
+           top=30 + 18 * rows)
     return fig
 
 

@@ -89,8 +89,8 @@ def number(kind: str, value: Any) -> str:
         return f"{100 * v:.1f} %" if abs(v) >= 0.001 or v == 0 else f"{100 * v:.3f} %"
     if kind == "usd":
         return usd(v)
-    if kind == "ms":
-        return f"{v:,.1f} ms"
+    if kind == "ms":  # minutes of queueing read better in seconds than as 518,702.9 ms
+        return f"{v:,.1f} ms" if abs(v) < 10_000 else f"{v / 1000:,.1f} s"
     if kind == "seconds":
         return f"{v:,.1f} s" if abs(v) >= 10 else f"{v:.2f} s"
     return f"{v:,.3g}" if abs(v) < 1000 else f"{v:,.0f}"

@@ -16,6 +16,7 @@ panels take a full row; the latency CDF and the mode mix sit side by side.
 from __future__ import annotations
 
 import html
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from simulator.report.data import ReportInput
 from simulator.report.fmt import MODE_ORDER, comparison_html, summary_html
 from simulator.report.style import FONT, Figure, event_label, mode_color
 
-CONFIG = {"displaylogo": False, "responsive": True, "scrollZoom": False,
+CONFIG = {"displaylogo": False, "displayModeBar": "hover", "responsive": True, "scrollZoom": False,
           "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
@@ -46,7 +47,7 @@ class Chart:
 CHARTS: tuple[Chart, ...] = (
     Chart("latency-cdf", "Latency per mode",
           "For each mode, the share of its requests answered within the latency on the x axis "
-          "(log scale); dashed red lines are the SLOs of the scenario's classes.",
+          "(log scale); the red lines are the SLOs of the scenario's classes.",
           charts.latency_cdf, "No request was served.", wide=False),
     Chart("mode-mix", "Mode mix over time",
           "Where the requests of each time bin went; dotted lines mark the scenario's events "
@@ -117,7 +118,8 @@ def _header(data: ReportInput) -> str:
     name = Path(s.file).name if s is not None else "run"
     bits = [f"router <b>{html.escape(str(data.summary.get('router', data.result.router)))}</b>"]
     if s is not None:
-        bits.append(f"policy {html.escape(str(s.policy))} (version {data.policy.digest})")
+        policy = os.path.normpath(s.policy)  # scenarios name it relative to themselves
+        bits.append(f"policy {html.escape(policy)} (version {data.policy.digest})")
         bits.append(f"seed {s.seed}")
     bits.append(f"{len(data.t):,} requests over {data.span:,.1f} s of simulated time")
     return (f"<header><h1>What-if report: {html.escape(name)}</h1>"

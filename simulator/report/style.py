@@ -70,29 +70,38 @@ def event_label(event: Event) -> str:
     return event.kind
 
 
-def label_rows(xs: Sequence[float], labels: Sequence[str], span: float,
-               plot_px: float = 560.0) -> list[int]:
-    """Row (0 = lowest) for each label so that no two overlap, greedily by time."""
-    ends: list[float] = []
-    rows = []
+def label_spans(xs: Sequence[float], labels: Sequence[str], span: float,
+                plot_px: float = 560.0) -> list[tuple[float, float]]:
+    """Where each label lies on the time axis: right of its event, or left of it near the end."""
     per_px = span / plot_px if span > 0 else 1.0
+    out = []
     for x, text in zip(xs, labels, strict=True):
         width = (len(text) * CHAR_PX + 12) * per_px
-        row = next((i for i, end in enumerate(ends) if x > end), len(ends))
-        if row == len(ends):
-            ends.append(x + width)
-        else:
-            ends[row] = x + width
+        out.append((x - width, x) if x > 0.55 * span else (x, x + width))
+    return out
+
+
+def label_rows(spans: Sequence[tuple[float, float]]) -> list[int]:
+    """Row (0 = lowest) for each label so that no two in a row overlap."""
+    taken: list[list[tuple[float, float]]] = []
+    rows = []
+    for lo, hi in spans:
+        row = next((i for i, used in enumerate(taken)
+                    if all(hi < a or lo > b for a, b in used)), len(taken))
+        if row == len(taken):
+            taken.append([])
+        taken[row].append((lo, hi))
         rows.append(row)
     return rows
 
 
 def add_events(fig: Figure, events: Sequence[Event], span: float, *,
-               labels: bool = True, grid: bool = False) -> int:
+               labels: bool = True, grid: bool = False, plot_px: float = 560.0) -> int:
     """Dotted lines at each event (shaded while a partition lasts); labels above the plot.
 
-    `grid`: the figure has subplots, and every one gets the lines. Returns how many label
-    rows were used, so the caller can make room at the top.
+    `grid`: the figure has subplots, and every one gets the lines. `plot_px`: about how wide
+    the plot area is drawn, to keep labels apart. Returns how many label rows were used, so
+    the caller can make room at the top.
     """
     where: dict[str, Any] = {"row": "all", "col": "all"} if grid else {}
     shown = [e for e in events if 0 <= e.at_s <= span]
@@ -106,9 +115,11 @@ def add_events(fig: Figure, events: Sequence[Event], span: float, *,
     if not labels or not shown:
         return 0
     texts = [event_label(e) for e in shown]
-    rows = label_rows([e.at_s for e in shown], texts, span)
-    for e, text, row in zip(shown, texts, rows, strict=True):
+    spans = label_spans([e.at_s for e in shown], texts, span, plot_px)
+    rows = label_rows(spans)
+    for e, text, row, (lo, _) in zip(shown, texts, rows, spans, strict=True):
         fig.add_annotation(x=e.at_s, xref="x", y=1.0, yref="paper", yanchor="bottom",
-                           xanchor="left", yshift=4 + 18 * row, text=plain(text), showarrow=False,
-                           font={"size": 11, "color": "#333"}, bgcolor="rgba(255,255,255,0.85)")
+                           xanchor="left" if lo == e.at_s else "right", yshift=4 + 18 * row,
+                           text=plain(text), showarrow=False, font={"size": 11, "color": "#333"},
+                           bgcolor="rgba(255,255,255,0.85)")
     return max(rows) + 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -17,6 +18,7 @@ from simulator.report.compare import baselines
 from simulator.report.data import nice_step
 from simulator.report.fleet import budget_burn, node_load, peak_inflight
 from simulator.report.fmt import number, summary_html, usd
+from simulator.report.style import label_rows, label_spans
 from simulator.run import Result
 from simulator.scenario import Event, Scenario, TrafficClass
 from tests.core.factory import node, pool
@@ -74,8 +76,9 @@ def test_usd_shows_the_digits_the_amount_needs(value: float, text: str) -> None:
 
 @pytest.mark.parametrize(("kind", "value", "text"), [
     ("count", 34642, "34,642"), ("pct", 0.9691, "96.9 %"), ("ms", 1000.0, "1,000.0 ms"),
+    ("ms", 518702.9, "518.7 s"),
     ("seconds", 6.214, "6.21 s"), ("ratio", 3.429, "3.43"), ("text", "edge", "edge"),
-], ids=["count", "pct", "ms", "seconds", "ratio", "text"])
+], ids=["count", "pct", "ms", "long-ms", "seconds", "ratio", "text"])
 def test_numbers_carry_their_unit(kind: str, value: object, text: str) -> None:
     assert number(kind, value) == text
 
@@ -131,6 +134,18 @@ def test_mode_mix_marks_each_event_inside_the_run_and_labels_it() -> None:
     assert {a.text for a in fig.layout.annotations} == {"n0001 down", "cloud cut off 2 s"}
     page = html_report(data)
     assert "events after the run's last request, not drawn: n0001 up at 99 s" in page
+
+
+def test_event_labels_never_overlap_and_stay_inside_the_chart() -> None:
+    xs, texts = [10.0, 12.0, 40.0, 95.0], ["edge-a down", "spot gpu $6.00/h", "x", "edge-a up"]
+    spans = label_spans(xs, texts, 100.0)
+    assert spans[0][0] == 10.0 and spans[3][1] == 95.0  # late labels extend to the left
+    assert all(hi <= 100.0 for _, hi in spans)
+    rows = label_rows(spans)
+    assert rows[0] != rows[1]  # 2 s apart: the first label would cover the second
+    for i, j in itertools.combinations(range(4), 2):
+        if rows[i] == rows[j]:
+            assert spans[i][1] < spans[j][0] or spans[j][1] < spans[i][0]
 
 
 def test_budget_axis_is_scaled_to_the_spend_and_far_limits_are_named() -> None:
