@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from router.policy.loader import load_policy_or_report
-from simulator.report import html_report, summarize, table, write_decisions
+from simulator.report import ReportInput, html_report, summarize, table, write_decisions
 from simulator.routers import BASELINES, Adaptive, Baseline, Router
 from simulator.run import simulate
 from simulator.scenario import load_scenario
@@ -33,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the scenario (and comparisons); exit 2 on a bad scenario or policy."""
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not out.is_dir():
+        # Checked before the run, so a long simulation is not lost to a typo at the end.
+        print(f"hybrid-router simulate: --out {out} exists and is not a directory",
+              file=sys.stderr)
+        return 2
     scenario, problems = load_scenario(args.scenario)
     errors = [p for p in problems if p.severity == "error"]
     for problem in problems:
@@ -62,13 +68,13 @@ def run(args: argparse.Namespace) -> int:
     comparison = table(reports) if len(reports) > 1 else ""
     if args.decisions_out:
         write_decisions(main, Path(args.decisions_out))
-    if args.out:
-        out = Path(args.out)
+    if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.json").write_text(json.dumps(
             {**summary, "comparison": reports[1:]} if len(reports) > 1 else summary, indent=2))
         write_decisions(main, out / "decisions.jsonl")
-        (out / "report.html").write_text(html_report(main, summary, policy, comparison))
+        page = html_report(ReportInput(main, summary, policy, scenario, tuple(reports[1:])))
+        (out / "report.html").write_text(page, encoding="utf-8")
     print(json.dumps(summary, indent=2))
     if comparison:
         print()

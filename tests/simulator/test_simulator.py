@@ -1,11 +1,9 @@
-"""The simulator: queueing theory, determinism, invariants, reports, scenario errors, HTML."""
+"""The simulator: queueing theory, determinism, invariants, reports, scenario errors."""
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +116,10 @@ def test_report_agrees_with_decisions_and_html_exists(tmp_path: Path,
                 "cost_per_1k_usd", "cloud_fraction", "max_load_ratio", "affinity_hit_rate",
                 "residency_violations", "budget_overrun_usd", "wall_seconds"):
         assert key in report
-    assert (out / "report.html").read_text().count("<svg") == 5
+    page = (out / "report.html").read_text()
+    # Every chart has its place (drawn, or a line saying the run had nothing for it); the
+    # browser test (test_report_chromium.py) checks that each one renders.
+    assert page.count("<figure class='chart") == 5
 
 
 def test_compare_prints_one_table_with_baselines(capsys: pytest.CaptureFixture[str]) -> None:
@@ -140,20 +141,3 @@ def test_scenario_errors_are_located(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert f"{bad}:3:1: duraton_s: unknown key 'duraton_s' (did you mean 'duration_s'?)" in err
     assert f"{bad}:5:13: traffic.rate_rps: must be greater than 0" in err
     assert "wieght" in err and "did you mean 'weight'" in err
-
-
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed")
-def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    assert main(["simulate", "--scenario", str(SCENARIOS / "fintech.yaml"), "--requests",
-                 "5000", "--out", str(out)]) == 0
-    proc = subprocess.run(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
-         (out / "report.html").as_uri()],
-        capture_output=True, text=True, timeout=90, check=False)
-    dom = proc.stdout
-    assert dom.count("<svg") == 5, proc.stderr[-1500:]
-    assert dom.count('class="series"') >= 5
-    assert "Latency CDF per mode" in dom and "Budget burn" in dom

@@ -1,0 +1,106 @@
+"""Charts of the run as a whole: latency CDF per mode, mode mix over time, cost over time."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import plotly.graph_objects as go
+
+from simulator.report.data import ReportInput
+from simulator.report.fmt import MODE_ORDER
+from simulator.report.style import TIME_AXIS, Figure, add_events, layout, mode_color
+
+# Quantile levels at which a CDF is drawn: even steps, denser in the tail where SLOs live.
+LEVELS = np.unique(np.concatenate([np.linspace(0.001, 0.99, 300), np.linspace(0.99, 1.0, 101)]))
+
+
+def _modes(data: ReportInput, *, refused: bool) -> list[str]:
+    present = set(data.mode.tolist())
+    if not refused:
+        present.discard("refused")
+    return [m for m in MODE_ORDER if m in present] + sorted(present - set(MODE_ORDER))
+
+
+def latency_cdf(data: ReportInput) -> Figure | None:
+    """Share of each mode's requests answered within x ms, on a log axis, with the SLOs."""
+    fig = go.Figure()
+    lo, hi = np.inf, 0.0
+    for m in _modes(data, refused=False):
+        lat = data.latency[(data.mode == m) & np.isfinite(data.latency) & (data.latency > 0)]
+        if not len(lat):
+            continue
+        q = np.quantile(lat, LEVELS)
+        lo, hi = min(lo, float(q[0])), max(hi, float(q[-1]))
+        fig.add_trace(go.Scatter(
+            x=q, y=100 * LEVELS, mode="lines", name=f"{m} ({len(lat):,} requests)",
+            line={"color": mode_color(m), "width": 2.4},
+            hovertemplate=f"{m}: %{{y:.1f}} % within %{{x:,.1f}} ms<extra></extra>"))
+    if not fig.data:
+        return None
+    for (slo, classes), dash in zip(data.slos, itertools.cycle(("dash", "dot", "dashdot")),
+                                    strict=False):
+        # A trace, not a shape: it lands on data coordinates on the log axis and gets a
+        # legend entry that names the classes it belongs to.
+        fig.add_trace(go.Scatter(
+            x=[slo, slo], y=[0, 100], mode="lines",
+            name=f"SLO {slo:g} ms" + (f" ({classes})" if classes else ""),
+            line={"color": "#d62728", "width": 1.8, "dash": dash},
+            hovertemplate=f"SLO {slo:g} ms<extra></extra>"))
+        lo, hi = min(lo, slo), max(hi, slo)
+    layout(fig, height=440, x_title="latency (ms, log scale)",
+           y_title="requests answered within x (%)")
+    ticks = [m * 10.0 ** k for k in range(-3, 7) for m in (1, 2, 5)]
+    fig.update_xaxes(type="log", range=[np.log10(lo / 1.3), np.log10(hi * 1.3)],
+                     tickvals=ticks, ticktext=[f"{v:g}" for v in ticks])
+    fig.update_yaxes(range=[0, 101], ticksuffix=" %")
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def mode_mix(data: ReportInput) -> Figure | None:
+    """Share of requests per mode in each time bin, stacked to 100 %, with the events."""
+    if not len(data.t):
+        return None
+    which = np.clip(np.digitize(data.t, data.bins) - 1, 0, len(data.bins) - 2)
+    total = np.bincount(which, minlength=len(data.bins) - 1).astype(float)
+    x = data.bins[:-1] + data.bin_width / 2
+    fig = go.Figure()
+    for m in _modes(data, refused=True):
+        counts = np.bincount(which[data.mode == m], minlength=len(total)).astype(float)
+        share = np.divide(100 * counts, total, out=np.full_like(total, np.nan), where=total > 0)
+        fig.add_trace(go.Scatter(
+            x=x, y=share, mode="lines", name=m, stackgroup="mix",
+            line={"color": mode_color(m), "width": 0.5}, fillcolor=mode_color(m),
+            hovertemplate=f"{m}: %{{y:.1f}} %<extra></extra>"))
+    rows = add_events(fig, data.events, data.span)
+    layout(fig, height=440, x_title=f"{TIME_AXIS}, {data.bin_width:g}-s bins",
+           y_title="share of requests (%)", top=30 + 18 * rows)
+    fig.update_yaxes(range=[0, 100], ticksuffix=" %")
+    fig.update_xaxes(range=[0, data.span])
+    return fig
+
+
+def cost_rate(data: ReportInput) -> Figure | None:
+    """What the run cost per minute, stacked by mode, with the events."""
+    if not len(data.t) or not float(np.sum(data.cost)):
+        return None
+    which = np.clip(np.digitize(data.t, data.bins) - 1, 0, len(data.bins) - 2)
+    x = data.bins[:-1] + data.bin_width / 2
+    per_minute = 60.0 / data.bin_width
+    fig = go.Figure()
+    for m in _modes(data, refused=False):
+        sel = data.mode == m
+        usd = np.bincount(which[sel], weights=data.cost[sel], minlength=len(x)) * per_minute
+        if not usd.any():
+            continue
+        fig.add_trace(go.Bar(x=x, y=usd, name=m, marker={"color": mode_color(m)},
+                             width=data.bin_width * 0.9,
+                             hovertemplate=f"{m}: $%{{y:,.4g}}/min<extra></extra>"))
+    rows = add_events(fig, data.events, data.span, plot_px=1150)  # a full-width chart
+    layout(fig, height=400, x_title=f"{TIME_AXIS}, {data.bin_width:g}-s bins",
+           y_title="cost (USD per minute)", top=30 + 18 * rows)
+    fig.update_layout(barmode="stack", bargap=0)
+    fig.update_yaxes(tickprefix="$", rangemode="tozero")
+    fig.update_xaxes(range=[0, data.span])
+    return fig
