@@ -127,7 +127,9 @@ class Baseline:
         else:  # least-loaded, relative to slots
             n = min(nodes, key=lambda n: (self.load[n.id] / n.slots, n.id))
         self.load[n.id] += 1
-        cost = n.cost_per_inference_usd or self.policy.edge_cost_per_inference_usd
+        cost = n.cost_per_inference_usd
+        if cost is None:
+            cost = self.policy.edge_cost_per_inference_usd
         return Choice("edge", n.id, None, "full", cost)
 
     def done(self, choice: Choice) -> None:

@@ -26,6 +26,10 @@ from router.core.ring import cap, hash64
 from router.core.table import ClassEntry, NodeRt, PoolRt, RouteTable
 
 INF = float("inf")
+# The retired split.cloud_cost_fraction / split.extra_latency_ms, kept until the
+# payload-aware split estimate (node feature_ms, uplinks, cloud_compute_fraction) lands.
+_SPLIT_COST_FRACTION = 0.3
+_SPLIT_EXTRA_MS = 15.0
 
 
 @dataclass(slots=True)
@@ -110,8 +114,8 @@ def _cloud_options(entry: ClassEntry, node: NodeRt | None, req: RouteRequest,
     if node is not None and req.accept_degradation:
         features = int(req.payload_bytes * split.payload_fraction)
         for pool in entry.pools:
-            cloud = pool.cost(features) * split.cloud_cost_fraction
-            out.append(_Option(wire.MODE_SPLIT, wire.R_SLO, pool.est_ms + split.extra_latency_ms,
+            cloud = pool.cost(features) * _SPLIT_COST_FRACTION
+            out.append(_Option(wire.MODE_SPLIT, wire.R_SLO, pool.est_ms + _SPLIT_EXTRA_MS,
                                node.cost_usd + cloud, cloud, node, pool, None))
     for pool in entry.pools:
         cloud = pool.cost(req.payload_bytes)

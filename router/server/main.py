@@ -56,7 +56,7 @@ async def _publish(runtime: Runtime, metrics: RouterMetrics) -> None:
         for node in table.nodes:
             metrics.node_weight.labels(node.id).set(node.weight if node.healthy else 0.0)
         now = runtime.clock()
-        for tenant, _ in runtime.policy.budgets.tenants:
+        for tenant in runtime.policy.budgets.tenants:
             metrics.budget_spend.labels(tenant).set(runtime.ledger.state(tenant, now).used_usd)
         if table.feed is not None:
             metrics.feed_age.set(table.feed.age(now))

@@ -27,7 +27,8 @@ def test_periods_roll_over_in_utc(period: str, at: str, key: str, end: str) -> N
 
 
 def test_concurrent_reservations_cannot_overshoot() -> None:
-    led = BudgetLedger(BudgetConfig(tenants=(("t", TenantBudget(10.0)),)), MemoryBudgetStore())
+    led = BudgetLedger(BudgetConfig(tenants={"t": TenantBudget(limit_usd=10.0)}),
+                       MemoryBudgetStore())
     now = ts("2026-11-22T10:00:00")
     held = [led.reserve("t", 3.0, now) for _ in range(5)]
     assert [h is not None for h in held] == [True, True, True, False, False]
@@ -41,7 +42,7 @@ def test_concurrent_reservations_cannot_overshoot() -> None:
 
 
 def test_new_period_starts_fresh() -> None:
-    led = BudgetLedger(BudgetConfig(period="day", tenants=(("t", TenantBudget(1.0)),)),
+    led = BudgetLedger(BudgetConfig(period="day", tenants={"t": TenantBudget(limit_usd=1.0)}),
                        MemoryBudgetStore())
     held = led.reserve("t", 1.0, ts("2026-11-22T23:59:00"))
     assert held is not None
@@ -52,8 +53,9 @@ def test_new_period_starts_fresh() -> None:
 
 
 def test_unknown_tenant_uses_default_limit_and_fractions() -> None:
-    cfg = BudgetConfig(soft_fraction=0.5, tenants=(("default", TenantBudget(2.0)),
-                                                   ("vip", TenantBudget(9.0, 0.9, 1.0))))
+    cfg = BudgetConfig(soft_fraction=0.5, tenants={
+        "default": TenantBudget(limit_usd=2.0),
+        "vip": TenantBudget(limit_usd=9.0, soft_fraction=0.9, hard_fraction=1.0)})
     led = BudgetLedger(cfg, MemoryBudgetStore())
     now = ts("2026-11-22T10:00:00")
     assert led.limit("someone") == 2.0
