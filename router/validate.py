@@ -7,7 +7,7 @@ import os
 import sys
 
 from router.policy.loader import parse_policy
-from router.policy.yamlloc import MAX_BYTES, Problem
+from router.policy.yamlloc import MAX_BYTES, Problem, read_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,24 +26,6 @@ def _kind(path: str, text: str) -> str:
     if "\ntraffic:" in head or head.startswith("traffic:") or "\nduration_s:" in head:
         return "scenario"
     return "policy"
-
-
-def read_text(path: str, limit: int) -> tuple[str | None, list[Problem]]:
-    """The file's text, or a located reason why not (unreadable, over `limit` bytes, not
-    UTF-8); never reads more than `limit` + 1 bytes."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(limit + 1)
-    except OSError as exc:
-        return None, [Problem(path, 1, 1, f"cannot read: {exc.strerror or exc}")]
-    if len(raw) > limit:
-        return None, [Problem(path, 1, 1, f"the file is over the limit of {limit} bytes")]
-    try:
-        return raw.decode("utf-8"), []
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        return None, [Problem(path, line, col, f"not UTF-8 text: {exc.reason}")]
 
 
 def check_file(path: str, policy_path: str | None = None) -> list[Problem]:

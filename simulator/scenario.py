@@ -24,7 +24,7 @@ from pydantic import (
 
 from router.core.schema import Bool, Breach, Int, Num, Schema, Tags, Text, enforce, type_name
 from router.policy.loader import validate_located
-from router.policy.yamlloc import Problem, load_located
+from router.policy.yamlloc import MAX_BYTES, Problem, load_located, read_text
 
 EVENT_KINDS = ("node_down", "node_up", "throttle", "spot_price", "partition", "budget")
 Points = tuple[tuple[float, float], ...]
@@ -34,14 +34,14 @@ class TrafficClass(Schema):
     """One kind of request in the mix (`traffic.classes[]`)."""
 
     name: Text = Field(description="label in reports; default class-N (N its index)")
-    weight: Num = Field(default=1.0, gt=0, description="share of arrivals (> 0)")
+    weight: Num = Field(default=1.0, gt=0, description="share of arrivals")
     tenant: Text = Field(default="default", description="budget owner")
     residency: Tags = Field(default=frozenset(), description="residency tags required")
-    slo_ms: Num = Field(default=100.0, gt=0, description="latency objective (> 0)")
+    slo_ms: Num = Field(default=100.0, gt=0, description="latency objective")
     model: Text | None = Field(default=None, description="model needed; null: any")
     degrade: Bool = Field(default=True, description="whether degraded/split answers are acceptable")
     max_cost_usd: Num | None = Field(default=None, ge=0, description="null: no per-request limit")
-    payload_kb: Num = Field(default=16.0, ge=0, description="request body size (>= 0)")
+    payload_kb: Num = Field(default=16.0, ge=0, description="request body size")
 
 
 def _rate(value: Any) -> Any:
@@ -68,7 +68,7 @@ def _ascending(points: Points) -> Points:
 class Keys(Schema):
     """The key population (`traffic.keys`)."""
 
-    count: Int = Field(default=1000, gt=0, description="distinct affinity keys (> 0)")
+    count: Int = Field(default=1000, gt=0, description="distinct affinity keys")
     zipf_s: Num = Field(default=1.1, ge=0, description="Zipf skew; <= 1 means uniform")
 
 
@@ -121,7 +121,7 @@ class BudgetChange(Schema):
 class Event(Schema):
     """A timed change to the world (`events[]`): `at_s` and exactly one kind."""
 
-    at_s: Num = Field(ge=0, description="when, in simulated seconds (>= 0)")
+    at_s: Num = Field(ge=0, description="when, in simulated seconds")
     node_down: Text | None = None
     node_up: Text | None = None
     throttle: Throttle | None = None
@@ -176,8 +176,8 @@ class Scenario(Schema):
     version: Annotated[Int, AfterValidator(_version_one)] = 1
     policy: Annotated[Path, BeforeValidator(_policy_file)] = Field(
         description="policy file, relative to the scenario")
-    duration_s: Num = Field(default=600.0, gt=0, description="simulated time (> 0)")
-    seed: Int = Field(default=1, ge=0, description="random seed (>= 0)")
+    duration_s: Num = Field(default=600.0, gt=0, description="simulated time")
+    seed: Int = Field(default=1, ge=0, description="random seed")
     traffic: Traffic = Field(description="arrivals")
     events: tuple[Event, ...] = Field(default=(), description="timed changes, any order")
     _file: str = PrivateAttr("<scenario>")
@@ -242,8 +242,5 @@ def parse_scenario(text: str, file: str = "<scenario>") -> tuple[Scenario | None
 
 def load_scenario(path: str | Path) -> tuple[Scenario | None, list[Problem]]:
     """Read and parse a scenario file."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, [Problem(str(path), 1, 1, f"cannot read: {exc}")]
-    return parse_scenario(text, str(path))
+    text, problems = read_text(str(path), MAX_BYTES)
+    return (None, problems) if text is None else parse_scenario(text, str(path))

@@ -1,4 +1,4 @@
-"""The mode ladder: edge → edge-degraded → split → cloud → refusal (CONTRACT.md section 4).
+"""The mode ladder: edge → edge-degraded → split → cloud → refusal (docs/reference.md).
 
 `decide` is the one entry point the ext_proc server, the simulator and
 `explain` share. It reads the table once, does one bounded-load walk, then

@@ -127,7 +127,7 @@ class _Decoded(Schema):
     def _decoding(cls, data: Any) -> Any:
         if isinstance(data, dict):
             dup = getattr(data, "duplicate", None)
-            out = [Breach((dup,), f"duplicate key '{dup}'")] if dup is not None else []
+            out = [Breach((dup,), f"duplicate key '{dup}'", key=True)] if dup is not None else []
             out += [Breach((k,), f"number too large (more than {MAX_INT_DIGITS} digits)")
                     for k, v in data.items() if isinstance(v, TooLarge)]
             enforce(out)

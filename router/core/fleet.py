@@ -47,21 +47,21 @@ class EdgeNode(Schema):
     id: Id = Field(description="unique id across nodes and pools (letters, digits, . _ -)")
     address: HostPort = Field(description="host:port Envoy sends this node's requests to")
     hardware: Text = Field(default="generic", description="hardware class, for reports")
-    weight: Num = Field(default=1.0, gt=0, description="relative share of keys (> 0)")
-    slots: Int = Field(default=4, gt=0, description="concurrent inferences (> 0)")
+    weight: Num = Field(default=1.0, gt=0, description="relative share of keys")
+    slots: Int = Field(default=4, gt=0, description="concurrent inferences")
     residency: Tags = Field(default=frozenset(), description="residency tags this node satisfies")
     models: Tags = Field(default=frozenset({"*"}), description="models served; '*' means any")
-    base_latency_ms: Num = Field(default=50.0, gt=0, description="unloaded latency (> 0)")
+    base_latency_ms: Num = Field(default=50.0, gt=0, description="unloaded latency")
     cost_per_inference_usd: Num | None = Field(
         default=None, ge=0,
         description="edge cost of one inference; null: edge.cost_per_inference_usd")
     uplink_mbps: Num = Field(
-        default=100.0, gt=0, description="site uplink for split payloads (> 0)")
+        default=100.0, gt=0, description="site uplink for split payloads")
     feature_ms: Num = Field(
-        default=5.0, ge=0, description="feature extraction time for a split (>= 0)")
+        default=5.0, ge=0, description="feature extraction time for a split")
     feature_slots: Int = Field(
         default_factory=lambda data: data["slots"], ge=0,
-        description="concurrent feature extractions, apart from slots (>= 0); default: slots")
+        description="concurrent feature extractions, apart from slots; default: slots")
 
     def serves(self, model: str | None) -> bool:
         """Whether this node serves `model` (None means any)."""
@@ -76,12 +76,12 @@ class CloudPool(Schema):
     residency: Tags = Field(default=frozenset(), description="residency tags this pool satisfies")
     models: Tags = Field(default=frozenset({"*"}), description="models served; '*' means any")
     instance_type: Text = Field(default="gpu", description="the feed's price key for this pool")
-    latency_ms: Num = Field(default=120.0, gt=0, description="network round trip to the pool (> 0)")
-    compute_ms: Num = Field(default=40.0, gt=0, description="inference time per request (> 0)")
+    latency_ms: Num = Field(default=120.0, gt=0, description="network round trip to the pool")
+    compute_ms: Num = Field(default=40.0, gt=0, description="inference time per request")
     egress_usd_per_gb: Num = Field(
-        default=0.09, ge=0, description="egress price of payloads (>= 0)")
+        default=0.09, ge=0, description="egress price of payloads")
     usd_per_hour: Num = Field(
-        default=2.0, ge=0, description="price until the feed states one (>= 0)")
+        default=2.0, ge=0, description="price until the feed states one")
     max_inflight: Int = Field(default=0, ge=0, description="concurrent requests; 0: unbounded")
 
     def serves(self, model: str | None) -> bool:
@@ -93,7 +93,7 @@ class Edge(Schema):
     """The edge fleet (`edge`)."""
 
     cost_per_inference_usd: Num = Field(
-        default=0.0012, ge=0, description="default cost of one edge inference (>= 0)")
+        default=0.0012, ge=0, description="default cost of one edge inference")
     nodes: tuple[EdgeNode, ...] = Field(default=(), description="the edge nodes")
 
 
@@ -102,7 +102,7 @@ class Cloud(Schema):
 
     uplink_mbps: Num = Field(
         default=1000.0, gt=0,
-        description="the gateway site's uplink, for cloud-mode payloads (> 0)")
+        description="the gateway site's uplink, for cloud-mode payloads")
     pools: tuple[CloudPool, ...] = Field(default=(), description="the cloud pools")
 
 

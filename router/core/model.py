@@ -42,7 +42,7 @@ class FeedConfig(Schema):
     source: Text | None = Field(
         default=None, description="file:PATH, http(s)://… or grpc://…; null: none")
     stale_after_seconds: Num = Field(default=90.0, gt=0, description="age past which data is stale")
-    stale_weight: Fraction = Field(default=0.5, description="weight factor on stale nodes (0..1)")
+    stale_weight: Fraction = Field(default=0.5, description="weight factor on stale nodes")
     missing_node: Literal["keep", "unhealthy"] = Field(
         default="keep",
         description="a policy node the feed omits: keep its last state, or unhealthy")
@@ -65,7 +65,7 @@ class Hashing(Schema):
         default=0.25, gt=0, description="ε: a node's cap is (1+ε) × its share")
     min_cap_fraction: Fraction = Field(
         default=0.0,
-        description="utilization floor: a cap is never below this fraction of slots (0..1)")
+        description="utilization floor: a cap is never below this fraction of slots")
 
 
 class SloConfig(Schema):
@@ -107,15 +107,15 @@ class SplitConfig(Schema):
     """Split mode: features on the edge, inference in the cloud (`split`)."""
 
     payload_fraction: Fraction = Field(
-        default=0.05, description="feature size / payload size (0..1)")
+        default=0.05, description="feature size / payload size")
     cloud_compute_fraction: Fraction = Field(
-        default=0.7, description="share of the pool's compute_ms a split still needs (0..1)")
+        default=0.7, description="share of the pool's compute_ms a split still needs")
 
 
 class TenantBudget(Schema):
     """A tenant's cloud budget per period (`budgets.tenants.NAME`)."""
 
-    limit_usd: Num = Field(ge=0, description="cloud spend allowed per period (>= 0); required")
+    limit_usd: Num = Field(ge=0, description="cloud spend allowed per period")
     soft_fraction: Num | None = Field(default=None, ge=0, description="null: budgets.soft_fraction")
     hard_fraction: Num | None = Field(default=None, gt=0, description="null: budgets.hard_fraction")
 
@@ -187,7 +187,7 @@ class Defaults(Schema):
     max_cost_usd: Num | None = Field(default=None, ge=0, description="null: no per-request limit")
     payload_kb: Num = Field(
         default=64.0, ge=0,
-        description="payload size assumed when a request has no content-length (>= 0)")
+        description="payload size assumed when a request has no content-length")
 
 
 def _version_one(value: int) -> int:
@@ -208,7 +208,7 @@ class Policy(Schema):
 
     version: Annotated[Int, AfterValidator(_version_one)] = Field(
         description="policy format version; this router reads 1")
-    refresh_seconds: Num = Field(default=30.0, gt=0, description="feed refresh period (> 0)")
+    refresh_seconds: Num = Field(default=30.0, gt=0, description="feed refresh period")
     feed: Annotated[FeedConfig, Sect] = _section(FeedConfig)
     hashing: Annotated[Hashing, Sect] = _section(Hashing)
     quality: Annotated[QualityConfig, Sect] = _section(QualityConfig)

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args, get_origin
 
+from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 from pydantic_core import InitErrorDetails
 
@@ -57,6 +58,7 @@ class Breach:
     path: KeyPath
     message: str
     ref: KeyPath | None = None
+    key: bool = False  # about the key itself (a duplicate), not its value
 
 
 class RuleError(ValueError):
@@ -198,7 +200,7 @@ def _message(err: Mapping[str, Any], root: type[BaseModel], path: KeyPath) -> st
         return f"{_TYPE_MESSAGES[kind]}, got {_got(value)}"
     if kind in _BOUNDS:
         name, words = _BOUNDS[kind]
-        return f"{words} {ctx[name]:g}, got {value!r}"
+        return f"{words} {ctx[name]:.15g}, got {value!r}"
     if kind == "finite_number":
         return f"must be a finite number, got {value!r}"
     if kind == "literal_error":
@@ -225,7 +227,8 @@ def findings(exc: ValidationError, root: type[BaseModel],
         error = (err.get("ctx") or {}).get("error")
         if isinstance(error, RuleError):
             out += [Finding((*path, *b.path), b.message,
-                            None if b.ref is None else (*path, *b.ref)) for b in error.breaches]
+                            None if b.ref is None else (*path, *b.ref), b.key)
+                    for b in error.breaches]
         elif kind == "missing":
             out.append(Finding(path[:-1], f"missing required key '{path[-1]}'"))
         elif kind == "extra_forbidden":
@@ -255,3 +258,50 @@ def reraise(title: str, exc: ValidationError | None, breaches: Sequence[Breach])
                         "ctx": {"error": RuleError([breach])}})
     if details:
         raise ValidationError.from_exception_data(title, details)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, frozenset | tuple | list):
+        return "[" + ", ".join(sorted(str(v) for v in value)) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(value)
+
+
+def _rule(info: Any, inner: Any) -> str:
+    """The bounds (`> 0`, `0..1`) or choices of a field, from its declaration."""
+    if get_origin(inner) is Literal:
+        return " | ".join(str(a) for a in get_args(inner))
+    found: dict[str, Any] = {}
+    for m in info.metadata:
+        for sign, kind, attr in ((">", Gt, "gt"), (">=", Ge, "ge"), ("<", Lt, "lt"),
+                                 ("<=", Le, "le")):
+            if isinstance(m, kind):
+                found[sign] = getattr(m, attr)
+    if ">=" in found and "<=" in found:
+        return f"{found['>=']:g}..{found['<=']:g}"
+    return ", ".join(f"{sign} {v:g}" for sign, v in found.items())
+
+
+def key_reference(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key, default, bounds, description) for every key below `model`, read off the model:
+    the one place defaults are written, so a reference table cannot disagree with it."""
+    rows: list[tuple[str, str, str, str]] = []
+    for name, info in model.model_fields.items():
+        key = f"{prefix}{name}"
+        inner = _strip(info.annotation)
+        if get_origin(inner) in (tuple, list) and get_args(inner):
+            inner, key = _strip(get_args(inner)[0]), key + "[]"
+        elif get_origin(inner) in (dict, Mapping) and get_args(inner):
+            inner, key = _strip(get_args(inner)[1]), key + ".NAME"
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            rows += key_reference(inner, key + ".")
+            continue
+        if info.is_required():
+            default = "required"
+        elif info.default_factory is not None:
+            default = "(see description)"
+        else:
+            default = _shown(info.default)
+        rows.append((key, default, _rule(info, inner), info.description or ""))
+    return rows

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from router.core.model import CloudPool, EdgeNode, Policy, valid_hostport
 from router.core.schema import Finding, KeyPath, findings
-from router.policy.yamlloc import Located, Problem, YMap, load_located
+from router.policy.yamlloc import MAX_BYTES, Located, Problem, YMap, load_located, read_text
 
 __all__ = ["PolicyError", "load_policy", "load_policy_or_report", "parse_policy",
            "policy_digest", "valid_hostport", "validate_located"]
@@ -136,12 +136,9 @@ def parse_policy(text: str, file: str = "<policy>") -> tuple[Policy | None, list
 def load_policy(path: str | FsPath) -> Policy:
     """Read and validate a policy file; raises `PolicyError` listing every problem."""
     file = str(path)
-    try:
-        text = FsPath(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError([Problem(file, 1, 1, f"cannot read: {exc.strerror or exc}")]) from exc
-    except UnicodeDecodeError as exc:
-        raise PolicyError([Problem(file, 1, 1, f"not UTF-8 text: {exc}")]) from exc
+    text, problems = read_text(file, MAX_BYTES)
+    if text is None:
+        raise PolicyError(problems)
     policy, problems = parse_policy(text, file)
     if policy is None:
         raise PolicyError([p for p in problems if p.severity == "error"] or problems)

@@ -25,7 +25,7 @@ from yaml.resolver import Resolver
 from router.core.schema import MAX_INT_DIGITS, KeyPath, did_you_mean, dotted, type_name
 
 __all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_VALUES", "Located", "Path", "Problem", "YList", "YMap",
-           "did_you_mean", "dotted", "load_located", "type_name"]
+           "did_you_mean", "dotted", "load_located", "read_text", "type_name"]
 
 Path = KeyPath
 Mark = tuple[int, int]
@@ -128,10 +128,8 @@ def _mark(event: Any) -> Mark:
 
 
 def _scalar(event: Any) -> Any:
-    """A plain scalar resolved as YAML 1.1 does; quoted and block scalars stay strings."""
+    """A plain scalar resolved as YAML 1.1 does (quoted and block scalars stay strings)."""
     text: str = event.value
-    if not event.implicit[0]:
-        return text
     tag = _RESOLVE(yaml.ScalarNode, text, (True, False))
     node = yaml.ScalarNode(tag, text)
     if tag == _TAG + "int":
@@ -162,71 +160,83 @@ class _Builder:
         self.root: Any = None
         self.root_at: Mark = (1, 1)
         self.documents = 0
+        self.plain: dict[str, Any] = {}  # plain scalar text → value: fleets repeat them a lot
+        self.handlers: dict[type, Any] = {
+            yaml.ScalarEvent: self.scalar, yaml.AliasEvent: self.alias,
+            yaml.MappingStartEvent: self.start, yaml.SequenceStartEvent: self.start,
+            yaml.MappingEndEvent: self.close, yaml.SequenceEndEvent: self.close,
+            yaml.DocumentStartEvent: self.document}
 
     def problem(self, at: Mark, message: str) -> None:
         self.problems.append(Problem(self.file, at[0], at[1], message))
 
     def feed(self, event: Any) -> None:
         """Take one parser event."""
-        if isinstance(event, yaml.ScalarEvent | yaml.AliasEvent | yaml.CollectionStartEvent):
-            tag = getattr(event, "tag", None)
-            if tag is not None:
-                shown = tag.replace(_TAG, "!!")
-                self.problem(_mark(event), f"YAML tags are not allowed (found '{shown}')")
-        if isinstance(event, yaml.ScalarEvent):
-            self.scalar(event)
-        elif isinstance(event, yaml.AliasEvent):
-            self.alias(event)
-        elif isinstance(event, yaml.CollectionStartEvent):
-            if len(self.stack) >= MAX_DEPTH:
-                raise _Stop(_mark(event), f"nested deeper than {MAX_DEPTH} levels")
-            value: YMap | YList = YMap() if isinstance(event, yaml.MappingStartEvent) else YList()
-            self.count(1, event)
-            self.stack.append(_Frame(value, _mark(event), event.anchor))
-            if event.anchor is not None:
-                self.open_anchors.add(event.anchor)
-        elif isinstance(event, yaml.CollectionEndEvent):
-            self.close()
-        elif isinstance(event, yaml.DocumentStartEvent):
-            self.documents += 1
-            if self.documents > 1:
-                raise _Stop(_mark(event), "expected one YAML document, found a second")
+        handler = self.handlers.get(type(event))
+        if handler is not None:
+            handler(event, _mark(event))
 
-    def count(self, size: int, event: Any) -> None:
+    def untagged(self, event: Any, at: Mark) -> None:
+        if event.tag is not None:
+            shown = event.tag.replace(_TAG, "!!")
+            self.problem(at, f"YAML tags are not allowed (found '{shown}')")
+
+    def document(self, event: Any, at: Mark) -> None:
+        self.documents += 1
+        if self.documents > 1:
+            raise _Stop(at, "expected one YAML document, found a second")
+
+    def start(self, event: Any, at: Mark) -> None:
+        self.untagged(event, at)
+        if len(self.stack) >= MAX_DEPTH:
+            raise _Stop(at, f"nested deeper than {MAX_DEPTH} levels")
+        self.count(1, at)
+        value = YMap() if isinstance(event, yaml.MappingStartEvent) else YList()
+        self.stack.append(_Frame(value, at, event.anchor))
+        if event.anchor is not None:
+            self.open_anchors.add(event.anchor)
+
+    def count(self, size: int, at: Mark) -> None:
         self.total += size
         if self.total > MAX_VALUES:
-            raise _Stop(_mark(event), f"the document expands to more than {MAX_VALUES} values "
-                                      "(aliases are counted each time they are used)")
+            raise _Stop(at, f"the document expands to more than {MAX_VALUES} values "
+                            "(aliases are counted each time they are used)")
 
-    def scalar(self, event: Any) -> None:
-        self.count(1, event)
+    def scalar(self, event: Any, at: Mark) -> None:
+        self.untagged(event, at)
+        self.count(1, at)
+        text, plain = event.value, event.implicit[0]
         frame = self.stack[-1] if self.stack else None
-        if frame is not None and isinstance(frame.value, YMap) and frame.key is None:
-            self.key(frame, event.value, _mark(event),
-                     event.value == "<<" and bool(event.implicit[0]))
+        if frame is not None and frame.key is None and isinstance(frame.value, YMap):
+            frame.key, frame.key_at, frame.merge_next = text, at, plain and text == "<<"
             return
-        try:
-            value = _scalar(event)
-        except _Bad as bad:
-            self.problem(_mark(event), str(bad))
-            value = event.value
-        self.add(value, _mark(event), 1, event.anchor)
+        if not plain:
+            value = text
+        elif text in self.plain:
+            value = self.plain[text]
+        else:
+            try:
+                value = self.plain[text] = _scalar(event)
+            except _Bad as bad:
+                self.problem(at, str(bad))
+                value = text
+        self.add(value, at, 1, event.anchor)
 
-    def alias(self, event: Any) -> None:
+    def alias(self, event: Any, at: Mark) -> None:
         name = event.anchor
         if name in self.open_anchors:
-            raise _Stop(_mark(event), f"recursive alias '*{name}' (it refers to itself)")
+            raise _Stop(at, f"recursive alias '*{name}' (it refers to itself)")
         if name not in self.anchors:
-            raise _Stop(_mark(event), f"undefined alias '*{name}'")
+            raise _Stop(at, f"undefined alias '*{name}'")
         value, size = self.anchors[name]
-        self.count(size, event)
+        self.count(size, at)
         frame = self.stack[-1] if self.stack else None
         if frame is not None and isinstance(frame.value, YMap) and frame.key is None:
             if not isinstance(value, str):
-                raise _Stop(_mark(event), "a mapping key must be a string")
-            self.key(frame, value, _mark(event), False)
+                raise _Stop(at, "a mapping key must be a string")
+            frame.key, frame.key_at, frame.merge_next = value, at, False
             return
-        self.add(value, _mark(event), size, None)
+        self.add(value, at, size, None)
 
     def path(self) -> KeyPath:
         """Key path of the innermost open collection."""
@@ -238,10 +248,7 @@ class _Builder:
                 out.append(len(parent.value))
         return tuple(out)
 
-    def key(self, frame: _Frame, text: str, at: Mark, merge: bool) -> None:
-        frame.key, frame.key_at, frame.merge_next = text, at, merge
-
-    def close(self) -> None:
+    def close(self, event: Any, at: Mark) -> None:
         frame = self.stack.pop()
         if frame.anchor is not None:
             self.open_anchors.discard(frame.anchor)
@@ -286,6 +293,24 @@ class _Builder:
         else:
             frame.value[name] = value
             frame.value.keys_at[name], frame.value.values_at[name] = frame.key_at, at
+
+
+def read_text(path: str, limit: int) -> tuple[str | None, list[Problem]]:
+    """The file's text, or a located reason why not (unreadable, over `limit` bytes, not
+    UTF-8); never reads more than `limit` + 1 bytes."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(limit + 1)
+    except OSError as exc:
+        return None, [Problem(path, 1, 1, f"cannot read: {exc.strerror or exc}")]
+    if len(raw) > limit:
+        return None, [Problem(path, 1, 1, f"the file is over the limit of {limit} bytes")]
+    try:
+        return raw.decode("utf-8"), []
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        return None, [Problem(path, line, col, f"not UTF-8 text: {exc.reason}")]
 
 
 def _position(text: str, index: int) -> Mark:
