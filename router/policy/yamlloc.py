@@ -23,12 +23,12 @@ from yaml.constructor import SafeConstructor
 from yaml.resolver import Resolver
 
 from router.core.schema import MAX_INT_DIGITS, KeyPath, did_you_mean, dotted, type_name
+from router.policy.located import Located, Mark, Problem, YList, YMap, read_text
 
 __all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_VALUES", "Located", "Path", "Problem", "YList", "YMap",
            "did_you_mean", "dotted", "load_located", "read_text", "type_name"]
 
 Path = KeyPath
-Mark = tuple[int, int]
 MAX_BYTES = 8 * 1024 * 1024  # a 10,000-node policy is about 2 MB
 MAX_DEPTH = 64  # a policy nests 5 deep; libyaml's composer would overflow the C stack
 MAX_VALUES = 1_000_000  # expanded values, aliases counted each time they are used
@@ -36,67 +36,6 @@ _PARSER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _RESOLVE: Any = Resolver().resolve
 _CONSTRUCT = SafeConstructor()
 _TAG = "tag:yaml.org,2002:"
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One validation finding, located in a file."""
-
-    file: str
-    line: int
-    col: int
-    message: str
-    severity: str = "error"  # error | warning
-
-    def __str__(self) -> str:
-        prefix = "warning: " if self.severity == "warning" else ""
-        return f"{self.file}:{self.line}:{self.col}: {prefix}{self.message}"
-
-
-class YMap(dict[str, Any]):
-    """A mapping that knows where each of its keys and values was written."""
-
-    __slots__ = ("keys_at", "values_at")
-
-    def __init__(self) -> None:
-        """An empty mapping."""
-        super().__init__()
-        self.keys_at: dict[str, Mark] = {}
-        self.values_at: dict[str, Mark] = {}
-
-
-class YList(list[Any]):
-    """A list that knows where each of its items was written."""
-
-    __slots__ = ("items_at",)
-
-    def __init__(self) -> None:
-        """An empty list."""
-        super().__init__()
-        self.items_at: list[Mark] = []
-
-
-@dataclass
-class Located:
-    """A parsed document (None when it could not be read) and where its parts are."""
-
-    file: str
-    data: Any
-    root_at: Mark = (1, 1)
-
-    def where(self, path: KeyPath, *, key: bool = False) -> Mark:
-        """Line and column of `path` (of its key when `key`); the nearest parent if unknown."""
-        node, best = self.data, self.root_at
-        for i, part in enumerate(path):
-            if isinstance(node, YMap) and isinstance(part, str) and part in node:
-                last = key and i == len(path) - 1
-                best = node.keys_at[part] if last else node.values_at[part]
-                node = node[part]
-            elif isinstance(node, YList) and isinstance(part, int) and 0 <= part < len(node):
-                best, node = node.items_at[part], node[part]
-            else:
-                break
-        return best
 
 
 class _Stop(Exception):
@@ -293,24 +232,6 @@ class _Builder:
         else:
             frame.value[name] = value
             frame.value.keys_at[name], frame.value.values_at[name] = frame.key_at, at
-
-
-def read_text(path: str, limit: int) -> tuple[str | None, list[Problem]]:
-    """The file's text, or a located reason why not (unreadable, over `limit` bytes, not
-    UTF-8); never reads more than `limit` + 1 bytes."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(limit + 1)
-    except OSError as exc:
-        return None, [Problem(path, 1, 1, f"cannot read: {exc.strerror or exc}")]
-    if len(raw) > limit:
-        return None, [Problem(path, 1, 1, f"the file is over the limit of {limit} bytes")]
-    try:
-        return raw.decode("utf-8"), []
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        return None, [Problem(path, line, col, f"not UTF-8 text: {exc.reason}")]
 
 
 def _position(text: str, index: int) -> Mark:
