@@ -2,8 +2,9 @@
 
 The same declarative approach as the policy: `Scenario` mirrors the YAML, each default
 is written once on its field, and `router.policy.loader.validate_located` places every
-error at FILE:LINE:COL. A new section is one more field on `Scenario` (a model of its
-own, `Sect` so that an empty section means its defaults).
+error at FILE:LINE:COL. A new section (`world:`) is one more field on `Scenario`:
+`world: Annotated[World, Sect] = Field(default_factory=World)` with `World` a `Schema`
+model; `Sect` makes an empty section mean its defaults.
 """
 
 from __future__ import annotations
@@ -22,7 +23,18 @@ from pydantic import (
     model_validator,
 )
 
-from router.core.schema import Bool, Breach, Int, Num, Schema, Tags, Text, enforce, type_name
+from router.core.schema import (
+    Bool,
+    Breach,
+    Int,
+    Num,
+    Schema,
+    Sect,
+    Tags,
+    Text,
+    enforce,
+    type_name,
+)
 from router.policy.loader import validate_located
 from router.policy.yamlloc import MAX_BYTES, Problem, load_located, read_text
 
@@ -78,7 +90,7 @@ class Traffic(Schema):
     rate_rps: Annotated[tuple[tuple[Num, Num], ...], BeforeValidator(_rate),
                         AfterValidator(_ascending)] = Field(
         description="requests/s: one number, or [t_s, rps] points, piecewise linear")
-    keys: Annotated[Keys, BeforeValidator(lambda v: {} if v is None else v)] = Field(
+    keys: Annotated[Keys, Sect] = Field(
         default_factory=lambda: Keys(), description="the key population")
     classes: tuple[TrafficClass, ...] = Field(description="the request classes (at least one)")
 

@@ -14,11 +14,22 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, PrivateAttr, model_validator
+from pydantic import AfterValidator, Field, PrivateAttr, model_validator
 from pydantic import ValidationError as _ValidationError
 
 from router.core.fleet import Cloud, CloudPool, Edge, EdgeNode, duplicates, valid_hostport
-from router.core.schema import Bool, Breach, Int, Num, Schema, Tags, Text, enforce, reraise
+from router.core.schema import (
+    Bool,
+    Breach,
+    Int,
+    Num,
+    Schema,
+    Sect,
+    Tags,
+    Text,
+    enforce,
+    reraise,
+)
 
 __all__ = ["LATENCY_FACTOR", "QUALITY_LEVELS", "BudgetConfig", "Cloud", "CloudPool", "Defaults",
            "Edge", "EdgeNode", "FeedConfig", "Hashing", "Policy", "QualityConfig", "SloConfig",
@@ -27,10 +38,6 @@ __all__ = ["LATENCY_FACTOR", "QUALITY_LEVELS", "BudgetConfig", "Cloud", "CloudPo
 QUALITY_LEVELS: tuple[str, ...] = ("full", "constrained", "minimal")
 LATENCY_FACTOR: Mapping[str, float] = MappingProxyType(
     {"full": 1.0, "constrained": 0.6, "minimal": 0.35})
-
-def _empty_if_null(value: Any) -> Any:
-    # A section whose keys are all commented out parses as null: it means "all defaults".
-    return {} if value is None else value
 
 
 Fraction = Annotated[Num, Field(ge=0.0, le=1.0)]
@@ -198,9 +205,6 @@ def _version_one(value: int) -> int:
 
 def _section(kind: type[Schema]) -> Any:
     return Field(default_factory=kind, description=kind.__doc__)
-
-
-Sect = BeforeValidator(_empty_if_null)
 
 
 class Policy(Schema):

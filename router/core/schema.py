@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 from annotated_types import Ge, Gt, Le, Lt
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
 from pydantic_core import InitErrorDetails
 
 KeyPath = tuple[str | int, ...]
@@ -38,6 +38,15 @@ Int = Annotated[int, Strict()]
 Bool = Annotated[bool, Strict()]
 Text = Annotated[str, Strict(), Field(min_length=1)]
 Tags = frozenset[Text]
+
+
+def _null_is_empty(value: Any) -> Any:
+    # A section whose keys are all commented out parses as null: it means "all defaults".
+    return {} if value is None else value
+
+
+# On a section field (`Annotated[Section, Sect]`): an empty section means its defaults.
+Sect = BeforeValidator(_null_is_empty)
 
 
 class Schema(BaseModel):
@@ -121,7 +130,8 @@ def type_name(value: Any) -> str:
 def _got(value: Any) -> str:
     if isinstance(value, dict | list | tuple) or value is None:
         return type_name(value)
-    return f"{type_name(value)} {value!r}"
+    shown = repr(value)
+    return f"{type_name(value)} {shown if len(shown) <= 60 else shown[:57] + '...'}"
 
 
 def _strip(annotation: Any) -> Any:
@@ -215,13 +225,12 @@ def _message(err: Mapping[str, Any], root: type[BaseModel], path: KeyPath) -> st
     return str(err.get("msg", kind))
 
 
-def findings(exc: ValidationError, root: type[BaseModel],
-             prefix: KeyPath = ()) -> list[Finding]:
+def findings(exc: ValidationError, root: type[BaseModel]) -> list[Finding]:
     """Every error in `exc` (raised validating `root`) as a `Finding`, in the project's words."""
     out: list[Finding] = []
     for err in exc.errors(include_url=False):
         kind = err["type"]
-        path: KeyPath = (*prefix, *err["loc"])
+        path: KeyPath = tuple(err["loc"])
         if kind == "default_factory_not_called":
             continue  # only ever follows the error in the field its default derives from
         error = (err.get("ctx") or {}).get("error")
@@ -233,12 +242,12 @@ def findings(exc: ValidationError, root: type[BaseModel],
             out.append(Finding(path[:-1], f"missing required key '{path[-1]}'"))
         elif kind == "extra_forbidden":
             name = str(path[-1])
-            hint = did_you_mean(name, _fields(root, path[len(prefix):-1]))
+            hint = did_you_mean(name, _fields(root, path[:-1]))
             out.append(Finding(path, f"unknown key '{name}'{hint}", key=True))
         elif path and path[-1] == "[key]":
             out.append(Finding(path[:-1], f"key: {_message(err, root, path)}", key=True))
         else:
-            out.append(Finding(path, _message(err, root, path[len(prefix):])))
+            out.append(Finding(path, _message(err, root, path)))
     return out
 
 

@@ -271,7 +271,10 @@ def load_located(text: str, file: str, *, max_bytes: int = MAX_BYTES
         at = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         builder.problem(at, f"YAML syntax error: {exc.problem or exc.context}")
     except yaml.reader.ReaderError as exc:
-        line, col = _position(text, exc.position)
+        index = exc.position
+        if _PARSER is not yaml.SafeLoader:  # libyaml counts bytes of the UTF-8 text
+            index = len(text.encode("utf-8")[:index].decode("utf-8", "ignore"))
+        line, col = _position(text, index)
         builder.problem((line, col), f"YAML error: unacceptable character "
                                      f"#x{exc.character:04x}: {exc.reason}")
     except yaml.YAMLError as exc:  # anything else PyYAML reports, on one line

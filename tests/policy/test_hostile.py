@@ -87,6 +87,11 @@ def test_nul_byte_gives_exactly_one_located_line(tmp_path: Path) -> None:
     assert lines[0].startswith(f"{path}:4:")
 
 
+def test_nul_byte_after_wide_characters_is_placed_by_character() -> None:
+    _, problems = parse_policy("a: ééé\nb: ééé\0\n", "p.yaml")
+    assert [(p.line, p.col) for p in problems] == [(2, 7)]
+
+
 def test_file_over_the_size_limit_is_refused_unread(tmp_path: Path) -> None:
     code, lines, path = validate(tmp_path, GOOD + "#" * MAX_BYTES + "\n")
     assert_located(code, lines, path, "over the limit")
