@@ -203,6 +203,8 @@ def test_tenant_zeros_are_kept() -> None:
     pytest.param(("version: 1", "version: 1\nbudgets: {tenants: {acme: {}}}"),
                  "p.yaml:2:27: budgets.tenants.acme: missing required key 'limit_usd'",
                  id="missing-limit"),
+    pytest.param(("version: 1", "version: 1\ndigest: abc"),
+                 "p.yaml:2:1: digest: unknown key 'digest'", id="digest-is-not-a-key"),
     pytest.param(('address: "127.0.0.1:9001"', 'address: "127.0.0.1:99999"'),
                  "p.yaml:4:24: edge.nodes[0].address: '127.0.0.1:99999' is not host:port",
                  id="port-out-of-range"),
