@@ -28,12 +28,12 @@ from router.core.admit import decide, finish
 from router.core.budget import MemoryBudgetStore
 from router.core.model import (
     BudgetConfig,
+    Cloud,
     CloudPool,
+    Edge,
     EdgeNode,
-    FeedConfig,
+    Hashing,
     Policy,
-    SloConfig,
-    SplitConfig,
     TenantBudget,
 )
 from router.core.request import RouteRequest
@@ -55,14 +55,17 @@ def fleet(n: int) -> Policy:
                               residency=frozenset({"GDPR"} if i % 2 else {"CCPA"}),
                               models=frozenset({"*"}), base_latency_ms=lat,
                               cost_per_inference_usd=0.001))
-    pools = (CloudPool("eu", "10.9.0.1:443", frozenset({"GDPR"}), frozenset({"*"}), "h100", 120,
-                       40, 0.09, 2.1),
-             CloudPool("us", "10.9.0.2:443", frozenset({"CCPA"}), frozenset({"*"}), "a100", 140,
-                       55, 0.12, 1.6))
-    return Policy(version=1, refresh_seconds=30, feed=FeedConfig(), balance_factor=0.25,
-                  slo=SloConfig(), edge_cost_per_inference_usd=0.001, nodes=tuple(nodes),
-                  pools=pools, split=SplitConfig(),
-                  budgets=BudgetConfig(tenants=(("default", TenantBudget(1e9)),)), digest="bench")
+    pools = (CloudPool(id="eu", address="10.9.0.1:443", residency=frozenset({"GDPR"}),
+                       models=frozenset({"*"}), instance_type="h100", latency_ms=120,
+                       compute_ms=40, egress_usd_per_gb=0.09, usd_per_hour=2.1),
+             CloudPool(id="us", address="10.9.0.2:443", residency=frozenset({"CCPA"}),
+                       models=frozenset({"*"}), instance_type="a100", latency_ms=140,
+                       compute_ms=55, egress_usd_per_gb=0.12, usd_per_hour=1.6))
+    return Policy(version=1, refresh_seconds=30, hashing=Hashing(balance_factor=0.25),
+                  edge=Edge(cost_per_inference_usd=0.001, nodes=tuple(nodes)),
+                  cloud=Cloud(pools=pools),
+                  budgets=BudgetConfig(tenants={"default": TenantBudget(limit_usd=1e9)})
+                  ).with_digest("bench")
 
 
 def keys(count: int, seed: int = 1) -> list[str]:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
-from pathlib import Path
 
 from router.policy.loader import parse_policy
-from router.policy.yamlloc import Problem
+from router.policy.yamlloc import MAX_BYTES, Problem, read_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,43 +30,52 @@ def _kind(path: str, text: str) -> str:
 
 def check_file(path: str, policy_path: str | None = None) -> list[Problem]:
     """Every problem in one file, whatever its kind."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return [Problem(path, 1, 1, f"cannot read: {exc}")]
-    kind = _kind(path, text)
-    if kind == "scenario":
+    if path.endswith(".json"):
+        return _check_feed(path, policy_path)
+    text, problems = read_text(path, MAX_BYTES)
+    if text is None:
+        return problems
+    if _kind(path, text) == "scenario":
         from simulator.scenario import parse_scenario
 
         _, problems = parse_scenario(text, path)
         return problems
-    if kind == "feed":
-        return _check_feed(path, text, policy_path)
     _, problems = parse_policy(text, path)
     return problems
 
 
-def _check_feed(path: str, text: str, policy_path: str | None) -> list[Problem]:
+def _check_feed(path: str, policy_path: str | None) -> list[Problem]:
     import time
 
     from router.core.feed import FeedError, decode_feed
+    from router.policy.jsonloc import json_where
     from router.policy.loader import PolicyError, load_policy
 
-    try:
-        json.loads(text)
-    except json.JSONDecodeError as exc:
-        return [Problem(path, exc.lineno, exc.colno, f"invalid JSON: {exc.msg}")]
     candidate = policy_path or "policies/example.yaml"
     try:
         policy = load_policy(candidate)
     except PolicyError as exc:
         return [Problem(path, 1, 1, f"cannot check against policy {candidate}: "
                                     f"{exc.problems[0]}")]
+    limit = policy.feed.max_bytes
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        size = 0  # read_text says why
+    if size > limit:
+        return [Problem(path, 1, 1, f"feed rejected (oversize): document is {size} bytes, "
+                                    f"over the {limit} limit")]
+    text, problems = read_text(path, limit)
+    if text is None:
+        return problems
     try:
         # The same checks the running router applies: size limit, NaN refusal, schema.
         decode_feed(text.encode(), policy, now=time.time())
     except FeedError as exc:
-        return [Problem(path, 1, 1, f"feed rejected ({exc.reason}): {exc.detail}")]
+        if exc.at is not None:
+            return [Problem(path, *exc.at, f"feed rejected ({exc.reason}): {exc.detail}")]
+        return [Problem(path, *json_where(text, f.path, key=f.key),
+                        f"feed rejected ({exc.reason}): {f.text()}") for f in exc.findings]
     return []
 
 

@@ -7,7 +7,6 @@ men on compliance) but know nothing of SLOs, budgets or bounded load.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from typing import Protocol, cast
 
@@ -77,10 +76,10 @@ class Adaptive:
         budgets = policy.budgets
         tenants = dict(budgets.tenants)
         old = tenants.get(tenant)
-        tenants[tenant] = TenantBudget(limit) if old is None else \
-            dataclasses.replace(old, limit_usd=limit)
-        changed = dataclasses.replace(
-            policy, budgets=dataclasses.replace(budgets, tenants=tuple(tenants.items())))
+        tenants[tenant] = TenantBudget(limit_usd=limit) if old is None else \
+            old.model_copy(update={"limit_usd": limit})
+        changed = policy.model_copy(update={
+            "budgets": budgets.model_copy(update={"tenants": tenants})})
         self.runtime.install(policy=changed, now=self.runtime.snapshot.built_at)
 
 
@@ -128,7 +127,9 @@ class Baseline:
         else:  # least-loaded, relative to slots
             n = min(nodes, key=lambda n: (self.load[n.id] / n.slots, n.id))
         self.load[n.id] += 1
-        cost = n.cost_per_inference_usd or self.policy.edge_cost_per_inference_usd
+        cost = n.cost_per_inference_usd
+        if cost is None:
+            cost = self.policy.edge_cost_per_inference_usd
         return Choice("edge", n.id, None, "full", cost)
 
     def done(self, choice: Choice) -> None:

@@ -45,7 +45,7 @@ def simulate(scenario: Scenario, policy: Policy, router: Router, *,
     out = Result(router.name)
     where = {**{n.id: n.residency for n in policy.nodes},
              **{p.id: p.residency for p in policy.pools}}
-    for tenant, tb in policy.budgets.tenants:
+    for tenant, tb in policy.budgets.tenants.items():
         out.limits[tenant] = [(0.0, tb.limit_usd)]
     router.refresh(world.feed(EPOCH), 0.0)
 

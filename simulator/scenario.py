@@ -1,55 +1,233 @@
-"""Scenario YAML (CONTRACT.md section 8) → typed `Scenario`, with located errors."""
+"""Scenario YAML → typed `Scenario` (docs/reference.md), with located errors.
+
+The same declarative approach as the policy: `Scenario` mirrors the YAML, each default
+is written once on its field, and `router.policy.loader.validate_located` places every
+error at FILE:LINE:COL. A new section (`world:`) is one more field on `Scenario`:
+`world: Annotated[World, Sect] = Field(default_factory=World)` with `World` a `Schema`
+model; `Sect` makes an empty section mean its defaults.
+"""
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from router.policy.yamlloc import Checker, Problem, load_located
-from router.policy.yamlloc import Path as KeyPath
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from router.core.schema import (
+    Bool,
+    Breach,
+    Int,
+    Num,
+    Schema,
+    Sect,
+    Tags,
+    Text,
+    enforce,
+    type_name,
+)
+from router.policy.loader import validate_located
+from router.policy.yamlloc import MAX_BYTES, Problem, load_located, read_text
 
 EVENT_KINDS = ("node_down", "node_up", "throttle", "spot_price", "partition", "budget")
+Points = tuple[tuple[float, float], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class TrafficClass:
-    """One kind of request in the mix."""
+class TrafficClass(Schema):
+    """One kind of request in the mix (`traffic.classes[]`)."""
 
-    name: str
-    weight: float
-    tenant: str
-    residency: frozenset[str]
-    slo_ms: float
-    model: str | None
-    degrade: bool
-    max_cost_usd: float | None
-    payload_kb: float
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """A timed change to the world."""
-
-    at_s: float
-    kind: str
-    args: dict[str, Any]
+    name: Text = Field(description="label in reports; default class-N (N its index)")
+    weight: Num = Field(default=1.0, gt=0, description="share of arrivals")
+    tenant: Text = Field(default="default", description="budget owner")
+    residency: Tags = Field(default=frozenset(), description="residency tags required")
+    slo_ms: Num = Field(default=100.0, gt=0, description="latency objective")
+    model: Text | None = Field(default=None, description="model needed; null: any")
+    degrade: Bool = Field(default=True, description="whether degraded/split answers are acceptable")
+    max_cost_usd: Num | None = Field(default=None, ge=0, description="null: no per-request limit")
+    payload_kb: Num = Field(default=16.0, ge=0, description="request body size")
 
 
-@dataclass(frozen=True, slots=True)
-class Scenario:
+def _rate(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value <= 0:
+            raise ValueError(f"must be greater than 0, got {value!r}")
+        return ((0.0, value),)
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"must be a number or a list of [t_s, rps] points, got "
+                         f"{type_name(value)}")
+    return value
+
+
+def _ascending(points: Points) -> Points:
+    out = [Breach((i,), f"expected [t_s, rps] with t ascending and rps >= 0, got {list(p)}")
+           for i, p in enumerate(points)
+           if p[1] < 0 or (i > 0 and p[0] < points[i - 1][0])]
+    if not points:
+        out.append(Breach((), "must list at least one [t_s, rps] point"))
+    enforce(out)
+    return points
+
+
+class Keys(Schema):
+    """The key population (`traffic.keys`)."""
+
+    count: Int = Field(default=1000, gt=0, description="distinct affinity keys")
+    zipf_s: Num = Field(default=1.1, ge=0, description="Zipf skew; <= 1 means uniform")
+
+
+class Traffic(Schema):
+    """Arrivals (`traffic`)."""
+
+    rate_rps: Annotated[tuple[tuple[Num, Num], ...], BeforeValidator(_rate),
+                        AfterValidator(_ascending)] = Field(
+        description="requests/s: one number, or [t_s, rps] points, piecewise linear")
+    keys: Annotated[Keys, Sect] = Field(
+        default_factory=lambda: Keys(), description="the key population")
+    classes: tuple[TrafficClass, ...] = Field(description="the request classes (at least one)")
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _named(cls, classes: Any) -> Any:
+        if isinstance(classes, list | tuple):
+            return [{**c, "name": f"class-{i}"} if isinstance(c, dict) and "name" not in c
+                    else c for i, c in enumerate(classes)]
+        return classes
+
+    @field_validator("classes")
+    @classmethod
+    def _some(cls, classes: tuple[TrafficClass, ...]) -> tuple[TrafficClass, ...]:
+        enforce([] if classes else [Breach((), "must list at least one class")])
+        return classes
+
+
+class Throttle(Schema):
+    """`throttle: {node, compute_score}`."""
+
+    node: Text
+    compute_score: Num = Field(gt=0)
+
+
+class Partition(Schema):
+    """`partition: {pool, for_s}`."""
+
+    pool: Text
+    for_s: Num = Field(gt=0)
+
+
+class BudgetChange(Schema):
+    """`budget: {tenant, limit_usd}`."""
+
+    tenant: Text
+    limit_usd: Num = Field(ge=0)
+
+
+class Event(Schema):
+    """A timed change to the world (`events[]`): `at_s` and exactly one kind."""
+
+    at_s: Num = Field(ge=0, description="when, in simulated seconds")
+    node_down: Text | None = None
+    node_up: Text | None = None
+    throttle: Throttle | None = None
+    spot_price: dict[Text, Annotated[Num, Field(ge=0)]] | None = None
+    partition: Partition | None = None
+    budget: BudgetChange | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Event:
+        given = [k for k in EVENT_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            enforce([Breach((), f"an event needs exactly one of {', '.join(EVENT_KINDS)}")])
+        if self.spot_price is not None and not self.spot_price:
+            enforce([Breach(("spot_price",), "expected {instance_type: usd_per_hour}")])
+        return self
+
+    @property
+    def kind(self) -> str:
+        """Which change this is."""
+        return next(k for k in EVENT_KINDS if getattr(self, k) is not None)
+
+    @property
+    def args(self) -> dict[str, Any]:
+        """The change's arguments, by name."""
+        value = getattr(self, self.kind)
+        if isinstance(value, str):
+            return {"node": value}
+        if isinstance(value, dict):
+            return {"prices": dict(value)}
+        return dict(value)
+
+
+def _policy_file(value: Any, info: ValidationInfo) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty string, got {type_name(value)}")
+    base = (info.context or {}).get("base", Path())
+    path = Path(base) / value
+    if not path.is_file():
+        raise ValueError(f"policy file {path} does not exist")
+    return path
+
+
+def _version_one(value: int) -> int:
+    if value != 1:
+        raise ValueError(f"unsupported scenario version {value}; this simulator reads 1")
+    return value
+
+
+class Scenario(Schema):
     """A whole, validated scenario."""
 
-    file: str
-    policy: Path
-    duration_s: float
-    seed: int
-    rate: tuple[tuple[float, float], ...]
-    keys: int
-    zipf_s: float
-    classes: tuple[TrafficClass, ...]
-    events: tuple[Event, ...] = field(default=())
+    version: Annotated[Int, AfterValidator(_version_one)] = 1
+    policy: Annotated[Path, BeforeValidator(_policy_file)] = Field(
+        description="policy file, relative to the scenario")
+    duration_s: Num = Field(default=600.0, gt=0, description="simulated time")
+    seed: Int = Field(default=1, ge=0, description="random seed")
+    traffic: Traffic = Field(description="arrivals")
+    events: tuple[Event, ...] = Field(default=(), description="timed changes, any order")
+    _file: str = PrivateAttr("<scenario>")
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return () if value is None else value
+
+    @field_validator("events")
+    @classmethod
+    def _in_time_order(cls, events: tuple[Event, ...]) -> tuple[Event, ...]:
+        return tuple(sorted(events, key=lambda e: e.at_s))
+
+    @property
+    def file(self) -> str:
+        """The file this scenario was read from."""
+        return self._file
+
+    @property
+    def rate(self) -> Points:
+        """Rate points [(t_s, rps), ...]."""
+        return self.traffic.rate_rps
+
+    @property
+    def keys(self) -> int:
+        """Distinct affinity keys."""
+        return self.traffic.keys.count
+
+    @property
+    def zipf_s(self) -> float:
+        """Zipf skew of key popularity."""
+        return self.traffic.keys.zipf_s
+
+    @property
+    def classes(self) -> tuple[TrafficClass, ...]:
+        """The request classes."""
+        return self.traffic.classes
 
     def rate_at(self, t: float) -> float:
         """Requests per second at time `t` (piecewise linear)."""
@@ -62,131 +240,19 @@ class Scenario:
         return pts[-1][1]
 
 
-def _rate(c: Checker, m: dict[str, Any], p: KeyPath) -> tuple[tuple[float, float], ...]:
-    raw = m.get("rate_rps")
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        if raw <= 0:
-            c.error((*p, "rate_rps"), f"must be greater than 0, got {raw}")
-            return ((0.0, 1.0),)
-        return ((0.0, float(raw)),)
-    if not isinstance(raw, list) or not raw:
-        c.error((*p, "rate_rps") if "rate_rps" in m else p,
-                "rate_rps must be a number or a list of [t_s, rps] points")
-        return ((0.0, 1.0),)
-    pts: list[tuple[float, float]] = []
-    for i, item in enumerate(raw):
-        ok = (isinstance(item, list) and len(item) == 2
-              and all(isinstance(v, int | float) and not isinstance(v, bool) for v in item))
-        if not ok or item[1] < 0 or (pts and item[0] < pts[-1][0]):
-            c.error((*p, "rate_rps", i), f"expected [t_s, rps] with t ascending and rps >= 0, "
-                                          f"got {item!r}")
-            continue
-        pts.append((float(item[0]), float(item[1])))
-    return tuple(pts) or ((0.0, 1.0),)
-
-
-def _class(c: Checker, raw: Any, i: int) -> TrafficClass | None:
-    p: KeyPath = ("traffic", "classes", i)
-    m = c.mapping(raw, p, ("name", "weight", "tenant", "residency", "slo_ms", "model", "degrade",
-                           "max_cost_usd", "payload_kb"))
-    if not m:
-        return None
-    return TrafficClass(
-        name=c.string(m, "name", p, f"class-{i}") or f"class-{i}",
-        weight=c.number(m, "weight", p, 1.0, positive=True) or 1.0,
-        tenant=c.string(m, "tenant", p, "default") or "default",
-        residency=c.strings(m, "residency", p),
-        slo_ms=c.number(m, "slo_ms", p, 100.0, positive=True) or 100.0,
-        model=c.string(m, "model", p, None),
-        degrade=c.boolean(m, "degrade", p, True),
-        max_cost_usd=c.number(m, "max_cost_usd", p, None, minimum=0.0),
-        payload_kb=c.number(m, "payload_kb", p, 16.0, minimum=0.0) or 0.0,
-    )
-
-
-def _event(c: Checker, raw: Any, i: int) -> Event | None:
-    p: KeyPath = ("events", i)
-    m = c.mapping(raw, p, ("at_s", *EVENT_KINDS))
-    if not m:
-        return None
-    at = c.number(m, "at_s", p, None, minimum=0.0, required=True)
-    kinds = [k for k in EVENT_KINDS if k in m]
-    if len(kinds) != 1:
-        c.error(p, f"an event needs exactly one of {', '.join(EVENT_KINDS)}")
-        return None
-    kind = kinds[0]
-    value = m[kind]
-    kp = (*p, kind)
-    if kind in ("node_down", "node_up"):
-        if not isinstance(value, str):
-            c.error(kp, "expected a node id")
-            return None
-        args: dict[str, Any] = {"node": value}
-    elif kind == "throttle":
-        t = c.mapping(value, kp, ("node", "compute_score"))
-        args = {"node": c.string(t, "node", kp, required=True),
-                "compute_score": c.number(t, "compute_score", kp, None, positive=True,
-                                          required=True)}
-    elif kind == "spot_price":
-        if not isinstance(value, dict) or not value:
-            c.error(kp, "expected {instance_type: usd_per_hour}")
-            return None
-        args = {"prices": {}}
-        for k in value:
-            args["prices"][k] = c.number(value, k, kp, None, minimum=0.0)
-    elif kind == "partition":
-        t = c.mapping(value, kp, ("pool", "for_s"))
-        args = {"pool": c.string(t, "pool", kp, required=True),
-                "for_s": c.number(t, "for_s", kp, None, positive=True, required=True)}
-    else:
-        t = c.mapping(value, kp, ("tenant", "limit_usd"))
-        args = {"tenant": c.string(t, "tenant", kp, required=True),
-                "limit_usd": c.number(t, "limit_usd", kp, None, minimum=0.0, required=True)}
-    return Event(at or 0.0, kind, args)
-
-
 def parse_scenario(text: str, file: str = "<scenario>") -> tuple[Scenario | None, list[Problem]]:
     """Parse scenario text; returns the scenario (None on any error) and every problem."""
     loc, problems = load_located(text, file)
     if loc.data is None:
         return None, problems
-    c = Checker(loc, problems)
-    m = c.mapping(loc.data, (), ("version", "policy", "duration_s", "seed", "traffic", "events"))
-    version = c.number(m, "version", (), 1, integer=True)
-    if version != 1:
-        c.error(("version",), f"unsupported scenario version {version}; this simulator reads 1")
-    policy = c.string(m, "policy", (), required=True)
-    policy_path = (Path(file).parent / policy) if policy else Path()
-    if policy and not policy_path.is_file():
-        c.error(("policy",), f"policy file {policy_path} does not exist")
-    duration = c.number(m, "duration_s", (), 600.0, positive=True) or 600.0
-    seed = int(c.number(m, "seed", (), 1, integer=True, minimum=0) or 0)
-    tm = c.mapping(m.get("traffic", {}), ("traffic",), ("rate_rps", "keys", "classes"))
-    rate = _rate(c, tm, ("traffic",))
-    km = c.mapping(tm.get("keys", {}), ("traffic", "keys"), ("count", "zipf_s"))
-    keys = int(c.number(km, "count", ("traffic", "keys"), 1000, positive=True, integer=True)
-               or 1000)
-    zipf = c.number(km, "zipf_s", ("traffic", "keys"), 1.1, minimum=0.0) or 0.0
-    raw_classes = tm.get("classes", [])
-    if not isinstance(raw_classes, list) or not raw_classes:
-        c.error(("traffic",), "traffic.classes must be a non-empty list")
-        raw_classes = []
-    classes = [x for i, r in enumerate(raw_classes) if (x := _class(c, r, i)) is not None]
-    raw_events = m.get("events", []) or []
-    if not isinstance(raw_events, list):
-        c.error(("events",), "expected a list of events")
-        raw_events = []
-    events = [e for i, r in enumerate(raw_events) if (e := _event(c, r, i)) is not None]
-    if not c.ok:
-        return None, c.problems
-    return Scenario(file, policy_path, duration, seed, rate, keys, zipf, tuple(classes),
-                    tuple(sorted(events, key=lambda e: e.at_s))), c.problems
+    scenario, problems = validate_located(Scenario, loc, context={"base": Path(file).parent})
+    if not isinstance(scenario, Scenario):
+        return None, problems
+    scenario._file = file
+    return scenario, problems
 
 
 def load_scenario(path: str | Path) -> tuple[Scenario | None, list[Problem]]:
     """Read and parse a scenario file."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        return None, [Problem(str(path), 1, 1, f"cannot read: {exc.strerror or exc}")]
-    return parse_scenario(text, str(path))
+    text, problems = read_text(str(path), MAX_BYTES)
+    return (None, problems) if text is None else parse_scenario(text, str(path))

@@ -24,6 +24,7 @@ from simulator.scenario import Scenario
 
 QUALITY = {"full": 1.0, "constrained": 0.6, "minimal": 0.35, None: 1.0}
 TIMEOUT_MS = 1000.0
+SPLIT_EXTRA_MS = 15.0  # edge → cloud hand-off of a split, until the world model is reworked
 DONE, REFRESH, EVENT, HEAL = 0, 1, 2, 3
 
 
@@ -72,7 +73,8 @@ class World:
         self.seq = itertools.count()
         self.nodes = {n.id: Node(n) for n in policy.nodes}
         self.pools = {p.id: Pool(p, p.usd_per_hour) for p in policy.pools}
-        self.split_extra = policy.split.extra_latency_ms
+        # The retired split.extra_latency_ms; the world model rework replaces it.
+        self.split_extra = SPLIT_EXTRA_MS
 
     def at(self, t: float, kind: int, fn: Callable[[], None]) -> None:
         """Schedule `fn` at time `t`."""

@@ -13,54 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from router import wire
 from router.cli import COMMANDS, build_parser, main
+from router.core.model import Policy
+from router.core.schema import key_reference
 from router.metrics import RouterMetrics
-from router.policy import loader
-from router.policy.yamlloc import Checker
-from simulator.scenario import parse_scenario
+from simulator.scenario import Scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "docs" / "reference.md"
 TEXT = REFERENCE.read_text(encoding="utf-8")
 # Every section and key the loader knows, so that enumerating them visits each one.
-FULL_POLICY = """\
-version: 1
-refresh_seconds: 30
-feed: {source: "file:feed.json", stale_after_seconds: 90, stale_weight: 0.5,
-       missing_node: keep, max_bytes: 1000}
-hashing: {balance_factor: 0.25}
-slo: {default_latency_ms: 100, degraded_slack: 1.5}
-quality: {constrained_above: 0.85, minimal_above: 0.95}
-edge:
-  cost_per_inference_usd: 0.001
-  nodes:
-    - {id: a, address: "127.0.0.1:9101"}
-cloud:
-  pools:
-    - {id: p, address: "127.0.0.1:9201"}
-split: {payload_fraction: 0.1}
-budgets:
-  store: memory
-  tenants: {acme: {limit_usd: 10}}
-defaults: {tenant: default}
-"""
-FULL_SCENARIO = """\
-version: 1
-policy: nowhere.yaml
-traffic:
-  rate_rps: 10
-  keys: {count: 10}
-  classes: [{name: a}]
-events:
-  - {at_s: 1, throttle: {node: a, compute_score: 0.5}}
-  - {at_s: 2, partition: {pool: p, for_s: 1}}
-  - {at_s: 3, budget: {tenant: acme, limit_usd: 1}}
-"""
-
-
 def code_spans(text: str) -> set[str]:
     """Every `code` span of the text."""
     return set(re.findall(r"`([^`\n]+)`", text))
@@ -69,54 +32,26 @@ def code_spans(text: str) -> set[str]:
 SPANS = code_spans(TEXT)
 
 
-def _dotted(path: tuple[Any, ...], key: str) -> str:
-    parts: list[str] = []
-    for i, part in enumerate(path):
-        if isinstance(part, int):
-            parts[-1] += "[]"
-        elif i and path[i - 1] == "tenants":
-            parts.append("NAME")  # a tenant's name, chosen by the user
-        else:
-            parts.append(str(part))
-    return ".".join([*parts, key])
+def schema_keys(model: Any) -> set[str]:
+    """Dotted paths of every key the model accepts, read off the schema (where defaults live)."""
+    return {row[0] for row in key_reference(model)}
 
 
-def accepted_keys(monkeypatch: pytest.MonkeyPatch, parse: Any, text: str) -> set[str]:
-    """Dotted paths of every key the parser accepts, from the mappings it checks.
-
-    Today's loaders declare each mapping's allowed keys to `Checker.mapping`; recording
-    those calls while parsing a document that has every section lists them all. When the
-    policy loader moves to a schema library, enumerate the schema's fields here instead.
-    """
-    seen: set[str] = set()
-    original = Checker.mapping
-
-    def recording(self: Checker, raw: Any, path: tuple[Any, ...], allowed: tuple[str, ...],
-                  *args: Any, **kwargs: Any) -> Any:
-        seen.update(_dotted(path, k) for k in allowed)
-        return original(self, raw, path, allowed, *args, **kwargs)
-
-    monkeypatch.setattr(Checker, "mapping", recording)
-    parse(text)
-    return seen
-
-
-def test_every_policy_key_the_loader_accepts_is_documented(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    keys = accepted_keys(monkeypatch, loader.parse_policy, FULL_POLICY)
+def test_every_policy_key_the_loader_accepts_is_documented() -> None:
+    keys = schema_keys(Policy)
     # Guard against a vacuous pass: the enumeration must see the loader's whole surface.
-    assert {"refresh_seconds", "hashing.balance_factor", "edge.nodes[].slots",
-            "cloud.pools[].compute_ms", "budgets.tenants.NAME.limit_usd"} <= keys, keys
-    assert {f"edge.nodes[].{k}" for k in loader.NODE_KEYS} <= keys
-    assert {f"cloud.pools[].{k}" for k in loader.POOL_KEYS} <= keys
-    assert set(loader.TOP_KEYS) <= keys
+    assert {"refresh_seconds", "hashing.balance_factor", "hashing.min_cap_fraction",
+            "edge.nodes[].slots", "edge.nodes[].uplink_mbps", "cloud.pools[].compute_ms",
+            "cloud.uplink_mbps", "split.cloud_compute_fraction", "defaults.payload_kb",
+            "quality.recover_below", "budgets.tenants.NAME.limit_usd"} <= keys, keys
     assert sorted(keys - SPANS) == []
 
 
-def test_every_scenario_key_is_documented(monkeypatch: pytest.MonkeyPatch) -> None:
-    keys = accepted_keys(monkeypatch, parse_scenario, FULL_SCENARIO)
+def test_every_scenario_key_is_documented() -> None:
+    # a list of points is one key; a price map's keys are instance types the user names
+    keys = {k.removesuffix("[]").removesuffix(".NAME") for k in schema_keys(Scenario)}
     assert {"duration_s", "traffic.rate_rps", "traffic.classes[].slo_ms",
-            "events[].partition", "events[].throttle.compute_score"} <= keys, keys
+            "events[].partition.for_s", "events[].throttle.compute_score"} <= keys, keys
     missing = []
     for key in sorted(keys):
         event = re.fullmatch(r"(events\[\]\.\w+)\.(\w+)", key)

@@ -53,6 +53,6 @@ def test_policy_swap_changes_the_version_header() -> None:
     rt = make()
     first = rt.route({"x-affinity-key": "a"}).decision.policy
     changed = policy([node(0)], [pool()])
-    object.__setattr__(changed, "digest", "v2")
+    changed = changed.with_digest("v2")
     rt.install(policy=changed)
     assert first == "test" and rt.route({"x-affinity-key": "a"}).decision.policy == "v2"

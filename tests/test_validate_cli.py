@@ -19,19 +19,26 @@ def test_demo_feed_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.strip().endswith(": ok")
 
 
-@pytest.mark.parametrize(("edit", "fragment"), [
-    pytest.param(lambda d: d["prices"][0].update(usd_per_hour=float("nan")), "NaN",
+# `value`: "key": value of the refused value, whose column the message must name (None: the
+# document as a whole, 1:1).
+@pytest.mark.parametrize(("edit", "fragment", "value"), [
+    pytest.param(lambda d: d["prices"][0].update(usd_per_hour=float("nan")), "NaN", None,
                  id="nan-price"),
-    pytest.param(lambda d: d["nodes"][0].update(slots=-1), "slots", id="negative-slots"),
-    pytest.param(lambda d: d["nodes"][0].update(id="ghost"), "unknown-node", id="unknown-node"),
+    pytest.param(lambda d: d["nodes"][0].update(slots=-1), "slots", '"slots": -1',
+                 id="negative-slots"),
+    pytest.param(lambda d: d["nodes"][0].update(id="ghost"), "unknown-node", '"id": "ghost"',
+                 id="unknown-node"),
 ])
 def test_bad_feed_is_refused_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                         edit, fragment: str) -> None:  # type: ignore[no-untyped-def]
+                                         edit, fragment: str,  # type: ignore[no-untyped-def]
+                                         value: str | None) -> None:
     doc = json.loads((ROOT / "policies" / "feeds" / "demo.json").read_text())
     edit(doc)
     bad = tmp_path / "feed.json"
-    bad.write_text(json.dumps(doc))
+    text = json.dumps(doc)
+    bad.write_text(text)
     assert main(["validate", "--policy", str(ROOT / "policies" / "example.yaml"),
                  str(bad)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"{bad}:1:1: feed rejected") and fragment in err
+    col = 1 if value is None else text.index(value) + value.index(": ") + 3
+    assert err.startswith(f"{bad}:1:{col}: feed rejected") and fragment in err

@@ -1,35 +1,61 @@
-"""Capacity and spot-price feed snapshots (CONTRACT.md section 6), validated whole.
+"""Capacity and spot-price feed snapshots (docs/reference.md), validated whole.
 
-`parse_feed` takes an already-decoded JSON document and either returns an
-immutable `FeedSnapshot` or raises `FeedError` with the reason; a snapshot that
+`decode_feed` takes the raw bytes a source fetched: it checks the policy's size limit,
+decodes JSON refusing NaN/Infinity, duplicate keys (never last-wins) and integers
+past `MAX_INT_DIGITS` digits, validates the document against the declarative
+`FeedDocument` model (strict types, bounds, unique ids) and then against the policy
+in force. It returns an immutable `FeedSnapshot` or raises `FeedError`; a snapshot that
 fails any check is dropped whole by the caller, which keeps the last good one.
-`decode_feed` does the same from the raw bytes a source fetched, checking the
-policy's size limit and refusing JSON's non-standard NaN/Infinity first.
-Reason codes: invalid, bad-json, oversize, future, older, unknown-node.
+`parse_feed` does the same from an already-decoded document.
+Reason codes: invalid, bad-json, oversize, future, older, unknown-node. A `FeedError`
+names the JSON path of what it refuses (`nodes[0].slots`), and for bad JSON its line.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
 
 from router.core.model import Policy
+from router.core.schema import (
+    MAX_INT_DIGITS,
+    Bool,
+    Breach,
+    Finding,
+    Int,
+    KeyPath,
+    Num,
+    Schema,
+    Text,
+    enforce,
+    findings,
+)
 
 MAX_FUTURE_SKEW_S = 60.0
+MAX_SLOTS = 1_000_000  # per node; far above any accelerator, far below overflow
 
 
 class FeedError(ValueError):
-    """A feed snapshot failed validation; `reason` is a short code for metrics."""
+    """A feed snapshot failed validation; `reason` is a short code for metrics.
 
-    def __init__(self, reason: str, detail: str) -> None:
-        """Record the reason code and the human detail."""
+    `path` is the JSON path refused (empty for the whole document), `findings` every
+    problem found (the first is in `detail`), and `at` the (line, column) of bad JSON.
+    """
+
+    def __init__(self, reason: str, detail: str, *, path: KeyPath = (),
+                 problems: tuple[Finding, ...] = (), at: tuple[int, int] | None = None) -> None:
+        """Record the reason code, the human detail and where."""
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.path = path
+        self.findings = problems or (Finding(path, detail),)
+        self.at = at
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +68,7 @@ class NodeState:
     inflight: int = 0
     vram_used_fraction: float = 0.0
     p95_ms: float | None = None
+    uplink_mbps: float | None = None  # measured; lowers the policy's uplink when present
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,47 +102,109 @@ def format_time(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _finite(value: Any, what: str, *, minimum: float = 0.0, maximum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise FeedError("invalid", f"{what}: expected a finite number, got {value!r}")
-    if value < minimum:
-        raise FeedError("invalid", f"{what}: must be >= {minimum:g}, got {value!r}")
-    if maximum is not None and value > maximum:
-        raise FeedError("invalid", f"{what}: must be <= {maximum:g}, got {value!r}")
-    return float(value)
+class TooLarge:
+    """An integer literal with more than `MAX_INT_DIGITS` digits, kept as text, never converted."""
+
+    def __init__(self, text: str) -> None:
+        """Keep the literal."""
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text[:20] + ("…" if len(self.text) > 20 else "")
 
 
-def _node(raw: Any, i: int) -> tuple[str, NodeState]:
-    where = f"nodes[{i}]"
-    if not isinstance(raw, dict):
-        raise FeedError("invalid", f"{where}: expected an object")
-    known = {"id", "healthy", "compute_score", "slots", "inflight", "vram_used_fraction", "p95_ms"}
-    extra = sorted(set(raw) - known)
-    if extra:
-        raise FeedError("invalid", f"{where}: unknown field {extra[0]!r}")
-    node_id = raw.get("id")
-    if not isinstance(node_id, str) or not node_id:
-        raise FeedError("invalid", f"{where}.id: expected a non-empty string")
-    healthy = raw.get("healthy", True)
-    if not isinstance(healthy, bool):
-        raise FeedError("invalid", f"{where}.healthy: expected true or false")
-    slots = raw.get("slots")
-    if slots is not None and (isinstance(slots, bool) or not isinstance(slots, int) or slots < 0):
-        raise FeedError("invalid", f"{where}.slots: expected an integer >= 0, got {slots!r}")
-    inflight = raw.get("inflight", 0)
-    if isinstance(inflight, bool) or not isinstance(inflight, int) or inflight < 0:
-        raise FeedError("invalid", f"{where}.inflight: expected an integer >= 0, got {inflight!r}")
-    p95 = raw.get("p95_ms")
-    return node_id, NodeState(
-        healthy=healthy,
-        compute_score=_finite(raw.get("compute_score", 1.0), f"{where}.compute_score",
-                              maximum=1000.0),
-        slots=slots,
-        inflight=inflight,
-        vram_used_fraction=_finite(raw.get("vram_used_fraction", 0.0),
-                                   f"{where}.vram_used_fraction", maximum=1.0),
-        p95_ms=None if p95 is None else _finite(p95, f"{where}.p95_ms"),
-    )
+class _Object(dict[str, Any]):
+    """A decoded JSON object that remembers a key it saw twice."""
+
+    duplicate: str | None = None
+
+
+class _Decoded(Schema):
+    """A JSON object of the feed: refuses the duplicate keys and huge numbers decoding kept."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _decoding(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            dup = getattr(data, "duplicate", None)
+            out = [Breach((dup,), f"duplicate key '{dup}'", key=True)] if dup is not None else []
+            out += [Breach((k,), f"number too large (more than {MAX_INT_DIGITS} digits)")
+                    for k, v in data.items() if isinstance(v, TooLarge)]
+            enforce(out)
+        return data
+
+
+class NodeReport(_Decoded):
+    """One node in the feed (`nodes[]`)."""
+
+    id: Text
+    healthy: Bool = True
+    compute_score: Num = Field(default=1.0, ge=0, le=1000)
+    slots: Int | None = Field(default=None, ge=0, le=MAX_SLOTS)
+    inflight: Int = Field(default=0, ge=0, le=MAX_SLOTS)
+    vram_used_fraction: Num = Field(default=0.0, ge=0, le=1)
+    p95_ms: Num | None = Field(default=None, ge=0)
+    uplink_mbps: Num | None = Field(default=None, ge=0)
+
+
+class PriceReport(_Decoded):
+    """A spot price (`prices[]`)."""
+
+    instance_type: Text
+    usd_per_hour: Num = Field(ge=0)
+
+
+class SpendReport(_Decoded):
+    """A tenant's billed spend this period (`spend[]`)."""
+
+    tenant: Text
+    usd: Num = Field(ge=0)
+
+
+def _version_one(value: int) -> int:
+    if value != 1:
+        raise ValueError(f"unsupported feed version {value}; want 1")
+    return value
+
+
+def _epoch(value: Any) -> float:
+    try:
+        return parse_time(value)
+    except OverflowError:
+        raise ValueError(f"{value!r} is out of range") from None
+
+
+def _unique(items: tuple[Any, ...], section: str, name: str) -> list[Breach]:
+    seen: set[str] = set()
+    out: list[Breach] = []
+    for i, item in enumerate(items):
+        value = getattr(item, name)
+        if value in seen:
+            out.append(Breach((section, i, name), f"duplicate {name} '{value}'"))
+        seen.add(value)
+    return out
+
+
+class FeedDocument(_Decoded):
+    """A whole feed document, version 1."""
+
+    version: Annotated[Int, AfterValidator(_version_one)]
+    generated_at: Annotated[float, BeforeValidator(_epoch)]
+    nodes: tuple[NodeReport, ...] = ()
+    prices: tuple[PriceReport, ...] = ()
+    spend: tuple[SpendReport, ...] = ()
+
+    @model_validator(mode="after")
+    def _no_repeats(self) -> FeedDocument:
+        enforce(_unique(self.nodes, "nodes", "id") + _unique(self.prices, "prices",
+                "instance_type") + _unique(self.spend, "spend", "tenant"))
+        return self
+
+
+def _refuse(reason: str, problems: list[Finding]) -> FeedError:
+    first = problems[0]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return FeedError(reason, first.text() + more, path=first.path, problems=tuple(problems))
 
 
 def parse_feed(doc: Any, policy: Policy, *, now: float,
@@ -123,55 +212,50 @@ def parse_feed(doc: Any, policy: Policy, *, now: float,
     """Validate a decoded feed document against `policy`; raises `FeedError`."""
     if not isinstance(doc, dict):
         raise FeedError("invalid", "feed document must be a JSON object")
-    extra = sorted(set(doc) - {"version", "generated_at", "nodes", "prices", "spend"})
-    if extra:
-        raise FeedError("invalid", f"unknown top-level field {extra[0]!r}")
-    if doc.get("version") != 1:
-        raise FeedError("invalid", f"unsupported feed version {doc.get('version')!r}; want 1")
     try:
-        generated = parse_time(doc.get("generated_at"))
-    except ValueError as exc:
-        raise FeedError("invalid", f"generated_at: {exc}") from None
+        feed = FeedDocument.model_validate(doc)
+    except ValidationError as exc:
+        raise _refuse("invalid", findings(exc, FeedDocument)) from None
+    generated = feed.generated_at
     if generated > now + MAX_FUTURE_SKEW_S:
-        raise FeedError("future", f"generated_at {format_time(generated)} is in the future")
+        raise FeedError("future", f"generated_at {format_time(generated)} is in the future",
+                        path=("generated_at",))
     if previous is not None and generated < previous.generated_at:
         raise FeedError("older", f"generated_at {format_time(generated)} is older than the "
-                                 f"snapshot in force ({format_time(previous.generated_at)})")
-    known_nodes = {n.id for n in policy.nodes}
-    nodes: dict[str, NodeState] = {}
-    raw_nodes = doc.get("nodes", [])
-    if not isinstance(raw_nodes, list):
-        raise FeedError("invalid", "nodes: expected a list")
-    for i, raw in enumerate(raw_nodes):
-        node_id, state = _node(raw, i)
-        if node_id not in known_nodes:
-            raise FeedError("unknown-node", f"nodes[{i}].id: '{node_id}' is not in the policy")
-        if node_id in nodes:
-            raise FeedError("invalid", f"nodes[{i}].id: duplicate node '{node_id}'")
-        nodes[node_id] = state
-    prices: dict[str, float] = {}
-    raw_prices = doc.get("prices", [])
-    if not isinstance(raw_prices, list):
-        raise FeedError("invalid", "prices: expected a list")
-    for i, raw in enumerate(raw_prices):
-        if not isinstance(raw, dict) or not isinstance(raw.get("instance_type"), str):
-            raise FeedError("invalid", f"prices[{i}]: expected {{instance_type, usd_per_hour}}")
-        prices[raw["instance_type"]] = _finite(raw.get("usd_per_hour"),
-                                               f"prices[{i}].usd_per_hour")
-    spend: dict[str, float] = {}
-    raw_spend = doc.get("spend", [])
-    if not isinstance(raw_spend, list):
-        raise FeedError("invalid", "spend: expected a list")
-    for i, raw in enumerate(raw_spend):
-        if not isinstance(raw, dict) or not isinstance(raw.get("tenant"), str):
-            raise FeedError("invalid", f"spend[{i}]: expected {{tenant, usd}}")
-        spend[raw["tenant"]] = _finite(raw.get("usd"), f"spend[{i}].usd")
-    return FeedSnapshot(generated_at=generated, received_at=now, nodes=nodes, prices=prices,
-                        spend=spend)
+                                 f"snapshot in force ({format_time(previous.generated_at)})",
+                        path=("generated_at",))
+    known = {n.id for n in policy.nodes}
+    unknown = [Finding(("nodes", i, "id"), f"'{n.id}' is not in the policy")
+               for i, n in enumerate(feed.nodes) if n.id not in known]
+    if unknown:
+        raise _refuse("unknown-node", unknown)
+    nodes = {n.id: NodeState(healthy=n.healthy, compute_score=n.compute_score, slots=n.slots,
+                             inflight=n.inflight, vram_used_fraction=n.vram_used_fraction,
+                             p95_ms=n.p95_ms, uplink_mbps=n.uplink_mbps) for n in feed.nodes}
+    return FeedSnapshot(generated_at=generated, received_at=now, nodes=nodes,
+                        prices={p.instance_type: p.usd_per_hour for p in feed.prices},
+                        spend={s.tenant: s.usd for s in feed.spend})
 
 
 def _no_constants(name: str) -> Any:
     raise FeedError("invalid", f"{name} is not a number JSON allows")
+
+
+def _int(text: str) -> int | TooLarge:
+    # Decided on the text: Python refuses (or spends quadratic time on) long conversions.
+    return TooLarge(text) if len(text) - text.startswith("-") > MAX_INT_DIGITS else int(text)
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = _Object(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                out.duplicate = key
+                break
+            seen.add(key)
+    return out
 
 
 def decode_feed(raw: bytes, policy: Policy, *, now: float,
@@ -181,7 +265,12 @@ def decode_feed(raw: bytes, policy: Policy, *, now: float,
     if len(raw) > limit:
         raise FeedError("oversize", f"document is {len(raw)} bytes, over the {limit} limit")
     try:
-        doc = json.loads(raw, parse_constant=_no_constants)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        doc = json.loads(raw, parse_constant=_no_constants, parse_int=_int,
+                         object_pairs_hook=_object)
+    except json.JSONDecodeError as exc:
+        raise FeedError("bad-json", f"not valid JSON: {exc}", at=(exc.lineno, exc.colno)) from None
+    except (UnicodeDecodeError, RecursionError, ValueError) as exc:
+        if isinstance(exc, FeedError):
+            raise
         raise FeedError("bad-json", f"not valid JSON: {exc}") from None
     return parse_feed(doc, policy, now=now, previous=previous)

@@ -28,6 +28,9 @@ from router.core.request import RouteRequest
 from router.core.table import ClassEntry, NodeRt, PoolRt, Snapshot
 
 INF = float("inf")
+# The split estimate of the first version, until the payload- and bandwidth-aware one lands.
+_SPLIT_COST_FRACTION = 0.3
+_SPLIT_EXTRA_MS = 15.0
 
 
 class BudgetView(Protocol):
@@ -90,8 +93,8 @@ def _cloud_options(entry: ClassEntry, node: NodeRt | None, req: RouteRequest, sn
     if node is not None and req.accept_degradation:
         features = int(req.payload_bytes * split.payload_fraction)
         for pool in entry.pools:
-            cloud = pool.cost(features) * split.cloud_cost_fraction
-            out.append(Option(wire.MODE_SPLIT, wire.R_SLO, pool.est_ms + split.extra_latency_ms,
+            cloud = pool.cost(features) * _SPLIT_COST_FRACTION
+            out.append(Option(wire.MODE_SPLIT, wire.R_SLO, pool.est_ms + _SPLIT_EXTRA_MS,
                               node.cost_usd + cloud, cloud, node, pool, None))
     for pool in entry.pools:
         cloud = pool.cost(req.payload_bytes)

@@ -65,7 +65,7 @@ def render(policy: Policy, stats: Stats, metrics: dict[str, dict[tuple[tuple[str
     lines.append("")
     budget = policy.budgets
     parts = []
-    for tenant, tb in budget.tenants:
+    for tenant, tb in budget.tenants.items():
         used = spend.get(tenant, 0.0)
         soft, hard = budget.fractions(tenant)
         parts.append(f"{tenant} ${used:.4f} of ${tb.limit_usd:g} (soft {soft:.0%}, hard "

@@ -64,7 +64,7 @@ async def _publish(runtime: Runtime, metrics: RouterMetrics) -> None:
             metrics.node_weight.labels(node.id).set(node.weight if node.healthy else 0.0)
         now = runtime.clock()
         budgets = table.policy.budgets
-        for tenant, _ in budgets.tenants:
+        for tenant in budgets.tenants:
             metrics.budget_spend.labels(tenant).set(
                 runtime.ledger.state(budgets, tenant, now).used_usd)
         if table.feed is not None:

@@ -22,6 +22,7 @@ reload or a feed refresh never hands a worker the whole node.
 from __future__ import annotations
 
 import dataclasses
+from types import MappingProxyType
 
 from router.core.budget import BudgetStore
 from router.core.feed import FeedSnapshot
@@ -48,16 +49,20 @@ def share(policy: Policy, workers: int, index: int) -> Policy:
     """`policy` with this worker's share of node slots, pool caps and per-process budgets."""
     if workers <= 1:
         return policy
-    nodes = tuple(dataclasses.replace(n, slots=part(n.slots, workers, index))
+    nodes = tuple(n.model_copy(update={"slots": part(n.slots, workers, index),
+                                       "feature_slots": part(n.feature_slots, workers, index)
+                                       if n.feature_slots > 0 else 0})
                   for n in policy.nodes)
-    pools = tuple(dataclasses.replace(p, max_inflight=part(p.max_inflight, workers, index))
+    pools = tuple(p.model_copy(update={"max_inflight": part(p.max_inflight, workers, index)})
                   if p.max_inflight > 0 else p for p in policy.pools)
     budgets = policy.budgets
     if not budgets.store.startswith("redis://"):
-        tenants = tuple((name, dataclasses.replace(b, limit_usd=b.limit_usd / workers))
-                        for name, b in budgets.tenants)
-        budgets = dataclasses.replace(budgets, tenants=tenants)
-    return dataclasses.replace(policy, nodes=nodes, pools=pools, budgets=budgets)
+        tenants = {name: b.model_copy(update={"limit_usd": b.limit_usd / workers})
+                   for name, b in budgets.tenants.items()}
+        budgets = budgets.model_copy(update={"tenants": MappingProxyType(tenants)})
+    return policy.model_copy(update={"edge": policy.edge.model_copy(update={"nodes": nodes}),
+                                     "cloud": policy.cloud.model_copy(update={"pools": pools}),
+                                     "budgets": budgets})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -9,12 +9,13 @@ from router.core.feed import FeedSnapshot, NodeState
 from router.core.loads import LoadTracker
 from router.core.model import (
     BudgetConfig,
+    Cloud,
     CloudPool,
+    Edge,
     EdgeNode,
-    FeedConfig,
+    Hashing,
     Policy,
     SloConfig,
-    SplitConfig,
     TenantBudget,
 )
 from router.core.request import RouteRequest
@@ -46,12 +47,12 @@ def policy(nodes: Iterable[EdgeNode] = (), pools: Iterable[CloudPool] = (), *,
            eps: float = 0.25, slo_ms: float = 100.0, limit: float | None = None,
            soft: float = 0.8) -> Policy:
     """A policy from parts; `limit` sets tenant 'default''s budget."""
-    tenants = () if limit is None else (("default", TenantBudget(limit)),)
-    return Policy(version=1, refresh_seconds=30, feed=FeedConfig(), balance_factor=eps,
+    tenants = {} if limit is None else {"default": TenantBudget(limit_usd=limit)}
+    return Policy(version=1, refresh_seconds=30, hashing=Hashing(balance_factor=eps),
                   slo=SloConfig(default_latency_ms=slo_ms, degraded_slack=1.5),
-                  edge_cost_per_inference_usd=0.001, nodes=tuple(nodes), pools=tuple(pools),
-                  split=SplitConfig(), budgets=BudgetConfig(soft_fraction=soft, tenants=tenants),
-                  digest="test")
+                  edge=Edge(cost_per_inference_usd=0.001, nodes=tuple(nodes)),
+                  cloud=Cloud(pools=tuple(pools)),
+                  budgets=BudgetConfig(soft_fraction=soft, tenants=tenants)).with_digest("test")
 
 
 def feed(states: dict[str, NodeState], prices: dict[str, float] | None = None) -> FeedSnapshot:

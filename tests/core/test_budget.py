@@ -33,7 +33,7 @@ def test_periods_roll_over_in_utc(period: str, at: str, key: str, end: str) -> N
 
 
 def test_concurrent_reservations_cannot_overshoot() -> None:
-    cfg = BudgetConfig(tenants=(("t", TenantBudget(10.0)),))
+    cfg = BudgetConfig(tenants={"t": TenantBudget(limit_usd=10.0)})
     led = BudgetLedger(MemoryBudgetStore())
     now = ts("2026-11-22T10:00:00")
     held = [led.reserve(cfg, "t", 3.0, now) for _ in range(5)]
@@ -48,7 +48,7 @@ def test_concurrent_reservations_cannot_overshoot() -> None:
 
 
 def test_new_period_starts_fresh() -> None:
-    cfg = BudgetConfig(period="day", tenants=(("t", TenantBudget(1.0)),))
+    cfg = BudgetConfig(period="day", tenants={"t": TenantBudget(limit_usd=1.0)})
     led = BudgetLedger(MemoryBudgetStore())
     held = led.reserve(cfg, "t", 1.0, ts("2026-11-22T23:59:00"))
     assert held is not None
@@ -59,8 +59,9 @@ def test_new_period_starts_fresh() -> None:
 
 
 def test_unknown_tenants_share_the_one_default_account() -> None:
-    cfg = BudgetConfig(soft_fraction=0.5, tenants=(("default", TenantBudget(0.03)),
-                                                   ("vip", TenantBudget(9.0, 0.9, 1.0))))
+    cfg = BudgetConfig(soft_fraction=0.5, tenants={
+        "default": TenantBudget(limit_usd=0.03),
+        "vip": TenantBudget(limit_usd=9.0, soft_fraction=0.9, hard_fraction=1.0)})
     store = MemoryBudgetStore()
     led = BudgetLedger(store)
     now = ts("2026-11-22T10:00:00")
@@ -77,7 +78,7 @@ def test_unknown_tenants_share_the_one_default_account() -> None:
 
 
 def test_unknown_tenant_refused_when_the_policy_says_so() -> None:
-    cfg = BudgetConfig(unknown_tenant="refuse", tenants=(("acme", TenantBudget(5.0)),))
+    cfg = BudgetConfig(unknown_tenant="refuse", tenants={"acme": TenantBudget(limit_usd=5.0)})
     assert account_of(cfg, "acme") == "acme"
     assert account_of(cfg, "default") == "default"  # the policy's own default tenant
     assert account_of(cfg, "intruder") is None

@@ -35,7 +35,7 @@ cloud:
     - {{id: cloud, address: "127.0.0.1:9201", residency: [GDPR], models: ["*"],
        instance_type: gpu-spot, latency_ms: 120, compute_ms: 100, egress_usd_per_gb: 0,
        usd_per_hour: 3.6}}
-split: {{cloud_cost_fraction: 0.3, extra_latency_ms: 15}}
+split: {{payload_fraction: 0.05, cloud_compute_fraction: 0.7}}
 budgets:
   period: month
   store: memory

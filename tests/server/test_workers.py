@@ -41,6 +41,7 @@ def test_share_cuts_slots_pool_caps_and_per_process_budgets() -> None:
     halves = [share(full, 2, i) for i in range(2)]
     for j, node in enumerate(full.nodes):
         assert sum(h.nodes[j].slots for h in halves) == node.slots
+        assert sum(h.nodes[j].feature_slots for h in halves) == node.feature_slots
     eu = next(i for i, p in enumerate(full.pools) if p.id == "cloud-eu")
     assert [h.pools[eu].max_inflight for h in halves] == [3, 2]
     assert all(h.budgets.tenant("tight").limit_usd == pytest.approx(0.015) for h in halves)

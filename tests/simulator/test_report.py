@@ -20,7 +20,7 @@ from simulator.report.fleet import budget_burn, node_load, peak_inflight
 from simulator.report.fmt import number, summary_html, usd
 from simulator.report.style import label_rows, label_spans
 from simulator.run import Result
-from simulator.scenario import Event, Scenario, TrafficClass
+from simulator.scenario import Event, Keys, Partition, Scenario, Traffic, TrafficClass
 from tests.core.factory import node, pool
 from tests.core.factory import policy as make_policy
 
@@ -51,11 +51,15 @@ def result(rows: list[tuple[float, str, str, float, float]] = ROWS,
     return r
 
 
+EXAMPLE = Path(__file__).resolve().parents[2] / "policies" / "example.yaml"
+
+
 def scenario(events: tuple[Event, ...] = ()) -> Scenario:
     """A scenario holding only what the report reads: classes (SLOs) and events."""
-    cls = TrafficClass(name="card-auth", weight=1.0, tenant="default", residency=frozenset(),
-                       slo_ms=100.0, model=None, degrade=True, max_cost_usd=None, payload_kb=8)
-    return Scenario("s.yaml", Path("p.yaml"), 10.0, 1, ((0.0, 1.0),), 10, 1.1, (cls,), events)
+    cls = TrafficClass(name="card-auth", slo_ms=100.0, payload_kb=8)
+    return Scenario(policy=str(EXAMPLE), duration_s=10.0, seed=1,
+                    traffic=Traffic(rate_rps=((0.0, 1.0),), keys=Keys(count=10, zipf_s=1.1),
+                                    classes=(cls,)), events=events)
 
 
 def report_input(r: Result | None = None, *, events: tuple[Event, ...] = (),
@@ -123,9 +127,9 @@ def test_latency_cdf_is_log_scaled_with_one_line_per_mode_and_slo() -> None:
 
 
 def test_mode_mix_marks_each_event_inside_the_run_and_labels_it() -> None:
-    events = (Event(2.0, "node_down", {"node": "n0001"}),
-              Event(3.0, "partition", {"pool": "cloud", "for_s": 2.0}),
-              Event(99.0, "node_up", {"node": "n0001"}))
+    events = (Event(at_s=2.0, node_down="n0001"),
+              Event(at_s=3.0, partition=Partition(pool="cloud", for_s=2.0)),
+              Event(at_s=99.0, node_up="n0001"))
     data = report_input(events=events)
     fig = mode_mix(data)
     lines = [s for s in fig.layout.shapes if s.type == "line"]
