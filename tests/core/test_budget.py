@@ -8,7 +8,6 @@ import pytest
 
 from router.core.budget import (
     BudgetLedger,
-    MemoryBudgetStore,
     account_of,
     period_end,
     period_key,
@@ -34,7 +33,7 @@ def test_periods_roll_over_in_utc(period: str, at: str, key: str, end: str) -> N
 
 def test_concurrent_reservations_cannot_overshoot() -> None:
     cfg = BudgetConfig(tenants=(("t", TenantBudget(10.0)),))
-    led = BudgetLedger(MemoryBudgetStore())
+    led = BudgetLedger()
     now = ts("2026-11-22T10:00:00")
     held = [led.reserve(cfg, "t", 3.0, now) for _ in range(5)]
     assert [h is not None for h in held] == [True, True, True, False, False]
@@ -49,7 +48,7 @@ def test_concurrent_reservations_cannot_overshoot() -> None:
 
 def test_new_period_starts_fresh() -> None:
     cfg = BudgetConfig(period="day", tenants=(("t", TenantBudget(1.0)),))
-    led = BudgetLedger(MemoryBudgetStore())
+    led = BudgetLedger()
     held = led.reserve(cfg, "t", 1.0, ts("2026-11-22T23:59:00"))
     assert held is not None
     led.settle(held)
@@ -61,8 +60,7 @@ def test_new_period_starts_fresh() -> None:
 def test_unknown_tenants_share_the_one_default_account() -> None:
     cfg = BudgetConfig(soft_fraction=0.5, tenants=(("default", TenantBudget(0.03)),
                                                    ("vip", TenantBudget(9.0, 0.9, 1.0))))
-    store = MemoryBudgetStore()
-    led = BudgetLedger(store)
+    led = BudgetLedger()
     now = ts("2026-11-22T10:00:00")
     assert account_of(cfg, "vip") == "vip"
     assert led.state(cfg, "vip", now).soft_usd == pytest.approx(8.1)
@@ -73,7 +71,7 @@ def test_unknown_tenants_share_the_one_default_account() -> None:
         if led.reserve(cfg, account, 0.01, now) is not None:
             admitted += 1
     assert admitted == 3
-    assert {t for t, _ in store.accounts} == {"default", "vip"}  # none per invented name
+    assert {t for t, _ in led.accounts} == {"default", "vip"}  # none per invented name
 
 
 def test_unknown_tenant_refused_when_the_policy_says_so() -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from router.core.budget import MemoryBudgetStore
 from router.core.feed import FeedSnapshot, NodeState
 from router.core.model import Policy
 from router.policy.loader import parse_policy
@@ -57,7 +56,7 @@ def test_a_shared_store_keeps_whole_budgets_and_sqlite_is_refused() -> None:
 
 def test_two_workers_never_spend_past_the_tenant_limit_together() -> None:
     # $0.01 per HIPAA cloud request, limit $0.03: two memory-store workers admit 3, not 6.
-    workers = [WorkerRuntime(policy(), MemoryBudgetStore(), workers=2, index=i)
+    workers = [WorkerRuntime(policy(), workers=2, index=i)
                for i in range(2)]
     admitted = 0
     for i in range(20):
@@ -74,7 +73,7 @@ def test_two_workers_never_spend_past_the_tenant_limit_together() -> None:
 
 def test_reloads_and_feeds_keep_the_worker_share() -> None:
     full = policy()
-    rt = WorkerRuntime(full, MemoryBudgetStore(), workers=2, index=1)
+    rt = WorkerRuntime(full, workers=2, index=1)
     assert [n.slots for n in rt.snapshot.nodes] == [4, 2, 4, 8]
     rt.install(policy=full)  # a hot reload hands over the whole file's policy
     assert [n.slots for n in rt.snapshot.nodes] == [4, 2, 4, 8]
