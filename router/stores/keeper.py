@@ -97,7 +97,7 @@ class BudgetKeeper:
         self._queue: list[Entry] = []  # taken from the ledger, not yet written
         self._cv = threading.Condition()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[bool]]] = []
-        self._urgent = self._stop = self._busy = False
+        self._urgent = self._stop = self._busy = self._closed = False
         self._round = 0
         self._down_until = -math.inf
         self._healthy = True
@@ -223,8 +223,9 @@ class BudgetKeeper:
     def close(self, tries: int = 3) -> list[Entry]:
         """Stop the thread, flush (`tries` attempts) and give leases back; what was lost."""
         backend = self.backend
-        if backend is None:
+        if backend is None or self._closed:
             return []
+        self._closed = True
         with self._cv:
             self._stop = True
             self._cv.notify_all()

@@ -3,13 +3,12 @@ a switchable TCP proxy in front of it (forward, blackhole, mute); a router's bud
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import threading
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -85,72 +84,81 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         server.kill()
 
 
+PROXY = r"""
+import signal, socket, sys, threading
+target = int(sys.argv[1])
+mode = ["forward"]
+for sig, name in ((signal.SIGUSR1, "blackhole"), (signal.SIGUSR2, "mute"),
+                  (signal.SIGHUP, "forward")):
+    signal.signal(sig, lambda *_, n=name: mode.__setitem__(0, n))
+listener = socket.create_server(("127.0.0.1", 0))
+print(listener.getsockname()[1], flush=True)
+
+def pump(src, dst, request):
+    try:
+        while data := src.recv(65536):
+            if dst is not None and (mode[0] == "forward" or (mode[0] == "mute" and request)):
+                dst.sendall(data)
+    except OSError:
+        pass
+    for s in (src, dst):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except (OSError, AttributeError):
+            pass
+
+while True:
+    client, _ = listener.accept()
+    try:
+        upstream = socket.create_connection(("127.0.0.1", target), timeout=5)
+        upstream.settimeout(None)
+    except OSError:
+        upstream = None  # nothing to forward to: a blackhole all the same
+    threading.Thread(target=pump, args=(client, upstream, True), daemon=True).start()
+    if upstream is not None:
+        threading.Thread(target=pump, args=(upstream, client, False), daemon=True).start()
+"""
+MODES = {"blackhole": signal.SIGUSR1, "mute": signal.SIGUSR2, "forward": signal.SIGHUP}
+
+
 class TcpProxy:
-    """A 127.0.0.1 TCP proxy to `target` that a test can switch, per direction, at any time.
+    """A 127.0.0.1 TCP proxy to `target` in its own process, switchable at any time.
 
     `forward`: a plain proxy. `blackhole`: connections are accepted and read and never
     answered; nothing reaches the target. `mute`: requests reach the target, its replies
-    never come back (the command runs, its reply is lost).
+    never come back (the command runs, its reply is lost). A process of its own, as a
+    real Redis is, so its threads take no time from the process under test.
     """
 
     def __init__(self, target: int) -> None:
-        self.target = target
-        self.mode = "forward"
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
-        self._socks: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._closed = False
-        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self.proc = subprocess.Popen([sys.executable, "-c", PROXY, str(target)],
+                                     stdout=subprocess.PIPE, text=True,
+                                     start_new_session=True)
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
+        self._mode = "forward"
 
-    def start(self) -> TcpProxy:
-        self._thread.start()
-        return self
+    @property
+    def mode(self) -> str:
+        return self._mode
 
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
-            except OSError:
-                upstream = None  # nothing to forward to: a blackhole all the same
-            with self._lock:
-                self._socks += [s for s in (client, upstream) if s is not None]
-            threading.Thread(target=self._pump, args=(client, upstream, True),
-                             daemon=True).start()
-            if upstream is not None:
-                threading.Thread(target=self._pump, args=(upstream, client, False),
-                                 daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket | None, request: bool) -> None:
-        try:
-            while data := src.recv(65536):
-                passes = self.mode == "forward" or (self.mode == "mute" and request)
-                if passes and dst is not None:
-                    dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                if s is not None:
-                    with contextlib.suppress(OSError):
-                        s.shutdown(socket.SHUT_RDWR)
+    @mode.setter
+    def mode(self, mode: str) -> None:
+        self.proc.send_signal(MODES[mode])
+        self._mode = mode
+        time.sleep(0.05)  # the handler runs between the proxy's own steps
 
     def close(self) -> None:
-        self._closed = True
-        self._listener.close()
-        with self._lock:
-            for s in self._socks:
-                with contextlib.suppress(OSError):
-                    s.close()
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 @pytest.fixture
 def proxy(redis_server: RedisServer) -> Iterator[TcpProxy]:
-    p = TcpProxy(redis_server.port).start()
+    p = TcpProxy(redis_server.port)
     try:
         yield p
     finally:
