@@ -1,4 +1,4 @@
-"""Prometheus series of CONTRACT.md section 9, on a registry of their own.
+"""Prometheus series of docs/reference.md (metrics), on a registry of their own.
 
 The core never imports this: the adapter turns each `Decision` into these
 series, the refresh loop reports feed age and results, the reloader reloads.

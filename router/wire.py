@@ -1,4 +1,4 @@
-"""Every name that crosses the wire, in one place (CONTRACT.md sections 2, 3).
+"""Every name that crosses the wire, in one place (docs/reference.md: headers, reasons).
 
 Envoy configs, the ext_proc adapter and the tests all read these constants.
 """
