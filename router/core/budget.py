@@ -28,10 +28,12 @@ is recorded as the book's `need`, for the keeper to top up.
 
 Settling updates memory at once (the hold goes, the cost is committed at the
 request's admission time) and, when the ledger journals, appends the
-settlement to the outbox; holds and bills go there too. The store's keeper
-(`router.stores.keeper`, a thread outside the core) drains the outbox into the
-store in order and acknowledges with `flushed`; the store's state comes back
-through `restore` (at start) and `sync` (lease grants and standings). Nothing
+settlement to the outbox; bills go there too, and so do holds when there is no
+lease (a durable store writes one per admitted request, so a crash loses none;
+a lease already backs them). The store's keeper (`router.stores.keeper`, a
+thread outside the core) drains the outbox into the store in order and
+acknowledges with `flushed`; the store's state comes back through `restore`
+(at start), `sync` (a lease granted or returned) and `seen` (a read). Nothing
 here ever touches a store. The keeper and the request path share the ledger
 through `guard`, a lock held only for these memory updates, never across I/O.
 
@@ -58,6 +60,7 @@ from router.core.spend import (
     BudgetState,
     MemoryBudgetStore,
     Reservation,
+    account_of,
     period_end,
     period_key,
 )
@@ -89,19 +92,6 @@ class _Book:
     def idle(self) -> bool:
         return self.holds <= 0 and self.unflushed_hold <= 0 and self.unflushed_usd <= 0 \
             and self.lease <= 0
-
-
-def account_of(budgets: BudgetConfig, tenant: str) -> str | None:
-    """The budget account `tenant` spends from, or None when it must be refused (403).
-
-    A tenant the policy names has its own account; so does the policy's default
-    tenant. Any other tenant shares the one default account
-    (`unknown_tenant: default`) — so inventing tenant names buys no extra budget
-    and creates no accounts — or is refused (`unknown_tenant: refuse`).
-    """
-    if tenant == budgets.default_tenant or budgets.tenant(tenant) is not None:
-        return tenant
-    return None if budgets.unknown_tenant == "refuse" else budgets.default_tenant
 
 
 class BudgetLedger:

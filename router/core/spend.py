@@ -42,6 +42,8 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from router.core.model import BudgetConfig
+
 EPS = 1e-12  # float slack on limit checks: a sum of holds may drift by a few ulps
 
 
@@ -213,3 +215,16 @@ def period_end(now: float, period: str) -> float:
     days = calendar.monthrange(t.year, t.month)[1]
     start = t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     return (start + timedelta(days=days)).timestamp()
+
+
+def account_of(budgets: BudgetConfig, tenant: str) -> str | None:
+    """The budget account `tenant` spends from, or None when it must be refused (403).
+
+    A tenant the policy names has its own account; so does the policy's default
+    tenant. Any other tenant shares the one default account
+    (`unknown_tenant: default`) — so inventing tenant names buys no extra budget
+    and creates no accounts — or is refused (`unknown_tenant: refuse`).
+    """
+    if tenant == budgets.default_tenant or budgets.tenant(tenant) is not None:
+        return tenant
+    return None if budgets.unknown_tenant == "refuse" else budgets.default_tenant
