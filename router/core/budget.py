@@ -75,6 +75,12 @@ HARD = "hard budget reached"  # the ceiling is reached: 429 until the period rol
 THROTTLED = "budget lease short"  # the fleet has headroom, this process's lease does not
 
 
+def _down(x: float, by: float) -> float:
+    """x − by, where a float crumb left of a sum that is gone counts as nothing."""
+    left = x - by
+    return left if left > EPS else 0.0
+
+
 @dataclass
 class _Book:
     acct: Account = field(default_factory=Account)
@@ -280,19 +286,22 @@ class BudgetLedger:
         """The store applied `entries`: a shared store's lease and committed now count them."""
         if not self.leased:
             return
-        with self.guard:
-            for entry in entries:
-                if not isinstance(entry, Settled):
-                    continue
+        sums: dict[tuple[str, str], list[float]] = {}  # summed first: the lock is per book
+        for entry in entries:
+            if isinstance(entry, Settled):
                 res = entry.reservation
-                book = self._books.get((res.tenant, res.period))
+                usd, held = sums.setdefault((res.tenant, res.period), [0.0, 0.0])
+                sums[(res.tenant, res.period)] = [usd + entry.actual,
+                                                  held + (res.amount if res.leased else 0.0)]
+        with self.guard:
+            for key, (usd, held) in sums.items():
+                book = self._books.get(key)
                 if book is None:
                     continue
-                book.unflushed_usd = max(0.0, book.unflushed_usd - entry.actual)
-                book.fleet_committed += entry.actual
-                if res.leased:
-                    book.unflushed_hold = max(0.0, book.unflushed_hold - res.amount)
-                    book.lease = max(0.0, book.lease - res.amount)
+                book.unflushed_usd = _down(book.unflushed_usd, usd)
+                book.fleet_committed += usd
+                book.unflushed_hold = _down(book.unflushed_hold, held)
+                book.lease = _down(book.lease, held)
 
     def restore(self, account: str, period: str, acct: Account) -> None:
         """Load one durable account at start (committed spend and bill; no holds)."""
