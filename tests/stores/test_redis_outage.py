@@ -47,11 +47,13 @@ def timed(durations: list[float], fn: Callable[[], Any]) -> Any:
         durations.append(time.perf_counter() - began)
 
 
-@pytest.mark.parametrize("mode", ["blackhole", "mute"])
+@pytest.mark.parametrize("mode", ["blackhole", "mute", "stopped"])
 def test_a_stalled_redis_never_slows_routing_and_spend_is_flushed_once(
         redis_server: RedisServer, proxy: TcpProxy, mode: str) -> None:
-    """blackhole: connections accepted, never answered; mute: commands run, replies lost."""
-    url = f"redis://127.0.0.1:{proxy.port}/0?timeout=0.25&retry=0.2"
+    """blackhole: connections accepted, never answered; mute: commands run, replies lost;
+    stopped: the server is killed (-9) and later started again on its data."""
+    port = redis_server.port if mode == "stopped" else proxy.port
+    url = f"redis://127.0.0.1:{port}/0?timeout=0.25&retry=0.2"
     keeper = open_keeper(url)
     rt = Runtime(policy(url), keeper.ledger)
     budgets_ = rt.policy.budgets
@@ -67,7 +69,10 @@ def test_a_stalled_redis_never_slows_routing_and_spend_is_flushed_once(
         assert warm.decision.mode == "cloud"
         rt.finish(warm)
         spent = warm.decision.cost_usd
-        proxy.mode = mode
+        if mode == "stopped":
+            redis_server.kill()
+        else:
+            proxy.mode = mode
         durations: list[float] = []
         cloud = edge = 0
         stop = time.monotonic() + 1.5  # several store timeouts and retries
@@ -93,7 +98,10 @@ def test_a_stalled_redis_never_slows_routing_and_spend_is_flushed_once(
         assert cloud > 50 and edge > 50
         assert keeper.degraded and keeper.errors > 0  # the keeper did hit the stall
         assert max(durations) < BOUND_S, f"slowest routing-thread call {max(durations):.4f} s"
-        proxy.mode = "forward"
+        if mode == "stopped":
+            redis_server.start()
+        else:
+            proxy.mode = "forward"
         deadline = time.monotonic() + 15
         while keeper.degraded and time.monotonic() < deadline:
             time.sleep(0.05)
