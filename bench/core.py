@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._report import write_section
 from router.core.admit import decide, finish
-from router.core.budget import MemoryBudgetStore
 from router.core.model import (
     BudgetConfig,
     Cloud,
@@ -94,7 +93,7 @@ def bench_uhashring(policy: Policy, ks: list[str]) -> list[int]:
 
 def bench_decide(policy: Policy, ks: list[str]) -> tuple[list[int], collections.Counter[str]]:
     """Per-call time of decide with INFLIGHT requests held, plus the mode mix."""
-    rt = Runtime(policy, MemoryBudgetStore(), clock=lambda: 1_795_000_000.0)
+    rt = Runtime(policy, clock=lambda: 1_795_000_000.0)
     table, ledger = rt.snapshot, rt.ledger
     classes = [(frozenset({"GDPR"}), None), (frozenset({"CCPA"}), None), (frozenset(), None)]
     reqs = [RouteRequest(key=k, tenant="default", residency=classes[i % 3][0],
@@ -118,7 +117,7 @@ def bench_decide(policy: Policy, ks: list[str]) -> tuple[list[int], collections.
 
 def bench_route(policy: Policy, ks: list[str]) -> list[int]:
     """Per-call time of Runtime.route (headers → decision) with INFLIGHT held."""
-    rt = Runtime(policy, MemoryBudgetStore(), clock=lambda: 1_795_000_000.0)
+    rt = Runtime(policy, clock=lambda: 1_795_000_000.0)
     headers = [{"x-affinity-key": k, "x-affinity-residency": ("GDPR", "CCPA")[i % 2],
                 "x-affinity-slo-ms": ("100", "20", "150", "12")[i % 4],
                 "x-affinity-degrade": ("true", "true", "true", "false")[i % 4]}

@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._report import write_section
 from bench.core import fleet, keys
-from router.core.budget import MemoryBudgetStore
 from router.core.feed import FeedSnapshot, NodeState
 from router.core.model import Policy
 from router.runtime import Runtime
@@ -60,7 +59,7 @@ def rebuild(rt: Runtime, feed: FeedSnapshot) -> float:
 def rebuild_times(n: int, rounds: int) -> tuple[float, float, float]:
     """(cold ms, median warm ms, max warm ms) at `n` nodes."""
     policy = fleet(n)
-    rt = Runtime(policy, MemoryBudgetStore(), clock=lambda: NOW)
+    rt = Runtime(policy, clock=lambda: NOW)
     feeds = [snapshot(policy, s) for s in range(4)]
     cold = rebuild(rt, feeds[0])
     warm = [rebuild(rt, feeds[(i + 1) % 4]) for i in range(rounds)]
@@ -70,7 +69,7 @@ def rebuild_times(n: int, rounds: int) -> tuple[float, float, float]:
 def request_path(n: int, count: int, busy: bool) -> tuple[float, float, float, float]:
     """(p50 µs, p99 µs, max µs, swap ms) of route() with or without rebuilds in a thread."""
     policy = fleet(n)
-    rt = Runtime(policy, MemoryBudgetStore(), clock=lambda: NOW)
+    rt = Runtime(policy, clock=lambda: NOW)
     feeds = [snapshot(policy, s) for s in range(4)]
     rt.commit(rt.prepare(feed=feeds[0], now=NOW))
     rt.snapshot.warm(CLASSES)

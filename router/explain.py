@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from router import wire
-from router.core.budget import BudgetState, MemoryBudgetStore, period_key
+from router.core.budget import BudgetState, period_key
 from router.core.decision import Decision
 from router.core.feed import FeedError, FeedSnapshot, decode_feed, format_time, parse_time
 from router.core.model import Policy
@@ -109,7 +109,7 @@ def _setup(args: argparse.Namespace) -> tuple[Runtime, float, str | None]:
             raise UsageError(f"--now: {exc}") from exc
     else:
         now = feed.generated_at if feed is not None else time.time()
-    rt = Runtime(policy, MemoryBudgetStore(), clock=lambda: now)
+    rt = Runtime(policy, clock=lambda: now)
     if feed is not None:
         rt.install(feed=dataclasses.replace(feed, received_at=now), now=now)
     snap = rt.snapshot
@@ -129,7 +129,7 @@ def _setup(args: argparse.Namespace) -> tuple[Runtime, float, str | None]:
             raise UsageError(f"--spend {name}={value}: expected a number of USD") from exc
     period = period_key(now, policy.budgets.period)
     for tenant, usd in spend.items():
-        rt.ledger.store.apply_billing(tenant, period, usd, None)
+        rt.ledger.bill(tenant, period, usd, None)
     return rt, now, feed_path
 
 

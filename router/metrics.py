@@ -1,4 +1,4 @@
-"""Prometheus series of CONTRACT.md section 9, on a registry of their own.
+"""Prometheus series of docs/reference.md (metrics), on a registry of their own.
 
 The core never imports this: the adapter turns each `Decision` into these
 series, the refresh loop reports feed age and results, the reloader reloads.
@@ -30,6 +30,14 @@ class RouterMetrics:
         self.budget_spend = Gauge("router_budget_spend_usd",
                                   "Cloud spend this period per tenant (committed + reserved)",
                                   ["tenant"], registry=r)
+        self.budget_lease = Gauge("router_budget_lease_usd",
+                                  "Cloud budget this router can admit per tenant without "
+                                  "asking the budget store (its lease's unused part; for an "
+                                  "authoritative store the headroom left)", ["tenant"],
+                                  registry=r)
+        self.store_errors = Counter("router_store_errors_total",
+                                    "Budget store calls that failed (retried off the request "
+                                    "path)", ["store"], registry=r)
         self.feed_age = Gauge("router_feed_age_seconds", "Age of the feed snapshot in force",
                               registry=r)
         self.feed_refresh = Counter("router_feed_refresh_total", "Feed refresh attempts by result",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from router import wire
 from router.core import admit as admission
-from router.core.budget import BudgetLedger, BudgetStore
+from router.core.budget import BudgetLedger
 from router.core.decision import Candidate, Decision, refusal
 from router.core.feed import FeedSnapshot
 from router.core.loads import LoadTracker
@@ -44,13 +44,17 @@ class Routed:
 class Runtime:
     """Snapshot, loads and budget of one router; plan, admit and finish requests."""
 
-    def __init__(self, policy: Policy, store: BudgetStore, *,
+    def __init__(self, policy: Policy, ledger: BudgetLedger | None = None, *,
                  clock: Callable[[], float] = time.time) -> None:
-        """Start with `policy`, no feed yet, and spend in `store`."""
+        """Start with `policy`, no feed yet, and spend in `ledger` (a fresh in-memory one).
+
+        A durable or shared store keeps `ledger` in step from its keeper's thread
+        (`router.stores.keeper`); nothing here waits on it.
+        """
         self.clock = clock
         self.tracker = LoadTracker()
         self.cache = PointCache()
-        self.ledger = BudgetLedger(store)
+        self.ledger = ledger if ledger is not None else BudgetLedger()
         self.snapshot = build_table(policy, None, self.tracker, self.cache, now=clock())
         self.rebuilds = 0
 

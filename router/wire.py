@@ -51,6 +51,7 @@ R_RESIDENCY = "residency"  # no edge node satisfies the residency/model tags
 R_VRAM = "vram"  # the node's VRAM pressure forces a lower quality
 R_BUDGET_SOFT = "budget-soft"  # over the soft fraction: cheaper rung preferred
 R_BUDGET = "budget"  # hard budget exhausted (429)
+R_BUDGET_THROTTLED = "budget-throttled"  # the fleet has headroom, this router's lease not (429)
 R_MAX_COST = "max-cost"  # every option exceeds x-affinity-max-cost
 R_BEST_EFFORT = "best-effort"  # nothing meets the SLO; fastest affordable option
 R_BAD_TAG = "bad-tag"  # malformed affinity tag (400)
@@ -63,6 +64,7 @@ R_ROUTER_ERROR = "router-error"  # the router failed unexpectedly (503, logged w
 # Refusal error codes (JSON body "error").
 E_BAD_TAG = "bad_affinity_tag"
 E_BUDGET = "budget_exhausted"
+E_BUDGET_THROTTLED = "budget_throttled"
 E_UNSERVABLE = "no_eligible_target"
 E_MAX_COST = "max_cost_exceeded"
 E_OVERLOAD = "router_overloaded"

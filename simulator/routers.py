@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 from typing import Protocol, cast
 
-from router.core.budget import MemoryBudgetStore
 from router.core.feed import FeedSnapshot
 from router.core.model import Policy, TenantBudget
 from router.core.request import RouteRequest
@@ -46,7 +45,7 @@ class Adaptive:
     def __init__(self, policy: Policy, name: str = "hybrid-router") -> None:
         """Compile the policy with no feed yet."""
         self.name = name
-        self.runtime = Runtime(policy, MemoryBudgetStore(), clock=lambda: EPOCH)
+        self.runtime = Runtime(policy, clock=lambda: EPOCH)
 
     def refresh(self, feed: FeedSnapshot, now: float) -> None:
         """Rebuild the snapshot from the feed (as the refresher does)."""

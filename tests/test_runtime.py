@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from router import wire
-from router.core.budget import MemoryBudgetStore
 from router.core.feed import NodeState
 from router.core.request import HeaderMap
 from router.runtime import Runtime
@@ -13,7 +12,7 @@ from .core.factory import NOW, feed, node, policy, pool
 
 def make() -> Runtime:
     pol = policy([node(i, slots=4) for i in range(4)], [pool()], limit=100.0)
-    return Runtime(pol, MemoryBudgetStore(), clock=lambda: NOW)
+    return Runtime(pol, clock=lambda: NOW)
 
 
 def test_requests_admitted_before_a_swap_release_the_same_counters() -> None:

@@ -3,7 +3,10 @@
 `admit` is the one step that changes state: it acquires the chosen node/pool's
 in-flight slots and reserves the cloud estimate from the tenant's local
 budget account (`router.core.budget`: in memory, never the store itself), so
-the request path never waits on I/O. `finish` hands both back when the HTTP
+the request path never waits on I/O. A cloud option refused because this
+router's lease is short (not the hard limit) gives a 429 `budget-throttled`
+refusal with retry-after 1: the server may wait briefly for the lease's
+top-up and plan once more. `finish` hands both back when the HTTP
 request ends, however it ends. `preview` answers what `admit` would, holding
 nothing (for explain). `decide` is plan then admit, the request path of the
 server and the simulator alike.
@@ -14,14 +17,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from router import wire
-from router.core.budget import BudgetLedger, Reservation
+from router.core.budget import HARD, THROTTLED, BudgetLedger, Reservation
 from router.core.decision import Candidate, Decision, refusal
 from router.core.plan import Option, Plan, note, plan
 from router.core.request import RouteRequest
 from router.core.table import Snapshot
 
-# An option's budget hold: (admissible, reservation held or None).
-Hold = Callable[[Option], tuple[bool, Reservation | None]]
+# An option's budget hold: (why it cannot be held or None, reservation held or None).
+Hold = Callable[[Option], tuple[str | None, Reservation | None]]
 
 
 def decide(req: RouteRequest, snap: Snapshot, ledger: BudgetLedger, *, now: float) -> Decision:
@@ -37,11 +40,11 @@ def admit(p: Plan, ledger: BudgetLedger, *, now: float) -> Decision:
     account = p.account
     assert account is not None
 
-    def hold(opt: Option) -> tuple[bool, Reservation | None]:
+    def hold(opt: Option) -> tuple[str | None, Reservation | None]:
         if opt.cloud_usd <= 0:
-            return True, None
-        held = ledger.reserve(budgets, account, opt.cloud_usd, now)
-        return held is not None, held
+            return None, None
+        held = ledger.hold(budgets, account, opt.cloud_usd, now)
+        return (held, None) if isinstance(held, str) else (None, held)
 
     return _choose(p, ledger, hold, now, acquire=True, notes=None)
 
@@ -55,27 +58,28 @@ def preview(p: Plan, ledger: BudgetLedger, *, now: float) -> Decision:
     account = p.account
     assert account is not None
 
-    def fits(opt: Option) -> tuple[bool, Reservation | None]:
-        ok = opt.cloud_usd <= 0 or ledger.state(budgets, account, now).fits(opt.cloud_usd)
-        return ok, None
+    def fits(opt: Option) -> tuple[str | None, Reservation | None]:
+        if opt.cloud_usd <= 0:
+            return None, None
+        return ledger.check(budgets, account, opt.cloud_usd, now), None
 
     return _choose(p, ledger, fits, now, acquire=False, notes=notes)
 
 
 def _choose(p: Plan, ledger: BudgetLedger, hold: Hold, now: float, *, acquire: bool,
             notes: list[Candidate] | None) -> Decision:
-    budget_blocked = False
+    blocked: set[str] = set()
     for opt in p.options:
-        ok, held = hold(opt)
-        if not ok:
-            budget_blocked = True
+        why, held = hold(opt)
+        if why is not None:
+            blocked.add(why)
             if notes is not None:
-                notes.append(note(opt, "hard budget reached"))
+                notes.append(note(opt, why))
             continue
         if notes is not None:
             notes.append(note(opt, "chosen"))
         return _routed(p, opt, held, acquire, notes)
-    return _refuse(p, ledger, budget_blocked, now, tuple(notes) if notes is not None else ())
+    return _refuse(p, ledger, blocked, now, tuple(notes) if notes is not None else ())
 
 
 def _routed(p: Plan, opt: Option, held: Reservation | None, acquire: bool,
@@ -101,14 +105,21 @@ def _routed(p: Plan, opt: Option, held: Reservation | None, acquire: bool,
     )
 
 
-def _refuse(p: Plan, ledger: BudgetLedger, budget_blocked: bool, now: float,
+def _refuse(p: Plan, ledger: BudgetLedger, blocked: set[str], now: float,
             notes: tuple[Candidate, ...]) -> Decision:
     req, snap, entry = p.request, p.snapshot, p.entry
     budgets = snap.policy.budgets
     digest = snap.policy.digest
-    if budget_blocked and p.account is not None:
+    shared = "" if p.account == req.tenant else f" (budget account '{p.account}')"
+    if THROTTLED in blocked and p.account is not None:
+        # the fleet still has headroom; this router's lease of it is short for now
+        left = ledger.available(budgets, p.account, now)
+        return refusal(wire.STATUS_BUDGET, wire.E_BUDGET_THROTTLED, wire.R_BUDGET_THROTTLED,
+                       f"tenant '{req.tenant}'{shared}: this router's share of the cloud "
+                       f"budget (${left:.4f} left) is being topped up from the budget store; "
+                       "retry shortly", digest, retry_after=1, candidates=notes)
+    if HARD in blocked and p.account is not None:
         state = ledger.state(budgets, p.account, now)
-        shared = "" if p.account == req.tenant else f" (budget account '{p.account}')"
         return refusal(wire.STATUS_BUDGET, wire.E_BUDGET, wire.R_BUDGET,
                        f"tenant '{req.tenant}'{shared} has used ${state.used_usd:.2f} of its "
                        f"${state.hard_usd:.2f} hard limit for {state.period}",

@@ -27,7 +27,7 @@ from router.metrics import RouterMetrics
 from router.policy.loader import load_policy_or_report
 from router.runtime import Runtime
 from router.server.workers import WorkerRuntime, store_problem
-from router.stores import open_store
+from router.stores import BudgetStoreError, open_keeper
 
 log = logging.getLogger("hybrid_router.server")
 
@@ -64,9 +64,11 @@ async def _publish(runtime: Runtime, metrics: RouterMetrics) -> None:
             metrics.node_weight.labels(node.id).set(node.weight if node.healthy else 0.0)
         now = runtime.clock()
         budgets = table.policy.budgets
-        for tenant in budgets.tenants:
+        for tenant in budgets.tenants:  # the ledger's memory: never a store call
             metrics.budget_spend.labels(tenant).set(
                 runtime.ledger.state(budgets, tenant, now).used_usd)
+            metrics.budget_lease.labels(tenant).set(
+                runtime.ledger.available(budgets, tenant, now))
         if table.feed is not None:
             metrics.feed_age.set(table.feed.age(now))
         await asyncio.sleep(1.0)
@@ -86,16 +88,23 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
     from router.xds.server import AdsServer
 
     workers, index = max(1, args.workers), max(0, args.worker_index)
-    store = open_store(policy.budgets.store)
-    runtime: Runtime = WorkerRuntime(policy, store, workers=workers, index=index) \
-        if workers > 1 else Runtime(policy, store)
     metrics = RouterMetrics()
+    # The budget store is the keeper thread's alone; the request path reads its ledger.
+    errors = metrics.store_errors.labels(policy.budgets.store.partition(":")[0])
+    try:
+        keeper = open_keeper(policy.budgets.store, on_error=errors.inc)
+    except BudgetStoreError as exc:
+        print(f"hybrid-router serve: {exc}", file=sys.stderr)
+        return 2
+    runtime: Runtime = WorkerRuntime(policy, keeper.ledger, workers=workers, index=index) \
+        if workers > 1 else Runtime(policy, keeper.ledger)
     if args.metrics != "off":
         host, _, port = args.metrics.rpartition(":")
         start_http_server(int(port) + index, addr=host, registry=metrics.registry)
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1),
                                       ("grpc.max_concurrent_streams", 10_000)])
-    processor = Processor(runtime, metrics, max_streams=args.max_streams)
+    processor = Processor(runtime, metrics, max_streams=args.max_streams,
+                          budget_wait=keeper.wait_topup)
     pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)
     xds_options = XdsOptions(upstream_timeout_s=args.upstream_timeout)
     ads = AdsServer(build_resources(runtime.snapshot, xds_options), metrics)
@@ -137,7 +146,7 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-    store.close()
+    await asyncio.to_thread(keeper.close)  # flushes spend and gives leases back
     log.info("stopped; %d routed requests unfinished", processor.unfinished)
     return 0
 

@@ -21,7 +21,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
@@ -37,6 +37,9 @@ from router.runtime import Routed, Runtime
 
 log = logging.getLogger("hybrid_router.server")
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+# Longest a cloud request throttled by a short budget lease waits for its top-up before
+# it is planned once more: well inside Envoy's 200 ms message timeout.
+BUDGET_WAIT_S = 0.05
 
 
 _LENGTH = re.compile(r"[0-9]{1,15}")
@@ -120,10 +123,15 @@ def immediate(decision: Decision) -> Any:
 class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     """One ext_proc stream per HTTP request."""
 
-    def __init__(self, runtime: Runtime, metrics: RouterMetrics, *, max_streams: int = 4096
-                 ) -> None:
-        """Serve decisions from `runtime`; refuse with 503 past `max_streams` open streams."""
+    def __init__(self, runtime: Runtime, metrics: RouterMetrics, *, max_streams: int = 4096,
+                 budget_wait: Callable[[float], Awaitable[bool]] | None = None) -> None:
+        """Serve decisions from `runtime`; refuse with 503 past `max_streams` open streams.
+
+        `budget_wait(timeout)`: wait for the budget keeper's next round with the store
+        (True: plan again), for requests throttled by a short lease.
+        """
         self.runtime = runtime
+        self.budget_wait = budget_wait
         self.metrics = metrics
         self.max_streams = max_streams
         self.open_streams = 0
@@ -141,7 +149,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                 kind = msg.WhichOneof("request")
                 if kind == "request_headers" and not answered:
                     answered = True
-                    routed, answer = self._answer(msg.request_headers)
+                    routed, answer = await self._answer(msg.request_headers)
                     yield answer
                 elif kind == "response_headers":
                     yield pb.ProcessingResponse(response_headers=pb.HeadersResponse())
@@ -160,11 +168,14 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                 self.unfinished -= 1
                 self._release(routed)
 
-    def _answer(self, msg: Any) -> tuple[Routed | None, Any]:
+    async def _answer(self, msg: Any) -> tuple[Routed | None, Any]:
         """Decide and build the reply: (what the stream now holds, the reply).
 
         Any unexpected exception becomes a 503 `router_error` rather than a
-        failed stream, which Envoy would turn into a fail-open.
+        failed stream, which Envoy would turn into a fail-open. A cloud request
+        throttled by a short budget lease (a refusal: it holds nothing) waits
+        once, at most BUDGET_WAIT_S, for the keeper's top-up and is planned again;
+        nothing else ever waits.
         """
         headers: HeaderMap | None = None
         routed: Routed | None = None
@@ -172,7 +183,13 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             headers = request_headers(msg)
             t0 = time.perf_counter()
             routed = self._route(headers)
-            self._record(routed.decision, time.perf_counter() - t0, request_id(headers))
+            spent = time.perf_counter() - t0
+            if routed.decision.reason == wire.R_BUDGET_THROTTLED and \
+                    self.budget_wait is not None and await self.budget_wait(BUDGET_WAIT_S):
+                t1 = time.perf_counter()
+                routed = self._route(headers)
+                spent += time.perf_counter() - t1
+            self._record(routed.decision, spent, request_id(headers))
             if not routed.decision.routed:
                 return None, immediate(routed.decision)  # a refusal holds nothing
             answer = routed_response(routed.decision, headers)

@@ -8,7 +8,8 @@ fixed share of every limit and never lends it:
 
 - node slots (from the policy, or the feed when it states them) and a pool's
   `max_inflight`: worker i of N gets floor(x / N), plus one while i is below
-  the remainder, at least 1 — the shares add up to x (or to N when x < N);
+  the remainder, at least 1 — the shares add up to x (or to N when 0 < x < N);
+  a node with 0 slots (the feed's way to drain it) gets 0 in every worker;
 - tenant budgets, when the store is per process (`memory`): limit / N each, so
   the workers' spend together stays within the limit (a billed amount from the
   feed is counted whole by every worker: conservative, never over);
@@ -24,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 from types import MappingProxyType
 
-from router.core.budget import BudgetStore
+from router.core.budget import BudgetLedger
 from router.core.feed import FeedSnapshot
 from router.core.model import Policy
 from router.core.table import Snapshot
@@ -32,7 +33,10 @@ from router.runtime import Runtime
 
 
 def part(total: int, workers: int, index: int) -> int:
-    """Worker `index`'s share of `total` units (floor, remainder spread, at least 1)."""
+    """Worker `index`'s share of `total` units (floor, remainder spread, at least 1 of a
+    non-zero total; nothing of nothing)."""
+    if total <= 0:
+        return 0  # a node the feed says has no slots must get none in any worker
     base, extra = divmod(total, workers)
     return max(1, base + (1 if index < extra else 0))
 
@@ -83,11 +87,12 @@ def share_feed(feed: FeedSnapshot, workers: int, index: int) -> FeedSnapshot:
 class WorkerRuntime(Runtime):
     """A `Runtime` that only ever serves worker `index` of `workers`' share."""
 
-    def __init__(self, policy: Policy, store: BudgetStore, *, workers: int, index: int) -> None:
+    def __init__(self, policy: Policy, ledger: BudgetLedger | None = None, *, workers: int,
+                 index: int) -> None:
         """Start with this worker's share of `policy`."""
         self.workers, self.index = workers, index
         self.source_policy = policy
-        super().__init__(share(policy, workers, index), store)
+        super().__init__(share(policy, workers, index), ledger)
 
     def prepare(self, policy: Policy | None = None, feed: FeedSnapshot | None = None, *,
                 now: float | None = None) -> Snapshot:

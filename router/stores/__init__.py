@@ -1,14 +1,20 @@
-"""Budget stores behind `router.core.budget.BudgetStore`: memory, SQLite, Redis."""
+"""Budget stores behind the ledger: memory, SQLite, Redis, each kept by a `BudgetKeeper`."""
 
 from __future__ import annotations
 
-from router.core.budget import BudgetStore, MemoryBudgetStore
+import time
+from collections.abc import Callable
+
+from router.stores.keeper import Backend, BudgetKeeper, BudgetStoreError, StoreDown
+
+__all__ = ["Backend", "BudgetKeeper", "BudgetStoreError", "StoreDown", "open_backend",
+           "open_keeper"]
 
 
-def open_store(spec: str) -> BudgetStore:
-    """Open the store a policy's `budgets.store` names."""
+def open_backend(spec: str, *, clock: Callable[[], float] = time.time) -> Backend | None:
+    """The store a policy's `budgets.store` names (None: memory, the ledger alone)."""
     if spec == "memory":
-        return MemoryBudgetStore()
+        return None
     if spec.startswith("sqlite:"):
         from router.stores.sqlite import SqliteBudgetStore
 
@@ -16,5 +22,25 @@ def open_store(spec: str) -> BudgetStore:
     if spec.startswith("redis://"):
         from router.stores.redis import RedisBudgetStore
 
-        return RedisBudgetStore(spec)
-    raise ValueError(f"unknown budget store {spec!r}")
+        try:
+            return RedisBudgetStore(spec, clock=clock)
+        except ValueError as exc:
+            raise BudgetStoreError(f"budget store {spec}: {exc}") from exc
+    raise BudgetStoreError(f"unknown budget store {spec!r}")
+
+
+def open_keeper(spec: str, *, clock: Callable[[], float] = time.time,
+                on_error: Callable[[], None] | None = None) -> BudgetKeeper:
+    """Open the store `spec` names and start its keeper (BudgetStoreError if unusable).
+
+    `clock` is the ledger's time (the runtime's clock): a lease's local end is on it.
+    """
+    backend = open_backend(spec, clock=clock)
+    retry = float(getattr(backend, "retry", 0.5))
+    keeper = BudgetKeeper(backend, retry=retry, on_error=on_error)
+    try:
+        return keeper.start()
+    except BaseException:
+        if backend is not None:
+            backend.close()
+        raise

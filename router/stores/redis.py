@@ -1,93 +1,69 @@
-"""A budget shared by a fleet of routers through Redis, with a local fallback.
+"""A budget shared by a fleet of routers through Redis: leases, flushed spend, bills.
 
 Theory of operation
 -------------------
-Every step (reserve, settle, bill, read) is one Lua script (`redis_lua`), so
-"committed + reserved + leased + amount <= ceiling, then hold" is atomic across
-all replicas. Keys are per (tenant, period) and expire a week after the period
-ends; holds are zset entries with a TTL (`hold_ttl`, default 300 s) that the
-next script call drops, so a replica that died mid-request leaks nothing for
-long, and a late settle of an expired hold still counts its spend.
+Each router admits cloud spend against its own *lease* only (`router.core.budget`),
+so no request ever waits on Redis. This module is what the keeper's thread
+(`router.stores.keeper`) calls; every step is one Lua script (`redis_lua`),
+atomic across the fleet, and keys are per (tenant, period), expiring a week
+after the period ends.
 
-Fallback: each replica keeps a *lease* in Redis, a standing hold of
-`share` × the headroom left after committed and reserved spend (share =
-`lease_fraction / replicas`, default 0.5 / 2), capped by `lease_usd`,
-refreshed on every reserve and expiring after `lease_ttl` (300 s) without one.
-Leases only grow into free headroom, so committed + reserved + leased never
-passes the ceiling. When the free headroom is gone a replica spends out of its
-own lease. When Redis is unreachable (socket timeouts `timeout`, default
-0.25 s; retried every `retry` s) a replica admits cloud requests against its
-lease only, locally, and queues every settlement and bill; on reconnect the
-queue is flushed first, in order, before anything else. Flushes are
-idempotent (a hold can be settled once; fallback settlements are recorded by
-id for a day), so a settle whose reply was lost is not counted twice.
+- Leases: `lease()` grows a replica's lease into headroom no one holds, by the
+  rules of `router.stores.leases` (share = `lease_fraction / replicas` of the
+  headroom, default 0.5 / 2, capped by `lease_usd`), or returns it. A lease
+  lapses `lease_ttl` seconds (default 300) after its last renewal, so a replica
+  that died gives its headroom back; the ledger stops spending a lease locally
+  a little before that.
+- Settlements: flushed in the order the ledger made them, pipelined, each
+  numbered; a replay after a lost reply is skipped by number, so nothing counts
+  twice. A settlement releases its hold's amount from the lease and commits the
+  actual cost at its admission time (the billing merge of `router.core.spend`).
+- Bills: the feed's spend, merged in Redis the same way as in memory.
 
-Overshoot bound: none from the ledger, whether Redis is up or down: every
-admitted estimate is backed by headroom held in Redis, and fallback spend by
-the replica's own lease, which Redis still holds for it. What can pass the
-limit is only (a) a settled actual cost above its estimate, (b) a request
-outliving its hold TTL while others reuse the headroom, and (c) an outage
-longer than `lease_ttl` (the replica then stops using its lease locally, at
-most one lease of spend may have been re-granted): at most one lease per
-replica, and zero for outages shorter than `lease_ttl`. Redis must persist
-(AOF `appendfsync always`) for spend to survive a Redis restart; settlements
-still queued when a replica exits with Redis down are logged, not spooled.
+Overshoot bound: committed + leased never passes the ceiling in Redis, and each
+replica admits only within its lease, so the fleet's spend stays within the
+limit whether Redis is up, slow or down. What can pass it: (a) a settled
+actual cost above its estimate, (b) a replica cut off from Redis for longer
+than `lease_ttl` with requests still in flight on its lease.
+
+Persistence: spend must survive a Redis restart, so `open` checks
+`CONFIG GET appendonly` and refuses a Redis without AOF (`?persistence=warn`
+only warns; use it for a Redis that forbids CONFIG). Use `appendfsync always`
+for zero loss on a Redis crash.
 
 URL options (removed before connecting): `replicas`, `lease_fraction`,
-`lease_usd`, `hold_ttl`, `lease_ttl`, `timeout`, `retry`, e.g.
+`lease_usd`, `lease_ttl`, `horizon` (s of spend a lease is sized for, 10),
+`idle` (s without admissions before a lease goes back, 30), `refresh` (s
+between standings reads, 1), `timeout` (socket, 0.25 s), `retry` (s, 0.5),
+`persistence` (`require` or `warn`), e.g.
 `redis://127.0.0.1:6379/0?replicas=4&timeout=0.1`.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import math
 import secrets
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from router.core.budget import Reservation, period_end
+from router.core.budget import Billed, BudgetLedger, Entry, Settled, Standing, period_end
 from router.stores import redis_lua
+from router.stores.keeper import BudgetStoreError, StoreDown
+from router.stores.leases import GROW, READ, RETURN, Ask, LeasePlanner
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-BIG = 1e300  # Lua has no inf literal; any ceiling above this is unlimited
+BIG = 1e300  # Lua has no inf literal; any cap above this is unlimited
 RETAIN_S = 7 * 86400
-OPTIONS = {"replicas": 2.0, "lease_fraction": 0.5, "lease_usd": BIG, "hold_ttl": 300.0,
-           "lease_ttl": 300.0, "timeout": 0.25, "retry": 0.5}
+OPTIONS = {"replicas": 2.0, "lease_fraction": 0.5, "lease_usd": BIG, "lease_ttl": 300.0,
+           "horizon": 10.0, "idle": 30.0, "refresh": 1.0, "timeout": 0.25, "retry": 0.5}
 DOWN_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
-
-
-class _Down(Exception):
-    """Redis did not answer; use the local ledger. `sent`: the command may have run."""
-
-    def __init__(self, sent: bool = False) -> None:
-        super().__init__("redis unreachable")
-        self.sent = sent
-
-
-@dataclass
-class _View:
-    """This replica's last sight of one (tenant, period), plus what Redis has not seen."""
-
-    committed: float = 0.0
-    reserved: float = 0.0
-    lease: float = 0.0
-    lease_deadline: float = -math.inf
-    local_inflight: float = 0.0  # fallback holds not yet settled
-    local_unflushed: float = 0.0  # fallback holds settled, not yet flushed
-    pending_usd: float = 0.0  # settled actuals still in the queue
 
 
 def expire_at(period: str, now: float) -> int:
@@ -108,218 +84,186 @@ def expire_at(period: str, now: float) -> int:
     return int(now + 40 * 86400)  # not a period key we know: keep a month and more
 
 
-class RedisBudgetStore:
-    """`BudgetStore` over Redis for many replicas; see the module docstring."""
+def _options(url: str, given: dict[str, float]) -> tuple[str, dict[str, float], str]:
+    """(url without our options, options, persistence mode)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    opts = dict(OPTIONS)
+    persistence = query.pop("persistence", "require")
+    if persistence not in ("require", "warn"):
+        raise ValueError(f"redis store option persistence={persistence!r}: require or warn")
+    for name in list(query):
+        if name in OPTIONS:
+            try:
+                opts[name] = float(query.pop(name))
+            except ValueError as exc:
+                raise ValueError(f"redis store option {name}: not a number") from exc
+    unknown = set(given) - set(OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown redis store option(s): {', '.join(sorted(unknown))}")
+    opts.update(given)
+    return urlunsplit(parts._replace(query=urlencode(query))), opts, persistence
 
-    def __init__(self, url: str, *, clock: Callable[[], float] = time.monotonic,
+
+class RedisBudgetStore:
+    """The keeper's backend for a `redis://` budget store; see the module docstring."""
+
+    kind = "redis"
+    leased = True
+
+    def __init__(self, url: str, *, clock: Callable[[], float] = time.time,
                  **options: float) -> None:
         """Connect lazily to `url`; options as keywords or URL query parameters."""
-        parts = urlsplit(url)
-        query = dict(parse_qsl(parts.query))
-        opts = dict(OPTIONS)
-        for name in list(query):
-            if name in OPTIONS:
-                opts[name] = float(query.pop(name))
-        unknown = set(options) - set(OPTIONS)
-        if unknown:
-            raise ValueError(f"unknown redis store option(s): {', '.join(sorted(unknown))}")
-        opts.update(options)
-        self.url = urlunsplit(parts._replace(query=urlencode(query)))
-        self.opts = opts
-        self.share = opts["lease_fraction"] / max(1.0, opts["replicas"])
+        self.url, self.opts, self.persistence = _options(url, options)
+        self.clock = clock  # ledger time, for the local end of a lease
+        o = self.opts
+        self.planner = LeasePlanner(share=o["lease_fraction"] / max(1.0, o["replicas"]),
+                                    cap=min(o["lease_usd"], BIG), horizon=o["horizon"],
+                                    idle=o["idle"], refresh=o["refresh"], ttl=o["lease_ttl"])
+        self.retry = o["retry"]
         self._r = redis.Redis.from_url(
-            self.url, socket_timeout=opts["timeout"], socket_connect_timeout=opts["timeout"],
+            self.url, socket_timeout=o["timeout"], socket_connect_timeout=o["timeout"],
             retry=Retry(NoBackoff(), 0), retry_on_timeout=False)
-        self._reserve = self._r.register_script(redis_lua.RESERVE)
+        self._lease = self._r.register_script(redis_lua.LEASE)
         self._settle = self._r.register_script(redis_lua.SETTLE)
         self._bill = self._r.register_script(redis_lua.BILL)
         self._read = self._r.register_script(redis_lua.READ)
-        self._clock = clock
-        self._token = secrets.token_hex(6)
-        self._lease_member = f"L:{self._token}"
-        self._ids = itertools.count(1)
-        self._lock = threading.RLock()
-        self._flush_lock = threading.Lock()
-        self._views: dict[tuple[str, str], _View] = {}
-        self._queue: deque[tuple[Any, ...]] = deque()
-        self._down_until = -math.inf
-        self._healthy = True
+        self.token = secrets.token_hex(6)
+        self.member = f"L:{self.token}"
+        self._verified = False
 
-    @property
-    def degraded(self) -> bool:
-        """True while Redis is unreachable and the local ledger is in charge."""
-        return self._clock() < self._down_until or bool(self._queue)
-
-    def _keys(self, tenant: str, period: str) -> list[str]:
+    @staticmethod
+    def keys(tenant: str, period: str) -> list[str]:
+        """The five keys of one (tenant, period), in one hash slot."""
         base = f"hr:budget:{{{tenant}|{period}}}:"
-        return [base + k for k in
-                ("acct", "holds", "amts", "expired", "leases", "unbilled", "done")]
+        return [base + k for k in ("acct", "amts", "leases", "unbilled", "seqs")]
 
-    def _view(self, tenant: str, period: str) -> _View:
-        view = self._views.get((tenant, period))
-        if view is None:
-            view = self._views[(tenant, period)] = _View()
-        return view
-
-    def _call(self, fn: Callable[[], T]) -> T:
-        """Run `fn` against Redis after flushing the queue; raise `_Down` if unreachable."""
-        if self._clock() < self._down_until:
-            raise _Down
+    def _guarded(self, what: str, fn: Callable[[], Any]) -> Any:
         try:
-            self._flush()
-            result = fn()
+            return fn()
         except DOWN_ERRORS as exc:
-            if self._healthy:
-                log.warning("budget store %s unreachable (%s): local ledger", self.url, exc)
-            self._healthy = False
-            self._down_until = self._clock() + self.opts["retry"]
-            raise _Down(sent=True) from exc
-        if not self._healthy:
-            self._healthy = True
-            log.warning("budget store %s reachable again: queued spend flushed", self.url)
-        return result
+            raise StoreDown(f"budget store {self.url}: {what}: {exc}") from exc
 
-    def _flush(self) -> None:
-        """Replay queued settlements and bills in order; each leaves the queue once applied."""
-        if not self._queue:
+    def persistence_problem(self) -> str | None:
+        """Why spend would not survive a restart of this Redis, or None (raises StoreDown)."""
+        def ask() -> tuple[str, str]:
+            try:
+                aof = self._r.config_get("appendonly").get("appendonly", "")
+                save = self._r.config_get("save").get("save", "")
+            except redis.ResponseError as exc:
+                return "?", str(exc)
+            return str(aof), str(save)
+
+        aof, save = self._guarded("CONFIG GET", ask)
+        if aof == "yes":
+            return None
+        if aof == "?":
+            return f"cannot read its persistence settings ({save})"
+        if save:
+            return (f"appendonly is off (RDB snapshots only, save '{save}'): spend since "
+                    "the last snapshot would be lost on a Redis restart")
+        return "appendonly is off and save is empty: every period's spend is lost on restart"
+
+    def verify(self) -> None:
+        """Refuse (BudgetStoreError) a Redis that would forget spend, or warn by the URL."""
+        problem = self.persistence_problem()
+        self._verified = True
+        if problem is None:
             return
-        with self._flush_lock:
-            while self._queue:
-                item = self._queue[0]
-                if item[0] == "bill":
-                    _, tenant, period, usd, as_of = item
-                    self._bill(keys=self._keys(tenant, period),
-                               args=[repr(usd), "" if as_of is None else repr(as_of),
-                                     expire_at(period, time.time())])
-                else:
-                    _, res, actual, kind = item
-                    self._settle_remote(res, actual, kind)
-                    with self._lock:
-                        view = self._view(res.tenant, res.period)
-                        view.pending_usd = max(0.0, view.pending_usd - actual)
-                        if kind == "l":
-                            view.local_unflushed = max(0.0, view.local_unflushed - res.amount)
-                            view.lease = max(0.0, view.lease - res.amount)
-                self._queue.popleft()
+        text = f"budget store {self.url}: {problem}"
+        if self.persistence == "warn":
+            log.warning("%s; continuing because the store URL says persistence=warn", text)
+            return
+        raise BudgetStoreError(f"{text}; enable AOF (appendonly yes, appendfsync always), or "
+                               "add ?persistence=warn to the store URL to accept the risk")
 
-    def _settle_remote(self, res: Reservation, actual: float, kind: str) -> None:
-        self._settle(keys=self._keys(res.tenant, res.period),
-                     args=[self._member(res), repr(actual), repr(res.at), kind,
-                           self._lease_member, repr(res.amount),
-                           expire_at(res.period, time.time())])
-
-    def _member(self, res: Reservation) -> str:
-        return f"{self._token}:{res.rid}"
-
-    def reserve(self, tenant: str, period: str, amount: float, ceiling: float
-                ) -> Reservation | None:
-        """Atomically hold `amount` fleet-wide; from this replica's lease when Redis is down."""
-        rid = next(self._ids) * 2
-        share = self.share if ceiling < BIG else 0.0
-        with self._lock:
-            pinned = self._view(tenant, period).local_inflight
+    def open(self, ledger: BudgetLedger) -> None:
+        """Check persistence now if Redis answers; else at first contact (the keeper retries)."""
         try:
-            reply = self._call(lambda: self._reserve(
-                keys=self._keys(tenant, period),
-                args=[f"{self._token}:{rid}", repr(amount), repr(min(ceiling, BIG)),
-                      int(self.opts["hold_ttl"] * 1000), self._lease_member, repr(share),
-                      repr(min(self.opts["lease_usd"], BIG)),
-                      int(self.opts["lease_ttl"] * 1000), expire_at(period, time.time()),
-                      repr(pinned)]))
-        except _Down as down:
-            if down.sent:  # the hold may have been taken and its reply lost: release it
-                with self._lock:
-                    self._queue.append(("settle", Reservation(tenant, period, amount, rid),
-                                        0.0, "r"))
-            return self._reserve_local(tenant, period, amount, ceiling, rid + 1)
-        ok, committed, reserved, _leased, own = reply
-        with self._lock:
-            view = self._view(tenant, period)
-            view.committed, view.reserved, view.lease = float(committed), float(reserved), \
-                float(own)
-            ttl = self.opts["lease_ttl"]
-            view.lease_deadline = self._clock() + ttl - min(1.0, ttl / 10)
-        return Reservation(tenant, period, amount, rid) if int(ok) == 1 else None
+            self.verify()
+        except StoreDown as exc:
+            log.warning("%s; serving without it: cloud spend waits for a lease from Redis", exc)
 
-    def _reserve_local(self, tenant: str, period: str, amount: float, ceiling: float,
-                       rid: int) -> Reservation | None:
-        """Fallback: hold `amount` against this replica's lease, if it is still valid."""
-        with self._lock:
-            view = self._view(tenant, period)
-            lease = view.lease if self._clock() < view.lease_deadline else 0.0
-            used = view.local_inflight + view.local_unflushed
-            if ceiling < BIG and used + amount > lease + 1e-12:
-                return None
-            view.local_inflight += amount
-            return Reservation(tenant, period, amount, rid)
+    def write(self, entries: list[Entry]) -> None:
+        """Apply settlements and bills in order, in one round trip (idempotent on replay)."""
+        self._check()
+        wall = time.time()
+        pipe = self._r.pipeline(transaction=False)
+        for entry in entries:
+            if isinstance(entry, Settled):
+                res = entry.reservation
+                self._settle(keys=self.keys(res.tenant, res.period), client=pipe, args=[
+                    self.token, entry.seq, repr(entry.actual), repr(res.at), self.member,
+                    repr(res.amount if res.leased else 0.0), expire_at(res.period, wall)])
+            elif isinstance(entry, Billed):
+                self._bill(keys=self.keys(entry.account, entry.period), client=pipe, args=[
+                    repr(entry.usd), "" if entry.as_of is None else repr(entry.as_of),
+                    expire_at(entry.period, wall)])
+        if len(pipe):
+            self._guarded("flush", pipe.execute)
 
-    def settle(self, reservation: Reservation, actual: float) -> None:
-        """Commit `actual` in Redis, or queue it (never lose it) while Redis is down."""
-        kind = "l" if reservation.rid % 2 else "r"
-        if kind == "l":
-            with self._lock:
-                view = self._view(reservation.tenant, reservation.period)
-                view.local_inflight = max(0.0, view.local_inflight - reservation.amount)
-                view.local_unflushed += reservation.amount
-        try:
-            self._call(lambda: self._settle_remote(reservation, actual, kind))
-            if kind == "l":
-                with self._lock:
-                    view = self._view(reservation.tenant, reservation.period)
-                    view.local_unflushed = max(0.0, view.local_unflushed - reservation.amount)
-                    view.lease = max(0.0, view.lease - reservation.amount)
-        except _Down:
-            with self._lock:
-                view = self._view(reservation.tenant, reservation.period)
-                view.pending_usd += actual
-                if kind == "r":
-                    view.reserved = max(0.0, view.reserved - reservation.amount)
-                self._queue.append(("settle", reservation, actual, kind))
+    def _check(self) -> None:
+        if not self._verified:
+            try:
+                self.verify()
+            except BudgetStoreError as exc:  # found at first contact: no leases, no spend
+                raise StoreDown(str(exc)) from exc
 
-    def apply_billing(self, tenant: str, period: str, usd: float,
-                      as_of: float | None = None) -> None:
-        """Record a bill (see `router.core.budget`); queued while Redis is down."""
-        try:
-            self._call(lambda: self._bill(
-                keys=self._keys(tenant, period),
-                args=[repr(usd), "" if as_of is None else repr(as_of),
-                      expire_at(period, time.time())]))
-        except _Down:
-            with self._lock:
-                self._queue.append(("bill", tenant, period, usd, as_of))
+    def maintain(self, ledger: BudgetLedger, mono: float) -> None:
+        """Grow, return or read each book's lease as the planner says, in one round trip."""
+        self._check()
+        views = ledger.leases()
+        self.planner.forget({(v.account, v.period) for v in views})
+        asks = self.planner.asks(views, mono, self.clock())
+        if asks:
+            self._ask(ledger, asks)
 
-    def _state(self, tenant: str, period: str) -> tuple[float, float]:
-        try:
-            committed, reserved, _ = self._call(
-                lambda: self._read(keys=self._keys(tenant, period), args=[]))
-        except _Down:
-            with self._lock:
-                view = self._view(tenant, period)
-                return view.committed + view.pending_usd, view.reserved + view.local_inflight
-        with self._lock:
-            view = self._view(tenant, period)
-            view.committed, view.reserved = float(committed), float(reserved)
-            return view.committed, view.reserved + view.local_inflight
+    def _ask(self, ledger: BudgetLedger, asks: list[Ask]) -> None:
+        wall, sent = time.time(), self.clock()
+        ttl = self.opts["lease_ttl"]
+        pipe = self._r.pipeline(transaction=False)
+        for ask in asks:
+            keys = self.keys(ask.account, ask.period)
+            if ask.mode == READ:
+                self._read(keys=keys, args=[self.member], client=pipe)
+                continue
+            pinned = ledger.surrender(ask.account, ask.period) if ask.mode == RETURN \
+                else ask.pinned
+            self._lease(keys=keys, client=pipe, args=[
+                self.member, repr(min(ask.ceiling, BIG)), repr(self.planner.share),
+                repr(min(ask.cap, BIG)), repr(ask.need), repr(pinned), int(ttl * 1000),
+                expire_at(ask.period, wall), ask.mode])
+        replies = self._guarded("lease", pipe.execute)
+        until = sent + ttl - min(1.0, ttl / 10)  # stop spending before Redis lets it lapse
+        for ask, reply in zip(asks, replies, strict=True):
+            committed, _leased, own = (float(x) for x in reply)
+            if ask.mode == READ:  # a read renews nothing: only the fleet's spend is news
+                ledger.seen(ask.account, ask.period, committed)
+                continue
+            ledger.sync(ask.account, ask.period, Standing(committed, own, until),
+                        need_met=ask.need if ask.mode == GROW else 0.0)
+            self.planner.granted(ask, own)
+
+    def release(self, ledger: BudgetLedger) -> None:
+        """Give every lease back but what is still in use (at exit)."""
+        self._check()
+        asks = [Ask(v.account, v.period, RETURN, v.ceiling, 0.0, 0.0, v.in_use)
+                for v in ledger.leases() if v.lease > 0]
+        if asks:
+            self._ask(ledger, asks)
+
+    def read(self, tenant: str, period: str) -> tuple[float, float, float]:
+        """(committed, leased by the fleet, leased by this replica) of one (tenant, period)."""
+        reply = self._guarded("read", lambda: self._read(keys=self.keys(tenant, period),
+                                                          args=[self.member]))
+        committed, leased, own = (float(x) for x in reply)
+        return committed, leased, own
 
     def committed(self, tenant: str, period: str) -> float:
-        """Fleet-wide committed spend (last seen plus queued while Redis is down)."""
-        return self._state(tenant, period)[0]
-
-    def reserved(self, tenant: str, period: str) -> float:
-        """Fleet-wide spend held by in-flight requests (leases not included)."""
-        return self._state(tenant, period)[1]
+        """Fleet-wide committed spend of one (tenant, period), read from Redis."""
+        return self.read(tenant, period)[0]
 
     def close(self) -> None:
-        """Flush what is queued (a few tries) and disconnect."""
-        for _ in range(3):
-            try:
-                self._down_until = -math.inf
-                self._call(lambda: None)
-                break
-            except _Down:
-                time.sleep(self.opts["retry"])
-        if self._queue:
-            lost = sum(item[2] for item in self._queue if item[0] == "settle")
-            log.error("budget store %s: %d queued updates (%.6f USD settled) not flushed "
-                      "at exit", self.url, len(self._queue), lost)
+        """Disconnect."""
         self._r.close()
+

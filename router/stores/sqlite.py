@@ -2,35 +2,61 @@
 
 Theory of operation
 -------------------
-The in-memory accounts of `MemoryBudgetStore` stay the source of every answer
-(reads never touch the disk); this class only makes committed spend durable.
-Reservations are in-flight holds and live in memory only: a restart drops
-them, which is right, since the requests holding them died with the process.
+The ledger (`router.core.budget`) is authoritative and answers every request
+from memory; the keeper's thread (`router.stores.keeper`) writes what it
+journals here, in order, one transaction per group (group commit):
 
-Every settlement is written before `settle` returns, as one transaction that
-adds the cost to the (tenant, period, second) row it is filed under (the same
-per-second filing as the memory store) and to the period's settled total.
-A bill rewrites its account row and deletes the settlement rows it covers.
-On open the accounts are rebuilt from those rows, so after a restart
-`committed` is exactly what it was before.
+- a *hold* row for each admitted cloud request (its estimate and admission time);
+- each settlement: its hold row goes, and the actual cost is added to the
+  (tenant, period, second) row it is filed under and to the period's settled
+  total, in the same transaction;
+- each bill: its account row is rewritten and the rows it covers deleted.
+
+On open the accounts are rebuilt from those rows, and hold rows left by a
+process that died without settling them (kill -9, power loss) are settled at
+their estimate, once: an admitted request most likely ran, so its spend must
+not vanish. So a SIGTERM loses nothing (the keeper flushes at exit), and a
+kill -9 loses only what was admitted within the last flush interval (the
+keeper's `tick`, 0.05 s) and not written yet; anything admitted before counts,
+at its actual cost if its settlement was written, else at its estimate.
 
 Durability: WAL with `synchronous=NORMAL` keeps every committed transaction
-through a process crash or kill (the restart case); pass `synchronous="FULL"`
-(or `sqlite:PATH?synchronous=FULL`) to also survive power loss, at the cost of
-an fsync per settlement. A file belongs to one router process at a time; a
-fleet shares spend through `router.stores.redis`.
+through a process crash or kill; `sqlite:PATH?synchronous=FULL` also survives
+power loss, at the cost of an fsync per group.
+
+One writer per file: the store holds an exclusive `flock` on PATH.lock while it
+is open, so a second router on the same file fails to start (an error naming
+the file and the holder's pid) rather than both spending one limit. A fleet
+shares spend through `router.stores.redis`. The synchronous methods inherited
+from `MemoryBudgetStore` keep their meaning for tools and tests; holds taken
+with `reserve` live in memory only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import logging
 import math
+import os
 import sqlite3
 import threading
 from pathlib import Path
 
-from router.core.budget import MemoryBudgetStore, Reservation, _Account
+from router.core.budget import (
+    Account,
+    Billed,
+    BudgetLedger,
+    Entry,
+    Held,
+    MemoryBudgetStore,
+    Reservation,
+    Settled,
+)
+from router.stores.keeper import BudgetStoreError, StoreDown
 
+__all__ = ["BudgetStoreError", "SqliteBudgetStore"]
+log = logging.getLogger(__name__)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS account (
     tenant TEXT NOT NULL, period TEXT NOT NULL,
@@ -39,44 +65,85 @@ CREATE TABLE IF NOT EXISTS account (
 CREATE TABLE IF NOT EXISTS unbilled (
     tenant TEXT NOT NULL, period TEXT NOT NULL, second REAL NOT NULL, usd REAL NOT NULL,
     PRIMARY KEY (tenant, period, second));
+CREATE TABLE IF NOT EXISTS hold (
+    tenant TEXT NOT NULL, period TEXT NOT NULL, rid INTEGER NOT NULL, at REAL NOT NULL,
+    usd REAL NOT NULL, PRIMARY KEY (tenant, period, rid));
 """
+Stmt = tuple[str, tuple[object, ...]]
+Key = tuple[str, str, int]
 
 
-class BudgetStoreError(RuntimeError):
-    """A budget store could not be opened or written."""
+def _spec(path: str | Path, synchronous: str) -> tuple[Path, str]:
+    text = str(path)
+    if "?" in text:
+        text, _, query = text.partition("?")
+        for part in query.split("&"):
+            name, _, value = part.partition("=")
+            if name != "synchronous":
+                raise BudgetStoreError(f"sqlite:{path}: unknown option {name!r}")
+            synchronous = value
+    if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
+        raise BudgetStoreError(f"sqlite:{path}: synchronous must be NORMAL, FULL or EXTRA")
+    return Path(text), synchronous.upper()
+
+
+def _lock(path: Path) -> int:
+    """Hold PATH.lock exclusively (one writer per file); the fd, or BudgetStoreError."""
+    lock = path.with_name(path.name + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise BudgetStoreError(
+            f"budget store sqlite:{path} is in use by another process (pid {holder}, lock "
+            f"{lock}): one router per sqlite: file; stop that one, or share the budget "
+            "through a redis:// store") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _key(res: Reservation) -> Key:
+    return res.tenant, res.period, res.rid
 
 
 class SqliteBudgetStore(MemoryBudgetStore):
-    """Committed spend in a SQLite file; reservations in memory; thread-safe."""
+    """Committed spend and admitted holds in a SQLite file; see the module docstring."""
 
-    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
-        """Open (creating it and its directory if needed) the store at `path`."""
+    kind = "sqlite"
+    leased = False
+
+    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL",
+                 busy_timeout: float = 0.5) -> None:
+        """Open (creating it and its directory if needed) and lock the store at `path`."""
         super().__init__()
-        text = str(path)
-        if "?" in text:
-            text, _, query = text.partition("?")
-            for part in query.split("&"):
-                name, _, value = part.partition("=")
-                if name != "synchronous":
-                    raise BudgetStoreError(f"sqlite:{path}: unknown option {name!r}")
-                synchronous = value
-        if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
-            raise BudgetStoreError(f"sqlite:{path}: synchronous must be NORMAL, FULL or EXTRA")
-        self.path = Path(text)
+        self.path, synchronous = _spec(path, synchronous)
         self._lock = threading.RLock()
+        self.recovered: list[Reservation] = []  # holds of a dead process, counted at open
+        self._fd = -1
+        self._db: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._fd = _lock(self.path)
+            self._db = sqlite3.connect(self.path, check_same_thread=False,
+                                       isolation_level=None, timeout=busy_timeout)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.executescript(SCHEMA)
             self._load()
-        except (OSError, sqlite3.Error) as exc:
+            self._recover()
+        except (OSError, sqlite3.Error, BudgetStoreError) as exc:
+            self._release()
+            if isinstance(exc, BudgetStoreError) and not isinstance(exc, StoreDown):
+                raise
             raise BudgetStoreError(
                 f"cannot open budget store sqlite:{self.path}: {exc}") from exc
 
     def _load(self) -> None:
         """Rebuild the in-memory accounts from the file."""
+        assert self._db is not None
         for tenant, period, billed, as_of, settled in self._db.execute(
                 "SELECT tenant, period, billed, billed_as_of, settled FROM account"):
             acct = self._acct(tenant, period)
@@ -85,10 +152,91 @@ class SqliteBudgetStore(MemoryBudgetStore):
             acct.settled = settled
         for tenant, period, second, usd in self._db.execute(
                 "SELECT tenant, period, second, usd FROM unbilled ORDER BY second"):
-            acct = self._acct(tenant, period)
-            acct.unbilled.append((second, usd))
+            self._acct(tenant, period).unbilled.append((second, usd))
         for acct in self.accounts.values():
             acct.unbilled_usd = math.fsum(usd for _, usd in acct.unbilled)
+
+    def _recover(self) -> None:
+        """Settle, at their estimate, the holds a process left when it died."""
+        assert self._db is not None
+        rows = list(self._db.execute("SELECT tenant, period, rid, at, usd FROM hold"))
+        if not rows:
+            return
+        held = [Reservation(t, p, usd, rid, at) for t, p, rid, at, usd in rows]
+        self._commit(self._apply([Settled(r, r.amount) for r in held], {}))
+        self.recovered = held
+        log.warning("budget store sqlite:%s: %d requests admitted by a process that stopped "
+                    "before settling them counted at their estimate (%.6f USD)", self.path,
+                    len(held), sum(r.amount for r in held))
+
+    def open(self, ledger: BudgetLedger) -> None:
+        """Hand every account's committed spend and bill to the ledger."""
+        with self._lock:
+            for (tenant, period), acct in self.accounts.items():
+                ledger.restore(tenant, period, acct)
+
+    def write(self, entries: list[Entry]) -> None:
+        """One transaction for `entries`, in order; memory follows only if it commits."""
+        with self._lock:
+            saved: dict[tuple[str, str], Account | None] = {}
+            statements = self._apply(entries, saved)
+            try:
+                self._commit(statements)
+            except StoreDown:
+                for key, old in saved.items():
+                    if old is None:
+                        self.accounts.pop(key, None)
+                    else:
+                        self.accounts[key] = old
+                raise
+
+    def _touch(self, saved: dict[tuple[str, str], Account | None], tenant: str,
+               period: str) -> Account:
+        key = (tenant, period)
+        if key not in saved:
+            old = self.accounts.get(key)
+            saved[key] = None if old is None else old.copy()
+        return self._acct(tenant, period)
+
+    def _apply(self, entries: list[Entry], saved: dict[tuple[str, str], Account | None]
+               ) -> list[Stmt]:
+        """Apply `entries` to memory (saving what they change) and say how to write them."""
+        ended = {_key(e.reservation) for e in entries if isinstance(e, Settled)}
+        skipped: set[Key] = set()
+        out: list[Stmt] = []
+        for entry in entries:
+            if isinstance(entry, Held):
+                res = entry.reservation
+                if _key(res) in ended:  # admitted and ended within one group: no row at all
+                    skipped.add(_key(res))
+                    continue
+                out.append(("INSERT OR REPLACE INTO hold (tenant, period, rid, at, usd) "
+                            "VALUES (?,?,?,?,?)", (*_key(res), res.at, res.amount)))
+            elif isinstance(entry, Settled):
+                res = entry.reservation
+                covered = not self._touch(saved, res.tenant, res.period).add(res.at,
+                                                                             entry.actual)
+                if _key(res) not in skipped:
+                    out.append(("DELETE FROM hold WHERE tenant=? AND period=? AND rid=?",
+                                _key(res)))
+                out += self._settle_sql(res, entry.actual, covered)
+            else:
+                acct = self._touch(saved, entry.account, entry.period)
+                if acct.bill(entry.usd, entry.as_of):
+                    out += self._bill_sql(entry.account, entry.period, acct)
+        return out
+
+    def settle(self, reservation: Reservation, actual: float) -> None:
+        """Release the hold and durably commit `actual` before returning."""
+        with self._lock:
+            acct = self._acct(reservation.tenant, reservation.period)
+            acct.reserved = max(0.0, acct.reserved - reservation.amount)
+            self.write([Settled(reservation, actual)])
+
+    def apply_billing(self, tenant: str, period: str, usd: float,
+                      as_of: float | None = None) -> None:
+        """Record a bill durably; the settlement rows it covers are dropped."""
+        self.write([Billed(tenant, period, usd, as_of)])
 
     def committed(self, tenant: str, period: str) -> float:
         """Committed spend: the bill plus router settlements it does not cover."""
@@ -96,7 +244,7 @@ class SqliteBudgetStore(MemoryBudgetStore):
             return super().committed(tenant, period)
 
     def reserved(self, tenant: str, period: str) -> float:
-        """Spend held by in-flight requests of this process."""
+        """Spend held in memory by `reserve` (not by the ledger's holds)."""
         with self._lock:
             return super().reserved(tenant, period)
 
@@ -106,65 +254,68 @@ class SqliteBudgetStore(MemoryBudgetStore):
         with self._lock:
             return super().reserve(tenant, period, amount, ceiling)
 
-    def settle(self, reservation: Reservation, actual: float) -> None:
-        """Release the hold and durably commit `actual` before returning."""
-        with self._lock:
-            acct = self._acct(reservation.tenant, reservation.period)
-            covered = reservation.at <= acct.billed_as_of
-            self._write(self._settle_sql(reservation, actual, covered))
-            super().settle(reservation, actual)
-
-    def apply_billing(self, tenant: str, period: str, usd: float,
-                      as_of: float | None = None) -> None:
-        """Record a bill durably; the settlement rows it covers are dropped."""
-        with self._lock:
-            acct = self._acct(tenant, period)
-            MemoryBudgetStore.apply_billing(self, tenant, period, usd, as_of)
-            as_of_row = None if acct.billed_as_of == -math.inf else acct.billed_as_of
-            self._write([
-                ("INSERT INTO account (tenant, period, billed, billed_as_of) VALUES (?,?,?,?) "
-                 "ON CONFLICT DO UPDATE SET billed=excluded.billed, "
-                 "billed_as_of=excluded.billed_as_of", (tenant, period, acct.billed, as_of_row)),
-                ("DELETE FROM unbilled WHERE tenant=? AND period=? AND second<=?",
-                 (tenant, period, -1e308 if as_of_row is None else as_of_row)),
-            ])
-
     @staticmethod
-    def _settle_sql(reservation: Reservation, actual: float, covered: bool
-                    ) -> list[tuple[str, tuple[object, ...]]]:
-        key = (reservation.tenant, reservation.period)
-        out: list[tuple[str, tuple[object, ...]]] = [
+    def _settle_sql(res: Reservation, actual: float, covered: bool) -> list[Stmt]:
+        key = (res.tenant, res.period)
+        out: list[Stmt] = [
             ("INSERT INTO account (tenant, period, settled) VALUES (?,?,?) "
              "ON CONFLICT DO UPDATE SET settled=settled+excluded.settled", (*key, actual)),
         ]
         if not covered:
             out.append(("INSERT INTO unbilled (tenant, period, second, usd) VALUES (?,?,?,?) "
                         "ON CONFLICT DO UPDATE SET usd=usd+excluded.usd",
-                        (*key, float(math.ceil(reservation.at)), actual)))
+                        (*key, float(math.ceil(res.at)), actual)))
         return out
 
-    def _write(self, statements: list[tuple[str, tuple[object, ...]]]) -> None:
-        """Run `statements` as one transaction; the memory state follows only on success."""
+    @staticmethod
+    def _bill_sql(tenant: str, period: str, acct: Account) -> list[Stmt]:
+        as_of = None if acct.billed_as_of == -math.inf else acct.billed_as_of
+        return [
+            ("INSERT INTO account (tenant, period, billed, billed_as_of) VALUES (?,?,?,?) "
+             "ON CONFLICT DO UPDATE SET billed=excluded.billed, "
+             "billed_as_of=excluded.billed_as_of", (tenant, period, acct.billed, as_of)),
+            ("DELETE FROM unbilled WHERE tenant=? AND period=? AND second<=?",
+             (tenant, period, -1e308 if as_of is None else as_of)),
+        ]
+
+    def _commit(self, statements: list[Stmt]) -> None:
+        """Run `statements` as one transaction (StoreDown if it does not commit)."""
+        if not statements:
+            return
+        assert self._db is not None
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for sql, params in statements:
                     self._db.execute(sql, params)
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise BudgetStoreError(f"cannot write budget store sqlite:{self.path}: {exc}"
-                                   ) from exc
+            raise StoreDown(f"cannot write budget store sqlite:{self.path}: {exc}") from exc
 
-    def _persist(self, tenant: str, period: str, acct: _Account) -> None:
-        """Writes happen in `settle`/`apply_billing`, before memory changes."""
+    def maintain(self, ledger: BudgetLedger, mono: float) -> None:
+        """Nothing to keep: the ledger is authoritative."""
+
+    def release(self, ledger: BudgetLedger) -> None:
+        """Nothing held elsewhere."""
+
+    def _release(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = -1
 
     def close(self) -> None:
-        """Checkpoint the WAL and close the file."""
+        """Checkpoint the WAL, close the file and drop the lock."""
         with self._lock:
             # a failed checkpoint loses nothing: the WAL is replayed on the next open
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            self._db.close()
+            if self._db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._release()

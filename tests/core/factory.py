@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from router.core.budget import BudgetLedger, MemoryBudgetStore
+from router.core.budget import BudgetLedger
 from router.core.feed import FeedSnapshot, NodeState
 from router.core.loads import LoadTracker
 from router.core.model import (
@@ -68,7 +68,7 @@ def table(pol: Policy, snap: FeedSnapshot | None = None,
 
 def ledger(pol: Policy) -> BudgetLedger:
     """An in-memory ledger (limits come from the snapshot's policy at each call)."""
-    return BudgetLedger(MemoryBudgetStore())
+    return BudgetLedger()
 
 
 def request(key: str | None = "k", *, residency: Iterable[str] = (), slo: float = 100.0,

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from router.core.budget import MemoryBudgetStore
 from router.core.feed import format_time
 from router.feed.refresh import Refresher
 from router.feed.server import FeedServer
@@ -98,7 +97,7 @@ class Setup:
     def make(self, source: str, **kw: Any) -> tuple[Runtime, Refresher, RouterMetrics]:
         """Write the policy for `source` and build runtime, refresher and metrics."""
         self.policy_path.write_text(policy_text(source, **kw))
-        runtime = Runtime(load_policy(self.policy_path), MemoryBudgetStore(), clock=self.clock)
+        runtime = Runtime(load_policy(self.policy_path), clock=self.clock)
         metrics = RouterMetrics()
         refresher = Refresher(runtime, str(self.policy_path), metrics, clock=self.clock,
                               tick=0.05)

@@ -74,7 +74,7 @@ def test_a_bill_below_router_spend_is_not_max_but_sum() -> None:
 
 def test_ledger_stamps_admission_time_and_bills_the_as_of_period() -> None:
     cfg = BudgetConfig(tenants={"t": TenantBudget(limit_usd=10.0)})
-    led = BudgetLedger(MemoryBudgetStore())
+    led = BudgetLedger()
     held = led.reserve(cfg, "t", 1.0, T0 + 10)
     assert held is not None and held.at == T0 + 10
     led.settle(held)

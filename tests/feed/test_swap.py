@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import threading
 
-from router.core.budget import MemoryBudgetStore
 from router.policy.loader import load_policy
 from router.runtime import Routed, Runtime
 from tests.feed.conftest import Setup, feed_doc, write_feed
 
 
 def test_threaded_prepare_then_commit_keeps_in_flight_exact(setup: Setup) -> None:
-    rt = Runtime(load_policy(_policy(setup)), MemoryBudgetStore(), clock=setup.clock)
+    rt = Runtime(load_policy(_policy(setup)), clock=setup.clock)
     held: list[Routed] = []
     for i in range(30):
         held.append(rt.route({"x-affinity-key": f"k{i}", "x-affinity-residency": "GDPR"}))

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from router.stores.redis import RedisBudgetStore
-from tests.stores.conftest import RedisServer
+from tests.stores.conftest import RedisServer, TcpProxy
 
 from .stack import ENVOY, ROOT, Stack, free_port, stop, wait_port
 
@@ -201,4 +201,48 @@ def test_redis_killed_and_restarted_mid_run_loses_nothing(tmp_path: Path,
         fleet.close()  # routers flush what they queued while Redis was down
     assert counts[200] == 240 == served, counts  # the lease covered the whole outage
     assert counts["during"] > 0, counts  # some were admitted while Redis was down
+    assert committed(redis_server.url, "roomy") == pytest.approx(COST * served)
+
+
+def fetch(url: str, key: str, residency: str) -> tuple[int, dict[str, str]]:
+    req = urllib.request.Request(url + "/infer", data=b"x", headers={
+        "x-affinity-tenant": "roomy", "x-affinity-residency": residency,
+        "x-affinity-key": key})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return int(r.status), {k.lower(): v for k, v in r.headers.items()}
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), {k.lower(): v for k, v in exc.headers.items()}
+
+
+def test_a_blackholed_redis_never_makes_envoy_fail_open(tmp_path: Path,
+                                                         redis_server: RedisServer) -> None:
+    """Redis accepts and never answers: every request still gets the router's answer in time
+    (edge on GDPR nodes, cloud within the lease), and its spend reaches Redis once, later."""
+    proxy = TcpProxy(redis_server.port)
+    fleet = Fleet(tmp_path, f"redis://127.0.0.1:{proxy.port}/0", 1)
+    answers: list[tuple[str, int, dict[str, str]]] = []
+    try:
+        fleet.start()
+        status, headers = fetch(fleet.urls[0], "warm", "HIPAA")  # the first lease
+        assert status == 200 and headers["x-route-mode"] == "cloud", headers
+        proxy.mode = "blackhole"
+        time.sleep(0.5)  # the router's flushes and renewals now time out
+        for i in range(40):
+            for residency in ("GDPR", "HIPAA"):
+                answers.append((residency, *fetch(fleet.urls[0], f"b{i}", residency)))
+        proxy.mode = "forward"
+        served = fleet.stack.stats("cloud-hipaa")["hits"]
+    finally:
+        fleet.close()  # SIGTERM: the router flushes what it queued
+        proxy.close()
+    for residency, status, headers in answers:
+        assert status == 200, (residency, status, headers)
+        assert "x-route-mode" in headers, headers  # the router answered: no fail-open
+        if residency == "GDPR":
+            assert headers["x-route-mode"] in ("edge", "edge-degraded")
+            assert headers["x-served-by"] in ("eu-a", "eu-b")
+        else:
+            assert headers["x-served-by"] == "cloud-hipaa"
+    assert served == 41
     assert committed(redis_server.url, "roomy") == pytest.approx(COST * served)

@@ -14,7 +14,6 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
-from router.core.budget import MemoryBudgetStore
 from router.metrics import RouterMetrics
 from router.runtime import Runtime
 from router.server import servicer
@@ -38,7 +37,7 @@ class Client:
     """One in-process server and a stub; streams are opened by tests."""
 
     def __init__(self, max_streams: int = 64) -> None:
-        self.runtime = Runtime(policy(), MemoryBudgetStore())
+        self.runtime = Runtime(policy())
         self.metrics = RouterMetrics()
         self.processor = Processor(self.runtime, self.metrics, max_streams=max_streams)
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from router.core.budget import MemoryBudgetStore
 from router.core.feed import FeedSnapshot, NodeState
 from router.core.model import Policy
 from router.policy.loader import parse_policy
@@ -58,7 +57,7 @@ def test_a_shared_store_keeps_whole_budgets_and_sqlite_is_refused() -> None:
 
 def test_two_workers_never_spend_past_the_tenant_limit_together() -> None:
     # $0.01 per HIPAA cloud request, limit $0.03: two memory-store workers admit 3, not 6.
-    workers = [WorkerRuntime(policy(), MemoryBudgetStore(), workers=2, index=i)
+    workers = [WorkerRuntime(policy(), workers=2, index=i)
                for i in range(2)]
     admitted = 0
     for i in range(20):
@@ -75,7 +74,7 @@ def test_two_workers_never_spend_past_the_tenant_limit_together() -> None:
 
 def test_reloads_and_feeds_keep_the_worker_share() -> None:
     full = policy()
-    rt = WorkerRuntime(full, MemoryBudgetStore(), workers=2, index=1)
+    rt = WorkerRuntime(full, workers=2, index=1)
     assert [n.slots for n in rt.snapshot.nodes] == [4, 2, 4, 8]
     rt.install(policy=full)  # a hot reload hands over the whole file's policy
     assert [n.slots for n in rt.snapshot.nodes] == [4, 2, 4, 8]
@@ -95,3 +94,20 @@ def test_serve_refuses_sqlite_with_workers(tmp_path: Path) -> None:
                            "--workers", "2"], capture_output=True, text=True, timeout=60,
                           cwd=ROOT, check=False)
     assert proc.returncode == 2 and "belongs to one process" in proc.stderr
+
+
+def test_a_node_with_no_slots_gets_none_in_any_worker() -> None:
+    assert [part(0, 3, i) for i in range(3)] == [0, 0, 0]
+    full = policy()
+    feed = FeedSnapshot(generated_at=1000.0, received_at=1000.0,
+                        nodes={"eu-a": NodeState(slots=0), "eu-b": NodeState(slots=1)})
+    runtimes = [WorkerRuntime(full, workers=3, index=i) for i in range(3)]
+    for rt in runtimes:
+        rt.install(feed=feed, now=1000.0)
+    eu_a = [next(n.slots for n in rt.snapshot.nodes if n.id == "eu-a") for rt in runtimes]
+    assert eu_a == [0, 0, 0]  # not one slot per worker: the feed drained it
+    eu_b = [next(n.slots for n in rt.snapshot.nodes if n.id == "eu-b") for rt in runtimes]
+    assert eu_b == [1, 1, 1]  # 0 < x < N keeps one each, as before
+    nodes = {rt.route({"x-affinity-residency": "GDPR", "x-affinity-key": f"k{i}"},
+                      now=1000.0).decision.node for rt in runtimes for i in range(40)}
+    assert "eu-a" not in nodes

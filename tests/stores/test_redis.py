@@ -1,8 +1,7 @@
-"""Redis budget store against a real redis-server: atomic, rolls over, survives outages."""
+"""Redis budget store against a real redis-server: leases, rollover, outages, no overshoot."""
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 import threading
@@ -12,23 +11,33 @@ from pathlib import Path
 import pytest
 import redis
 
-from router.core.budget import MemoryBudgetStore, Reservation
-from router.stores import open_store
+from router.core.budget import Billed, Entry, MemoryBudgetStore, Reservation, Settled
+from router.stores import open_backend
 from router.stores.redis import RETAIN_S, RedisBudgetStore, expire_at
 
-from .conftest import RedisServer, free_port
+from .conftest import RedisServer, Replica, TcpProxy, budgets, free_port
 
-T0 = 1_795_000_000.0
+T0 = 1_795_000_000.0  # 2026-11-18
 ROOT = Path(__file__).resolve().parents[2]
+MONTH = "2026-11"
 
 
-def stamp(res: Reservation | None, at: float = T0) -> Reservation:
-    assert res is not None
-    return dataclasses.replace(res, at=at)
+class Clock:
+    """A settable wall clock shared by a replica's ledger and its keeper."""
+
+    def __init__(self, t: float = T0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def period_now() -> str:
+    return time.strftime("%Y-%m", time.gmtime())
 
 
 def test_billing_merge_matches_the_memory_store(redis_server: RedisServer) -> None:
-    store = open_store(redis_server.url)
+    store = open_backend(redis_server.url)
     assert isinstance(store, RedisBudgetStore)
     mem = MemoryBudgetStore()
     steps: list[tuple[str, float, float]] = [
@@ -36,34 +45,38 @@ def test_billing_merge_matches_the_memory_store(redis_server: RedisServer) -> No
         ("settle", T0 + 4, 1.0), ("settle", T0 + 20.5, 0.5), ("bill", T0, 90.0),
         ("bill", T0 + 15, 104.0), ("settle", T0 + 30, 0.25), ("bill", -1.0, 200.0),
         ("settle", T0 + 31, 1.0)]
-    for op, at, usd in steps:
-        for s in (store, mem):
-            if op == "settle":
-                s.settle(stamp(s.reserve("t", "p", usd, 1e9), at), usd)
-            else:
-                s.apply_billing("t", "p", usd, None if at < 0 else at)
+    for seq, (op, at, usd) in enumerate(steps, 1):
+        if op == "settle":
+            held = mem.reserve("t", "p", usd, 1e9)
+            assert held is not None
+            mem.settle(Reservation("t", "p", usd, held.rid, at), usd)
+            store.write([Settled(Reservation("t", "p", usd, seq, at), usd, seq)])
+        else:
+            mem.apply_billing("t", "p", usd, None if at < 0 else at)
+            store.write([Billed("t", "p", usd, None if at < 0 else at)])
         assert store.committed("t", "p") == pytest.approx(mem.committed("t", "p"))
     assert store.committed("t", "p") == pytest.approx(201.0)
     store.close()
 
 
-def hammer(stores: list[RedisBudgetStore], threads: int, amount: float, ceiling: float,
+def hammer(replicas: list[Replica], threads: int, amount: float, limit: float,
            tries: int) -> list[float]:
     """Every thread reserves and settles on one tenant; returns the admitted amounts."""
     admitted: list[float] = []
     lock = threading.Lock()
-    start = threading.Barrier(threads * len(stores))
+    start = threading.Barrier(threads * len(replicas))
+    cfg = budgets(limit)
 
-    def run(store: RedisBudgetStore) -> None:
+    def run(replica: Replica) -> None:
         start.wait()
         for _ in range(tries):
-            got = store.reserve("acme", "2026-11", amount, ceiling)
+            got = replica.reserve(cfg, "acme", amount)
             if got is not None:
-                store.settle(stamp(got), amount)
+                replica.settle(got, amount)
                 with lock:
                     admitted.append(amount)
 
-    workers = [threading.Thread(target=run, args=(s,)) for s in stores for _ in range(threads)]
+    workers = [threading.Thread(target=run, args=(r,)) for r in replicas for _ in range(threads)]
     for w in workers:
         w.start()
     for w in workers:
@@ -72,29 +85,37 @@ def hammer(stores: list[RedisBudgetStore], threads: int, amount: float, ceiling:
 
 
 def test_replicas_hammering_one_tenant_never_pass_the_limit(redis_server: RedisServer) -> None:
-    stores = [RedisBudgetStore(redis_server.url, replicas=4) for _ in range(4)]
-    admitted = hammer(stores, threads=4, amount=0.03, ceiling=3.0, tries=40)
-    committed = stores[0].committed("acme", "2026-11")
+    replicas = [Replica(redis_server.url, replicas=4) for _ in range(4)]
+    admitted = hammer(replicas, threads=4, amount=0.03, limit=3.0, tries=40)
+    for r in replicas:
+        r.close()  # flushes, and gives every lease back
+    check = RedisBudgetStore(redis_server.url)
+    committed, leased, _ = check.read("acme", period_now())
     assert committed == pytest.approx(sum(admitted))
     assert committed <= 3.0 + 1e-9
     # leases are spent too once the free headroom is gone: at most one request's worth idle
     assert committed > 3.0 - 4 * 0.03 - 1e-9
-    assert stores[0].reserved("acme", "2026-11") == 0.0
-    for s in stores:
-        s.close()
+    assert leased == 0.0  # nothing is held once the replicas are gone
+    check.close()
 
 
 WORKER = """
-import sys, dataclasses
+import sys, time
+from router.core.budget import THROTTLED
+from router.core.model import BudgetConfig, TenantBudget
+from router.stores.keeper import BudgetKeeper
 from router.stores.redis import RedisBudgetStore
-store = RedisBudgetStore(sys.argv[1], replicas=4)
+keeper = BudgetKeeper(RedisBudgetStore(sys.argv[1], replicas=4)).start()
+cfg = BudgetConfig(tenants={"acme": TenantBudget(limit_usd=2.0)})
 n = 0
 for _ in range(150):
-    got = store.reserve("acme", "2026-11", 0.02, 2.0)
-    if got is not None:
-        store.settle(dataclasses.replace(got, at=1_795_000_000.0), 0.02)
+    got = keeper.ledger.hold(cfg, "acme", 0.02, time.time())
+    if got == THROTTLED and keeper.wait_round(2.0):
+        got = keeper.ledger.hold(cfg, "acme", 0.02, time.time())
+    if not isinstance(got, str):
+        keeper.ledger.settle(got, 0.02)
         n += 1
-store.close()
+assert not keeper.close()
 print(n)
 """
 
@@ -104,17 +125,23 @@ def test_processes_hammering_one_tenant_never_pass_the_limit(redis_server: Redis
                               stdout=subprocess.PIPE, text=True) for _ in range(4)]
     counts = [int(p.communicate(timeout=120)[0]) for p in procs]
     store = RedisBudgetStore(redis_server.url)
-    assert store.committed("acme", "2026-11") == pytest.approx(0.02 * sum(counts))
+    assert store.committed("acme", period_now()) == pytest.approx(0.02 * sum(counts))
     assert 0.02 * sum(counts) <= 2.0 + 1e-9
     assert sum(counts) >= 100 - 4  # all but at most one lease-sized crumb per replica
     store.close()
 
 
 def test_periods_roll_over_and_their_keys_expire(redis_server: RedisServer) -> None:
-    store = RedisBudgetStore(redis_server.url)
-    store.settle(stamp(store.reserve("t", "2026-11", 1.0, 1.0)), 1.0)
-    assert store.reserve("t", "2026-11", 0.1, 1.0) is None
-    assert store.reserve("t", "2026-12", 0.1, 1.0) is not None
+    clock = Clock(T0)
+    replica = Replica(redis_server.url, clock=clock)
+    cfg = budgets(1.0, "t")
+    held = replica.reserve(cfg, "t", 1.0)
+    assert held is not None
+    replica.settle(held, 1.0)
+    assert replica.reserve(cfg, "t", 0.1) is None
+    clock.t = T0 + 30 * 86400  # 2026-12-18
+    assert replica.reserve(cfg, "t", 0.1) is not None
+    replica.close()
     client = redis.Redis.from_url(redis_server.url)
     keys = client.keys("hr:budget:{t|2026-11}:*")
     assert keys
@@ -124,73 +151,92 @@ def test_periods_roll_over_and_their_keys_expire(redis_server: RedisServer) -> N
     client.close()
     assert expire_at("2026-11-22T10", 0) == 1_795_345_200 + RETAIN_S
     assert expire_at("2026-W47", 0) == 1_795_392_000 + RETAIN_S  # Monday 2026-11-23
-    store.close()
 
 
-def test_a_dead_replicas_hold_expires_and_a_late_settle_still_counts(
-        redis_server: RedisServer) -> None:
-    dying = RedisBudgetStore(redis_server.url, hold_ttl=0.2)
-    other = RedisBudgetStore(redis_server.url)
-    held = stamp(dying.reserve("t", "p", 0.8, 1.0))
-    assert other.reserve("t", "p", 0.8, 1.0) is None
-    time.sleep(0.3)
-    assert other.reserved("t", "p") == 0.0
-    got = other.reserve("t", "p", 0.2, 1.0)
+def test_a_cut_off_replicas_lease_lapses_and_its_late_settle_still_counts(
+        redis_server: RedisServer, proxy: TcpProxy) -> None:
+    cfg = budgets(1.0, "t")
+    dying = Replica(f"redis://127.0.0.1:{proxy.port}/0?timeout=0.2&retry=0.1", lease_ttl=1.0)
+    other = Replica(redis_server.url)
+    held = dying.reserve(cfg, "t", 0.8)
+    assert held is not None
+    assert other.reserve(cfg, "t", 0.8) is None  # the first replica's lease holds it
+    assert other.backend.read("t", period_now())[1] == pytest.approx(1.0)  # 0.8 + 0.2 leased
+    proxy.mode = "blackhole"  # the replica can no longer renew: Redis lets its lease lapse
+    time.sleep(1.3)
+    assert other.backend.read("t", period_now())[1] == pytest.approx(0.2)  # only its own
+    assert dying.reserve(cfg, "t", 0.1) is None  # past its TTL, a lease is not spent locally
+    got = other.reserve(cfg, "t", 0.2)
     assert got is not None
-    dying.settle(held, 0.8)  # the request outlived its hold: its spend is not lost
-    other.settle(stamp(got), 0.2)
-    assert other.committed("t", "p") == pytest.approx(1.0)
+    dying.settle(held, 0.8)  # the request outlived the lease: its spend is not lost
+    other.settle(got, 0.2)
+    proxy.mode = "forward"
+    assert dying.flushed() and other.flushed()
+    assert other.backend.committed("t", period_now()) == pytest.approx(1.0)
     dying.close()
     other.close()
 
 
-def test_fallback_spends_only_its_lease_and_reconciles(redis_server: RedisServer) -> None:
-    store = RedisBudgetStore(redis_server.url, replicas=2, lease_fraction=0.5, retry=0.1)
-    store.settle(stamp(store.reserve("t", "p", 2.0, 10.0)), 2.0)
-    inflight = stamp(store.reserve("t", "p", 1.0, 10.0))  # held in Redis through the outage
-    lease = store._views[("t", "p")].lease
-    assert lease == pytest.approx(0.25 * (10.0 - 2.0 - 1.0))
+def test_an_outage_spends_only_the_lease_and_reconciles(redis_server: RedisServer) -> None:
+    replica = Replica(redis_server.url, replicas=2, lease_fraction=0.5, retry=0.1)
+    written: list[list[Entry]] = []
+    write = replica.backend.write
+
+    def recording(entries: list[Entry]) -> None:
+        write(entries)
+        written.append(list(entries))
+
+    replica.backend.write = recording  # type: ignore[method-assign]
+    cfg, month = budgets(10.0, "t"), period_now()
+    first = replica.reserve(cfg, "t", 2.0)
+    assert first is not None
+    replica.settle(first, 2.0)
+    assert replica.flushed()
+    inflight = replica.reserve(cfg, "t", 1.0)  # in flight through the outage
+    assert inflight is not None
+    lease = replica.ledger.leases()[0].lease
+    assert lease == pytest.approx(0.25 * (10.0 - 2.0))  # share × the headroom left
     redis_server.kill()
     local = []
-    while (got := store.reserve("t", "p", 0.1, 10.0)) is not None:
-        local.append(stamp(got, T0 + 1))
-    assert len(local) == int(lease / 0.1 + 1e-9)  # the lease, and not a cent more
+    while (got := replica.reserve(cfg, "t", 0.1, wait=0.5)) is not None:
+        local.append(got)
+    assert len(local) == int((lease - 1.0) / 0.1 + 1e-9)  # the lease, and not a cent more
     for got in local:
-        store.settle(got, 0.1)
-    store.settle(inflight, 1.0)
-    assert store.degraded
-    assert store.committed("t", "p") == pytest.approx(3.0 + 0.1 * len(local))
+        replica.settle(got, 0.1)
+    replica.settle(inflight, 1.0)
+    assert replica.keeper.degraded
+    committed = replica.ledger.state(cfg, "t", time.time()).committed_usd
+    assert committed == pytest.approx(3.0 + 0.1 * len(local))
     redis_server.start()
-    time.sleep(0.15)
+    assert replica.flushed()
     fresh = RedisBudgetStore(redis_server.url)
-    assert store.committed("t", "p") == pytest.approx(3.0 + 0.1 * len(local))  # flushes
-    assert not store.degraded
-    assert fresh.committed("t", "p") == pytest.approx(3.0 + 0.1 * len(local))
-    assert fresh.reserved("t", "p") == 0.0
+    assert fresh.committed("t", month) == pytest.approx(3.0 + 0.1 * len(local))
+    replica.close()
+    assert fresh.read("t", month)[1] == 0.0  # every lease given back
     # replaying the same settlements (a lost reply) counts nothing twice
-    for got in [*local, inflight]:
-        store._settle_remote(got, 0.1, "l" if got.rid % 2 else "r")
-    assert fresh.committed("t", "p") == pytest.approx(3.0 + 0.1 * len(local))
-    store.close()
+    for entries in written:
+        write(entries)
+    assert fresh.committed("t", month) == pytest.approx(3.0 + 0.1 * len(local))
     fresh.close()
 
 
 def test_redis_restart_mid_run_loses_nothing(redis_server: RedisServer) -> None:
-    stores = [RedisBudgetStore(redis_server.url, replicas=2, retry=0.05) for _ in range(2)]
+    replicas = [Replica(redis_server.url, replicas=2, retry=0.05) for _ in range(2)]
+    cfg = budgets(1e6)
     settled: list[float] = []
     lock = threading.Lock()
     stop = threading.Event()
 
-    def run(store: RedisBudgetStore) -> None:
+    def run(replica: Replica) -> None:
         while not stop.is_set():
-            got = store.reserve("acme", "2026-11", 0.01, 1e6)
+            got = replica.reserve(cfg, "acme", 0.01, wait=0.2)
             if got is not None:
-                store.settle(stamp(got), 0.01)
+                replica.settle(got, 0.01)
                 with lock:
                     settled.append(0.01)
             time.sleep(0.002)  # request pacing: the queue grows with traffic, not a spin
 
-    workers = [threading.Thread(target=run, args=(s,)) for s in stores for _ in range(2)]
+    workers = [threading.Thread(target=run, args=(r,)) for r in replicas for _ in range(2)]
     for w in workers:
         w.start()
     time.sleep(0.5)
@@ -201,26 +247,30 @@ def test_redis_restart_mid_run_loses_nothing(redis_server: RedisServer) -> None:
     stop.set()
     for w in workers:
         w.join()
-    for s in stores:
-        s.close()
+    for r in replicas:
+        r.close()
     check = RedisBudgetStore(redis_server.url)
     assert len(settled) > 100
-    assert check.committed("acme", "2026-11") == pytest.approx(sum(settled))
-    assert check.reserved("acme", "2026-11") == 0.0
+    committed, leased, _ = check.read("acme", period_now())
+    assert committed == pytest.approx(sum(settled))
+    assert leased == 0.0
     check.close()
 
 
 def test_unreachable_from_the_start_refuses_budgeted_cloud_and_fails_fast() -> None:
-    store = RedisBudgetStore(f"redis://127.0.0.1:{free_port()}/0?timeout=0.1&retry=5")
     began = time.monotonic()
-    assert store.reserve("t", "p", 0.1, 10.0) is None  # no lease yet: nothing to spend
-    assert store.reserve("t", "p", 0.1, float("inf")) is not None  # no budget to protect
+    replica = Replica(f"redis://127.0.0.1:{free_port()}/0?timeout=0.1&retry=5")
+    limited, unlimited = budgets(10.0, "t"), budgets(None)
+    assert replica.reserve(limited, "t", 0.1) is None  # no lease yet: nothing to spend
+    held = replica.reserve(unlimited, "t", 0.1)  # no budget to protect
+    assert held is not None
+    replica.settle(held)
     for _ in range(100):
-        store.committed("t", "p")
-    assert store.degraded
+        replica.ledger.state(limited, "t", time.time())
+    assert replica.keeper.degraded
     assert time.monotonic() - began < 5  # one connect attempt, then the retry window
-    store._queue.clear()
-    store.close()
+    lost = replica.keeper.close(tries=1)
+    assert [type(e) for e in lost] == [Settled]  # said, not silently dropped
 
 
 def test_unknown_option_is_refused() -> None:

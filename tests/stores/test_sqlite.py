@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from router.core.budget import MemoryBudgetStore, Reservation
-from router.stores import open_store
+from router.stores import open_backend
 from router.stores.sqlite import BudgetStoreError, SqliteBudgetStore
 
 T0 = 1_795_000_000.0
@@ -105,7 +105,7 @@ def test_threads_reserving_at_once_never_overshoot(tmp_path: Path) -> None:
 
 def test_parent_directories_are_created_and_spec_opens_it(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "budget.db"
-    store = open_store(f"sqlite:{path}?synchronous=FULL")
+    store = open_backend(f"sqlite:{path}?synchronous=FULL")
     assert isinstance(store, SqliteBudgetStore)
     settle_at(store, T0, 1.5)
     store.close()

@@ -79,9 +79,8 @@ def test_route_table_order_router_answer_then_fail_open_then_refusal() -> None:
 
 
 def test_default_residency_without_an_edge_node_is_refused_in_fail_open() -> None:
-    from dataclasses import replace
-
-    pol = replace(FLEET, defaults=replace(FLEET.defaults, residency=frozenset({"HIPAA"})))
+    pol = FLEET.model_copy(update={"defaults": FLEET.defaults.model_copy(
+        update={"residency": frozenset({"HIPAA"})})})
     routes = _routes(xds.build(table(pol)))
     assert "fail-open:default-residency-unserved" in [r.name for r in routes]
     assert "fail-open:edge.any" not in [r.name for r in routes]
