@@ -41,15 +41,18 @@ class Target:
     latency_ms: float
     kind: str  # edge | cloud
     hits: int = 0
-    inflight: int = 0
+    inflight: int = 0  # inference: edge modes, cloud, and Envoy's fail-open
     max_inflight: int = 0
+    features: int = 0  # split feature extractions, held apart from inference slots
+    max_features: int = 0
     modes: dict[str, int] = field(default_factory=dict)
     keys: dict[str, int] = field(default_factory=dict)
 
     def stats(self) -> dict[str, object]:
         """JSON-able counters."""
         return {"id": self.id, "hits": self.hits, "inflight": self.inflight,
-                "max_inflight": self.max_inflight, "modes": self.modes}
+                "max_inflight": self.max_inflight, "features": self.features,
+                "max_features": self.max_features, "modes": self.modes}
 
 
 def targets(policy: Policy) -> list[Target]:
@@ -69,9 +72,14 @@ def make_app(target: Target, *, speed: float = 1.0, seed: int = 0) -> web.Applic
     async def handle(request: web.Request) -> web.StreamResponse:
         h = request.headers
         target.hits += 1
-        target.inflight += 1
-        target.max_inflight = max(target.max_inflight, target.inflight)
         mode = h.get(wire.H_MODE, "fail-open")
+        split = mode == wire.MODE_SPLIT and target.kind == "edge"
+        if split:
+            target.features += 1
+            target.max_features = max(target.max_features, target.features)
+        else:
+            target.inflight += 1
+            target.max_inflight = max(target.max_inflight, target.inflight)
         target.modes[mode] = target.modes.get(mode, 0) + 1
         try:
             if "x-emulate-delay-ms" in h:
@@ -95,7 +103,10 @@ def make_app(target: Target, *, speed: float = 1.0, seed: int = 0) -> web.Applic
             return web.Response(status=status, text=body, headers=echo,
                                 content_type="application/json")
         finally:
-            target.inflight -= 1
+            if split:
+                target.features -= 1
+            else:
+                target.inflight -= 1
 
     app = web.Application()
     app.router.add_get("/_stats", stats)

@@ -42,8 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-feed", action="store_true", help="explain as if no feed arrived")
     parser.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'",
                         help="a request header, e.g. -H 'x-affinity-tenant: acme' (repeatable)")
-    parser.add_argument("--payload-bytes", type=int, default=0, metavar="N",
-                        help="request body size, for egress cost (default 0)")
+    parser.add_argument("--payload-bytes", type=int, default=None, metavar="N",
+                        help="request body size, for transfer and egress estimates "
+                             "(default: the policy's defaults.payload_kb)")
     parser.add_argument("--spend", action="append", default=[], metavar="TENANT=USD",
                         help="committed spend this period, replacing the feed's (repeatable)")
     parser.add_argument("--load", action="append", default=[], metavar="TARGET=N",

@@ -25,6 +25,9 @@ class RouterMetrics:
                                           registry=r)
         self.node_inflight = Gauge("router_node_inflight", "Requests in flight per node or pool",
                                    ["node"], registry=r)
+        self.node_features = Gauge("router_node_features_inflight",
+                                   "Split feature extractions in flight per node (held apart "
+                                   "from its inference slots)", ["node"], registry=r)
         self.node_weight = Gauge("router_node_weight", "Effective ring weight per node",
                                  ["node"], registry=r)
         self.budget_spend = Gauge("router_budget_spend_usd",

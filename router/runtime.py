@@ -86,7 +86,7 @@ class Runtime:
         current = self.snapshot
         snap = build_table(policy if policy is not None else current.policy,
                            feed if feed is not None else current.feed,
-                           self.tracker, self.cache, now=now)
+                           self.tracker, self.cache, now=now, previous=current)
         snap.prebuild(current.class_keys()[:WARM_CLASSES])
         return snap
 
@@ -103,10 +103,16 @@ class Runtime:
                                  stale=snap.stale, nodes=snap.nodes, pools=snap.pools,
                                  ring=snap.ring, tracker=snap.tracker, _classes=snap._classes)
 
-    def parse(self, headers: Mapping[str, str], *, payload_bytes: int = 0,
+    def parse(self, headers: Mapping[str, str], *, payload_bytes: int | None = None,
               request_id: str = "") -> RouteRequest | Decision:
-        """The request's tags under the policy in force, or its 400 refusal."""
+        """The request's tags under the policy in force, or its 400 refusal.
+
+        `payload_bytes` None (no usable content-length) estimates the payload as the
+        policy's `defaults.payload_kb`.
+        """
         policy = self.snapshot.policy
+        if payload_bytes is None:
+            payload_bytes = int(policy.defaults.payload_kb * 1024)
         try:
             return parse_request(headers, policy.defaults, policy.slo.default_latency_ms,
                                  payload_bytes=payload_bytes, request_id=request_id)
@@ -114,7 +120,7 @@ class Runtime:
             return refusal(wire.STATUS_BAD_TAG, wire.E_BAD_TAG, wire.R_BAD_TAG,
                            f"{exc.tag}: {exc.detail}", policy.digest)
 
-    def route(self, headers: Mapping[str, str], *, payload_bytes: int = 0,
+    def route(self, headers: Mapping[str, str], *, payload_bytes: int | None = None,
               request_id: str = "", now: float | None = None) -> Routed:
         """Parse, plan and admit one request from its (lower-case) headers."""
         snap = self.snapshot  # read the reference once

@@ -71,9 +71,14 @@ def all_edge_full() -> list[str]:
     return [f"--load={n}={SLOTS[n]}" for n in GDPR_EDGE]
 
 
-def test_edge_full_goes_to_cloud_and_hard_budget_refuses(capsys: pytest.CaptureFixture[str]
-                                                         ) -> None:
+def test_edge_full_splits_or_goes_to_cloud_and_hard_budget_refuses(
+        capsys: pytest.CaptureFixture[str]) -> None:
     info = explain_json(capsys, *GDPR, "-H", "x-affinity-slo-ms: 300", *all_edge_full())
+    d = info["decision"]  # inference slots full, feature slots free: split
+    assert d["mode"] == "split" and d["split_cloud"] == "127.0.0.1:9201"
+    assert d["headers"][wire.H_REASON] == wire.R_CAPACITY
+    info = explain_json(capsys, *GDPR, "-H", "x-affinity-slo-ms: 300", "-H",
+                        "x-affinity-degrade: false", *all_edge_full())
     assert info["decision"]["mode"] == "cloud" and info["decision"]["node"] == "neo-eu"
     assert info["decision"]["headers"][wire.H_REASON] == wire.R_CAPACITY
     info = explain_json(capsys, *GDPR, "-H", "x-affinity-slo-ms: 300", *all_edge_full(),

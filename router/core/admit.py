@@ -86,7 +86,10 @@ def _routed(p: Plan, opt: Option, held: Reservation | None, acquire: bool,
             notes: list[Candidate] | None) -> Decision:
     slots: tuple[int, ...] = ()
     if acquire:
-        slots = tuple(x.slot for x in (opt.node, opt.pool) if x is not None)
+        node_slot = None if opt.node is None else (
+            opt.node.feature_slot if opt.mode == wire.MODE_SPLIT else opt.node.slot)
+        slots = tuple(x for x in (node_slot, opt.pool.slot if opt.pool else None)
+                      if x is not None)
         take = p.snapshot.tracker.acquire
         for s in slots:
             take(s)
@@ -100,6 +103,7 @@ def _routed(p: Plan, opt: Option, held: Reservation | None, acquire: bool,
         target=target.address, node=target.id, quality=opt.quality,
         split_cloud=opt.pool.address if split and opt.pool else None,
         split_pool=opt.pool.id if split and opt.pool else None, cluster=cluster,
+        home=opt.home, fill=opt.fill,
         cost_usd=opt.cost_usd, est_ms=opt.est_ms, slots=slots, reservation=held,
         candidates=tuple(notes) if notes is not None else (),
     )

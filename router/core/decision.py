@@ -50,6 +50,8 @@ class Decision:
     slots: tuple[int, ...] = ()
     reservation: Reservation | None = None
     candidates: tuple[Candidate, ...] = ()
+    home: bool = False  # edge and split: the node is the key's home (first on its ring)
+    fill: float = 0.0  # edge and split: (in flight + 1) / cap of the node when picked (<= 1)
 
     @property
     def routed(self) -> bool:

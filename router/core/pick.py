@@ -1,13 +1,18 @@
 """The bounded-load picker: one walk of a class's weighted ring (see `router.core.ring`).
 
 The walk starts at hash64(key) and takes the first member node that is under
-its bounded-load cap and its physical slots. The first node on the ring is the
-key's *home*; a key leaves its home only while the home is at its cap.
+its bounded-load cap (with the utilization floor) and its physical slots. The
+first node on the ring is the key's *home*; a key leaves its home only while
+the home is at its cap. The same walk over the nodes' feature slots (counted
+apart from inference slots) places split extractions, so a split is possible
+exactly when the edge's inference slots are full.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from router import wire
 from router.core.decision import Candidate
@@ -15,16 +20,37 @@ from router.core.ring import cap, hash64
 from router.core.table import ClassEntry, NodeRt, Snapshot
 
 
+class Pick(NamedTuple):
+    """The node a walk reached, whether it is the key's home, and its load and cap then."""
+
+    node: NodeRt
+    home: bool
+    load: int
+    cap: int
+
+
 def pick_edge(entry: ClassEntry, snap: Snapshot, key: str,
-              notes: list[Candidate] | None = None) -> tuple[NodeRt | None, bool]:
-    """Bounded-load walk: (first eligible node under its cap, whether it is the key's home)."""
+              notes: list[Candidate] | None = None) -> Pick | None:
+    """Bounded-load walk over inference slots: the first node under its cap, or None."""
+    total = snap.tracker.total(entry.gid, entry.member_slots)
+    return _walk(entry, snap, key, total, False, notes)
+
+
+def pick_feature(entry: ClassEntry, snap: Snapshot, key: str,
+                 notes: list[Candidate] | None = None) -> Pick | None:
+    """The same walk over feature slots (where a split extracts features), or None."""
+    total = snap.tracker.total(entry.fgid, entry.feature_slots)
+    return _walk(entry, snap, key, total, True, notes)
+
+
+def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: bool,
+          notes: list[Candidate] | None) -> Pick | None:
     keys = entry.ring.keys
     n = len(keys)
     if n == 0:
-        return None, False
-    nodes = snap.nodes
+        return None
+    nodes: Sequence[NodeRt] = snap.nodes
     loads = snap.tracker.loads
-    total = snap.tracker.total(entry.gid, entry.member_slots)
     eps = snap.policy.balance_factor
     wsum = entry.weight_sum
     owners = entry.ring.owners
@@ -38,18 +64,22 @@ def pick_edge(entry: ClassEntry, snap: Snapshot, key: str,
             continue
         seen.add(owner)
         node = nodes[owner]
-        load = loads[node.slot]
-        limit = cap(total, node.weight, wsum, eps)
-        if load < node.slots and load < limit:
+        slots = node.feature_slots if features else node.slots
+        load = loads[node.feature_slot if features else node.slot]
+        limit = cap(total, node.weight, wsum, eps, node.min_cap)
+        if load < slots and load < limit:
             if notes is not None:
-                notes.append(Candidate(node.id, wire.MODE_EDGE, "picked by bounded-load walk",
-                                       node.est_ms, node.cost_usd, load=load, cap=limit))
-            return node, first
+                what = "features: picked by the walk over feature slots" if features \
+                    else "picked by bounded-load walk"
+                notes.append(Candidate(node.id, wire.MODE_SPLIT if features else wire.MODE_EDGE,
+                                       what, node.est_ms, node.cost_usd, load=load, cap=limit))
+            return Pick(node, first, load, limit)
         if notes is not None:
-            why = "out of slots" if load >= node.slots else "at its bounded-load cap"
-            notes.append(Candidate(node.id, wire.MODE_EDGE, why, node.est_ms, node.cost_usd,
-                                   load=load, cap=min(limit, node.slots)))
+            why = "out of slots" if load >= slots else "at its bounded-load cap"
+            notes.append(Candidate(node.id, wire.MODE_SPLIT if features else wire.MODE_EDGE,
+                                   f"features: {why}" if features else why, node.est_ms,
+                                   node.cost_usd, load=load, cap=min(limit, slots)))
         first = False
         if len(seen) == want:
             break
-    return None, False
+    return None

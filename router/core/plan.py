@@ -2,7 +2,9 @@
 
 Ladder: edge → edge-degraded → split → cloud (docs/reference.md, "Routing").
 `plan` reads the snapshot once, does one bounded-load walk, builds every rung
-with its latency estimate and cost, drops the rungs this request can never
+with its latency estimate and cost (`router.core.estimate`: payload- and
+bandwidth-aware, with the live in-flight count; a split's node comes from a
+second walk over feature slots, so a full edge still splits), drops the rungs this request can never
 take (over its max cost, a pool at its `max_inflight`), and ranks the rest:
 first the rungs within the SLO (degraded ones within `degraded_slack` × SLO)
 in ladder order; then, as best effort, the others fastest first, except that a
@@ -20,17 +22,15 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from router import wire
+from router.core import estimate
 from router.core.budget import BudgetState, account_of
 from router.core.decision import Candidate, Decision, refusal
 from router.core.model import QUALITY_LEVELS, BudgetConfig
-from router.core.pick import pick_edge
+from router.core.pick import Pick, pick_edge, pick_feature
 from router.core.request import RouteRequest
 from router.core.table import ClassEntry, NodeRt, PoolRt, Snapshot
 
 INF = float("inf")
-# The split estimate of the first version, until the payload- and bandwidth-aware one lands.
-_SPLIT_COST_FRACTION = 0.3
-_SPLIT_EXTRA_MS = 15.0
 
 
 class BudgetView(Protocol):
@@ -53,6 +53,9 @@ class Option:
     node: NodeRt | None
     pool: PoolRt | None
     quality: str | None
+    home: bool = False  # the node is the key's home (first on its ring)
+    fill: float = 0.0  # (load + 1) / cap of the node when it was picked
+    held: bool = False  # over its estimate's bound, but the key is not among those shed
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,37 +72,44 @@ class Plan:
     notes: tuple[Candidate, ...] = ()
 
 
-def _edge_options(node: NodeRt, req: RouteRequest, snap: Snapshot, home: bool) -> list[Option]:
-    """Edge rungs for the picked node: full, then each degraded quality."""
+def _edge_options(pick: Pick, req: RouteRequest, snap: Snapshot, key: str) -> list[Option]:
+    """Edge rungs on the picked node: full (unless VRAM forbids it), then each lower quality."""
+    node = pick.node
     quality = snap.policy.quality
+    full_ms = estimate.edge_ms(node, pick.load)
+    fill = (pick.load + 1) / pick.cap if pick.cap else 1.0
     out: list[Option] = []
     if node.quality_floor == 0:
-        out.append(Option(wire.MODE_EDGE, wire.R_AFFINITY if home else wire.R_BALANCE,
-                          node.est_ms, node.cost_usd, 0.0, node, None, "full"))
+        shed = estimate.shed_fraction(full_ms, req.slo_ms, node.base_ms)
+        out.append(Option(wire.MODE_EDGE, wire.R_AFFINITY if pick.home else wire.R_BALANCE,
+                          full_ms, node.cost_usd, 0.0, node, None, "full", pick.home, fill,
+                          held=shed > 0.0 and estimate.stays(key, node, shed)))
     if req.accept_degradation:
         reason = wire.R_VRAM if node.quality_floor > 0 else wire.R_SLO
         for q in range(max(1, node.quality_floor), len(QUALITY_LEVELS)):
             level = QUALITY_LEVELS[q]
-            out.append(Option(wire.MODE_DEGRADED, reason, node.est_ms * quality.factor(level),
-                              node.cost_usd, 0.0, node, None, level))
+            out.append(Option(wire.MODE_DEGRADED, reason, full_ms * quality.factor(level),
+                              node.cost_usd, 0.0, node, None, level, pick.home, fill))
     return out
 
 
-def _cloud_options(entry: ClassEntry, node: NodeRt | None, req: RouteRequest, snap: Snapshot,
-                   edge_why: str) -> list[Option]:
-    """Split rungs (when a node was picked and degradation is accepted), then cloud rungs."""
-    split = snap.policy.split
+def _cloud_options(entry: ClassEntry, req: RouteRequest, snap: Snapshot, key: str,
+                   edge_why: str, notes: list[Candidate] | None) -> list[Option]:
+    """Split rungs (degradation accepted, a node with a free feature slot), then cloud rungs."""
     out: list[Option] = []
-    if node is not None and req.accept_degradation:
-        features = int(req.payload_bytes * split.payload_fraction)
-        for pool in entry.pools:
-            cloud = pool.cost(features) * _SPLIT_COST_FRACTION
-            out.append(Option(wire.MODE_SPLIT, wire.R_SLO, pool.est_ms + _SPLIT_EXTRA_MS,
-                              node.cost_usd + cloud, cloud, node, pool, None))
+    payload = req.payload_bytes
+    if req.accept_degradation and entry.pools:
+        # features need the residency, not the model: the pool does the inference
+        pick = pick_feature(snap.entry(req.residency, None), snap, key, notes)
+        if pick is not None:
+            fill = (pick.load + 1) / pick.cap if pick.cap else 1.0
+            for pool in entry.pools:
+                ms, usd, cloud_usd = estimate.split(pick.node, pool, payload, snap.policy.split)
+                out.append(Option(wire.MODE_SPLIT, edge_why, ms, usd, cloud_usd, pick.node,
+                                  pool, None, pick.home, fill))
     for pool in entry.pools:
-        cloud = pool.cost(req.payload_bytes)
-        out.append(Option(wire.MODE_CLOUD, edge_why, pool.est_ms, cloud, cloud, None, pool,
-                          None))
+        ms, usd = estimate.cloud(pool, payload, snap.cloud_uplink_mbps)
+        out.append(Option(wire.MODE_CLOUD, edge_why, ms, usd, usd, None, pool, None))
     return out
 
 
@@ -128,18 +138,23 @@ def plan(req: RouteRequest, snap: Snapshot, budget: BudgetView, *, now: float,
     entry = snap.entry(req.residency, req.model)
     if notes is not None:
         notes.extend(Candidate(t, "-", why) for t, why in entry.excluded)
-    node, home = pick_edge(entry, snap, req.key if req.key is not None else req.request_id,
-                           notes)
-    if node is not None:
+    key = req.key if req.key is not None else req.request_id
+    pick = pick_edge(entry, snap, key, notes)
+    max_cost = INF if req.max_cost_usd is None else req.max_cost_usd
+    slo = req.slo_ms
+    ladder = _edge_options(pick, req, snap, key) if pick is not None else []
+    if notes is None and ladder:
+        first = ladder[0]  # the common case: the home node at full quality, within the SLO
+        if first.mode == wire.MODE_EDGE and (first.est_ms <= slo or first.held) \
+                and first.cost_usd <= max_cost + 1e-12:
+            return Plan(req, snap, account, entry, (first,))
+    if pick is not None:
         edge_why = wire.R_SLO
     elif entry.members:
         edge_why = wire.R_CAPACITY
     else:
         edge_why = wire.R_RESIDENCY
-    ladder = _edge_options(node, req, snap, home) if node is not None else []
-    ladder += _cloud_options(entry, node, req, snap, edge_why)
-    max_cost = INF if req.max_cost_usd is None else req.max_cost_usd
-    slo = req.slo_ms
+    ladder += _cloud_options(entry, req, snap, key, edge_why, notes)
     slack = slo * policy.slo.degraded_slack
     loads = snap.tracker.loads
     within: list[Option] = []
@@ -157,12 +172,15 @@ def plan(req: RouteRequest, snap: Snapshot, budget: BudgetView, *, now: float,
                 notes.append(note(opt, "pool at max_inflight"))
             continue
         bound = slack if opt.mode == wire.MODE_DEGRADED else slo
-        if opt.est_ms > bound:
+        if opt.est_ms > bound and not opt.held:
             beyond.append(opt)
             if notes is not None:
                 notes.append(note(opt, f"estimate {opt.est_ms:.0f} ms over {bound:.0f} ms"))
         else:
             within.append(opt)
+            if notes is not None and opt.held:
+                notes.append(note(opt, f"estimate {opt.est_ms:.0f} ms over {bound:.0f} ms, but "
+                                       "this key is not among the share shed from the node"))
     if beyond:
         within += _best_effort(beyond, budget, budgets, account, now)
     return Plan(req, snap, account, entry, tuple(within), cost_blocked,

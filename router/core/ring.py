@@ -20,6 +20,12 @@ is eligible, under its cap and under its physical slots. Since Σ cap_i ≥
 (1 + ε)(L + 1) > L, some node always has room unless every node is out of
 slots. A key keeps its node while that node stays under its cap.
 
+Utilization floor. With `hashing.min_cap_fraction` f > 0 a node's cap is never
+below floor(f × slots_i): at low load the proportional bound would spread keys
+over nearly idle nodes (a cap of 1 on a 16-slot node at 95 req/s), losing
+their warm caches for no gain; the floor keeps a key on its home node until
+that node is f full, and the proportional bound governs above it.
+
 Speed. Points are hashed once per (node, count) and cached; a rebuild sorts
 the concatenated points with numpy. A request class's ring is the global ring
 filtered to its eligible nodes, which is the same as walking the global ring
@@ -131,13 +137,18 @@ def filter_ring(ring: Ring, eligible: Sequence[int]) -> Ring:
     return Ring(keys=sub_keys, owners=sub_owners, members=members)
 
 
-def cap(load_total: int, weight: float, weight_sum: float, epsilon: float) -> int:
-    """Bounded-load cap of a node: ceil((1 + ε)(L + 1) w / Σw)."""
+def cap(load_total: int, weight: float, weight_sum: float, epsilon: float, floor: int = 0) -> int:
+    """Bounded-load cap of a node: max(ceil((1 + ε)(L + 1) w / Σw), floor).
+
+    `floor` is the utilization floor (min_cap_fraction × slots): at low load a key
+    keeps its node while that node is under that share of its slots.
+    """
     if weight_sum <= 0:
-        return 0
+        return floor
     value = (1.0 + epsilon) * (load_total + 1) * weight / weight_sum
     whole = int(value)
-    return whole if whole == value else whole + 1
+    whole = whole if whole == value else whole + 1
+    return whole if whole > floor else floor
 
 
 def walk(ring: Ring, key_hash: int) -> list[int]:

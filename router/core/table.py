@@ -7,6 +7,12 @@ state the snapshot indexes into (`tracker`), not part of it.
 Per request class (residency set, model) it holds the filtered ring, the
 weight sum, the load group and the cloud pools ordered by latency, so a
 decision is a dict lookup, one bounded-load walk and a budget check.
+
+Quality floors have hysteresis: a node enters `constrained` above
+`quality.constrained_above` (`minimal` above `minimal_above`) but leaves only
+below `quality.recover_below` (minimal: below `minimal_above` less the same
+gap), judged against the floor of the snapshot it replaces, so a VRAM reading
+near a threshold does not flip a node's quality at every refresh.
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ from dataclasses import dataclass, field, replace
 
 from router.core.feed import FeedSnapshot, NodeState
 from router.core.loads import LoadTracker
-from router.core.model import QUALITY_LEVELS, CloudPool, EdgeNode, Policy
+from router.core.model import CloudPool, EdgeNode, Policy
 from router.core.ring import PointCache, Ring, build_ring, filter_ring
 
 MAX_CLASSES = 1024
+FEATURES = "#features"  # load-tracker name suffix of a node's split feature slots
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +38,20 @@ class NodeRt:
     slot: int
     weight: float
     slots: int
-    est_ms: float  # full-quality latency estimate
+    est_ms: float  # full-quality latency estimate when the feed was read
     quality_floor: int  # index into QUALITY_LEVELS the node can serve at best
     cost_usd: float
     healthy: bool
     spec: EdgeNode
+    feature_slot: int = -1  # load slot of split feature extractions (apart from inference)
+    feature_slots: int = 0
+    feature_ms: float = 0.0
+    uplink_mbps: float = 100.0  # the node's site uplink: split features cross it
+    base_ms: float = 0.0  # unloaded full-quality latency: base_latency_ms / compute_score
+    excess_ms: float = 0.0  # feed p95 above base_ms, attributed to the load the feed saw
+    others_seen: float = 0.0  # in flight from other routers when the feed was read
+    load_seen: float = 1.0  # everything in flight then (>= 1)
+    min_cap: int = 0  # utilization floor: floor(hashing.min_cap_fraction x slots)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +62,14 @@ class PoolRt:
     id: str
     address: str
     slot: int
-    est_ms: float
+    est_ms: float  # latency_ms + compute_ms, before the payload's transfer
     usd_per_hour: float
     compute_usd: float  # per request, before egress
     egress_usd_per_byte: float
     max_inflight: int
     spec: CloudPool
+    latency_ms: float = 0.0
+    compute_ms: float = 0.0
 
     def cost(self, payload_bytes: int) -> float:
         """Estimated cost of one request with `payload_bytes` of payload."""
@@ -71,6 +89,8 @@ class ClassEntry:
     gid: int
     pools: tuple[PoolRt, ...]  # eligible, fastest first
     excluded: tuple[tuple[str, str], ...]  # (target id, why) for explain
+    feature_slots: tuple[int, ...] = ()  # members' feature slots (split extractions)
+    fgid: int = -1  # load group of `feature_slots`
 
 
 @dataclass
@@ -85,6 +105,7 @@ class Snapshot:
     pools: tuple[PoolRt, ...]
     ring: Ring
     tracker: LoadTracker
+    cloud_uplink_mbps: float = 1000.0
     _classes: dict[tuple[frozenset[str], str | None], ClassEntry] = field(default_factory=dict)
     # built by prebuild() before the table is published, load group not yet registered
     _pending: dict[tuple[frozenset[str], str | None], ClassEntry] = field(default_factory=dict)
@@ -102,7 +123,8 @@ class Snapshot:
             part = self._pending.pop(key, None)
             if part is None:
                 part = self._class_parts(residency, model)
-            found = replace(part, gid=self.tracker.group(part.member_slots))
+            found = replace(part, gid=self.tracker.group(part.member_slots),
+                            fgid=self.tracker.group(part.feature_slots))
             if len(self._classes) < MAX_CLASSES:
                 self._classes[key] = found
         return found
@@ -139,6 +161,7 @@ class Snapshot:
         ring = filter_ring(self.ring, members)
         weight_sum = sum(self.nodes[i].weight for i in ring.members)
         member_slots = tuple(self.nodes[i].slot for i in ring.members)
+        feature_slots = tuple(self.nodes[i].feature_slot for i in ring.members)
         pools = []
         for pool in self.pools:
             if not residency <= pool.spec.residency:
@@ -150,7 +173,7 @@ class Snapshot:
                 pools.append(pool)
         pools.sort(key=lambda p: (p.est_ms, p.compute_usd, p.id))
         return ClassEntry(residency, model, ring, weight_sum, ring.members, member_slots, -1,
-                          tuple(pools), tuple(excluded))
+                          tuple(pools), tuple(excluded), feature_slots)
 
 
 def node_ineligible(node: NodeRt, residency: frozenset[str], model: str | None) -> str:
@@ -166,18 +189,54 @@ def node_ineligible(node: NodeRt, residency: frozenset[str], model: str | None) 
     return ""
 
 
-def _quality_floor(policy: Policy, vram: float) -> int:
-    if vram >= policy.quality.minimal_above:
-        return QUALITY_LEVELS.index("minimal")
-    if vram >= policy.quality.constrained_above:
-        return QUALITY_LEVELS.index("constrained")
-    return 0
+def quality_floor(policy: Policy, vram: float, previous: int = 0) -> int:
+    """The best quality level (index) a node serves at `vram` use, with hysteresis."""
+    q = policy.quality
+    enter = 2 if vram >= q.minimal_above else 1 if vram >= q.constrained_above else 0
+    if enter >= previous:
+        return enter
+    gap = q.constrained_above - q.recover_below
+    stay = 2 if previous == 2 and vram >= q.minimal_above - gap else \
+        1 if previous >= 1 and vram >= q.recover_below else 0
+    return max(enter, stay)
+
+
+def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: LoadTracker,
+          weight: float, previous: NodeRt | None) -> NodeRt:
+    score = max(state.compute_score, 1e-3)
+    base = spec.base_latency_ms / score
+    est = base if state.p95_ms is None else max(base, state.p95_ms)
+    slot = tracker.slot(spec.id)
+    own = tracker.loads[slot]
+    seen = max(float(state.inflight), float(own), 1.0)
+    slots = state.slots if state.slots is not None else spec.slots
+    uplink = spec.uplink_mbps if state.uplink_mbps is None else \
+        min(spec.uplink_mbps, state.uplink_mbps)
+    return NodeRt(
+        idx=idx, id=spec.id, address=spec.address, slot=slot, weight=weight, slots=slots,
+        est_ms=est, quality_floor=quality_floor(
+            policy, state.vram_used_fraction, previous.quality_floor if previous else 0),
+        cost_usd=spec.cost_per_inference_usd
+        if spec.cost_per_inference_usd is not None else policy.edge_cost_per_inference_usd,
+        healthy=state.healthy and weight > 0, spec=spec,
+        feature_slot=tracker.slot(spec.id + FEATURES),
+        # a feed that states slots (drained to 0, or halved) scales feature capacity alike
+        feature_slots=spec.feature_slots if state.slots is None or spec.slots <= 0 else
+        round(spec.feature_slots * state.slots / spec.slots),
+        feature_ms=spec.feature_ms, uplink_mbps=uplink, base_ms=base,
+        excess_ms=est - base, others_seen=max(0.0, state.inflight - own), load_seen=seen,
+        min_cap=int(policy.hashing.min_cap_fraction * slots))
 
 
 def build_table(policy: Policy, feed: FeedSnapshot | None, tracker: LoadTracker,
-                cache: PointCache, *, now: float) -> Snapshot:
-    """Compile `policy` and `feed` into a snapshot (pure but for slot allocation)."""
+                cache: PointCache, *, now: float, previous: Snapshot | None = None) -> Snapshot:
+    """Compile `policy` and `feed` into a snapshot (pure but for slot allocation).
+
+    `previous`, the snapshot this one replaces, carries the quality floors that
+    hysteresis needs.
+    """
     stale = feed is None or feed.age(now) > policy.feed.stale_after_seconds
+    before = {n.id: n for n in previous.nodes} if previous is not None else {}
     nodes: list[NodeRt] = []
     for idx, spec in enumerate(policy.nodes):
         state = feed.nodes.get(spec.id) if feed is not None else None
@@ -188,17 +247,7 @@ def build_table(policy: Policy, feed: FeedSnapshot | None, tracker: LoadTracker,
         if stale and feed is not None:
             health *= policy.feed.stale_weight
         weight = spec.weight * state.compute_score * health
-        est = spec.base_latency_ms
-        if state.p95_ms is not None:
-            est = max(est, state.p95_ms)
-        nodes.append(NodeRt(
-            idx=idx, id=spec.id, address=spec.address, slot=tracker.slot(spec.id),
-            weight=weight, slots=state.slots if state.slots is not None else spec.slots,
-            est_ms=est, quality_floor=_quality_floor(policy, state.vram_used_fraction),
-            cost_usd=spec.cost_per_inference_usd
-            if spec.cost_per_inference_usd is not None else policy.edge_cost_per_inference_usd,
-            healthy=state.healthy and weight > 0, spec=spec,
-        ))
+        nodes.append(_node(idx, spec, state, policy, tracker, weight, before.get(spec.id)))
     pools: list[PoolRt] = []
     for idx, pspec in enumerate(policy.pools):
         price = pspec.usd_per_hour
@@ -206,12 +255,14 @@ def build_table(policy: Policy, feed: FeedSnapshot | None, tracker: LoadTracker,
             price = feed.prices[pspec.instance_type]
         pools.append(PoolRt(
             idx=idx, id=pspec.id, address=pspec.address, slot=tracker.slot(pspec.id),
-            est_ms=pspec.latency_ms, usd_per_hour=price,
+            est_ms=pspec.latency_ms + pspec.compute_ms, usd_per_hour=price,
             compute_usd=price / 3600.0 * pspec.compute_ms / 1000.0,
             egress_usd_per_byte=pspec.egress_usd_per_gb / 1e9,
-            max_inflight=pspec.max_inflight, spec=pspec,
+            max_inflight=pspec.max_inflight, spec=pspec, latency_ms=pspec.latency_ms,
+            compute_ms=pspec.compute_ms,
         ))
     ring = build_ring([n.id for n in nodes], [n.weight if n.healthy else 0.0 for n in nodes],
                       cache)
     return Snapshot(policy=policy, feed=feed, built_at=now, stale=stale, nodes=tuple(nodes),
-                      pools=tuple(pools), ring=ring, tracker=tracker)
+                    pools=tuple(pools), ring=ring, tracker=tracker,
+                    cloud_uplink_mbps=policy.cloud.uplink_mbps)

@@ -23,6 +23,7 @@ import sys
 from typing import Any
 
 from router.core.model import Policy
+from router.core.table import FEATURES
 from router.metrics import RouterMetrics
 from router.policy.loader import load_policy_or_report
 from router.runtime import Runtime
@@ -58,7 +59,10 @@ async def _publish(runtime: Runtime, metrics: RouterMetrics) -> None:
     """Gauges from the runtime once a second (off the per-request path)."""
     while True:
         for name, value in runtime.inflight().items():
-            metrics.node_inflight.labels(name).set(value)
+            if name.endswith(FEATURES):
+                metrics.node_features.labels(name.removesuffix(FEATURES)).set(value)
+            else:
+                metrics.node_inflight.labels(name).set(value)
         table = runtime.snapshot
         for node in table.nodes:
             metrics.node_weight.labels(node.id).set(node.weight if node.healthy else 0.0)

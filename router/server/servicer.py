@@ -58,10 +58,12 @@ def request_headers(msg: Any) -> HeaderMap:
                       else h.value) for h in msg.headers.headers)
 
 
-def payload_bytes(headers: Mapping[str, str]) -> int:
-    """The request's content-length in bytes, or 0 when absent or not plain ASCII digits."""
+def payload_bytes(headers: Mapping[str, str]) -> int | None:
+    """The request's content-length in bytes; None when absent or not plain ASCII digits
+    (the policy's defaults.payload_kb is used then). Only asked when a body follows the
+    headers: a request whose headers end the stream has none (0 bytes)."""
     text = headers.get("content-length", "").strip(OWS)
-    return int(text) if _LENGTH.fullmatch(text) else 0
+    return int(text) if _LENGTH.fullmatch(text) else None
 
 
 def request_id(headers: Mapping[str, str]) -> str:
@@ -181,13 +183,14 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         routed: Routed | None = None
         try:
             headers = request_headers(msg)
+            size = 0 if msg.end_of_stream else payload_bytes(headers)
             t0 = time.perf_counter()
-            routed = self._route(headers)
+            routed = self._route(headers, size)
             spent = time.perf_counter() - t0
             if routed.decision.reason == wire.R_BUDGET_THROTTLED and \
                     self.budget_wait is not None and await self.budget_wait(BUDGET_WAIT_S):
                 t1 = time.perf_counter()
-                routed = self._route(headers)
+                routed = self._route(headers, size)
                 spent += time.perf_counter() - t1
             self._record(routed.decision, spent, request_id(headers))
             if not routed.decision.routed:
@@ -201,14 +204,14 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         self.unfinished += 1
         return routed, answer
 
-    def _route(self, headers: HeaderMap) -> Routed:
+    def _route(self, headers: HeaderMap, size: int | None) -> Routed:
+        """Decide; `size` is the body's length, 0 without one, None when Envoy does not know."""
         if self.open_streams > self.max_streams:
             d = refusal(503, wire.E_OVERLOAD, wire.R_OVERLOAD,
                         f"router has {self.open_streams} open streams (max {self.max_streams})",
                         self.runtime.policy.digest, retry_after=1)
             return Routed(d, self.runtime.snapshot)
-        return self.runtime.route(headers, payload_bytes=payload_bytes(headers),
-                                  request_id=request_id(headers))
+        return self.runtime.route(headers, payload_bytes=size, request_id=request_id(headers))
 
     def _record(self, d: Decision, seconds: float, rid: str) -> None:
         self.metrics.decision_seconds.observe(seconds)

@@ -40,9 +40,11 @@ def test_spills_to_next_node_at_cap_and_back() -> None:
     pytest.param(90, 0.1, 70, True, "edge-degraded", "constrained", "slo", id="degrade-for-slo"),
     pytest.param(30, 0.9, 100, True, "edge-degraded", "constrained", "vram", id="vram-pressure"),
     pytest.param(30, 0.97, 100, True, "edge-degraded", "minimal", "vram", id="vram-critical"),
-    pytest.param(700, 0.1, 140, True, "split", None, "slo", id="split-when-edge-too-slow"),
-    pytest.param(300, 0.1, 130, False, "cloud", None, "slo", id="cloud-when-no-degrade"),
-    pytest.param(30, 0.9, 200, False, "cloud", None, "slo", id="vram-without-degrade"),
+    # a pool's estimate is its round trip + compute (120 + 100 ms here); a split's is the
+    # node's feature extraction (5) + the round trip + 70% of the compute: 195 ms
+    pytest.param(1000, 0.1, 200, True, "split", None, "slo", id="split-when-edge-too-slow"),
+    pytest.param(300, 0.1, 250, False, "cloud", None, "slo", id="cloud-when-no-degrade"),
+    pytest.param(30, 0.9, 250, False, "cloud", None, "slo", id="vram-without-degrade"),
 ])
 def test_mode_ladder(latency: float, vram: float, slo: float, degrade: bool, mode: str,
                      quality: str | None, reason: str) -> None:
@@ -66,12 +68,17 @@ def test_residency_is_never_broken() -> None:
     assert (gone.status, gone.error, gone.reason) == (503, wire.E_UNSERVABLE, "residency")
 
 
-def test_capacity_overflow_goes_to_cloud_then_503_without_cloud() -> None:
+def test_a_full_edge_splits_then_goes_to_cloud_then_503_without_cloud() -> None:
+    # 2 inference slots and 2 feature slots: overflow is split while features have room
     pol = policy([node(0, slots=2)], [pool(latency=80)])
     tab, led = table(pol), ledger(pol)
-    modes = [decide(request(f"k{i}"), tab, led, now=NOW) for i in range(4)]
-    assert [d.mode for d in modes] == ["edge", "edge", "cloud", "cloud"]
-    assert modes[2].reason == "capacity"
+    modes = [decide(request(f"k{i}", slo=200), tab, led, now=NOW) for i in range(6)]
+    assert [d.mode for d in modes] == ["edge", "edge", "split", "split", "cloud", "cloud"]
+    assert {d.reason for d in modes[2:]} == {"capacity"}
+    assert modes[2].node == "n0000" and modes[2].split_cloud == "127.0.0.1:9900"
+    strict = [decide(request(f"n{i}", slo=200, degrade=False), tab, led, now=NOW)
+              for i in range(2)]
+    assert [d.mode for d in strict] == ["cloud", "cloud"]  # no split without degradation
     no_cloud = policy([node(0, slots=1)])
     tab2, led2 = table(no_cloud), ledger(no_cloud)
     decide(request("a"), tab2, led2, now=NOW)
@@ -95,8 +102,8 @@ def test_hard_budget_refuses_with_retry_after() -> None:
 def test_soft_budget_keeps_best_effort_off_cloud() -> None:
     # Edge too slow for the SLO and the cloud faster: below soft, best effort picks cloud;
     # above soft, it prefers the edge.
-    pol = policy([node(0, latency=400)], [pool(latency=150, usd_per_hour=3600.0,
-                                               compute_ms=1000.0)], limit=10.0, soft=0.5)
+    pol = policy([node(0, latency=400)], [pool(latency=150, usd_per_hour=360000.0,
+                                               compute_ms=10.0)], limit=10.0, soft=0.5)
     tab, led = table(pol), ledger(pol)
     below = decide(request("a", slo=50, degrade=False), tab, led, now=NOW)
     assert (below.mode, below.reason) == ("cloud", "best-effort")

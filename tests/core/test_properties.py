@@ -27,10 +27,11 @@ ops = st.lists(st.tuples(st.booleans(), st.integers(0, 40),
 
 
 @SETTINGS
-@given(fleet=fleets, steps=ops, eps=st.sampled_from([0.1, 0.25, 1.0]))
-def test_no_node_ever_exceeds_its_cap_or_slots(fleet, steps, eps) -> None:  # type: ignore[no-untyped-def]
+@given(fleet=fleets, steps=ops, eps=st.sampled_from([0.1, 0.25, 1.0]),
+       floor=st.sampled_from([0.0, 0.5]))
+def test_no_node_ever_exceeds_its_cap_or_slots(fleet, steps, eps, floor) -> None:  # type: ignore[no-untyped-def]
     nodes = [node(i, weight=w, slots=s, residency=r) for i, (w, s, r) in enumerate(fleet)]
-    pol = policy(nodes, [pool()], eps=eps)
+    pol = policy(nodes, [pool()], eps=eps, min_cap=floor)
     tab, led = table(pol), ledger(pol)
     live = []
     for release, key, tags in steps:
@@ -39,16 +40,22 @@ def test_no_node_ever_exceeds_its_cap_or_slots(fleet, steps, eps) -> None:  # ty
             continue
         entry = tab.entry(frozenset(tags), None)
         total = sum(tab.tracker.loads[tab.nodes[i].slot] for i in entry.members)
+        ftotal = sum(tab.tracker.loads[tab.nodes[i].feature_slot] for i in entry.members)
         before = list(tab.tracker.loads)
         d = decide(request(f"key-{key}", residency=tags, slo=1000), tab, led, now=NOW)
         live.append(d)
         if d.mode in ("edge", "edge-degraded", "split"):
             rt = next(n for n in tab.nodes if n.id == d.node)
-            assert before[rt.slot] < cap(total, rt.weight, entry.weight_sum, eps)
-            assert before[rt.slot] < rt.slots
+            # a split holds a feature slot, counted and capped apart from inference slots
+            slot, held, most = (rt.feature_slot, ftotal, rt.feature_slots) \
+                if d.mode == "split" else (rt.slot, total, rt.slots)
+            limit = cap(held, rt.weight, entry.weight_sum, eps, rt.min_cap)
+            assert before[slot] < limit and before[slot] < most
+            assert 0 < d.fill <= 1.0
             assert set(tags) <= rt.spec.residency
         for n in tab.nodes:
             assert tab.tracker.loads[n.slot] <= n.slots
+            assert tab.tracker.loads[n.feature_slot] <= n.feature_slots
     for d in live:
         finish(d, tab, led)
     assert all(v == 0 for v in tab.tracker.loads)

@@ -31,17 +31,19 @@ async def publish(server: FeedServer, setup: Setup, doc: dict[str, object] | str
 @pytest.mark.parametrize("via", ["http", "grpc"])
 async def test_spot_price_spike_moves_cloud_traffic_within_one_refresh(
         setup: Setup, server: FeedServer, via: str) -> None:
-    # Edge nodes too slow even degraded; SLO 130 ms fits cloud (120) but not split (135).
+    # Edge nodes too slow (1 s); the pool's 220 ms (120 round trip + 100 compute) fits the
+    # 250 ms SLO and the max cost until the spike; degradation (and so split) refused.
     url = server.http_url if via == "http" else server.grpc_url
     rt, refresher, _ = setup.make(url, latency=1000.0)
     assert await refresher.refresh_once() == "ok"
-    tags = {"x-affinity-slo-ms": "130", "x-affinity-max-cost": "0.0005"}
+    tags = {"x-affinity-slo-ms": "250", "x-affinity-max-cost": "0.0005",
+            "x-affinity-degrade": "false"}
     before = [route(rt, f"k{i}", **tags) for i in range(50)]
     assert {m for m, _, _ in before} == {"cloud"}
     await publish(server, setup, feed_doc(setup.clock(), price=36.0))  # 10x the spot price
     assert await refresher.refresh_once() == "ok"
     after = [route(rt, f"k{i}", **tags) for i in range(50)]
-    assert {m for m, _, _ in after} <= {"split", "edge-degraded"}
+    assert {m for m, _, _ in after} == {"edge"}  # best effort: cloud now over max cost
     assert all(status == 200 for _, _, status in after)
 
 

@@ -14,6 +14,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
+from router import wire
 from router.metrics import RouterMetrics
 from router.runtime import Runtime
 from router.server import servicer
@@ -211,7 +212,7 @@ async def test_a_repeated_non_affinity_header_still_routes() -> None:
 def test_content_length_and_request_id_are_read_as_plain_ascii() -> None:
     assert payload_bytes({"content-length": "2048"}) == 2048
     for bad in ("١٢٣", "²", "1_000", "+5", "0x10", "9" * 5000, "", "5 5"):
-        assert payload_bytes({"content-length": bad}) == 0, bad
+        assert payload_bytes({"content-length": bad}) is None, bad  # the policy's default
     assert request_id({"x-request-id": "abc-123"}) == "abc-123"
     for bad in ("a\x85b", "a\udcffb", "x" * 129, "tab\there"):
         assert request_id({"x-request-id": bad}) == "", bad
@@ -283,3 +284,31 @@ async def test_a_failing_release_at_stream_end_does_not_fail_the_stream(
         assert await call.read() is grpc.aio.EOF and await call.code() == grpc.StatusCode.OK
         assert c.processor.unfinished == 0
         assert any(r.exc_info and "releasing" in r.getMessage() for r in caplog.records)
+
+
+async def test_payload_size_comes_from_the_body_envoy_announces() -> None:
+    def cloud_cost(answer: Any) -> float:
+        mutation = answer.request_headers.response.header_mutation
+        got = {h.header.key: h.header.raw_value.decode() for h in mutation.set_headers}
+        assert got[wire.H_MODE] == "cloud"
+        return float(got[wire.H_COST])
+
+    async with Client() as c:
+        costs = {}
+        for name, length, body in (("none", None, False), ("sized", "2000000", True),
+                                   ("unsized", None, True)):
+            pairs = [("x-affinity-residency", b"HIPAA"), ("x-affinity-key", name.encode())]
+            if length is not None:
+                pairs.append(("content-length", length.encode()))
+            msg = raw_msg(pairs)
+            msg.request_headers.end_of_stream = not body  # headers that end the stream: no body
+            call, answer, outbox = await c.open_msg(msg)
+            costs[name] = cloud_cost(answer)
+            await outbox.put(None)
+            call.cancel()
+    egress = 0.09 / 1e9  # the test policy's pool: $0.09 per GB
+    # the header carries six decimals
+    assert costs["sized"] - costs["none"] == pytest.approx(2_000_000 * egress, abs=1e-6)
+    # a body of unknown length is estimated at defaults.payload_kb (64 KiB)
+    assert costs["unsized"] - costs["none"] == pytest.approx(64 * 1024 * egress, abs=1e-6)
+    assert costs["unsized"] > costs["none"]

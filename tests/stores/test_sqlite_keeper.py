@@ -83,7 +83,7 @@ def test_a_locked_database_never_blocks_routing_and_leaks_no_hold(
         i += 1
         for tags in (CLOUD, EDGE):
             routed: Routed = timed(durations, lambda t=tags, k=i: rt.route(
-                {**t, "x-affinity-key": f"k{k}"}))
+                {**t, "x-affinity-key": f"k{k}"}, payload_bytes=0))
             assert routed.decision.routed
             if tags is CLOUD:
                 assert routed.decision.mode == "cloud"
@@ -115,7 +115,8 @@ def test_a_full_disk_never_blocks_routing_and_its_backlog_is_written_later(
         pages = backend._db.execute("PRAGMA page_count").fetchone()[0]
         backend._db.execute(f"PRAGMA max_page_count={pages}")
     durations: list[float] = []
-    held = [timed(durations, lambda i=i: rt.route({**CLOUD, "x-affinity-key": f"k{i}"}))
+    held = [timed(durations, lambda i=i: rt.route({**CLOUD, "x-affinity-key": f"k{i}"},
+                                                        payload_bytes=0))
             for i in range(1500)]  # in flight: one hold row each, more than a page holds
     deadline = time.monotonic() + 10
     while keeper.errors == 0 and time.monotonic() < deadline:
@@ -144,7 +145,7 @@ from tests.integration.stack import POLICY
 text = POLICY.format(store="sqlite:" + sys.argv[1], **{f"p{i}": 9400 + i for i in range(6)})
 policy, _ = parse_policy(text, "killed.yaml")
 rt = Runtime(policy, open_keeper(policy.budgets.store).ledger)
-routed = [rt.route({"x-affinity-residency": "HIPAA", "x-affinity-key": f"k{i}"})
+routed = [rt.route({"x-affinity-residency": "HIPAA", "x-affinity-key": f"k{i}"}, payload_bytes=0)
           for i in range(40)]
 assert all(r.decision.mode == "cloud" for r in routed)
 for r in routed[:20]:
@@ -208,7 +209,8 @@ def test_sigterm_loses_nothing_and_a_second_serve_on_the_file_exits_2(tmp_path: 
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = pb_grpc.ExternalProcessorStub(channel)
             for i in range(30):
-                msg = headers_msg(x_affinity_residency="HIPAA", x_affinity_key=f"t{i}")
+                msg = headers_msg(x_affinity_residency="HIPAA", x_affinity_key=f"t{i}",
+                                  content_length="0")
                 replies = list(stub.Process(iter([msg]), timeout=10))
                 assert replies[0].WhichOneof("response") == "request_headers"
         proc.send_signal(signal.SIGTERM)

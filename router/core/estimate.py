@@ -1,0 +1,76 @@
+"""Latency and cost of each rung, payload- and bandwidth-aware (docs/reference.md, "Estimates").
+
+- edge: the node's unloaded full-quality latency (base_latency_ms / compute
+  score) plus the excess the feed measured (p95 above that base), scaled by
+  the load in flight now against the load the feed saw — this router's own
+  in-flight count is exact and live, so between refreshes the estimate moves
+  with every request admitted or ended instead of jumping at the next feed;
+- cloud: the pool's round trip + the payload over the gateway site's uplink
+  (`cloud.uplink_mbps`) + the pool's compute; cost = price × compute + egress
+  × payload;
+- split: the node's feature extraction + the features (payload ×
+  `split.payload_fraction`) over the node's site uplink + the pool's round
+  trip + `split.cloud_compute_fraction` × its compute; cost = the edge cost +
+  price × that compute + egress × the features.
+
+So a large payload over a thin uplink favours split over cloud, on latency and cost.
+
+Shedding. When a node's estimate E is over a request's bound B, a hash-stable
+fraction of keys leaves it: key k stays while unit(k, node) >= f, with
+
+    f = (E - B) / (E - base)    (clipped to [0, 1])
+
+the share of the load whose removal brings the estimate back to B under the
+model above. Only the keys whose hash is below f move; a slight overload moves
+few keys, a node slower than B even unloaded moves them all.
+"""
+
+from __future__ import annotations
+
+from router.core.model import SplitConfig
+from router.core.ring import hash64
+from router.core.table import NodeRt, PoolRt
+
+UNIT = float(1 << 64)
+
+
+def transfer_ms(nbytes: float, mbps: float) -> float:
+    """Milliseconds to move `nbytes` over a link of `mbps` megabits per second."""
+    return nbytes * 8.0 / (mbps * 1000.0)
+
+
+def edge_ms(node: NodeRt, load: int) -> float:
+    """Full-quality latency on `node` with `load` of this router's requests in flight."""
+    if node.excess_ms <= 0.0:
+        return node.base_ms
+    return node.base_ms + node.excess_ms * (node.others_seen + load) / node.load_seen
+
+
+def cloud(pool: PoolRt, payload: int, uplink_mbps: float) -> tuple[float, float]:
+    """(latency ms, cost USD) of the whole request in `pool`."""
+    return (pool.est_ms + transfer_ms(payload, uplink_mbps),
+            pool.compute_usd + pool.egress_usd_per_byte * payload)
+
+
+def split(node: NodeRt, pool: PoolRt, payload: int, cfg: SplitConfig) -> tuple[float, float, float]:
+    """(latency ms, total cost USD, cloud part USD) of features on `node`, inference in `pool`."""
+    features = payload * cfg.payload_fraction
+    compute = cfg.cloud_compute_fraction
+    cloud_usd = pool.compute_usd * compute + pool.egress_usd_per_byte * features
+    ms = (node.feature_ms + transfer_ms(features, node.uplink_mbps) + pool.latency_ms
+          + compute * pool.compute_ms)
+    return ms, node.cost_usd + cloud_usd, cloud_usd
+
+
+def shed_fraction(estimate: float, bound: float, base: float) -> float:
+    """Share of a node's keys that leave it when its estimate is over the bound."""
+    if estimate <= bound:
+        return 0.0
+    if base >= bound:
+        return 1.0
+    return min(1.0, (estimate - bound) / (estimate - base))
+
+
+def stays(key: str, node: NodeRt, fraction: float) -> bool:
+    """Whether `key` keeps `node` while `fraction` of its keys are shed (hash-stable)."""
+    return fraction <= 0.0 or (fraction < 1.0 and hash64(f"{key}|{node.id}") / UNIT >= fraction)

@@ -1,0 +1,146 @@
+"""Decisions worth trusting: split answers a full edge, quality and modes hold still."""
+
+from __future__ import annotations
+
+import pytest
+
+from router.core import estimate
+from router.core.admit import decide, finish
+from router.core.feed import NodeState
+from router.core.loads import LoadTracker
+from router.core.model import Cloud, QualityConfig
+from router.core.request import RouteRequest
+from router.core.ring import PointCache
+from router.core.table import build_table, quality_floor
+from router.runtime import Runtime
+
+from .factory import NOW, feed, ledger, node, policy, pool, request, table
+
+MB = 1_000_000
+
+
+def camera_policy(cloud_mbps: float = 200.0, node_mbps: float = 50.0):  # type: ignore[no-untyped-def]
+    n = node(0, slots=1).model_copy(update={"uplink_mbps": node_mbps, "feature_ms": 6.0,
+                                            "feature_slots": 4})
+    p = pool(latency=60, compute_ms=40).model_copy(update={"egress_usd_per_gb": 0.09})
+    pol = policy([n], [p])
+    return pol.model_copy(update={"cloud": Cloud(uplink_mbps=cloud_mbps, pools=(p,))})
+
+
+def test_estimates_are_payload_and_bandwidth_aware() -> None:
+    pol = camera_policy()
+    snap = table(pol)
+    n, p = snap.nodes[0], snap.pools[0]
+    ms, usd = estimate.cloud(p, int(1.5 * MB), snap.cloud_uplink_mbps)
+    assert ms == pytest.approx(60 + 1.5 * MB * 8 / 200_000 + 40)  # 60 ms of transfer
+    assert usd == pytest.approx(p.compute_usd + 0.09 * 1.5 * MB / 1e9)
+    ms, total, cloud_usd = estimate.split(n, p, int(1.5 * MB), pol.split)
+    features = 1.5 * MB * 0.05
+    assert ms == pytest.approx(6 + features * 8 / 50_000 + 60 + 0.7 * 40)
+    assert cloud_usd == pytest.approx(0.7 * p.compute_usd + 0.09 * features / 1e9)
+    assert total == pytest.approx(n.cost_usd + cloud_usd)
+
+
+def test_a_saturated_edge_splits_camera_frames_and_sends_small_requests_to_cloud() -> None:
+    pol = camera_policy()
+    tab, led = table(pol), ledger(pol)
+    first = decide(request("cam-0", slo=150, payload=int(1.5 * MB)), tab, led, now=NOW)
+    assert first.mode == "edge"  # the one inference slot
+    frames = [decide(request(f"cam-{i}", slo=150, payload=int(1.5 * MB)), tab, led, now=NOW)
+              for i in range(1, 5)]
+    assert [d.mode for d in frames] == ["split"] * 4  # 99 ms split vs 160 ms whole to cloud
+    assert {d.reason for d in frames} == {"capacity"}
+    # the feature slots are full too: the next frame goes whole, and misses its SLO
+    assert decide(request("cam-9", slo=150, payload=int(1.5 * MB)), tab, led, now=NOW).mode \
+        == "cloud"
+    for d in [first, *frames]:
+        finish(d, tab, led)
+    # a node on a 1 Mbps uplink: its features (75 KB, 600 ms) would be slower than the
+    # whole frame over the gateway's 10 Gbps link to the pool (101 ms)
+    thin = camera_policy(cloud_mbps=10_000, node_mbps=1)
+    tab2, led2 = table(thin), ledger(thin)
+    decide(request("busy", slo=150, payload=int(1.5 * MB)), tab2, led2, now=NOW)
+    whole = decide(request("cam-1", slo=150, payload=int(1.5 * MB)), tab2, led2, now=NOW)
+    assert whole.mode == "cloud"
+
+
+@pytest.mark.parametrize(("readings", "floors"), [
+    pytest.param([0.86, 0.80, 0.76, 0.74, 0.80], [1, 1, 1, 0, 0], id="constrained-hysteresis"),
+    pytest.param([0.96, 0.90, 0.86, 0.84, 0.74], [2, 2, 2, 1, 0], id="minimal-steps-down"),
+    pytest.param([0.70, 0.90, 0.97, 0.70], [0, 1, 2, 0], id="up-at-once"),
+])
+def test_vram_degradation_has_hysteresis(readings: list[float], floors: list[int]) -> None:
+    pol = policy([node(0)])
+    tracker, cache = LoadTracker(), PointCache()
+    snap = None
+    seen = []
+    for vram in readings:
+        snap = build_table(pol, feed({"n0000": NodeState(vram_used_fraction=vram)}), tracker,
+                           cache, now=NOW, previous=snap)
+        seen.append(snap.nodes[0].quality_floor)
+    assert seen == floors
+    q = QualityConfig()
+    assert quality_floor(pol, 0.80, 0) == 0 and quality_floor(pol, 0.80, 1) == 1
+    assert q.recover_below < q.constrained_above
+
+
+def test_an_overloaded_node_sheds_a_hash_stable_share_proportional_to_the_overload() -> None:
+    keys = [f"user-{i}" for i in range(2000)]
+    pol = policy([node(0, latency=40, slots=10_000)])
+
+    def degraded(p95: float) -> set[str]:
+        tab, led = table(pol, feed({"n0000": NodeState(p95_ms=p95, inflight=10)})), ledger(pol)
+        out = set()
+        for k in keys:  # released at once: every key sees the load the feed saw
+            d = decide(request(k, slo=100), tab, led, now=NOW)
+            finish(d, tab, led)
+            if d.mode == "edge-degraded":
+                out.add(k)
+        return out
+
+    assert degraded(90) == set()  # within the SLO: nobody moves
+    light, heavy = degraded(110), degraded(160)
+    # shed share = (E - B) / (E - base): 10/70 at 110 ms, 60/120 at 160 ms
+    assert abs(len(light) / len(keys) - 10 / 70) < 0.04
+    assert abs(len(heavy) / len(keys) - 0.5) < 0.04
+    assert light < heavy  # the same keys move first: more overload only adds keys
+    assert degraded(110) == light  # and the same keys every time
+
+
+def test_between_refreshes_the_estimate_follows_the_live_load() -> None:
+    pol = policy([node(0, latency=40, slots=100)])
+    tracker = LoadTracker()
+    for _ in range(8):  # this router's own 8 requests in flight when the feed is read
+        tracker.acquire(tracker.slot("n0000"))
+    n = table(pol, feed({"n0000": NodeState(p95_ms=80, inflight=8)}), tracker).nodes[0]
+    assert estimate.edge_ms(n, 8) == pytest.approx(80)  # what the feed saw
+    assert estimate.edge_ms(n, 4) == pytest.approx(60)  # half the load: half the excess
+    assert estimate.edge_ms(n, 0) == pytest.approx(40)
+    assert estimate.edge_ms(n, 16) == pytest.approx(120)
+    # the same reading with none of the 8 ours: another router's load stays in the estimate
+    other = table(pol, feed({"n0000": NodeState(p95_ms=80, inflight=8)})).nodes[0]
+    assert estimate.edge_ms(other, 0) == pytest.approx(80)
+    assert estimate.edge_ms(other, 4) == pytest.approx(100)
+
+
+@pytest.mark.parametrize(("floor", "stays"), [(0.0, False), (0.5, True)])
+def test_a_utilization_floor_keeps_keys_home_at_low_load(floor: float, stays: bool) -> None:
+    pol = policy([node(i, slots=16) for i in range(4)], min_cap=floor)
+    tab, led = table(pol), ledger(pol)
+    held = [decide(request("camera-3", slo=1000), tab, led, now=NOW) for _ in range(8)]
+    home = held[0].node
+    assert all(d.mode == "edge" for d in held)
+    assert all(d.node == home for d in held) is stays
+    assert all(0 < d.fill <= 1 for d in held)
+    more = [decide(request("camera-3", slo=1000), tab, led, now=NOW) for _ in range(4)]
+    assert any(d.node != home for d in more)  # past floor(0.5 x 16): the bound governs again
+
+
+def test_a_request_without_a_content_length_is_estimated_at_the_policy_default() -> None:
+    pol = policy([], [pool()])
+    rt = Runtime(pol.model_copy(update={"defaults": pol.defaults.model_copy(
+        update={"payload_kb": 512})}), clock=lambda: NOW)
+    unknown = rt.parse({"x-affinity-key": "k"})
+    known = rt.parse({"x-affinity-key": "k"}, payload_bytes=0)
+    assert isinstance(unknown, RouteRequest) and isinstance(known, RouteRequest)
+    assert unknown.payload_bytes == 512 * 1024 and known.payload_bytes == 0
