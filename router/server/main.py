@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 from router.core.model import Policy
-from router.metrics import RouterMetrics
+from router.metrics import RouterMetrics, probe_loop_lag
 from router.policy.loader import load_policy_or_report
 from router.runtime import Runtime
 from router.server.workers import WorkerRuntime, store_problem
@@ -57,7 +57,8 @@ async def _publish(runtime: Runtime, metrics: RouterMetrics) -> None:
             metrics.node_weight.labels(node.id).set(node.weight if node.healthy else 0.0)
         now = runtime.clock()
         for tenant, _ in runtime.policy.budgets.tenants:
-            metrics.budget_spend.labels(tenant).set(runtime.ledger.state(tenant, now).used_usd)
+            state = runtime.ledger.state(tenant, now)
+            metrics.set_budget(tenant, state.used_usd, state.soft_usd, state.hard_usd)
         if table.feed is not None:
             metrics.feed_age.set(table.feed.age(now))
         await asyncio.sleep(1.0)
@@ -95,7 +96,8 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
     gc.collect()
     gc.freeze()
     await _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
-    tasks = [asyncio.create_task(_publish(runtime, metrics))]
+    tasks = [asyncio.create_task(_publish(runtime, metrics)),
+             asyncio.create_task(probe_loop_lag(metrics.event_loop_lag.observe))]
     refresher: Any = None
     try:
         from router.feed.refresh import Refresher

@@ -158,5 +158,6 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         if d.routed:
             log.debug("%s -> %s %s (%s)", rid, d.mode, d.node, d.reason)
         else:
+            self.metrics.refusals.labels(str(d.status), d.reason).inc()
             log.info("%s refused %d %s: %s", rid, d.status, d.reason, d.detail)
         return routed
