@@ -69,6 +69,24 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -
     raise TimeoutError(f"port {port} never opened")
 
 
+def set_message_timeout(config: Path, seconds: float) -> None:
+    """Give Envoy's ext_proc filter `seconds` for each answer instead of the generated 200 ms.
+
+    For tests whose subject is not the deadline: under CPU contention a router answer can
+    miss 200 ms, and Envoy then fails open, which such a test would misread.
+    """
+    text = config.read_text()
+    assert text.count("message_timeout: 0.2s") == 1, f"{config}: no generated message_timeout"
+    config.write_text(text.replace("message_timeout: 0.2s", f"message_timeout: {seconds:g}s"))
+
+
+def fail_opens(admin_port: int) -> int:
+    """Requests an Envoy (by admin port) sent on without the router's answer."""
+    url = f"http://127.0.0.1:{admin_port}/stats?filter=ext_proc.failure_mode_allowed$"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return sum(int(line.rpartition(" ")[2]) for line in r.read().decode().splitlines())
+
+
 def stop(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> None:
     """Stop a process group started with start_new_session."""
     if proc is None or proc.poll() is not None:
@@ -87,10 +105,11 @@ class Stack:
     """Emulated upstreams + hybrid-router + Envoy, all on fresh 127.0.0.1 ports."""
 
     def __init__(self, tmp: Path, *, store: str = "memory", policy: str | None = None,
-                 workers: int = 1) -> None:
-        """Write the policy and Envoy config; nothing runs until `start`."""
+                 workers: int = 1, message_timeout_s: float | None = None) -> None:
+        """Write the policy; nothing runs until `start` (which writes Envoy's config)."""
         self.tmp = tmp
         self.workers = workers
+        self.message_timeout_s = message_timeout_s
         self.ports = {f"p{i}": free_port() for i in range(6)}
         self.policy_text = (policy or POLICY).format(store=store, **self.ports)
         self.policy = tmp / "policy.yaml"
@@ -137,6 +156,8 @@ class Stack:
                         f"127.0.0.1:{self.listen}", "--admin", f"127.0.0.1:{self.admin}",
                         "--upstream-timeout", str(UPSTREAM_TIMEOUT_S), "-o", str(config)],
                        check=True, cwd=ROOT)
+        if self.message_timeout_s is not None:
+            set_message_timeout(config, self.message_timeout_s)
         envoy = self._spawn("envoy", [ENVOY, "-c", str(config), "-l", "warning",
                                       "--base-id", str(self.listen), "--concurrency", "2"])
         wait_port(self.listen, envoy)
