@@ -69,6 +69,31 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -
     raise TimeoutError(f"port {port} never opened")
 
 
+def wait_serving(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Wait until a router's gRPC health says SERVING, failing fast if `proc` dies.
+
+    The port opens before the router is ready (it still collects and freezes its startup
+    objects); an answer it gives in that gap can miss Envoy's deadline, a fail-open.
+    """
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    wait_port(port, proc, timeout)
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+            with contextlib.suppress(grpc.RpcError):
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"router on port {port} never said SERVING")
+            time.sleep(0.05)
+
+
 def set_message_timeout(config: Path, seconds: float) -> None:
     """Give Envoy's ext_proc filter `seconds` for each answer instead of the generated 200 ms.
 
@@ -135,7 +160,7 @@ class Stack:
                                       str(self.policy), "--grpc", f"127.0.0.1:{self.grpc}",
                                       "--metrics", f"127.0.0.1:{self.metrics_port}",
                                       "--grace", "2", "--workers", str(self.workers)])
-        wait_port(self.grpc, proc)
+        wait_serving(self.grpc, proc)
         wait_port(self.metrics_port, proc)
 
     def stop_router(self, sig: int = signal.SIGTERM) -> None:

@@ -23,7 +23,17 @@ import pytest
 from router.stores.redis import RedisBudgetStore
 from tests.stores.conftest import RedisServer
 
-from .stack import ENVOY, ROOT, Stack, fail_opens, free_port, set_message_timeout, stop, wait_port
+from .stack import (
+    ENVOY,
+    ROOT,
+    Stack,
+    fail_opens,
+    free_port,
+    set_message_timeout,
+    stop,
+    wait_port,
+    wait_serving,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 LIMIT, COST = 0.40, 0.01  # compute_ms 1000 at $36/h is $0.01 a request
@@ -79,7 +89,7 @@ class Fleet:
                 "--grpc", f"127.0.0.1:{grpc}", "--metrics", f"127.0.0.1:{metrics}",
                 "--grace", "2"])
             self.extra.append(router)
-            wait_port(grpc, router)
+            wait_serving(grpc, router)
             config = self.stack.tmp / f"envoy{i}.yaml"
             subprocess.run([sys.executable, "-m", "router", "envoy-config", "--policy",
                             str(self.stack.policy), "--router", f"127.0.0.1:{grpc}",
