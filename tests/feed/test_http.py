@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from router.feed import server as feed_server
 from router.feed.server import FeedServer
 from router.feed.sources import FeedUnreachable, HttpSource, content_version
 from tests.feed.conftest import Setup
@@ -128,3 +129,22 @@ async def test_source_versions_a_document_without_etag_by_its_content() -> None:
         assert await source.fetch(first.version, 4096) is None  # same content: unchanged
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /feed.json HTTP/1.1\r\nHost: x\r\n"],
+                         ids=["silent", "half-a-request"])
+async def test_server_drops_a_client_that_never_finishes_its_request(
+        setup: Setup, monkeypatch: pytest.MonkeyPatch, sent: bytes) -> None:
+    monkeypatch.setattr(feed_server, "KEEPALIVE_S", 0.3)
+    srv = FeedServer(setup.feed_path, grpc_addr=None)
+    await srv.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.http_port)
+        writer.write(sent)
+        await writer.drain()
+        # The server closes the connection (EOF, no response); the 30 s is only a backstop.
+        assert await asyncio.wait_for(reader.read(), 30) == b""
+        writer.close()
+    finally:
+        await srv.stop()
+    assert not srv.stats
