@@ -12,14 +12,18 @@ COPY protos ./protos
 COPY router ./router
 COPY simulator ./simulator
 COPY policies ./policies
-# aiohttp: the emulated edge nodes and cloud pools (router.emulate) of the compose demo.
-RUN pip install . "aiohttp>=3.9" \
+RUN pip install . \
     && useradd --system --uid 10001 --home-dir /var/lib/hybrid-router router \
     && mkdir -p /var/lib/hybrid-router && chown router /var/lib/hybrid-router
 
 USER router
 # 50051: ext_proc gRPC (Envoy's hybrid_router cluster); 9464: Prometheus /metrics.
+# Neither is ever published to the host or beyond (docs/operations.md, "Never expose").
 EXPOSE 50051 9464
 ENTRYPOINT ["hybrid-router"]
+# Listen addresses are explicit. By default both are on loopback: the sidecar case, where
+# Envoy shares the container's network namespace (a Kubernetes pod, `--network container:`).
+# When Envoy runs in another container, pass that container network's address of this one
+# (docker-compose.yml: --grpc 172.30.0.3:50051 --metrics 172.30.0.3:9464), not 0.0.0.0.
 CMD ["serve", "--policy", "/etc/hybrid-router/policy.yaml", \
-     "--grpc", "0.0.0.0:50051", "--metrics", "0.0.0.0:9464"]
+     "--grpc", "127.0.0.1:50051", "--metrics", "127.0.0.1:9464"]

@@ -1,9 +1,11 @@
-"""docker-compose.yml, its configs and the k8s example agree with each other and the code.
+"""docker-compose.yml, its configs and the k8s example: valid, consistent, and not exposed.
 
-No Docker engine runs here, so this checks what can drift: every mounted file exists,
+No Docker engine or cluster runs here. Real validators check the files offline
+(check-jsonschema with the compose-spec schema it ships, kubernetes-validate with the
+Kubernetes schemas it ships), and this checks what can drift: every mounted file exists,
 the router's ports are where Envoy and Prometheus look, Envoy's config is exactly what
-`hybrid-router envoy-config` prints for the mounted policy, and the services' commands
-parse with the project's own CLI.
+`hybrid-router envoy-config` prints for the mounted policy, the services' commands parse
+with the project's own CLI, and nothing that must stay private is published.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from router import envoy_config
@@ -25,11 +28,15 @@ from router.cli import build_parser
 from router.policy.loader import load_policy
 
 ROOT = Path(__file__).resolve().parents[1]
+K8S_VERSION = "1.33.0"  # a release clusters run today; kubernetes-validate ships its schema
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
 CONTRACT_METRICS = {"router_decisions_total", "router_decision_seconds", "router_node_inflight",
                     "router_node_weight", "router_budget_spend_usd", "router_feed_age_seconds",
                     "router_feed_refresh_total", "router_policy_reload_total"}
+# What the dashboard shows besides: loop lag, refusals, and spend against the budget limits.
+DASHBOARD_METRICS = CONTRACT_METRICS | {"router_event_loop_lag_seconds", "router_refusals_total",
+                                        "router_budget_limit_usd"}
 
 
 def mounts(service: str) -> dict[str, Path]:
@@ -42,8 +49,8 @@ def mounts(service: str) -> dict[str, Path]:
     return out
 
 
-def ip(service: str) -> str:
-    return str(SERVICES[service]["networks"]["mesh"]["ipv4_address"])
+def ip(service: str, network: str = "mesh") -> str:
+    return str(SERVICES[service]["networks"][network]["ipv4_address"])
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -54,6 +61,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def cli_args(service: str) -> argparse.Namespace:
     """The service's command parsed by the real hybrid-router parser."""
     return parse(SERVICES[service]["command"])
+
+
+def dockerfile_cmd() -> argparse.Namespace:
+    """The image's default command parsed by the real hybrid-router parser."""
+    text = (ROOT / "Dockerfile").read_text()
+    m = re.search(r"^CMD (\[.*?\])", text, flags=re.M | re.S)
+    assert m is not None, "Dockerfile has no CMD"
+    return parse(json.loads(m.group(1).replace("\\\n", "")))
 
 
 def flag(service: str, name: str) -> str:
@@ -73,9 +88,7 @@ def test_the_image_builds_from_this_repo() -> None:
     for src in re.findall(r"^COPY (\S+(?: \S+)*) \S+$", text, flags=re.M):
         for path in src.split():
             assert (ROOT / path).exists(), f"Dockerfile copies missing {path}"
-    cmd = json.loads(re.search(r"^CMD (\[.*?\])", text, flags=re.M | re.S)
-                     .group(1).replace("\\\n", ""))  # type: ignore[union-attr]
-    assert parse(cmd).command == "serve"
+    assert dockerfile_cmd().command == "serve"
     assert SERVICES["router"]["build"] == "."
     images = {SERVICES[s].get("image") for s in ("router", "feed", "emulate")}
     assert images == {"hybrid-router:local"}
@@ -84,6 +97,7 @@ def test_the_image_builds_from_this_repo() -> None:
 def test_router_ports_match_envoy_and_prometheus() -> None:
     args = cli_args("router")
     assert args.command == "serve"
+    assert args.grpc == f"{ip('router')}:50051" and args.metrics == f"{ip('router')}:9464"
     grpc_port = args.grpc.rpartition(":")[2]
     metrics_port = args.metrics.rpartition(":")[2]
     envoy = yaml.safe_load(mounts("envoy")["/etc/envoy/envoy.yaml"].read_text())
@@ -92,12 +106,47 @@ def test_router_ports_match_envoy_and_prometheus() -> None:
     sock = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"][
         "address"]["socket_address"]
     assert (sock["address"], str(sock["port_value"])) == (ip("router"), grpc_port)
-    prom = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    config = SERVICES["prometheus"]["command"][0].removeprefix("--config.file=")
+    prom = yaml.safe_load(mounts("prometheus")[config].read_text())
     job = next(j for j in prom["scrape_configs"] if j["job_name"] == "hybrid-router")
     assert job["static_configs"][0]["targets"] == [f"{ip('router')}:{metrics_port}"]
-    assert f"{metrics_port}:{metrics_port}" in SERVICES["router"]["ports"]
-    mounted = SERVICES["prometheus"]["volumes"][0].split(":")[1]
-    assert SERVICES["prometheus"]["command"] == [f"--config.file={mounted}"]
+    assert "ports" not in SERVICES["router"]  # Prometheus scrapes it on the mesh
+    assert SERVICES["prometheus"]["command"] == [f"--config.file={config}"]
+
+
+def test_prometheus_loads_the_alert_rules_and_scrapes_envoy_on_the_admin_network() -> None:
+    config = SERVICES["prometheus"]["command"][0].removeprefix("--config.file=")
+    prom = yaml.safe_load(mounts("prometheus")[config].read_text())
+    for rule_file in prom["rule_files"]:
+        container = str(Path(config).parent / rule_file)
+        assert mounts("prometheus")[container] == ROOT / "deploy" / "prometheus" / "alerts.yml"
+    envoy = yaml.safe_load(mounts("envoy")["/etc/envoy/envoy.yaml"].read_text())
+    admin = envoy["admin"]["address"]["socket_address"]
+    job = next(j for j in prom["scrape_configs"] if j["job_name"] == "envoy")
+    assert job["metrics_path"] == "/stats/prometheus"
+    assert job["static_configs"][0]["targets"] == [f"{ip('envoy', 'admin')}:{admin['port_value']}"]
+    assert ip("prometheus", "admin")
+
+
+def test_nothing_private_is_published_or_reachable_from_outside() -> None:
+    published = {name: svc.get("ports", []) for name, svc in SERVICES.items()}
+    assert set(published) - {n for n, p in published.items() if not p} == {
+        "envoy", "prometheus", "grafana"}
+    for name, ports in published.items():
+        for spec in ports:
+            assert str(spec).startswith("127.0.0.1:"), f"{name} publishes {spec} on every host IP"
+    envoy = yaml.safe_load(mounts("envoy")["/etc/envoy/envoy.yaml"].read_text())
+    admin = envoy["admin"]["address"]["socket_address"]
+    assert admin["address"] == ip("envoy", "admin")
+    assert not any(str(admin["port_value"]) in str(p) for p in published["envoy"])
+    network = COMPOSE["networks"]["admin"]
+    assert network["internal"] is True
+    assert {n for n, s in SERVICES.items() if "admin" in s["networks"]} == {"envoy", "prometheus"}
+    for name in ("router", "feed"):
+        text = " ".join(SERVICES[name]["command"])
+        assert "0.0.0.0" not in text, f"{name} listens on every address: {text}"
+    cmd = dockerfile_cmd()
+    assert (cmd.grpc, cmd.metrics) == ("127.0.0.1:50051", "127.0.0.1:9464")
 
 
 def test_envoy_config_is_what_the_generator_prints_for_the_mounted_policy() -> None:
@@ -106,13 +155,13 @@ def test_envoy_config_is_what_the_generator_prints_for_the_mounted_policy() -> N
     envoy = yaml.safe_load(envoy_file.read_text())
     listen = envoy["static_resources"]["listeners"][0]["address"]["socket_address"]
     admin = envoy["admin"]["address"]["socket_address"]
-    assert f"{listen['port_value']}:{listen['port_value']}" in SERVICES["envoy"]["ports"]
-    assert f"{admin['port_value']}:{admin['port_value']}" in SERVICES["envoy"]["ports"]
+    port = listen["port_value"]
+    assert f"127.0.0.1:{port}:{port}" in SERVICES["envoy"]["ports"]
     rel = policy_file.relative_to(ROOT)
     expected = envoy_config.render(
         load_policy(policy_file), "gateway", listen=f"0.0.0.0:{listen['port_value']}",
         router=f"{ip('router')}:{flag('router', '--grpc').rpartition(':')[2]}",
-        admin=f"0.0.0.0:{admin['port_value']}", source=str(rel))
+        admin=f"{ip('envoy', 'admin')}:{admin['port_value']}", source=str(rel))
     assert envoy_file.read_text() == expected, (
         "deploy/envoy.yaml is stale: regenerate it with the command in docker-compose.yml")
     assert SERVICES["envoy"]["image"] == "envoyproxy/envoy:v1.40-latest"
@@ -147,7 +196,7 @@ def test_emulate_command_parses_with_the_emulator() -> None:
         assert opt in proc.stdout
 
 
-def test_grafana_is_provisioned_with_the_contract_metrics() -> None:
+def test_grafana_is_provisioned_with_the_router_metrics() -> None:
     prov = mounts("grafana")["/etc/grafana/provisioning"]
     source = yaml.safe_load((prov / "datasources" / "prometheus.yml").read_text())
     url = source["datasources"][0]["url"]
@@ -159,7 +208,7 @@ def test_grafana_is_provisioned_with_the_contract_metrics() -> None:
     exprs = [t["expr"] for p in board["panels"] for t in p["targets"]]
     used = {re.sub(r"_(bucket|sum|count)$", "", m)
             for e in exprs for m in re.findall(r"\brouter_[a-z_]+", e)}
-    assert used == CONTRACT_METRICS
+    assert used == DASHBOARD_METRICS
 
 
 def test_k8s_sidecar_envoy_config_matches_its_policy() -> None:
@@ -188,4 +237,36 @@ def test_the_regeneration_command_in_the_compose_file_is_current() -> None:
     args = parse(argv)
     assert (args.router, args.listen, args.admin, args.output) == (
         f"{ip('router')}:{flag('router', '--grpc').rpartition(':')[2]}", "0.0.0.0:8080",
-        "0.0.0.0:9901", "deploy/envoy.yaml")
+        f"{ip('envoy', 'admin')}:9901", "deploy/envoy.yaml")
+
+
+def check_jsonschema(*args: str) -> subprocess.CompletedProcess[str]:
+    """check-jsonschema's CLI with the schema it ships (no network)."""
+    return subprocess.run([sys.executable, "-m", "check_jsonschema", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_compose_file_is_valid_against_the_compose_spec_schema(tmp_path: Path) -> None:
+    out = check_jsonschema("--builtin-schema", "vendor.compose-spec", "docker-compose.yml")
+    assert out.returncode == 0, out.stdout + out.stderr
+    broken = dict(COMPOSE, services={**SERVICES, "envoy": {**SERVICES["envoy"],
+                                                           "prots": ["8080:8080"]}})
+    bad = tmp_path / "docker-compose.yml"
+    bad.write_text(yaml.safe_dump(broken))
+    out = check_jsonschema("--builtin-schema", "vendor.compose-spec", str(bad))
+    assert out.returncode == 1 and "'prots' was unexpected" in out.stdout
+
+
+def test_k8s_example_is_valid_kubernetes_in_strict_mode() -> None:
+    import kubernetes_validate
+
+    docs = list(yaml.safe_load_all((ROOT / "docs" / "k8s-sidecar.yaml").read_text()))
+    assert {d["kind"] for d in docs} == {"ConfigMap", "Deployment"}
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    deploy = next(d for d in docs if d["kind"] == "Deployment")
+    pod = deploy["spec"]["template"]["spec"]
+    pod["containers"][1]["ports"][0]["contanerPort"] = pod["containers"][1]["ports"][0].pop(
+        "containerPort")
+    with pytest.raises(kubernetes_validate.ValidationError, match="containerPort"):
+        kubernetes_validate.validate(deploy, K8S_VERSION, strict=True)

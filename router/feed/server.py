@@ -2,7 +2,9 @@
 
 The file is re-read whenever its stat changes (polled every `poll_s`) and
 served byte for byte, valid or not (tests serve broken documents on
-purpose); gRPC watchers get the new document at once.
+purpose); gRPC watchers get the new document at once. HTTP is aiohttp's
+server: any path answers GET and HEAD with the document and its ETag, or 304
+when `If-None-Match` names the version served.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from router.feed._proto import modules
 from router.feed.sources import content_version
 
 log = logging.getLogger("router.feed.server")
-MAX_REQUEST_HEAD = 16 * 1024
+# An idle client connection is closed after this long: nothing waits on a slow client forever.
+KEEPALIVE_S = 10.0
 
 
 class FeedFile:
@@ -68,36 +73,32 @@ class FeedFile:
                 log.info("feed file %s changed: version %s", self.path, self.version)
 
 
-async def _http_handler(feed: FeedFile, stats: Counter[str], reader: asyncio.StreamReader,
-                        writer: asyncio.StreamWriter) -> None:
-    try:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10.0)
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
-            ConnectionError):
-        writer.close()
-        return
-    lines = head[:MAX_REQUEST_HEAD].decode("latin-1").split("\r\n")
-    method = lines[0].split(" ", 1)[0]
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    raw, version = feed.raw, feed.version
-    if method not in ("GET", "HEAD"):
-        status, body = "405 Method Not Allowed", b""
-    elif headers.get("if-none-match") == version:
-        status, body = "304 Not Modified", b""
-    else:
-        status, body = "200 OK", raw
-    stats[status.split(" ", 1)[0]] += 1
-    out = [f"HTTP/1.1 {status}", f"ETag: {version}", "Content-Type: application/json",
-           f"Content-Length: {len(body)}", "Cache-Control: no-cache", "Connection: close"]
-    writer.write(("\r\n".join(out) + "\r\n\r\n").encode("latin-1"))
-    if method == "GET":
-        writer.write(body)
-    with contextlib.suppress(ConnectionError):
-        await writer.drain()
-    writer.close()
+def _http_app(feed: FeedFile, stats: Counter[str]) -> web.Application:
+    """GET/HEAD of any path: the file, or 304 when the client already holds its version."""
+
+    async def handle(request: web.Request) -> web.Response:
+        raw, version = feed.raw, feed.version  # one read: body and ETag always agree
+        headers = {"ETag": version, "Cache-Control": "no-cache"}
+        if request.method not in ("GET", "HEAD"):
+            response = web.Response(status=405, headers={**headers, "Allow": "GET, HEAD"})
+        elif _holds(request, version):
+            response = web.Response(status=304, headers=headers)
+        else:
+            response = web.Response(body=raw, headers=headers, content_type="application/json")
+        stats[str(response.status)] += 1
+        return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{path:.*}", handle)
+    return app
+
+
+def _holds(request: web.Request, version: str) -> bool:
+    """Whether If-None-Match names `version` (or `*`)."""
+    tags = request.if_none_match
+    if not tags:
+        return False
+    return any(t.value == "*" or f'"{t.value}"' == version for t in tags)
 
 
 def _servicer(feed: FeedFile) -> Any:
@@ -132,7 +133,7 @@ class FeedServer:
         self.http_port = 0
         self.stats: Counter[str] = Counter()  # HTTP responses by status code
         self.grpc_port = 0
-        self._http: asyncio.Server | None = None
+        self._http: web.AppRunner | None = None
         self._grpc: Any = None
         self._poller: asyncio.Task[None] | None = None
 
@@ -142,9 +143,12 @@ class FeedServer:
 
         if self.http_addr is not None:
             host, port = _split(self.http_addr)
-            self._http = await asyncio.start_server(
-                lambda r, w: _http_handler(self.feed, self.stats, r, w), host, port)
-            self.http_port = self._http.sockets[0].getsockname()[1]
+            self._http = web.AppRunner(_http_app(self.feed, self.stats), access_log=None,
+                                       keepalive_timeout=KEEPALIVE_S)
+            await self._http.setup()
+            site = web.TCPSite(self._http, host, port)
+            await site.start()
+            self.http_port = self._http.addresses[0][1]
         if self.grpc_addr is not None:
             self._grpc = grpc.aio.server(options=[("grpc.max_send_message_length", -1)])
             modules()[1].add_FeedServicer_to_server(_servicer(self.feed), self._grpc)
@@ -173,5 +177,4 @@ class FeedServer:
         if self._grpc is not None:
             await self._grpc.stop(grace=0.2)
         if self._http is not None:
-            self._http.close()
-            await self._http.wait_closed()
+            await self._http.cleanup()

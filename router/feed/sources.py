@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+import aiohttp
 
 from router.core.feed import FeedError
 
@@ -84,34 +84,51 @@ class FileSource:
 
 
 class HttpSource:
-    """`http(s)://...`: a conditional GET with If-None-Match."""
+    """`http(s)://...`: a conditional GET with If-None-Match, on aiohttp.
+
+    One client session per poll: a poll comes every `refresh_seconds`, so a kept
+    connection would save little, and nothing is left open if a caller never
+    calls `close`. Proxies are taken from the environment (`HTTP(S)_PROXY`,
+    `NO_PROXY`) as any HTTP client on the host would.
+    """
+
+    CHUNK = 64 * 1024
 
     def __init__(self, url: str, *, timeout: float = 5.0) -> None:
-        """Poll `url`, giving up on one attempt after `timeout` seconds."""
+        """Poll `url`, giving up on one attempt (connect, headers and body) after `timeout` s."""
         self.spec = url
         self.timeout = timeout
 
-    def _get(self, known: str, max_bytes: int) -> Fetched | None:
+    async def fetch(self, known: str, max_bytes: int) -> Fetched | None:
+        """The document (at most `max_bytes` + 1 bytes of it), or None on 304 Not Modified."""
         headers = {"Accept": "application/json", "User-Agent": "hybrid-router-feed"}
         if known:
             headers["If-None-Match"] = known
-        req = urllib.request.Request(self.spec, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read(max_bytes + 1)
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout),
+                                             trust_env=True) as session, \
+                    session.get(self.spec, headers=headers) as resp:
+                if resp.status == 304:
+                    return None
+                if not 200 <= resp.status < 300:
+                    raise FeedUnreachable(f"{self.spec}: HTTP {resp.status} {resp.reason}")
+                raw = await self._read(resp, max_bytes + 1)
                 etag = resp.headers.get("ETag") or content_version(raw)
-        except urllib.error.HTTPError as exc:
-            if exc.code == 304:
-                return None
-            raise FeedUnreachable(f"{self.spec}: HTTP {exc.code} {exc.reason}") from None
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            reason: Any = getattr(exc, "reason", exc)
-            raise FeedUnreachable(f"{self.spec}: {reason}") from None
+        except TimeoutError:
+            raise FeedUnreachable(f"{self.spec}: no answer in {self.timeout:g} s") from None
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            raise FeedUnreachable(f"{self.spec}: {exc or type(exc).__name__}") from None
         return None if etag == known else Fetched(raw, etag)
 
-    async def fetch(self, known: str, max_bytes: int) -> Fetched | None:
-        """The document, or None on 304 Not Modified (run off the event loop)."""
-        return await asyncio.to_thread(self._get, known, max_bytes)
+    async def _read(self, resp: aiohttp.ClientResponse, limit: int) -> bytes:
+        """The body, streamed, stopping as soon as `limit` bytes are in (the rest is dropped)."""
+        body = bytearray()
+        async for chunk in resp.content.iter_chunked(self.CHUNK):
+            body += chunk
+            if len(body) >= limit:
+                resp.close()  # an oversize or endless body: stop reading, drop the connection
+                break
+        return bytes(body[:limit])
 
     async def close(self) -> None:
         """Nothing held between polls."""

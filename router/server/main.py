@@ -24,7 +24,7 @@ from typing import Any
 
 from router.core.model import Policy
 from router.core.table import FEATURES
-from router.metrics import RouterMetrics
+from router.metrics import RouterMetrics, probe_loop_lag
 from router.policy.loader import load_policy_or_report
 from router.runtime import Runtime
 from router.server.workers import WorkerRuntime, store_problem
@@ -69,8 +69,8 @@ async def _publish(runtime: Runtime, metrics: RouterMetrics) -> None:
         now = runtime.clock()
         budgets = table.policy.budgets
         for tenant in budgets.tenants:  # the ledger's memory: never a store call
-            metrics.budget_spend.labels(tenant).set(
-                runtime.ledger.state(budgets, tenant, now).used_usd)
+            state = runtime.ledger.state(budgets, tenant, now)
+            metrics.set_budget(tenant, state.used_usd, state.soft_usd, state.hard_usd)
             metrics.budget_lease.labels(tenant).set(
                 runtime.ledger.available(budgets, tenant, now))
         if table.feed is not None:
@@ -124,7 +124,8 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
     gc.collect()
     gc.freeze()
     await _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
-    tasks = [asyncio.create_task(_publish(runtime, metrics))]
+    tasks = [asyncio.create_task(_publish(runtime, metrics)),
+             asyncio.create_task(probe_loop_lag(metrics.event_loop_lag.observe))]
     refresher: Any = None
     try:
         from router.feed.refresh import Refresher

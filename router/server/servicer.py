@@ -219,6 +219,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         if d.routed:
             log.debug("%s -> %s %s (%s)", rid, d.mode, d.node, d.reason)
         else:
+            self.metrics.refusals.labels(str(d.status), d.reason).inc()
             log.info("%s refused %d %s: %s", rid, d.status, d.reason, d.detail)
 
     def _count(self, mode: str, reason: str) -> None:

@@ -69,6 +69,38 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -
     raise TimeoutError(f"port {port} never opened")
 
 
+def wait_serving(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Wait until a router's gRPC health says SERVING, failing fast if `proc` dies.
+
+    The port opens before the router is ready (it still collects and freezes its startup
+    objects); an answer it gives in that gap can miss Envoy's deadline, a fail-open.
+    """
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    wait_port(port, proc, timeout)
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+            with contextlib.suppress(grpc.RpcError):
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"router on port {port} never said SERVING")
+            time.sleep(0.05)
+
+
+def fail_opens(admin_port: int) -> int:
+    """Requests an Envoy (by admin port) sent on without the router's answer."""
+    url = f"http://127.0.0.1:{admin_port}/stats?filter=ext_proc.failure_mode_allowed$"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return sum(int(line.rpartition(" ")[2]) for line in r.read().decode().splitlines())
+
+
 def stop(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> None:
     """Stop a process group started with start_new_session."""
     if proc is None or proc.poll() is not None:
@@ -87,10 +119,11 @@ class Stack:
     """Emulated upstreams + hybrid-router + Envoy, all on fresh 127.0.0.1 ports."""
 
     def __init__(self, tmp: Path, *, store: str = "memory", policy: str | None = None,
-                 workers: int = 1) -> None:
-        """Write the policy and Envoy config; nothing runs until `start`."""
+                 workers: int = 1, message_timeout_s: float | None = None) -> None:
+        """Write the policy; nothing runs until `start` (which writes Envoy's config)."""
         self.tmp = tmp
         self.workers = workers
+        self.message_timeout_s = message_timeout_s
         self.ports = {f"p{i}": free_port() for i in range(6)}
         self.policy_text = (policy or POLICY).format(store=store, **self.ports)
         self.policy = tmp / "policy.yaml"
@@ -117,7 +150,7 @@ class Stack:
                                       "--metrics", f"127.0.0.1:{self.metrics_port}",
                                       "--grace", "2", "--workers", str(self.workers),
                                       "--upstream-timeout", str(UPSTREAM_TIMEOUT_S)])
-        wait_port(self.grpc, proc)
+        wait_serving(self.grpc, proc)
         wait_port(self.metrics_port, proc)
 
     def stop_router(self, sig: int = signal.SIGTERM) -> None:
@@ -136,7 +169,12 @@ class Stack:
         subprocess.run([sys.executable, "-m", "router", "envoy-config", "--policy",
                         str(self.policy), "--router", f"127.0.0.1:{self.grpc}", "--listen",
                         f"127.0.0.1:{self.listen}", "--admin", f"127.0.0.1:{self.admin}",
-                        "--upstream-timeout", str(UPSTREAM_TIMEOUT_S), "-o", str(config)],
+                        "--upstream-timeout", str(UPSTREAM_TIMEOUT_S), "-o", str(config),
+                        # tests whose subject is not the deadline: under CPU contention an
+                        # answer can miss 200 ms and Envoy routes on its own, which they
+                        # would misread
+                        *(["--message-timeout", str(int(self.message_timeout_s * 1000))]
+                          if self.message_timeout_s is not None else [])],
                        check=True, cwd=ROOT)
         envoy = self._spawn("envoy", [ENVOY, "-c", str(config), "-l", "warning",
                                       "--base-id", str(self.listen), "--concurrency", "2"])

@@ -26,11 +26,22 @@ async def fetch(session: aiohttp.ClientSession, stack: Stack, headers: dict[str,
 
 def many(stack: Stack, headers: list[dict[str, str]], limit: int = 64
          ) -> list[tuple[int, dict[str, str], bytes]]:
+    """Send every request, `limit` at a time; each one has 30 s once it is sent."""
     async def go() -> list[tuple[int, dict[str, str], bytes]]:
+        # aiohttp's timeout runs from the call, so a request queued behind thousands of
+        # others for a pooled connection would be timed for the whole batch: the gate
+        # starts each request's clock when it goes out, however slow the machine is.
+        gate = asyncio.Semaphore(limit)
+
+        async def one(s: aiohttp.ClientSession, h: dict[str, str]
+                      ) -> tuple[int, dict[str, str], bytes]:
+            async with gate:
+                return await fetch(s, stack, h)
+
         conn = aiohttp.TCPConnector(limit=limit)
         async with aiohttp.ClientSession(connector=conn,
                                          timeout=aiohttp.ClientTimeout(total=30)) as s:
-            return list(await asyncio.gather(*(fetch(s, stack, h) for h in headers)))
+            return list(await asyncio.gather(*(one(s, h) for h in headers)))
     return asyncio.run(go())
 
 

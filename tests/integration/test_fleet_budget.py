@@ -23,10 +23,23 @@ import pytest
 from router.stores.redis import RedisBudgetStore
 from tests.stores.conftest import RedisServer, TcpProxy
 
-from .stack import ENVOY, ROOT, Stack, free_port, stop, wait_port
+from .stack import (
+    ENVOY,
+    ROOT,
+    Stack,
+    fail_opens,
+    free_port,
+    stop,
+    wait_port,
+    wait_serving,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 LIMIT, COST = 0.40, 0.01  # compute_ms 1000 at $36/h is $0.01 a request
+# The subject here is the shared ledger, not Envoy's 200 ms deadline: with four routers and
+# four Envoys on two busy cores an answer can miss 200 ms, Envoy fails open, and a request
+# then reaches a node or pool past every budget check. Give the router time enough.
+MESSAGE_TIMEOUT_S = 10.0
 FLEET_POLICY = """\
 version: 1
 refresh_seconds: 30
@@ -60,9 +73,10 @@ class Fleet:
 
     def __init__(self, tmp: Path, redis_url: str, replicas: int) -> None:
         self.stack = Stack(tmp, store=f"{redis_url}?replicas={replicas}&retry=0.1",
-                           policy=FLEET_POLICY)
+                           policy=FLEET_POLICY, message_timeout_s=MESSAGE_TIMEOUT_S)
         self.replicas = replicas
         self.urls = [self.stack.url]
+        self.admins = [self.stack.admin]
         self.extra: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> Fleet:
@@ -74,12 +88,13 @@ class Fleet:
                 "--grpc", f"127.0.0.1:{grpc}", "--metrics", f"127.0.0.1:{metrics}",
                 "--grace", "2"])
             self.extra.append(router)
-            wait_port(grpc, router)
+            wait_serving(grpc, router)
             config = self.stack.tmp / f"envoy{i}.yaml"
             subprocess.run([sys.executable, "-m", "router", "envoy-config", "--policy",
                             str(self.stack.policy), "--router", f"127.0.0.1:{grpc}",
                             "--listen", f"127.0.0.1:{listen}", "--admin",
-                            f"127.0.0.1:{admin}", "-o", str(config)], check=True, cwd=ROOT)
+                            f"127.0.0.1:{admin}", "-o", str(config), "--message-timeout",
+                            str(int(MESSAGE_TIMEOUT_S * 1000))], check=True, cwd=ROOT)
             assert ENVOY
             envoy = self.stack._spawn(f"envoy{i}", [ENVOY, "-c", str(config), "-l", "warning",
                                                     "--base-id", str(listen),
@@ -87,7 +102,12 @@ class Fleet:
             self.extra.append(envoy)
             wait_port(listen, envoy)
             self.urls.append(f"http://127.0.0.1:{listen}")
+            self.admins.append(admin)
         return self
+
+    def fail_opens(self) -> int:
+        """Requests any of the fleet's Envoys sent on without a router's answer."""
+        return sum(fail_opens(port) for port in self.admins)
 
     def close(self) -> None:
         """Envoys first, then routers (SIGTERM: they flush their budget store), upstreams."""
@@ -165,8 +185,10 @@ def test_replicas_share_one_budget_without_overshoot(tmp_path: Path, redis_serve
         fleet.start()
         counts = hammer(fleet, per_replica=40, threads=4)
         served = fleet.stack.stats("cloud-hipaa")["hits"]
+        failed_open = fleet.fail_opens()
     finally:
         fleet.close()
+    assert failed_open == 0  # every request was decided by a router
     assert set(counts) <= {200, 429}, counts
     assert counts[200] == served  # every 200 ran in the cloud pool
     spend = committed(redis_server.url)
@@ -197,8 +219,10 @@ def test_redis_killed_and_restarted_mid_run_loses_nothing(tmp_path: Path,
         counts = hammer(fleet, per_replica=120, threads=3, tenant="roomy", outage=outage)
         killer.join()
         served = fleet.stack.stats("cloud-hipaa")["hits"]
+        failed_open = fleet.fail_opens()
     finally:
         fleet.close()  # routers flush what they queued while Redis was down
+    assert failed_open == 0  # every request was decided by a router, Redis up or down
     assert counts[200] == 240 == served, counts  # the lease covered the whole outage
     assert counts["during"] > 0, counts  # some were admitted while Redis was down
     assert committed(redis_server.url, "roomy") == pytest.approx(COST * served)
