@@ -59,6 +59,10 @@ class RouterMetrics:
         self.store_errors = Counter("router_store_errors_total",
                                     "Budget store calls that failed (retried off the request "
                                     "path)", ["store"], registry=r)
+        self.request_log_dropped = Counter("router_request_log_dropped_total",
+                                           "Request-log lines dropped because the writer fell "
+                                           "behind (the request path never waits for it)",
+                                           registry=r)
         self.xds_push = Counter("router_xds_push_total", "xDS pushes to Envoy by result",
                                 ["result"], registry=r)
         for result in FEED_RESULTS:

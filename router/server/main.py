@@ -27,6 +27,7 @@ from router.core.table import FEATURES
 from router.metrics import RouterMetrics, probe_loop_lag
 from router.policy.loader import load_policy_or_report
 from router.runtime import Runtime
+from router.server.requestlog import RequestLog
 from router.server.workers import WorkerRuntime, store_problem
 from router.stores import BudgetStoreError, open_keeper
 
@@ -51,6 +52,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--upstream-timeout", type=float, default=30.0, metavar="SECONDS",
                         help="route timeout to the inference upstreams, in the route table "
                              "this router serves Envoy over xDS (default 30)")
+    parser.add_argument("--request-log", metavar="FILE",
+                        help="one JSON line per request (tags, decision, duration) for "
+                             "`simulate --trace`; off by default; worker i of --workers N "
+                             "writes FILE.w<i>")
+    parser.add_argument("--request-log-max-mb", type=float, default=64.0, metavar="MB",
+                        help="rotate the request log past this size (default 64)")
+    parser.add_argument("--request-log-backups", type=int, default=3, metavar="N",
+                        help="rotated request logs kept: FILE.1 .. FILE.N (default 3)")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--worker-index", type=int, default=-1, help=argparse.SUPPRESS)
 
@@ -107,8 +116,14 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
         start_http_server(int(port) + index, addr=host, registry=metrics.registry)
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1),
                                       ("grpc.max_concurrent_streams", 10_000)])
+    request_log = None
+    if args.request_log:
+        path = args.request_log if workers == 1 else f"{args.request_log}.w{index}"
+        request_log = RequestLog(path, max_bytes=int(args.request_log_max_mb * 1024 * 1024),
+                                 backups=args.request_log_backups,
+                                 on_drop=metrics.request_log_dropped.inc)
     processor = Processor(runtime, metrics, max_streams=args.max_streams,
-                          budget_wait=keeper.wait_topup)
+                          budget_wait=keeper.wait_topup, request_log=request_log)
     pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)
     xds_options = XdsOptions(upstream_timeout_s=args.upstream_timeout)
     ads = AdsServer(build_resources(runtime.snapshot, xds_options), metrics)
@@ -118,11 +133,12 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = args.grpc
     server.add_insecure_port(address)
-    await server.start()
     # Everything built so far lives as long as the process: keep it out of the cyclic
-    # collector's full passes, which otherwise walk it over and over under load.
+    # collector's full passes, which otherwise walk it over and over under load. Before the
+    # port opens, so the first requests do not wait behind a full collection and time out.
     gc.collect()
     gc.freeze()
+    await server.start()
     await _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
     tasks = [asyncio.create_task(_publish(runtime, metrics)),
              asyncio.create_task(probe_loop_lag(metrics.event_loop_lag.observe))]
@@ -152,6 +168,8 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
     await asyncio.to_thread(keeper.close)  # flushes spend and gives leases back
+    if request_log is not None:
+        await asyncio.to_thread(request_log.close)
     log.info("stopped; %d routed requests unfinished", processor.unfinished)
     return 0
 
@@ -201,7 +219,10 @@ def _rebuild_argv(args: argparse.Namespace) -> list[str]:
     return ["--policy", args.policy, "--grpc", args.grpc, "--metrics", args.metrics,
             "--workers", str(args.workers), "--max-streams", str(args.max_streams),
             "--grace", str(args.grace), "--upstream-timeout", str(args.upstream_timeout),
-            "--log-level", args.log_level]
+            "--log-level", args.log_level,
+            *(["--request-log", args.request_log, "--request-log-max-mb",
+               str(args.request_log_max_mb), "--request-log-backups",
+               str(args.request_log_backups)] if args.request_log else [])]
 
 
 

@@ -34,6 +34,7 @@ from router.core.decision import Decision, refusal
 from router.core.request import OWS, HeaderMap
 from router.metrics import RouterMetrics
 from router.runtime import Routed, Runtime
+from router.server.requestlog import RequestLog
 
 log = logging.getLogger("hybrid_router.server")
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
@@ -71,6 +72,20 @@ def request_id(headers: Mapping[str, str]) -> str:
     rid = headers.get(wire.H_REQUEST_ID, "")
     ok = len(rid) <= MAX_REQUEST_ID and rid.isascii() and rid.isprintable()
     return rid if ok else ""
+
+
+def log_entry(headers: Mapping[str, str], size: int | None, no_body: bool,
+              d: Decision) -> dict[str, Any]:
+    """One request-log line (docs/reference.md, "Request log"); the duration is added at the end.
+
+    The affinity tags are kept as sent, so a replay parses them under a candidate
+    policy's defaults exactly as production would have.
+    """
+    return {"t": round(time.time(), 6), "request_id": request_id(headers),
+            "tags": {k: v for k, v in headers.items() if k.startswith(wire.AFFINITY_PREFIX)},
+            "content_length": 0 if no_body else size, "status": d.status, "mode": d.mode,
+            "node": d.node, "quality": d.quality, "cost_usd": round(d.cost_usd, 9),
+            "est_ms": round(d.est_ms, 3), "reason": d.reason, "policy": d.policy}
 
 
 def _option(key: str, value: str) -> Any:
@@ -126,13 +141,16 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     """One ext_proc stream per HTTP request."""
 
     def __init__(self, runtime: Runtime, metrics: RouterMetrics, *, max_streams: int = 4096,
-                 budget_wait: Callable[[float], Awaitable[bool]] | None = None) -> None:
+                 budget_wait: Callable[[float], Awaitable[bool]] | None = None,
+                 request_log: RequestLog | None = None) -> None:
         """Serve decisions from `runtime`; refuse with 503 past `max_streams` open streams.
 
         `budget_wait(timeout)`: wait for the budget keeper's next round with the store
-        (True: plan again), for requests throttled by a short lease.
+        (True: plan again), for requests throttled by a short lease. `request_log`: one
+        JSON line per request, queued when its stream ends (off the request path).
         """
         self.runtime = runtime
+        self.request_log = request_log
         self.budget_wait = budget_wait
         self.metrics = metrics
         self.max_streams = max_streams
@@ -145,13 +163,15 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         """Handle one HTTP request's messages; always answer, never fail the stream."""
         routed: Routed | None = None  # set only while this stream holds slots or budget
         answered = False
+        entry: dict[str, Any] | None = None  # this request's request-log line, when logging
+        began = time.perf_counter()
         self.open_streams += 1
         try:
             async for msg in request_iterator:
                 kind = msg.WhichOneof("request")
                 if kind == "request_headers" and not answered:
                     answered = True
-                    routed, answer = await self._answer(msg.request_headers)
+                    routed, answer, entry = await self._answer(msg.request_headers)
                     yield answer
                 elif kind == "response_headers":
                     yield pb.ProcessingResponse(response_headers=pb.HeadersResponse())
@@ -169,8 +189,11 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             if routed is not None:
                 self.unfinished -= 1
                 self._release(routed)
+            if entry is not None and self.request_log is not None:
+                entry["duration_ms"] = round((time.perf_counter() - began) * 1000.0, 3)
+                self.request_log.record(entry)
 
-    async def _answer(self, msg: Any) -> tuple[Routed | None, Any]:
+    async def _answer(self, msg: Any) -> tuple[Routed | None, Any, dict[str, Any] | None]:
         """Decide and build the reply: (what the stream now holds, the reply).
 
         Any unexpected exception becomes a 503 `router_error` rather than a
@@ -193,16 +216,18 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                 routed = self._route(headers, size)
                 spent += time.perf_counter() - t1
             self._record(routed.decision, spent, request_id(headers))
+            entry = None if self.request_log is None else \
+                log_entry(headers, size, msg.end_of_stream, routed.decision)
             if not routed.decision.routed:
-                return None, immediate(routed.decision)  # a refusal holds nothing
+                return None, immediate(routed.decision), entry  # a refusal holds nothing
             answer = routed_response(routed.decision, headers)
         except Exception:
             # A routed decision that never reaches Envoy must not keep its hold.
             if routed is not None and routed.decision.routed:
                 self._release(routed)
-            return None, self._router_error(headers)
+            return None, self._router_error(headers), None
         self.unfinished += 1
-        return routed, answer
+        return routed, answer, entry
 
     def _route(self, headers: HeaderMap, size: int | None) -> Routed:
         """Decide; `size` is the body's length, 0 without one, None when Envoy does not know."""

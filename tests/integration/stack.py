@@ -119,10 +119,12 @@ class Stack:
     """Emulated upstreams + hybrid-router + Envoy, all on fresh 127.0.0.1 ports."""
 
     def __init__(self, tmp: Path, *, store: str = "memory", policy: str | None = None,
-                 workers: int = 1, message_timeout_s: float | None = None) -> None:
+                 workers: int = 1, message_timeout_s: float | None = None,
+                 router_args: tuple[str, ...] = ()) -> None:
         """Write the policy; nothing runs until `start` (which writes Envoy's config)."""
         self.tmp = tmp
         self.workers = workers
+        self.router_args = router_args
         self.message_timeout_s = message_timeout_s
         self.ports = {f"p{i}": free_port() for i in range(6)}
         self.policy_text = (policy or POLICY).format(store=store, **self.ports)
@@ -149,7 +151,8 @@ class Stack:
                                       str(self.policy), "--grpc", f"127.0.0.1:{self.grpc}",
                                       "--metrics", f"127.0.0.1:{self.metrics_port}",
                                       "--grace", "2", "--workers", str(self.workers),
-                                      "--upstream-timeout", str(UPSTREAM_TIMEOUT_S)])
+                                      "--upstream-timeout", str(UPSTREAM_TIMEOUT_S),
+                                      *self.router_args])
         wait_serving(self.grpc, proc)
         wait_port(self.metrics_port, proc)
 
