@@ -153,6 +153,19 @@ class BudgetConfig(Schema):
     tenants: Annotated[Mapping[str, TenantBudget], AfterValidator(_read_only)] = Field(
         default_factory=lambda: MappingProxyType({}), description="budgets by tenant name")
 
+    def __getstate__(self) -> dict[Any, Any]:
+        """Pickle `tenants` as a plain dict (a read-only view does not pickle)."""
+        state = super().__getstate__()
+        fields = dict(state["__dict__"])
+        fields["tenants"] = dict(fields["tenants"])
+        return {**state, "__dict__": fields}
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        """Restore `tenants` as the read-only view the model validator makes."""
+        fields = dict(state["__dict__"])
+        fields["tenants"] = MappingProxyType(fields["tenants"])
+        super().__setstate__({**state, "__dict__": fields})
+
     def tenant(self, name: str) -> TenantBudget | None:
         """The budget of `name`, or None when the policy has none."""
         return self.tenants.get(name)

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from router.core.budget import account_of
@@ -37,7 +38,7 @@ from router.core.model import Policy
 from router.core.table import Snapshot
 from router.feed.reload import PolicyReloader
 from router.feed.sources import FeedSource, FeedUnreachable, Fetched, GrpcSource, open_source
-from router.metrics import RouterMetrics
+from router.metrics import RouterMetrics, runtime_state
 from router.runtime import Runtime
 from router.xds.resources import Options as XdsOptions
 from router.xds.resources import Resources
@@ -45,6 +46,31 @@ from router.xds.resources import build as build_resources
 from router.xds.server import AdsServer
 
 log = logging.getLogger("router.feed.refresh")
+
+
+@contextlib.contextmanager
+def quiet_gc() -> Iterator[None]:
+    """Pause the cyclic collector while a new policy is read and built, then freeze what lives.
+
+    A policy is a large object graph that lives until the next reload: collecting it is
+    pointless, and a collection runs on whichever thread trips the allocation threshold,
+    holding the GIL — over a 1,000-node policy a full pass takes ~40 ms, a young one a few ms,
+    either a stall of every request waiting on the event loop. So no collection runs while
+    it is built, and once it is installed it is frozen out of later passes, as the start-up
+    heap is. Frozen objects are still freed by reference counting when the next reload
+    drops them (a policy and its snapshot hold no reference cycles:
+    tests/feed/test_reload.py checks), and routine feed refreshes, which allocate little,
+    leave the collector as it is. Nested uses freeze once, at the outermost exit.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
 OK, UNCHANGED, INVALID, UNREACHABLE = "ok", "unchanged", "invalid", "unreachable"
 JITTER = 0.1
 
@@ -61,6 +87,8 @@ class Refresher:
         With `xds`, every swap also publishes the new inference resources to Envoy.
         """
         self.runtime = runtime
+        if metrics is not None:
+            metrics.watch(lambda: runtime_state(runtime))
         self.xds = xds
         self.xds_options = xds_options or XdsOptions()
         self.metrics = metrics
@@ -76,7 +104,6 @@ class Refresher:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
-        self._weighted: set[str] = set()
 
     def request_reload(self) -> None:
         """Re-read the policy file now (wire SIGHUP here)."""
@@ -150,7 +177,6 @@ class Refresher:
                 rt.restamp(snap)  # only the timestamp moved: nothing to rebuild
             else:
                 await self._rebuild(feed=snap, now=now)
-            self._publish(now)
             return OK
 
     def _refused(self, exc: FeedError) -> str:
@@ -178,7 +204,6 @@ class Refresher:
         """Rebuild when the snapshot's age crossed stale_after_seconds; True if it did."""
         now = self.clock()
         if not self._stale_crossed(now):
-            self._publish(now)
             return False
         async with self._lock:
             if not self._stale_crossed(now):
@@ -188,7 +213,6 @@ class Refresher:
             log.warning("feed snapshot is %.0f s old (stale after %.0f s): nodes weighted down",
                         feed.age(now), self.runtime.policy.feed.stale_after_seconds)
             await self._rebuild(now=now)
-            self._publish(now)
             return True
 
     def _stale_crossed(self, now: float) -> bool:
@@ -200,20 +224,24 @@ class Refresher:
     async def reload_policy(self) -> bool:
         """Install the policy file if it changed (or a reload was asked for); True if it did.
 
-        Reading and validating the file runs in a worker thread: a large or hostile
-        policy never holds the event loop.
+        The file is read and validated in a worker process (`router.policy.isolated`) and
+        installed from a worker thread, so a large or hostile policy never holds the loop.
         """
-        policy = await asyncio.to_thread(self.reloader.check)
-        if policy is None:
+        if not self.reloader.changed():
             return False
-        await self.install_policy(policy)
+        with quiet_gc():
+            policy = await asyncio.to_thread(self.reloader.check)
+            if policy is None:
+                return False
+            await self.install_policy(policy)
         return True
 
     async def install_policy(self, policy: Policy) -> None:
         """Swap in a validated policy under the refresh lock."""
         async with self._lock:
             old = self.runtime.policy.digest
-            await self._rebuild(policy=policy, now=self.clock())
+            with quiet_gc():
+                await self._rebuild(policy=policy, now=self.clock())
             self.reloader.installed(policy, old)
 
     async def _rebuild(self, *, policy: Policy | None = None, feed: FeedSnapshot | None = None,
@@ -222,7 +250,6 @@ class Refresher:
         self.runtime.commit(snap)  # on the event loop: one reference swap
         if self.xds is not None and resources is not None:
             self.xds.publish(resources)  # after the swap: Envoy follows what the router routes
-        self._publish_weights()
 
     def _prepare(self, policy: Policy | None, feed: FeedSnapshot | None, now: float
                  ) -> tuple[Snapshot, Resources | None]:
@@ -272,20 +299,3 @@ class Refresher:
     def _count(self, result: str) -> None:
         if self.metrics is not None:
             self.metrics.feed_refresh.labels(result=result).inc()
-
-    def _publish(self, now: float) -> None:
-        feed = self.runtime.feed
-        if self.metrics is not None and feed is not None:
-            self.metrics.feed_age.set(feed.age(now))
-
-    def _publish_weights(self) -> None:
-        if self.metrics is None:
-            return
-        gauge = self.metrics.node_weight
-        nodes = {n.id: n.weight for n in self.runtime.snapshot.nodes}
-        for gone in self._weighted - nodes.keys():
-            with contextlib.suppress(KeyError):
-                gauge.remove(gone)
-        for node_id, weight in nodes.items():
-            gauge.labels(node=node_id).set(weight)
-        self._weighted = set(nodes)

@@ -15,7 +15,8 @@ import os
 
 from router.core.model import Policy
 from router.metrics import RouterMetrics
-from router.policy.loader import PolicyError, load_policy
+from router.policy.isolated import load_policy_isolated
+from router.policy.loader import PolicyError
 from router.runtime import Runtime
 
 log = logging.getLogger("router.feed.reload")
@@ -45,6 +46,10 @@ class PolicyReloader:
         """Re-read the policy at the next check (SIGHUP)."""
         self.requested = True
 
+    def changed(self) -> bool:
+        """Whether `check` has anything to read: the file changed or a reload was asked for."""
+        return self.requested or self._stat() != self._sig
+
     def check(self) -> Policy | None:
         """A new valid policy if the file changed or a reload was requested, else None."""
         sig = self._stat()
@@ -57,7 +62,7 @@ class PolicyReloader:
     def load(self) -> Policy | None:
         """Read and validate the file: the policy if valid and new; errors logged and counted."""
         try:
-            policy = load_policy(self.path)
+            policy = load_policy_isolated(self.path)
         except PolicyError as exc:
             self.last_problems = [str(p) for p in exc.problems]
             for line in self.last_problems:

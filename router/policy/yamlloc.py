@@ -100,20 +100,15 @@ class _Builder:
         self.root_at: Mark = (1, 1)
         self.documents = 0
         self.plain: dict[str, Any] = {}  # plain scalar text → value: fleets repeat them a lot
-        self.handlers: dict[type, Any] = {
-            yaml.ScalarEvent: self.scalar, yaml.AliasEvent: self.alias,
-            yaml.MappingStartEvent: self.start, yaml.SequenceStartEvent: self.start,
-            yaml.MappingEndEvent: self.close, yaml.SequenceEndEvent: self.close,
-            yaml.DocumentStartEvent: self.document}
 
     def problem(self, at: Mark, message: str) -> None:
         self.problems.append(Problem(self.file, at[0], at[1], message))
 
     def feed(self, event: Any) -> None:
         """Take one parser event."""
-        handler = self.handlers.get(type(event))
+        handler = _HANDLERS.get(type(event))
         if handler is not None:
-            handler(event, _mark(event))
+            handler(self, event, _mark(event))
 
     def untagged(self, event: Any, at: Mark) -> None:
         if event.tag is not None:
@@ -232,6 +227,16 @@ class _Builder:
         else:
             frame.value[name] = value
             frame.value.keys_at[name], frame.value.values_at[name] = frame.key_at, at
+
+
+# Event type -> handler, as plain functions: bound methods stored on the builder would make
+# it (and through it the whole parsed tree) a reference cycle that only the cyclic collector
+# frees, which a long-running router would otherwise pay for at every policy reload.
+_HANDLERS: dict[type, Any] = {
+    yaml.ScalarEvent: _Builder.scalar, yaml.AliasEvent: _Builder.alias,
+    yaml.MappingStartEvent: _Builder.start, yaml.SequenceStartEvent: _Builder.start,
+    yaml.MappingEndEvent: _Builder.close, yaml.SequenceEndEvent: _Builder.close,
+    yaml.DocumentStartEvent: _Builder.document}
 
 
 def _position(text: str, index: int) -> Mark:

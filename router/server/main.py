@@ -23,8 +23,8 @@ import sys
 from typing import Any
 
 from router.core.model import Policy
-from router.core.table import FEATURES
-from router.metrics import RouterMetrics, probe_loop_lag
+from router.metrics import RouterMetrics, probe_loop_lag, runtime_state
+from router.policy import isolated
 from router.policy.loader import load_policy_or_report
 from router.runtime import Runtime
 from router.server.requestlog import RequestLog
@@ -64,29 +64,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worker-index", type=int, default=-1, help=argparse.SUPPRESS)
 
 
-async def _publish(runtime: Runtime, metrics: RouterMetrics) -> None:
-    """Gauges from the runtime once a second (off the per-request path)."""
-    while True:
-        for name, value in runtime.inflight().items():
-            if name.endswith(FEATURES):
-                metrics.node_features.labels(name.removesuffix(FEATURES)).set(value)
-            else:
-                metrics.node_inflight.labels(name).set(value)
-        table = runtime.snapshot
-        for node in table.nodes:
-            metrics.node_weight.labels(node.id).set(node.weight if node.healthy else 0.0)
-        now = runtime.clock()
-        budgets = table.policy.budgets
-        for tenant in budgets.tenants:  # the ledger's memory: never a store call
-            state = runtime.ledger.state(budgets, tenant, now)
-            metrics.set_budget(tenant, state.used_usd, state.soft_usd, state.hard_usd)
-            metrics.budget_lease.labels(tenant).set(
-                runtime.ledger.available(budgets, tenant, now))
-        if table.feed is not None:
-            metrics.feed_age.set(table.feed.age(now))
-        await asyncio.sleep(1.0)
-
-
 async def serve(args: argparse.Namespace, policy: Policy) -> int:
     """Run one server process until SIGTERM/SIGINT."""
     import grpc
@@ -100,6 +77,11 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
     from router.xds.resources import build as build_resources
     from router.xds.server import AdsServer
 
+    # Reloads, table and xDS builds and the budget keeper run in worker threads; with
+    # CPython's default 5 ms switch interval a busy thread could hold the GIL that long
+    # while a request waits on the loop. 1 ms bounds that wait at the cost of more
+    # switches, only while those threads are busy.
+    sys.setswitchinterval(0.001)
     workers, index = max(1, args.workers), max(0, args.worker_index)
     metrics = RouterMetrics()
     # The budget store is the keeper thread's alone; the request path reads its ledger.
@@ -139,9 +121,10 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
     gc.collect()
     gc.freeze()
     await server.start()
+    isolated.warm()  # the policy worker process, ready before the first reload
     await _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
-    tasks = [asyncio.create_task(_publish(runtime, metrics)),
-             asyncio.create_task(probe_loop_lag(metrics.event_loop_lag.observe))]
+    metrics.watch(lambda: runtime_state(runtime))  # read at scrape time, off the loop
+    tasks = [asyncio.create_task(probe_loop_lag(metrics.event_loop_lag.observe))]
     refresher: Any = None
     try:
         from router.feed.refresh import Refresher
@@ -168,6 +151,7 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
     await asyncio.to_thread(keeper.close)  # flushes spend and gives leases back
+    await asyncio.to_thread(isolated.shutdown)
     if request_log is not None:
         await asyncio.to_thread(request_log.close)
     log.info("stopped; %d routed requests unfinished", processor.unfinished)

@@ -9,7 +9,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from router.metrics import FEED_RESULTS, RELOAD_RESULTS, RouterMetrics, probe_loop_lag
+from router.metrics import (
+    FEED_RESULTS,
+    RELOAD_RESULTS,
+    RouterMetrics,
+    State,
+    probe_loop_lag,
+    runtime_state,
+)
 from tests.server.test_servicer import Client
 
 
@@ -53,13 +60,33 @@ async def test_budget_refusal_counts_as_429_budget() -> None:
 
 def test_budget_thresholds_are_published_in_usd_and_unlimited_ones_left_out() -> None:
     m = RouterMetrics()
-    m.set_budget("acme", 120.5, 800.0, 1000.0)
-    m.set_budget("free", 3.0, float("inf"), float("inf"))
+    m.watch(lambda: State(budgets={"acme": (120.5, 800.0, 1000.0, 200.0),
+                                   "free": (3.0, float("inf"), float("inf"), float("inf"))}))
     assert value(m, "router_budget_spend_usd", tenant="acme") == 120.5
     assert value(m, "router_budget_limit_usd", tenant="acme", threshold="soft") == 800.0
     assert value(m, "router_budget_limit_usd", tenant="acme", threshold="hard") == 1000.0
     assert value(m, "router_budget_spend_usd", tenant="free") == 3.0
     assert value(m, "router_budget_limit_usd", tenant="free", threshold="hard") is None
+    assert value(m, "router_budget_lease_usd", tenant="acme") == 200.0
+
+
+def test_state_gauges_are_read_off_the_runtime_at_scrape_time() -> None:
+    from router.runtime import Runtime
+    from tests.core.factory import NOW, node, policy, pool, request
+
+    one = node(0, slots=1).model_copy(update={"feature_slots": 2})
+    rt = Runtime(policy([one], [pool()], limit=10.0), clock=lambda: NOW)
+    m = RouterMetrics()
+    m.watch(lambda: runtime_state(rt))
+    held = [rt.decide(request(f"k{i}", slo=1000), now=NOW) for i in range(3)]
+    assert [h.decision.mode for h in held] == ["edge", "split", "split"]
+    assert value(m, "router_node_inflight", node="n0000") == 1
+    assert value(m, "router_node_features_inflight", node="n0000") == 2
+    assert value(m, "router_node_inflight", node="cloud") == 2  # the splits' inference
+    assert value(m, "router_node_weight", node="n0000") == 1.0
+    for h in held:
+        rt.finish(h)
+    assert value(m, "router_node_inflight", node="n0000") == 0  # live, no publisher needed
 
 
 def test_result_counters_exist_at_zero_before_the_first_event() -> None:
