@@ -82,6 +82,7 @@ def make_app(target: Target, *, speed: float = 1.0, seed: int = 0) -> web.Applic
             target.max_inflight = max(target.max_inflight, target.inflight)
         target.modes[mode] = target.modes.get(mode, 0) + 1
         try:
+            await request.read()  # an inference server reads the whole request before it answers
             if "x-emulate-delay-ms" in h:
                 delay = float(h["x-emulate-delay-ms"]) / 1000.0
             else:

@@ -120,9 +120,10 @@ class Stack:
 
     def __init__(self, tmp: Path, *, store: str = "memory", policy: str | None = None,
                  workers: int = 1, message_timeout_s: float | None = None,
-                 router_args: tuple[str, ...] = ()) -> None:
+                 router_args: tuple[str, ...] = (), envoy_args: tuple[str, ...] = ()) -> None:
         """Write the policy; nothing runs until `start` (which writes Envoy's config)."""
         self.tmp = tmp
+        self.envoy_args = envoy_args
         self.workers = workers
         self.router_args = router_args
         self.message_timeout_s = message_timeout_s
@@ -173,6 +174,7 @@ class Stack:
                         str(self.policy), "--router", f"127.0.0.1:{self.grpc}", "--listen",
                         f"127.0.0.1:{self.listen}", "--admin", f"127.0.0.1:{self.admin}",
                         "--upstream-timeout", str(UPSTREAM_TIMEOUT_S), "-o", str(config),
+                        *self.envoy_args,
                         # tests whose subject is not the deadline: under CPU contention an
                         # answer can miss 200 ms and Envoy routes on its own, which they
                         # would misread
