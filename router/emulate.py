@@ -109,7 +109,7 @@ def make_app(target: Target, *, speed: float = 1.0, seed: int = 0) -> web.Applic
             else:
                 target.inflight -= 1
 
-    app = web.Application()
+    app = web.Application(client_max_size=64 * 1024 * 1024)  # camera frames, documents
     app.router.add_get("/_stats", stats)
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
