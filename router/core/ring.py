@@ -1,4 +1,4 @@
-"""Weighted consistent hashing with bounded load (CONTRACT.md section 4).
+"""Weighted consistent hashing with bounded load (docs/reference.md, "Routing").
 
 Theory of operation
 -------------------
