@@ -98,21 +98,30 @@ def upstream_config(ports: list[int], admin: int) -> dict[str, Any]:
 
 
 def variant(base: dict[str, Any], way: str) -> dict[str, Any]:
-    """Derive ways (a)/(b) from the generated config by dropping ext_proc."""
+    """Derive each way from the generated --static bootstrap (same data plane as xDS).
+
+    (a) keeps nothing but a route to one upstream; (b) drops ext_proc, so requests take the
+    route table's own residency route: ring hash with hash_balance_factor over the GDPR edge
+    cluster; (c) and (d) keep the whole generated config and differ only in the processor.
+    """
     cfg = copy.deepcopy(base)
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
         "typed_config"]
     if way in ("a", "b"):
         hcm["http_filters"] = [f for f in hcm["http_filters"]
                                if f["name"] != "envoy.filters.http.ext_proc"]
-    cluster = cfg["static_resources"]["clusters"][1]
     if way == "a":
-        eps = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
-        cluster["load_assignment"]["endpoints"][0]["lb_endpoints"] = eps[:1]
-        del cluster["load_balancing_policy"]
-    if way == "b":
-        override = cluster["load_balancing_policy"]["policies"][0]["typed_extension_config"]
-        cluster["load_balancing_policy"] = override["typed_config"]["fallback_policy"]
+        hcm["http_filters"] = [f for f in hcm["http_filters"]
+                               if f["name"] == "envoy.filters.http.router"]
+        clusters = cfg["static_resources"]["clusters"]
+        gdpr = next(c for c in clusters if c["name"] == "edge.GDPR")
+        one = {"name": "one", "type": "STATIC", "connect_timeout": "0.5s",
+               "load_assignment": {"cluster_name": "one", "endpoints": [{"lb_endpoints": [
+                   gdpr["load_assignment"]["endpoints"][0]["lb_endpoints"][0]]}]}}
+        clusters.append(one)
+        hcm["route_config"] = {"name": "inference", "virtual_hosts": [{
+            "name": "inference", "domains": ["*"],
+            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "one"}}]}]}
     return cfg
 
 
@@ -255,7 +264,7 @@ def main() -> int:
                     wait_port(grpc_port, procs["backend"])
                 cfg = variant(build(policy, mode="gateway", listen=f"127.0.0.1:{listen}",
                                     router=f"127.0.0.1:{grpc_port}",
-                                    admin=f"127.0.0.1:{free_port()}"), way)
+                                    admin=f"127.0.0.1:{free_port()}", static=True), way)
                 (tmp / f"{way}.yaml").write_text(yaml.safe_dump(cfg))
                 env = spawn("envoy", [ENVOY, "-c", str(tmp / f"{way}.yaml"), "--base-id",
                                       str(902 + rnd), "--concurrency", "1", "-l", "error"])

@@ -14,6 +14,7 @@ or the runtime's clock, so the simulator runs the same code on simulated time.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -98,10 +99,7 @@ class Runtime:
 
     def restamp(self, feed: FeedSnapshot) -> None:
         """Record a feed whose routing inputs did not change (only its timestamps moved)."""
-        snap = self.snapshot
-        self.snapshot = Snapshot(policy=snap.policy, feed=feed, built_at=snap.built_at,
-                                 stale=snap.stale, nodes=snap.nodes, pools=snap.pools,
-                                 ring=snap.ring, tracker=snap.tracker, _classes=snap._classes)
+        self.snapshot = dataclasses.replace(self.snapshot, feed=feed)
 
     def parse(self, headers: Mapping[str, str], *, payload_bytes: int | None = None,
               request_id: str = "") -> RouteRequest | Decision:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from router import wire
 from router.core.feed import NodeState
 from router.core.request import HeaderMap
-from router.runtime import Runtime
+from router.runtime import Routed, Runtime
 
 from .core.factory import NOW, feed, node, policy, pool
 
@@ -55,3 +55,14 @@ def test_policy_swap_changes_the_version_header() -> None:
     changed = changed.with_digest("v2")
     rt.install(policy=changed)
     assert first == "test" and rt.route({"x-affinity-key": "a"}).decision.policy == "v2"
+
+
+def test_a_restamped_feed_routes_exactly_as_before() -> None:
+    rt = make()
+    rt.install(feed=feed({"n0001": NodeState(compute_score=0.5)}))
+    before = [rt.route({"x-affinity-key": f"k{i}"}).decision for i in range(8)]
+    for d in before:
+        rt.finish(Routed(d, rt.snapshot))
+    rt.restamp(feed({"n0001": NodeState(compute_score=0.5)}))  # only the timestamps moved
+    after = [rt.route({"x-affinity-key": f"k{i}"}).decision for i in range(8)]
+    assert [(d.node, d.mode, d.fill) for d in after] == [(d.node, d.mode, d.fill) for d in before]

@@ -84,28 +84,32 @@ def _choose(p: Plan, ledger: BudgetLedger, hold: Hold, now: float, *, acquire: b
 
 def _routed(p: Plan, opt: Option, held: Reservation | None, acquire: bool,
             notes: list[Candidate] | None) -> Decision:
+    node, pool = opt.node, opt.pool
+    split = opt.mode == wire.MODE_SPLIT
     slots: tuple[int, ...] = ()
     if acquire:
-        node_slot = None if opt.node is None else (
-            opt.node.feature_slot if opt.mode == wire.MODE_SPLIT else opt.node.slot)
-        slots = tuple(x for x in (node_slot, opt.pool.slot if opt.pool else None)
-                      if x is not None)
         take = p.snapshot.tracker.acquire
+        if node is not None:
+            # a split holds a feature slot on the node, not an inference slot
+            slots = (node.feature_slot if split else node.slot,)
+        if pool is not None:
+            slots = (*slots, pool.slot)
         for s in slots:
             take(s)
-    target = opt.node if opt.node is not None else opt.pool
-    assert target is not None
-    split = opt.mode == wire.MODE_SPLIT and opt.pool is not None
-    cluster = wire.edge_cluster(p.request.residency) if opt.node is not None else \
-        wire.pool_cluster(target.id)
+    entry = p.entry
+    if node is not None:
+        target_address, target_id = node.address, node.id
+        cluster = entry.cluster if entry is not None else wire.edge_cluster(p.request.residency)
+    else:
+        assert pool is not None
+        target_address, target_id, cluster = pool.address, pool.id, pool.cluster
     return Decision(
         status=200, mode=opt.mode, reason=opt.reason, policy=p.snapshot.policy.digest,
-        target=target.address, node=target.id, quality=opt.quality,
-        split_cloud=opt.pool.address if split and opt.pool else None,
-        split_pool=opt.pool.id if split and opt.pool else None, cluster=cluster,
-        home=opt.home, fill=opt.fill,
-        cost_usd=opt.cost_usd, est_ms=opt.est_ms, slots=slots, reservation=held,
-        candidates=tuple(notes) if notes is not None else (),
+        target=target_address, node=target_id, quality=opt.quality,
+        split_cloud=pool.address if split and pool is not None else None,
+        split_pool=pool.id if split and pool is not None else None, cluster=cluster,
+        home=opt.home, fill=opt.fill, cost_usd=opt.cost_usd, est_ms=opt.est_ms, slots=slots,
+        reservation=held, candidates=tuple(notes) if notes is not None else (),
     )
 
 

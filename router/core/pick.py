@@ -49,10 +49,14 @@ def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: boo
     n = len(keys)
     if n == 0:
         return None
-    nodes: Sequence[NodeRt] = snap.nodes
+    if notes is not None:
+        return _walk_explained(entry, snap, key, total, features, notes)
     loads = snap.tracker.loads
-    eps = snap.policy.balance_factor
+    where = snap.walk_features if features else snap.walk_inference
+    weights, floors = snap.walk_weights, snap.walk_floors
     wsum = entry.weight_sum
+    # cap_i = max(ceil((1 + eps)(L + 1) w_i / sum w), floor_i), as router.core.ring.cap
+    scale = (1.0 + snap.epsilon) * (total + 1) / wsum if wsum > 0 else 0.0
     owners = entry.ring.owners
     start = bisect_right(keys, hash64(key))
     want = len(entry.members)
@@ -63,23 +67,54 @@ def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: boo
         if owner in seen:
             continue
         seen.add(owner)
+        slot, size = where[owner]
+        load = loads[slot]
+        if load < size:
+            value = scale * weights[owner]
+            limit = int(value)
+            if limit != value:
+                limit += 1
+            floor = floors[owner]
+            if floor > limit:
+                limit = floor
+            if load < limit:
+                return Pick(snap.nodes[owner], first, load, limit)
+        first = False
+        if len(seen) == want:
+            break
+    return None
+
+
+def _walk_explained(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: bool,
+                    notes: list[Candidate]) -> Pick | None:
+    """The same walk, noting every node it passes and why (explain): `cap` per node."""
+    keys = entry.ring.keys
+    n = len(keys)
+    nodes: Sequence[NodeRt] = snap.nodes
+    loads = snap.tracker.loads
+    owners = entry.ring.owners
+    mode = wire.MODE_SPLIT if features else wire.MODE_EDGE
+    seen: set[int] = set()
+    first = True
+    for pos in range(bisect_right(keys, hash64(key)), bisect_right(keys, hash64(key)) + n):
+        owner = owners[pos - n if pos >= n else pos]
+        if owner in seen:
+            continue
+        seen.add(owner)
         node = nodes[owner]
         slots = node.feature_slots if features else node.slots
         load = loads[node.feature_slot if features else node.slot]
-        limit = cap(total, node.weight, wsum, eps, node.min_cap)
+        limit = cap(total, node.weight, entry.weight_sum, snap.epsilon, node.min_cap)
         if load < slots and load < limit:
-            if notes is not None:
-                what = "features: picked by the walk over feature slots" if features \
-                    else "picked by bounded-load walk"
-                notes.append(Candidate(node.id, wire.MODE_SPLIT if features else wire.MODE_EDGE,
-                                       what, node.est_ms, node.cost_usd, load=load, cap=limit))
+            what = "features: picked by the walk over feature slots" if features \
+                else "picked by bounded-load walk"
+            notes.append(Candidate(node.id, mode, what, node.est_ms, node.cost_usd, load=load,
+                                   cap=limit))
             return Pick(node, first, load, limit)
-        if notes is not None:
-            why = "out of slots" if load >= slots else "at its bounded-load cap"
-            notes.append(Candidate(node.id, wire.MODE_SPLIT if features else wire.MODE_EDGE,
-                                   f"features: {why}" if features else why, node.est_ms,
-                                   node.cost_usd, load=load, cap=min(limit, slots)))
+        why = "out of slots" if load >= slots else "at its bounded-load cap"
+        notes.append(Candidate(node.id, mode, f"features: {why}" if features else why,
+                               node.est_ms, node.cost_usd, load=load, cap=min(limit, slots)))
         first = False
-        if len(seen) == want:
+        if len(seen) == len(entry.members):
             break
     return None

@@ -72,6 +72,28 @@ class Plan:
     notes: tuple[Candidate, ...] = ()
 
 
+def _full_edge(pick: Pick, req: RouteRequest, key: str, slo: float, max_cost: float
+               ) -> Option | None:
+    """The first rung when it wins outright (full quality, within SLO and max cost), else None.
+
+    Exactly the option the whole ladder would rank first in that case; `plan` returns it
+    without building the others.
+    """
+    node = pick.node
+    if node.quality_floor != 0 or node.cost_usd > max_cost + 1e-12:
+        return None
+    full_ms = estimate.edge_ms(node, pick.load)
+    held = False
+    if full_ms > slo:
+        shed = estimate.shed_fraction(full_ms, slo, node.base_ms)
+        held = estimate.stays(key, node, shed)
+        if not held:
+            return None
+    return Option(wire.MODE_EDGE, wire.R_AFFINITY if pick.home else wire.R_BALANCE, full_ms,
+                  node.cost_usd, 0.0, node, None, "full", pick.home,
+                  (pick.load + 1) / pick.cap if pick.cap else 1.0, held)
+
+
 def _edge_options(pick: Pick, req: RouteRequest, snap: Snapshot, key: str) -> list[Option]:
     """Edge rungs on the picked node: full (unless VRAM forbids it), then each lower quality."""
     node = pick.node
@@ -142,12 +164,11 @@ def plan(req: RouteRequest, snap: Snapshot, budget: BudgetView, *, now: float,
     pick = pick_edge(entry, snap, key, notes)
     max_cost = INF if req.max_cost_usd is None else req.max_cost_usd
     slo = req.slo_ms
+    if notes is None and pick is not None:
+        fast = _full_edge(pick, req, key, slo, max_cost)
+        if fast is not None:  # the common case: full quality within the SLO, nothing else built
+            return Plan(req, snap, account, entry, (fast,))
     ladder = _edge_options(pick, req, snap, key) if pick is not None else []
-    if notes is None and ladder:
-        first = ladder[0]  # the common case: the home node at full quality, within the SLO
-        if first.mode == wire.MODE_EDGE and (first.est_ms <= slo or first.held) \
-                and first.cost_usd <= max_cost + 1e-12:
-            return Plan(req, snap, account, entry, (first,))
     if pick is not None:
         edge_why = wire.R_SLO
     elif entry.members:

@@ -187,8 +187,25 @@ class MemoryBudgetStore:
         """Nothing to release."""
 
 
+_last_key: dict[str, tuple[float, float, str]] = {}  # period -> (start, end, key) last asked
+
+
 def period_key(now: float, period: str) -> str:
-    """The UTC period containing `now`, e.g. '2026-11' for a month."""
+    """The UTC period containing `now`, e.g. '2026-11' for a month.
+
+    Asked on every cloud decision with a `now` that rarely leaves the period, so the
+    last answer per period kind is kept, valid from the `now` it was computed for to the
+    period's end (a memo: same input, same answer; an earlier `now` is computed afresh).
+    """
+    last = _last_key.get(period)
+    if last is not None and last[0] <= now < last[1]:
+        return last[2]
+    key = _period_key(now, period)
+    _last_key[period] = (now, period_end(now, period), key)  # valid from `now` to the end
+    return key
+
+
+def _period_key(now: float, period: str) -> str:
     t = datetime.fromtimestamp(now, UTC)
     if period == "hour":
         return t.strftime("%Y-%m-%dT%H")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from router import wire
 from router.core.feed import FeedSnapshot, NodeState
 from router.core.loads import LoadTracker
 from router.core.model import CloudPool, EdgeNode, Policy
@@ -70,6 +71,7 @@ class PoolRt:
     spec: CloudPool
     latency_ms: float = 0.0
     compute_ms: float = 0.0
+    cluster: str = ""  # its Envoy cluster (x-route-cluster)
 
     def cost(self, payload_bytes: int) -> float:
         """Estimated cost of one request with `payload_bytes` of payload."""
@@ -91,6 +93,7 @@ class ClassEntry:
     excluded: tuple[tuple[str, str], ...]  # (target id, why) for explain
     feature_slots: tuple[int, ...] = ()  # members' feature slots (split extractions)
     fgid: int = -1  # load group of `feature_slots`
+    cluster: str = ""  # the Envoy cluster of this residency's edge nodes (x-route-cluster)
 
 
 @dataclass
@@ -106,6 +109,13 @@ class Snapshot:
     ring: Ring
     tracker: LoadTracker
     cloud_uplink_mbps: float = 1000.0
+    # Per node index, flat, for the bounded-load walk (no attribute lookups per node visited):
+    # (slot, size) of inference and of feature extraction, effective weight, utilization floor
+    walk_inference: tuple[tuple[int, int], ...] = ()
+    walk_features: tuple[tuple[int, int], ...] = ()
+    walk_weights: tuple[float, ...] = ()
+    walk_floors: tuple[int, ...] = ()
+    epsilon: float = 0.25  # hashing.balance_factor
     _classes: dict[tuple[frozenset[str], str | None], ClassEntry] = field(default_factory=dict)
     # built by prebuild() before the table is published, load group not yet registered
     _pending: dict[tuple[frozenset[str], str | None], ClassEntry] = field(default_factory=dict)
@@ -173,7 +183,8 @@ class Snapshot:
                 pools.append(pool)
         pools.sort(key=lambda p: (p.est_ms, p.compute_usd, p.id))
         return ClassEntry(residency, model, ring, weight_sum, ring.members, member_slots, -1,
-                          tuple(pools), tuple(excluded), feature_slots)
+                          tuple(pools), tuple(excluded), feature_slots,
+                          cluster=wire.edge_cluster(residency))
 
 
 def node_ineligible(node: NodeRt, residency: frozenset[str], model: str | None) -> str:
@@ -259,10 +270,15 @@ def build_table(policy: Policy, feed: FeedSnapshot | None, tracker: LoadTracker,
             compute_usd=price / 3600.0 * pspec.compute_ms / 1000.0,
             egress_usd_per_byte=pspec.egress_usd_per_gb / 1e9,
             max_inflight=pspec.max_inflight, spec=pspec, latency_ms=pspec.latency_ms,
-            compute_ms=pspec.compute_ms,
+            compute_ms=pspec.compute_ms, cluster=wire.pool_cluster(pspec.id),
         ))
     ring = build_ring([n.id for n in nodes], [n.weight if n.healthy else 0.0 for n in nodes],
                       cache)
     return Snapshot(policy=policy, feed=feed, built_at=now, stale=stale, nodes=tuple(nodes),
                     pools=tuple(pools), ring=ring, tracker=tracker,
-                    cloud_uplink_mbps=policy.cloud.uplink_mbps)
+                    cloud_uplink_mbps=policy.cloud.uplink_mbps,
+                    walk_inference=tuple((n.slot, n.slots) for n in nodes),
+                    walk_features=tuple((n.feature_slot, n.feature_slots) for n in nodes),
+                    walk_weights=tuple(n.weight for n in nodes),
+                    walk_floors=tuple(n.min_cap for n in nodes),
+                    epsilon=policy.hashing.balance_factor)

@@ -47,16 +47,27 @@ _LENGTH = re.compile(r"[0-9]{1,15}")
 MAX_REQUEST_ID = 128
 
 
+_READ_PREFIXES = (wire.AFFINITY_PREFIX, wire.ROUTE_PREFIX)
+_READ_NAMES = frozenset({"content-length", wire.H_REQUEST_ID})
+
+
 def request_headers(msg: Any) -> HeaderMap:
-    """Lower-case header map of a request_headers message, repeated names remembered.
+    """The headers the router reads (affinity tags, client route headers, content-length,
+    x-request-id) by lower-case name, repeated names remembered.
 
     Envoy sends every header line as its own entry, a repeated name too (HTTP/1
     and HTTP/2 alike), with the bytes in `raw_value` (`value` in older Envoys).
     Bytes are decoded with surrogateescape so invalid UTF-8 reaches the parser,
-    which refuses it naming the tag, instead of being replaced here.
+    which refuses it naming the tag, instead of being replaced here. Other headers
+    (user-agent, accept, ...) are skipped undecoded: the decision never reads them.
     """
-    return HeaderMap((h.key, h.raw_value.decode("utf-8", "surrogateescape") if h.raw_value
-                      else h.value) for h in msg.headers.headers)
+    pairs = []
+    for h in msg.headers.headers:
+        name = h.key.lower()
+        if name.startswith(_READ_PREFIXES) or name in _READ_NAMES:
+            pairs.append((name, h.raw_value.decode("utf-8", "surrogateescape") if h.raw_value
+                          else h.value))
+    return HeaderMap(pairs)
 
 
 def payload_bytes(headers: Mapping[str, str]) -> int | None:

@@ -155,3 +155,14 @@ def test_books_of_past_periods_are_forgotten() -> None:
         assert held is not None
         led.settle(held)
     assert led.accounts == [("t", "2026-11-24T09")]
+
+
+def test_period_keys_stay_exact_at_the_boundary_whatever_order_times_come_in() -> None:
+    end = ts("2026-12-01T00:00:00")
+    times = [(end - 0.5, "2026-11", "2026-11-30T23"), (end, "2026-12", "2026-12-01T00"),
+             (end - 0.5, "2026-11", "2026-11-30T23"),
+             (end - 86400 * 29, "2026-11", "2026-11-02T00"),
+             (end + 0.5, "2026-12", "2026-12-01T00"), (end - 1e-6, "2026-11", "2026-11-30T23")]
+    for now, month, hour in times:
+        assert period_key(now, "month") == month
+        assert period_key(now, "hour") == hour
