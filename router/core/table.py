@@ -53,6 +53,8 @@ class NodeRt:
     others_seen: float = 0.0  # in flight from other routers when the feed was read
     load_seen: float = 1.0  # everything in flight then (>= 1)
     min_cap: int = 0  # utilization floor: floor(hashing.min_cap_fraction x slots)
+    state: NodeState | None = None  # the feed's reading it was built from
+    own_seen: int = 0  # this router's in-flight count on the node when it was built
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,8 +220,9 @@ def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: L
     base = spec.base_latency_ms / score
     est = base if state.p95_ms is None else max(base, state.p95_ms)
     slot = tracker.slot(spec.id)
-    own = tracker.loads[slot]
-    seen = max(float(state.inflight), float(own), 1.0)
+    # the load the feed saw matters only when it reported latency above the base
+    own = tracker.loads[slot] if est > base else 0
+    seen = max(float(state.inflight), float(own), 1.0) if est > base else 1.0
     slots = state.slots if state.slots is not None else spec.slots
     uplink = spec.uplink_mbps if state.uplink_mbps is None else \
         min(spec.uplink_mbps, state.uplink_mbps)
@@ -235,8 +238,24 @@ def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: L
         feature_slots=spec.feature_slots if state.slots is None or spec.slots <= 0 else
         round(spec.feature_slots * state.slots / spec.slots),
         feature_ms=spec.feature_ms, uplink_mbps=uplink, base_ms=base,
-        excess_ms=est - base, others_seen=max(0.0, state.inflight - own), load_seen=seen,
-        min_cap=int(policy.hashing.min_cap_fraction * slots))
+        excess_ms=est - base,
+        others_seen=max(0.0, state.inflight - own) if est > base else 0.0, load_seen=seen,
+        min_cap=int(policy.hashing.min_cap_fraction * slots), state=state, own_seen=own)
+
+
+def _unchanged(previous: NodeRt | None, idx: int, spec: EdgeNode, state: NodeState,
+               weight: float, tracker: LoadTracker) -> bool:
+    """Whether `previous` is exactly what `_node` would build now (most nodes, most refreshes).
+
+    Same policy entry, same feed reading, same weight: every field follows, the quality
+    floor included (hysteresis gives the same floor for a repeated reading). The one live
+    input, this router's own load at build time, matters only when the feed reported
+    latency above the node's base.
+    """
+    return (previous is not None and previous.spec is spec and previous.idx == idx
+            and previous.state == state and previous.weight == weight
+            and (previous.excess_ms <= 0.0
+                 or tracker.loads[previous.slot] == previous.own_seen))
 
 
 def build_table(policy: Policy, feed: FeedSnapshot | None, tracker: LoadTracker,
@@ -258,7 +277,11 @@ def build_table(policy: Policy, feed: FeedSnapshot | None, tracker: LoadTracker,
         if stale and feed is not None:
             health *= policy.feed.stale_weight
         weight = spec.weight * state.compute_score * health
-        nodes.append(_node(idx, spec, state, policy, tracker, weight, before.get(spec.id)))
+        prev = before.get(spec.id)
+        if prev is not None and _unchanged(prev, idx, spec, state, weight, tracker):
+            nodes.append(prev)
+        else:
+            nodes.append(_node(idx, spec, state, policy, tracker, weight, prev))
     pools: list[PoolRt] = []
     for idx, pspec in enumerate(policy.pools):
         price = pspec.usd_per_hour

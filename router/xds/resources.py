@@ -112,17 +112,31 @@ def _lb_policy(factor: int) -> dict[str, Any]:
         }}}]}
 
 
-def _assignment(name: str, members: Iterable[tuple[str, float]]
-                ) -> endpoint_pb2.ClusterLoadAssignment:
-    """Endpoints of one cluster, weighted (built directly: this runs on every refresh)."""
-    lb = []
-    for hostport, weight in members:
+_ENDPOINTS: dict[tuple[str, int], endpoint_components_pb2.LbEndpoint] = {}
+_MAX_CACHED = 100_000
+
+
+def _lb_endpoint(hostport: str, weight: int) -> endpoint_components_pb2.LbEndpoint:
+    """One weighted endpoint, built once per (address, weight) and reused: a refresh mostly
+    repeats last refresh's endpoints, and building protobuf messages dominates a rebuild."""
+    found = _ENDPOINTS.get((hostport, weight))
+    if found is None:
+        if len(_ENDPOINTS) >= _MAX_CACHED:
+            _ENDPOINTS.clear()
         host, _, port = hostport.rpartition(":")
-        lb.append(endpoint_components_pb2.LbEndpoint(
+        found = _ENDPOINTS[(hostport, weight)] = endpoint_components_pb2.LbEndpoint(
             endpoint=endpoint_components_pb2.Endpoint(address=address_pb2.Address(
                 socket_address=address_pb2.SocketAddress(address=host.strip("[]"),
                                                          port_value=int(port)))),
-            load_balancing_weight={"value": max(1, round(weight * WEIGHT_SCALE))}))
+            load_balancing_weight={"value": weight})
+    return found
+
+
+def _assignment(name: str, members: Iterable[tuple[str, float]]
+                ) -> endpoint_pb2.ClusterLoadAssignment:
+    """Endpoints of one cluster, weighted (on every refresh: from cached endpoint messages)."""
+    lb = [_lb_endpoint(hostport, max(1, round(weight * WEIGHT_SCALE)))
+          for hostport, weight in members]
     return endpoint_pb2.ClusterLoadAssignment(
         cluster_name=name, endpoints=[endpoint_components_pb2.LocalityLbEndpoints(
             lb_endpoints=lb)] if lb else [])
@@ -220,27 +234,69 @@ def route_table(policy: Policy, served: set[frozenset[str]], opts: Options
         {"name": "inference", "domains": ["*"], "routes": routes}]}, route_pb2.RouteConfiguration())
 
 
-def build(snap: Snapshot, opts: Options = Options()) -> Resources:
-    """Every inference resource for `snap`: healthy edge nodes at their effective weights."""
-    policy = snap.policy
+@dataclass(frozen=True, slots=True)
+class _PolicyParts:
+    """What depends on the policy alone (with xDS): rebuilt on a reload, not every refresh."""
+
+    served: tuple[frozenset[str], ...]  # residency requirements, in cluster order
+    clusters: dict[str, Any]
+    route: Any
+    version: tuple[str, str]  # of the clusters and of the route table
+
+
+_PARTS: dict[tuple[int, Options], tuple[Policy, _PolicyParts]] = {}
+
+
+def _policy_parts(policy: Policy, opts: Options) -> _PolicyParts:
+    """Clusters and the route table of `policy` (EDS clusters: no endpoints in them)."""
+    key = (id(policy), opts)
+    found = _PARTS.get(key)
+    if found is not None and found[0] is policy:
+        return found[1]
     factor = opts.balance_factor_pct or max(100, round(100 * (1 + policy.balance_factor)))
-    live = [(n.spec.residency, n.address, n.weight) for n in snap.nodes
-            if n.healthy and n.weight > 0]
-    served = set(requirements(policy))
-    clusters: dict[str, Any] = {}
-    endpoints: dict[str, Any] = {}
-    for req in sorted(served, key=lambda r: sorted(r)):
-        name = wire.edge_cluster(req)
-        cla = _assignment(name, ((a, w) for tags, a, w in live if req <= tags))
-        clusters[name] = _edge_cluster(name, factor, opts, cla)
-        if opts.xds:
-            endpoints[name] = cla
+    served = tuple(sorted(requirements(policy), key=lambda r: sorted(r)))
+    empty = endpoint_pb2.ClusterLoadAssignment()
+    clusters: dict[str, Any] = {wire.edge_cluster(req): _edge_cluster(
+        wire.edge_cluster(req), factor, opts, empty) for req in served}
     for pool in policy.pools:
         name = wire.pool_cluster(pool.id)
         clusters[name] = _pool_cluster(name, pool.address, opts)
-    by_type = {CLUSTER_TYPE: clusters, ENDPOINT_TYPE: endpoints,
-               ROUTE_TYPE: {ROUTE_CONFIG: route_table(policy, served, opts)}}
-    return Resources(by_type, {t: _version(r) for t, r in by_type.items()})
+    route = route_table(policy, set(served), opts)
+    parts = _PolicyParts(served, clusters, route,
+                         (_version(clusters), _version({ROUTE_CONFIG: route})))
+    if len(_PARTS) >= 8:
+        _PARTS.clear()
+    _PARTS[key] = (policy, parts)  # holding the policy keeps its id from being reused
+    return parts
+
+
+def build(snap: Snapshot, opts: Options = Options()) -> Resources:
+    """Every inference resource for `snap`: healthy edge nodes at their effective weights."""
+    policy = snap.policy
+    live = [(n.spec.residency, n.address, n.weight) for n in snap.nodes
+            if n.healthy and n.weight > 0]
+    if not opts.xds:  # static: endpoints are written into the clusters; built whole, once
+        factor = opts.balance_factor_pct or max(100, round(100 * (1 + policy.balance_factor)))
+        served = sorted(requirements(policy), key=lambda r: sorted(r))
+        clusters = {wire.edge_cluster(req): _edge_cluster(
+            wire.edge_cluster(req), factor, opts,
+            _assignment(wire.edge_cluster(req), ((a, w) for t, a, w in live if req <= t)))
+            for req in served}
+        for pool in policy.pools:
+            clusters[wire.pool_cluster(pool.id)] = _pool_cluster(
+                wire.pool_cluster(pool.id), pool.address, opts)
+        by_type = {CLUSTER_TYPE: clusters, ENDPOINT_TYPE: {},
+                   ROUTE_TYPE: {ROUTE_CONFIG: route_table(policy, set(served), opts)}}
+        return Resources(by_type, {t: _version(r) for t, r in by_type.items()})
+    parts = _policy_parts(policy, opts)
+    endpoints = {wire.edge_cluster(req): _assignment(
+        wire.edge_cluster(req), ((a, w) for tags, a, w in live if req <= tags))
+        for req in parts.served}
+    by_type = {CLUSTER_TYPE: parts.clusters, ENDPOINT_TYPE: endpoints,
+               ROUTE_TYPE: {ROUTE_CONFIG: parts.route}}
+    return Resources(by_type, {CLUSTER_TYPE: parts.version[0],
+                               ENDPOINT_TYPE: _version(endpoints),
+                               ROUTE_TYPE: parts.version[1]})
 
 
 def _version(resources: dict[str, Any]) -> str:

@@ -157,3 +157,35 @@ def test_same_snapshot_same_decisions() -> None:
         runs.append([(d.mode, d.node) for d in
                      (decide(request(f"k{i % 17}"), tab, led, now=NOW) for i in range(60))])
     assert runs[0] == runs[1]
+
+
+@SETTINGS
+@given(readings=st.lists(st.tuples(st.integers(0, 3), st.floats(0.0, 1.0), st.booleans(),
+                                   st.sampled_from([None, 20.0, 80.0]), st.integers(0, 5),
+                                   st.integers(0, 3), st.integers(0, 5)),
+                         min_size=1, max_size=30))
+def test_a_reused_node_is_exactly_a_freshly_built_one(readings) -> None:  # type: ignore[no-untyped-def]
+    from router.core.feed import NodeState
+    from router.core.loads import LoadTracker
+    from router.core.ring import PointCache
+    from router.core.table import _node, build_table
+
+    from .factory import feed
+
+    pol = policy([node(i, latency=30.0) for i in range(4)])
+    tracker, cache = LoadTracker(), PointCache()
+    snap = build_table(pol, None, tracker, cache, now=NOW)
+    states: dict[str, NodeState] = {}
+    for which, vram, healthy, p95, seen, busy, own in readings:
+        states[f"n{which:04d}"] = NodeState(healthy=healthy, vram_used_fraction=vram,
+                                            p95_ms=p95, inflight=seen)
+        slot = tracker.slot(f"n{busy:04d}")  # this router's own load moves on its own
+        while tracker.loads[slot] < own:
+            tracker.acquire(slot)
+        while tracker.loads[slot] > own:
+            tracker.release(slot)
+        before = {n.id: n for n in snap.nodes}
+        snap = build_table(pol, feed(dict(states)), tracker, cache, now=NOW, previous=snap)
+        for n in snap.nodes:
+            assert n.state is not None
+            assert n == _node(n.idx, n.spec, n.state, pol, tracker, n.weight, before[n.id])

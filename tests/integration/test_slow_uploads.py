@@ -60,7 +60,8 @@ def test_trickling_uploads_hold_no_edge_slot_while_they_trickle(tmp_path: Path) 
     # while 12 uploads trickled in (as many as the GDPR edge has slots), others still ran
     # on the edge: a body being received holds nothing in the router
     assert set(modes) == {"edge"}, (modes, peak)
-    assert max(peak) <= 2, (modes, peak)  # the router's own in-flight count on the GDPR nodes stayed low
+    # the router's own in-flight count on the GDPR nodes stayed low
+    assert max(peak) <= 2, (modes, peak)
 
 
 def test_an_upload_that_never_finishes_gets_a_json_408(tmp_path: Path) -> None:
