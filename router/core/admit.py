@@ -36,6 +36,10 @@ def admit(p: Plan, ledger: BudgetLedger, *, now: float) -> Decision:
     """Hold the first option whose budget fits; acquire its slots."""
     if p.refusal is not None:
         return p.refusal
+    options = p.options
+    if options and options[0].cloud_usd <= 0:
+        # the common case: the first option holds no budget, so it is taken as it is
+        return _routed(p, options[0], None, True, None)
     budgets = p.snapshot.policy.budgets
     account = p.account
     assert account is not None
@@ -85,18 +89,20 @@ def _choose(p: Plan, ledger: BudgetLedger, hold: Hold, now: float, *, acquire: b
 def _routed(p: Plan, opt: Option, held: Reservation | None, acquire: bool,
             notes: list[Candidate] | None) -> Decision:
     slots: tuple[int, ...] = ()
+    node, pool = opt.node, opt.pool
     if acquire:
-        node_slot = None if opt.node is None else (
-            opt.node.feature_slot if opt.mode == wire.MODE_SPLIT else opt.node.slot)
-        slots = tuple(x for x in (node_slot, opt.pool.slot if opt.pool else None)
-                      if x is not None)
+        if node is None:
+            slots = () if pool is None else (pool.slot,)
+        else:
+            node_slot = node.feature_slot if opt.mode == wire.MODE_SPLIT else node.slot
+            slots = (node_slot,) if pool is None else (node_slot, pool.slot)
         take = p.snapshot.tracker.acquire
         for s in slots:
             take(s)
-    target = opt.node if opt.node is not None else opt.pool
+    target = node if node is not None else pool
     assert target is not None
-    split = opt.mode == wire.MODE_SPLIT and opt.pool is not None
-    cluster = wire.edge_cluster(p.request.residency) if opt.node is not None else \
+    split = opt.mode == wire.MODE_SPLIT and pool is not None
+    cluster = wire.edge_cluster(p.request.residency) if node is not None else \
         wire.pool_cluster(target.id)
     return Decision(
         status=200, mode=opt.mode, reason=opt.reason, policy=p.snapshot.policy.digest,

@@ -51,10 +51,17 @@ def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: boo
         return None
     nodes: Sequence[NodeRt] = snap.nodes
     loads = snap.tracker.loads
-    eps = snap.policy.balance_factor
+    eps = snap.policy.hashing.balance_factor
     wsum = entry.weight_sum
     owners = entry.ring.owners
     start = bisect_right(keys, hash64(key))
+    if notes is None:
+        # The common case first: the key's home has room (no bookkeeping of the walk).
+        node = nodes[owners[start if start < n else 0]]
+        load = loads[node.feature_slot if features else node.slot]
+        limit = cap(total, node.weight, wsum, eps, node.min_cap)
+        if load < (node.feature_slots if features else node.slots) and load < limit:
+            return Pick(node, True, load, limit)
     want = len(entry.members)
     seen: set[int] = set()
     first = True
