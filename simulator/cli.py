@@ -9,9 +9,11 @@ from pathlib import Path
 
 from router.policy.loader import load_policy_or_report
 from simulator.report import ReportInput, html_report, summarize, table, write_decisions
-from simulator.routers import BASELINES, Adaptive, Baseline, Router
+from simulator.baselines import BASELINES, make_baseline
+from simulator.routers import Adaptive, Router
 from simulator.run import simulate
 from simulator.scenario import load_scenario
+from simulator.world import check_world
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,8 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also run these policies, plus every baseline, on the same "
                              "traffic and events, and print one table")
     parser.add_argument("--baselines", action="store_true",
-                        help="compare with cloud-only, edge-only, round-robin, "
-                             "consistent-hash and least-loaded")
+                        help="compare with every baseline: " + ", ".join(BASELINES))
     parser.add_argument("--progress", action="store_true", help="progress on stderr")
 
 
@@ -48,6 +49,11 @@ def run(args: argparse.Namespace) -> int:
     policy = load_policy_or_report(scenario.policy)
     if policy is None:
         return 2
+    contradictions = check_world(scenario.world, policy)
+    for line in contradictions:
+        print(f"{scenario.file}: {line}", file=sys.stderr)
+    if contradictions:
+        return 2
     progress = args.progress or sys.stderr.isatty()
     main = simulate(scenario, policy, Adaptive(policy), requests=args.requests,
                     progress=progress)
@@ -60,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             if other is None:
                 return 2
             routers.append((Adaptive(other, name=Path(extra).stem), other))
-        routers += [(Baseline(policy, kind), policy) for kind in BASELINES]
+        routers += [(make_baseline(policy, kind, scenario.seed), policy) for kind in BASELINES]
         for router, pol in routers:
             res = simulate(scenario, pol, router, requests=args.requests,  # type: ignore[arg-type]
                            progress=progress)
@@ -73,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         (out / "report.json").write_text(json.dumps(
             {**summary, "comparison": reports[1:]} if len(reports) > 1 else summary, indent=2))
         write_decisions(main, out / "decisions.jsonl")
-        page = html_report(ReportInput(main, summary, policy, scenario, tuple(reports[1:])))
+        page = html_report(ReportInput(main, summary, policy, scenario, tuple(reports[1:]),
+                                       main.caps or None))
         (out / "report.html").write_text(page, encoding="utf-8")
     print(json.dumps(summary, indent=2))
     if comparison:

@@ -12,7 +12,7 @@ from plotly.subplots import make_subplots
 from simulator.report.data import ReportInput
 from simulator.report.fmt import number, usd
 from simulator.report.style import SERIES_COLORS, Figure, layout, plain
-from simulator.routers import BASELINES
+from simulator.baselines import BASELINES
 
 PANELS: tuple[tuple[str, str], ...] = (
     ("p95 latency (ms)", "p95"),
