@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._report import write_section
 from router.policy.loader import load_policy
-from simulator.report import summarize, table
 from simulator.baselines import BASELINES, Baseline
+from simulator.report import summarize, table
 from simulator.routers import Adaptive
 from simulator.run import simulate
 from simulator.scenario import load_scenario

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from router.policy.loader import load_policy_or_report
-from simulator.report import ReportInput, html_report, summarize, table, write_decisions
 from simulator.baselines import BASELINES, make_baseline
+from simulator.report import ReportInput, html_report, summarize, table, write_decisions
 from simulator.routers import Adaptive, Router
 from simulator.run import simulate
 from simulator.scenario import load_scenario

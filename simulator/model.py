@@ -16,8 +16,9 @@ are in service (itself included) takes
         × (1 - warm_speedup if k is warm else 1)
         × (1 + contention × (n - 1) / max(1, slots - 1))  × u
 
-with u a unit exponential draw, so with contention 0 a node is an M/M/c
-queue. A key is warm on a node if it is among the last `warm_keys_per_node`
+with u a unit-mean draw (gamma with the world's `service_cv`; the caller
+draws it): with service_cv 1 (exponential) and contention 0 a node is an
+M/M/c queue. A key is warm on a node if it is among the last `warm_keys_per_node`
 distinct keys the node started serving (LRU); serving it makes it warm.
 
 VRAM. A running request holds memory in proportion to QUALITY_MEMORY[q]; the
@@ -95,7 +96,7 @@ class Link:
         self.last = now
         self.since = now  # start of the feed window
         self.area = 0.0  # ∫ active transfers dt over the window
-        self._heap: list[tuple[float, int, object]] = []
+        self._heap: list[tuple[float, int, object, float]] = []  # (end V, seq, token, start)
         self._seq = 0
         self.stamp = 0  # the driver's: bumped whenever the next end may have moved
 
@@ -115,7 +116,7 @@ class Link:
         """Begin moving `nbytes` for `token`."""
         self._advance(now)
         self._seq += 1
-        heapq.heappush(self._heap, (self.vtime + max(nbytes, 0.0), self._seq, token))
+        heapq.heappush(self._heap, (self.vtime + max(nbytes, 0.0), self._seq, token, now))
 
     def next_end(self) -> float | None:
         """When the next transfer ends if nothing starts before (None: idle)."""
@@ -134,6 +135,18 @@ class Link:
         while heap and heap[0][0] <= limit:
             done.append(heapq.heappop(heap)[2])
         return done
+
+    def expire(self, now: float, cutoff: float) -> list[object]:
+        """Stop every transfer started at or before `cutoff` (its client gave up); their tokens."""
+        self._advance(now)
+        keep: list[tuple[float, int, object, float]] = []
+        gone: list[tuple[float, int, object, float]] = []
+        for entry in self._heap:
+            (gone if entry[3] <= cutoff else keep).append(entry)
+        if gone:
+            heapq.heapify(keep)
+            self._heap = keep
+        return [entry[2] for entry in sorted(gone)]
 
     def available_mbps(self, now: float) -> float:
         """Bandwidth a new transfer would have had over the window; starts a new window."""
@@ -195,7 +208,7 @@ class Node:
             self.area_t = now
 
     def service_ms(self, quality: str, warm: bool, draw: float) -> float:
-        """Service time of one inference starting now, `busy` counting it (`draw` ~ Exp(1))."""
+        """Service time of one inference starting now, `busy` counting it (`draw`: mean 1)."""
         return (self.unit_ms * FACTOR[quality] * (1.0 + self.crowd * (self.busy - 1))
                 * (self.warm_factor if warm else 1.0) * draw)
 

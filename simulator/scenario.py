@@ -180,7 +180,11 @@ class WorldConfig(Schema):
     warm_keys_per_node: Int = Field(
         default=500, ge=0, description="keys each node keeps warm (most recently served)")
     warm_speedup: Num = Field(
-        default=0.4, ge=0, lt=1, description="a warm key's inference takes (1 - this) of a cold one")
+        default=0.4, ge=0, lt=1,
+        description="a warm key's inference takes (1 - this) of a cold one")
+    service_cv: Num = Field(
+        default=0.25, gt=0, le=4,
+        description="coefficient of variation of service times (gamma); 1: exponential")
     contention: Num = Field(
         default=0.5, ge=0,
         description="service time × (1 + this × (busy - 1) / (slots - 1)); 0: an M/M/c node")
@@ -191,6 +195,9 @@ class WorldConfig(Schema):
         default=0.12, ge=0, description="σ of the log-normal factor on a pool's answer time")
     timeout_ms: Num = Field(
         default=1000.0, gt=0, description="when a request to a down node or cut-off pool ends")
+    deadline_ms: Num = Field(
+        default=30000.0, gt=0,
+        description="a client gives up on a request still queued or uploading after this long")
     sites: tuple[Site, ...] = Field(
         default=(), description="sites sharing an uplink; a node no site names has its own")
     gateway_site: Text | None = Field(

@@ -22,7 +22,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -31,7 +31,8 @@ from router.core.model import CloudPool, Policy
 from simulator.model import Link, Node, cloud_ms
 from simulator.scenario import Scenario, WorldConfig
 
-EDGE_END, FEATURE_END, LINK_END, CLOUD_END, TIMEOUT, SAMPLE, REFRESH, EVENT = range(8)
+EDGE_END, FEATURE_END, LINK_END, CLOUD_END, TIMEOUT, SWEEP, SAMPLE, REFRESH, EVENT = range(9)
+SWEEP_S = 1.0  # how often requests past the deadline are given up on
 BLOCK = 1 << 16  # random draws made at once
 GATEWAY = "gateway"  # the site of the gateway when the scenario names none
 
@@ -61,7 +62,10 @@ class World:
         self.rng = rng
         self.now = 0.0
         self.timeout_s = cfg.timeout_ms / 1000.0
+        self.deadline_ms = cfg.deadline_ms
+        self._sweeping = False
         self.jitter = cfg.cloud_jitter
+        self.shape = 1.0 / cfg.service_cv ** 2  # gamma shape; 1 is exponential
         self.heap: list[tuple[Any, ...]] = []
         self.seq = itertools.count()
         self.nodes = {n.id: Node(n, warm_keys=cfg.warm_keys_per_node,
@@ -91,12 +95,13 @@ class World:
             event = pop(heap)
             self.now = event[0]
             if event[1] == EDGE_END:  # the common event, dispatched without a call
-                _, _, _, n, (row, t0, key, quality), warm = event
+                _, _, _, n, (row, t0, _, quality), warm = event
                 ms = (self.now - t0) * 1000.0
                 nxt = n.end(self.now, quality, ms)
                 if nxt is not None:
                     self._edge_start(n, nxt)
-                self.on_done(row, ms, warm)
+                # past the deadline its client has given up (the node's work is lost)
+                self.on_done(row, ms if ms < self.deadline_ms else self.deadline_ms, warm)
             else:
                 self._dispatch(event)
         self.now = max(self.now, t)
@@ -113,14 +118,22 @@ class World:
             self._feature_end(a, b)
         elif kind in (CLOUD_END, TIMEOUT):
             row, t0 = b
-            self.on_done(row, (when - t0) * 1000.0, None)
+            self.on_done(row, min((when - t0) * 1000.0, self.deadline_ms), None)
+        elif kind == SWEEP:
+            self._sweep()
         else:  # SAMPLE, REFRESH, EVENT: a callback
             a()
 
-    def _draw_exp(self) -> float:
+    def _refill(self) -> list[float]:
+        """A block of unit-mean service-time factors with the world's `service_cv`."""
+        self._exp = self.rng.gamma(self.shape, 1.0 / self.shape, BLOCK).tolist()
+        return self._exp
+
+    def _draw_service(self) -> float:
         i = self._ei
         if i >= len(self._exp):
-            self._exp, i = self.rng.exponential(1.0, BLOCK).tolist(), 0
+            self._refill()
+            i = 0
         self._ei = i + 1
         return self._exp[i]
 
@@ -147,6 +160,7 @@ class World:
                 self._edge_start(n, req)
             else:
                 n.queue.append(req)
+                self._watch()
         elif mode == "cloud":
             p = self.pools[pool]  # type: ignore[index]
             if now < p.partitioned_until:
@@ -159,16 +173,19 @@ class World:
             if not n.up:
                 self.at(now + self.timeout_s, TIMEOUT, None, (row, now))
                 return
-            req = (row, now, p, payload_bytes)
-            if n.feature_arrive(req):
-                self.at(now + n.feature_ms * self._draw_exp() / 1000.0, FEATURE_END, n, req)
+            split = (row, now, p, payload_bytes)
+            if n.feature_arrive(split):
+                self.at(now + n.feature_ms * self._draw_service() / 1000.0, FEATURE_END, n, split)
+            else:
+                self._watch()
         else:
             self.on_done(row, 0.0, None)
 
     def _edge_start(self, n: Node, req: tuple[int, float, Hashable, str]) -> None:
         i = self._ei
         if i >= len(self._exp):
-            self._exp, i = self.rng.exponential(1.0, BLOCK).tolist(), 0
+            self._refill()
+            i = 0
         self._ei = i + 1
         now = self.now
         ms, warm = n.start(now, req[2], req[3], self._exp[i])
@@ -177,7 +194,7 @@ class World:
     def _feature_end(self, n: Node, req: tuple[int, float, Pool, float]) -> None:
         nxt = n.feature_end()
         if nxt is not None:
-            self.at(self.now + n.feature_ms * self._draw_exp() / 1000.0, FEATURE_END, n, nxt)
+            self.at(self.now + n.feature_ms * self._draw_service() / 1000.0, FEATURE_END, n, nxt)
         row, t0, p, payload = req
         self._send(self.node_link[n.id], payload * self.feature_fraction,
                    (row, t0, p, p.spec.compute_ms * self.compute_fraction))
@@ -185,6 +202,36 @@ class World:
     def _send(self, link: Link, nbytes: float, token: tuple[int, float, Pool, float]) -> None:
         link.start(self.now, nbytes, token)
         self._schedule(link)
+        self._watch()
+
+    def _watch(self) -> None:
+        """Make sure a sweep will give up on requests that wait past the deadline."""
+        if not self._sweeping:
+            self._sweeping = True
+            self.at(self.now + SWEEP_S, SWEEP)
+
+    def _sweep(self) -> None:
+        """Requests queued or uploading for `deadline_ms` end there: their clients gave up
+        (the upload stops; a queued request leaves the queue)."""
+        cutoff = self.now - self.deadline_ms / 1000.0
+        gone: list[int] = []
+        waiting = False
+        for link in self.links.values():
+            expired = link.expire(self.now, cutoff)
+            if expired:
+                gone += [tok[0] for tok in expired]  # type: ignore[index]
+                self._schedule(link)
+            waiting = waiting or link.active > 0
+        for n in self.nodes.values():
+            for queue in (n.queue, n.fqueue):
+                while queue and queue[0][1] <= cutoff:  # type: ignore[index]
+                    gone.append(queue.popleft()[0])  # type: ignore[index]
+                waiting = waiting or bool(queue)
+        for row in gone:
+            self.on_done(row, self.deadline_ms, None)
+        self._sweeping = waiting
+        if waiting:
+            self.at(self.now + SWEEP_S, SWEEP)
 
     def _schedule(self, link: Link) -> None:
         link.stamp += 1
@@ -196,7 +243,8 @@ class World:
         if stamp != link.stamp:
             return  # superseded: a transfer started or ended since this was scheduled
         now = self.now
-        for row, t0, p, compute in link.finish(now):  # type: ignore[misc]
+        for token in link.finish(now):
+            row, t0, p, compute = cast(tuple[int, float, Pool, float], token)
             if now < p.partitioned_until:
                 self.at(max(now, t0 + self.timeout_s), TIMEOUT, None, (row, t0))
             else:

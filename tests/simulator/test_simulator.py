@@ -15,8 +15,7 @@ from router.policy.loader import load_policy
 from simulator.report import summarize
 from simulator.routers import Adaptive
 from simulator.run import simulate
-from simulator.scenario import load_scenario, parse_scenario
-from simulator.scenario import WorldConfig
+from simulator.scenario import WorldConfig, load_scenario, parse_scenario
 from simulator.world import World
 from tests.core.factory import policy as make_policy
 
@@ -38,8 +37,9 @@ def erlang_c_response_ms(c: int, lam: float, mean_ms: float) -> float:
 def test_edge_node_matches_mm_c(c: int, rho: float) -> None:
     node = EdgeNode(id="n", address="127.0.0.1:1", hardware="t", weight=1, slots=c,
                     residency=frozenset(), models=frozenset({"*"}), base_latency_ms=20.0)
-    # contention 0 and every key new (never warm): an M/M/c queue
-    world = World(make_policy([node]), np.random.default_rng(3), WorldConfig(contention=0.0))
+    # exponential service, contention 0 and every key new (never warm): an M/M/c queue
+    world = World(make_policy([node]), np.random.default_rng(3),
+                  WorldConfig(contention=0.0, service_cv=1.0))
     lam = rho * c * 1000.0 / 20.0
     rng = np.random.default_rng(4)
     times = np.cumsum(rng.exponential(1 / lam, 60_000))
