@@ -12,6 +12,8 @@ import pytest
 from router.cli import main
 from router.core.model import EdgeNode
 from router.policy.loader import load_policy
+from simulator import metrics
+from simulator.baselines import make_baseline
 from simulator.report import summarize
 from simulator.routers import Adaptive
 from simulator.run import simulate
@@ -69,13 +71,41 @@ def test_same_seed_same_result() -> None:
     assert a == b
 
 
-@pytest.mark.parametrize("name", ["fintech.yaml", "partition.yaml", "spot-spike.yaml",
-                                  "black-friday.yaml"])
+def test_same_seed_same_result_for_the_world_model_and_seeded_baselines() -> None:
+    scenario, policy, _ = run("camera.yaml", 10)
+    for make in (lambda: Adaptive(policy), lambda: make_baseline(policy, "p2c", scenario.seed),
+                 lambda: make_baseline(policy, "envoy-ring-hash")):
+        a, b = (summarize(simulate(scenario, policy, make(), requests=6000), policy)
+                for _ in range(2))
+        a.pop("wall_seconds")
+        b.pop("wall_seconds")
+        assert a == b
+
+
+SHIPPED = sorted(p.name for p in SCENARIOS.glob("*.yaml"))
+
+
+def test_every_shipped_scenario_is_checked() -> None:
+    assert {"fintech.yaml", "partition.yaml", "spot-spike.yaml", "black-friday.yaml",
+            "camera.yaml"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_no_residency_violation_or_budget_overrun(name: str) -> None:
     _, policy, result = run(name, 15_000)
     report = summarize(result, policy)
     assert report["residency_violations"] == 0
     assert report["budget_overrun_usd"] == 0.0
+
+
+def test_camera_frames_split_rather_than_cross_the_uplink_whole_when_the_edge_is_full() -> None:
+    # the first ~300 s: the frame rate climbs past what the six boxes serve
+    _, _, result = run("camera.yaml", 100_000)
+    saturated = metrics.saturated_modes(result, 0.9)
+    assert saturated.get("split", 0) > 1000  # the edge was full for a while, and split took it
+    assert saturated.get("split", 0) >= saturated.get("cloud", 0)
+    report = summarize(result, load_policy(SCENARIOS / "policies" / "camera.yaml"))
+    assert report["split_fraction"] > report["cloud_fraction"] - report["split_fraction"]
 
 
 def test_hard_budget_holds_after_a_budget_cut() -> None:
