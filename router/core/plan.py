@@ -76,7 +76,7 @@ class Plan(NamedTuple):
 def _full_option(pick: Pick, req: RouteRequest, key: str) -> Option | None:
     """The full-quality edge rung on the picked node (None when VRAM forbids full quality)."""
     node = pick.node
-    if node.quality_floor != 0:
+    if node.quality_floor != 0 or not estimate.full_quality(key, node):
         return None
     full_ms = estimate.edge_ms(node, pick.load)
     fill = (pick.load + 1) / pick.cap if pick.cap else 1.0
@@ -86,7 +86,7 @@ def _full_option(pick: Pick, req: RouteRequest, key: str) -> Option | None:
                   shed > 0.0 and estimate.stays(key, node, shed))
 
 
-def _degraded_options(pick: Pick, req: RouteRequest, snap: Snapshot) -> list[Option]:
+def _degraded_options(pick: Pick, req: RouteRequest, snap: Snapshot, key: str) -> list[Option]:
     """Edge rungs on the picked node at each quality below full (degradation accepted)."""
     if not req.accept_degradation:
         return []
@@ -94,7 +94,8 @@ def _degraded_options(pick: Pick, req: RouteRequest, snap: Snapshot) -> list[Opt
     quality = snap.policy.quality
     full_ms = estimate.edge_ms(node, pick.load)
     fill = (pick.load + 1) / pick.cap if pick.cap else 1.0
-    reason = wire.R_VRAM if node.quality_floor > 0 else wire.R_SLO
+    vram = node.quality_floor > 0 or not estimate.full_quality(key, node)
+    reason = wire.R_VRAM if vram else wire.R_SLO
     return [Option(wire.MODE_DEGRADED, reason, full_ms * quality.factor(level), node.cost_usd,
                    0.0, node, None, level, pick.home, fill)
             for level in QUALITY_LEVELS[max(1, node.quality_floor):]]
@@ -159,7 +160,7 @@ def plan(req: RouteRequest, snap: Snapshot, budget: BudgetView, *, now: float,
                     and first.cost_usd <= max_cost + 1e-12:
                 return Plan(req, snap, account, entry, (first,))
             ladder.append(first)
-        ladder += _degraded_options(pick, req, snap)
+        ladder += _degraded_options(pick, req, snap, key)
     if pick is not None:
         edge_why = wire.R_SLO
     elif entry.members:

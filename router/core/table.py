@@ -13,6 +13,19 @@ Quality floors have hysteresis: a node enters `constrained` above
 below `quality.recover_below` (minimal: below `minimal_above` less the same
 gap), judged against the floor of the snapshot it replaces, so a VRAM reading
 near a threshold does not flip a node's quality at every refresh.
+
+Leaving is gradual. Degrading frees VRAM (faster, smaller requests), often far
+below `recover_below`; if every key returned to full quality at once, VRAM
+would climb straight back past `constrained_above` and the node would cycle
+(degrade, recover, degrade) at every other refresh. So a node that leaves a
+floor lets back a hash-stable share of its keys (`full_share`): at each
+refresh with VRAM v below `recover_below` the share grows by
+
+    (recover_below - v) / (constrained_above - recover_below) / 2
+
+(capped at 1), and holds while v stays between the two thresholds. Far below
+the threshold most keys come back at once; close to it, few. A reading above
+`constrained_above` still sends every key to `constrained` at once.
 """
 
 from __future__ import annotations
@@ -52,6 +65,7 @@ class NodeRt:
     others_seen: float = 0.0  # in flight from other routers when the feed was read
     load_seen: float = 1.0  # everything in flight then (>= 1)
     min_cap: int = 0  # utilization floor: floor(hashing.min_cap_fraction x slots)
+    full_share: float = 1.0  # share of keys allowed full quality while leaving a floor
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,8 +215,29 @@ def quality_floor(policy: Policy, vram: float, previous: int = 0) -> int:
     return max(enter, stay)
 
 
+def full_share(policy: Policy, vram: float, floor: int, previous: NodeRt | None, *,
+               fresh: bool = True) -> float:
+    """Share of a node's keys allowed full quality (gradual leaving; module docstring).
+
+    `fresh`: `vram` is a new reading; a rebuild on the same feed (a policy reload)
+    keeps the share it had.
+    """
+    if floor > 0:
+        return 0.0
+    if previous is None or (previous.quality_floor == 0 and previous.full_share >= 1.0):
+        return 1.0
+    if not fresh:
+        return previous.full_share
+    q = policy.quality
+    share = 0.0 if previous.quality_floor > 0 else previous.full_share
+    if vram < q.recover_below:
+        band = max(q.constrained_above - q.recover_below, 1e-6)
+        share += (q.recover_below - vram) / band / 2.0
+    return min(1.0, share)
+
+
 def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: LoadTracker,
-          weight: float, previous: NodeRt | None) -> NodeRt:
+          weight: float, previous: NodeRt | None, fresh: bool) -> NodeRt:
     score = max(state.compute_score, 1e-3)
     base = spec.base_latency_ms / score
     est = base if state.p95_ms is None else max(base, state.p95_ms)
@@ -212,10 +247,12 @@ def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: L
     slots = state.slots if state.slots is not None else spec.slots
     uplink = spec.uplink_mbps if state.uplink_mbps is None else \
         min(spec.uplink_mbps, state.uplink_mbps)
+    floor = quality_floor(policy, state.vram_used_fraction,
+                          previous.quality_floor if previous else 0)
     return NodeRt(
         idx=idx, id=spec.id, address=spec.address, slot=slot, weight=weight, slots=slots,
-        est_ms=est, quality_floor=quality_floor(
-            policy, state.vram_used_fraction, previous.quality_floor if previous else 0),
+        est_ms=est, quality_floor=floor,
+        full_share=full_share(policy, state.vram_used_fraction, floor, previous, fresh=fresh),
         cost_usd=spec.cost_per_inference_usd
         if spec.cost_per_inference_usd is not None else policy.edge_cost_per_inference_usd,
         healthy=state.healthy and weight > 0, spec=spec,
@@ -232,8 +269,8 @@ def build_table(policy: Policy, feed: FeedSnapshot | None, tracker: LoadTracker,
                 cache: PointCache, *, now: float, previous: Snapshot | None = None) -> Snapshot:
     """Compile `policy` and `feed` into a snapshot (pure but for slot allocation).
 
-    `previous`, the snapshot this one replaces, carries the quality floors that
-    hysteresis needs.
+    `previous`, the snapshot this one replaces, carries the quality floors and
+    full-quality shares that hysteresis and gradual leaving need.
     """
     stale = feed is None or feed.age(now) > policy.feed.stale_after_seconds
     before = {n.id: n for n in previous.nodes} if previous is not None else {}
@@ -247,7 +284,8 @@ def build_table(policy: Policy, feed: FeedSnapshot | None, tracker: LoadTracker,
         if stale and feed is not None:
             health *= policy.feed.stale_weight
         weight = spec.weight * state.compute_score * health
-        nodes.append(_node(idx, spec, state, policy, tracker, weight, before.get(spec.id)))
+        nodes.append(_node(idx, spec, state, policy, tracker, weight, before.get(spec.id),
+                           previous is None or previous.feed is not feed))
     pools: list[PoolRt] = []
     for idx, pspec in enumerate(policy.pools):
         price = pspec.usd_per_hour

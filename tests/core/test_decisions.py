@@ -84,6 +84,56 @@ def test_vram_degradation_has_hysteresis(readings: list[float], floors: list[int
     assert q.recover_below < q.constrained_above
 
 
+def test_leaving_a_vram_floor_lets_keys_back_a_share_at_a_time() -> None:
+    pol = policy([node(0)])
+    tracker, cache = LoadTracker(), PointCache()
+    snap = None
+    shares = []
+    for vram in [0.70, 0.90, 0.65, 0.80, 0.72, 0.70, 0.70]:
+        snap = build_table(pol, feed({"n0000": NodeState(vram_used_fraction=vram)}), tracker,
+                           cache, now=NOW, previous=snap)
+        shares.append(snap.nodes[0].full_share)
+    # band 0.75-0.85: below 0.75 the share grows by (0.75 - v) / 0.10 / 2; it holds in the band
+    assert shares == pytest.approx([1.0, 0.0, 0.5, 0.5, 0.65, 0.9, 1.0])
+    # a rebuild on the same reading (a policy reload) does not step the share again
+    held = build_table(pol, feed({"n0000": NodeState(vram_used_fraction=0.9)}), tracker, cache,
+                       now=NOW, previous=snap)
+    left = build_table(pol, feed({"n0000": NodeState(vram_used_fraction=0.65)}), tracker, cache,
+                       now=NOW, previous=held)
+    again = build_table(pol, left.feed, tracker, cache, now=NOW, previous=left)
+    assert (left.nodes[0].full_share, again.nodes[0].full_share) == (0.5, 0.5)
+
+
+def test_while_a_node_leaves_its_floor_the_same_keys_get_full_quality_back_first() -> None:
+    keys = [f"user-{i}" for i in range(2000)]
+    pol = policy([node(0, latency=20, slots=10_000)])
+
+    def full_after(readings: list[float]) -> set[str]:
+        tracker, cache, snap = LoadTracker(), PointCache(), None
+        for vram in readings:
+            snap = build_table(pol, feed({"n0000": NodeState(vram_used_fraction=vram)}),
+                               tracker, cache, now=NOW, previous=snap)
+        assert snap is not None
+        led, out = ledger(pol), set()
+        for k in keys:
+            d = decide(request(k, slo=100), snap, led, now=NOW)
+            finish(d, snap, led)
+            assert d.mode in ("edge", "edge-degraded")
+            if d.mode == "edge":
+                out.add(k)
+            else:
+                assert (d.quality, d.reason) == ("constrained", "vram")
+        return out
+
+    assert full_after([0.9]) == set()  # above constrained_above: every key degrades at once
+    half = full_after([0.9, 0.65])
+    assert abs(len(half) / len(keys) - 0.5) < 0.04  # half come back, not all
+    more = full_after([0.9, 0.65, 0.72])
+    assert half < more and abs(len(more) / len(keys) - 0.65) < 0.04
+    assert full_after([0.9, 0.65]) == half  # hash-stable: the same keys each time
+    assert len(full_after([0.9, 0.5])) == len(keys)  # far below the band: all at once
+
+
 def test_an_overloaded_node_sheds_a_hash_stable_share_proportional_to_the_overload() -> None:
     keys = [f"user-{i}" for i in range(2000)]
     pol = policy([node(0, latency=40, slots=10_000)])
