@@ -23,9 +23,10 @@ refresh with VRAM v below `recover_below` the share grows by
 
     (recover_below - v) / (constrained_above - recover_below) / 2
 
-(capped at 1), and holds while v stays between the two thresholds. Far below
-the threshold most keys come back at once; close to it, few. A reading above
-`constrained_above` still sends every key to `constrained` at once.
+but by at most STEP (a quarter of the keys), and holds while v stays between
+the two thresholds: close to the threshold few keys come back, and never so
+many at once that VRAM overshoots the band while the load is still rising. A
+reading above `constrained_above` still sends every key to `constrained`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from router.core.ring import PointCache, Ring, build_ring, filter_ring
 
 MAX_CLASSES = 1024
 FEATURES = "#features"  # load-tracker name suffix of a node's split feature slots
+STEP = 0.25  # most of a node's keys let back to full quality at one refresh
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +234,7 @@ def full_share(policy: Policy, vram: float, floor: int, previous: NodeRt | None,
     share = 0.0 if previous.quality_floor > 0 else previous.full_share
     if vram < q.recover_below:
         band = max(q.constrained_above - q.recover_below, 1e-6)
-        share += (q.recover_below - vram) / band / 2.0
+        share += min(STEP, (q.recover_below - vram) / band / 2.0)
     return min(1.0, share)
 
 

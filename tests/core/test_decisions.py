@@ -93,15 +93,16 @@ def test_leaving_a_vram_floor_lets_keys_back_a_share_at_a_time() -> None:
         snap = build_table(pol, feed({"n0000": NodeState(vram_used_fraction=vram)}), tracker,
                            cache, now=NOW, previous=snap)
         shares.append(snap.nodes[0].full_share)
-    # band 0.75-0.85: below 0.75 the share grows by (0.75 - v) / 0.10 / 2; it holds in the band
-    assert shares == pytest.approx([1.0, 0.0, 0.5, 0.5, 0.65, 0.9, 1.0])
+    # band 0.75-0.85: below 0.75 the share grows by (0.75 - v) / 0.10 / 2, at most 0.25 a
+    # refresh; it holds in the band
+    assert shares == pytest.approx([1.0, 0.0, 0.25, 0.25, 0.40, 0.65, 0.90])
     # a rebuild on the same reading (a policy reload) does not step the share again
     held = build_table(pol, feed({"n0000": NodeState(vram_used_fraction=0.9)}), tracker, cache,
                        now=NOW, previous=snap)
     left = build_table(pol, feed({"n0000": NodeState(vram_used_fraction=0.65)}), tracker, cache,
                        now=NOW, previous=held)
     again = build_table(pol, left.feed, tracker, cache, now=NOW, previous=left)
-    assert (left.nodes[0].full_share, again.nodes[0].full_share) == (0.5, 0.5)
+    assert (left.nodes[0].full_share, again.nodes[0].full_share) == (0.25, 0.25)
 
 
 def test_while_a_node_leaves_its_floor_the_same_keys_get_full_quality_back_first() -> None:
@@ -126,12 +127,13 @@ def test_while_a_node_leaves_its_floor_the_same_keys_get_full_quality_back_first
         return out
 
     assert full_after([0.9]) == set()  # above constrained_above: every key degrades at once
-    half = full_after([0.9, 0.65])
-    assert abs(len(half) / len(keys) - 0.5) < 0.04  # half come back, not all
+    quarter = full_after([0.9, 0.65])
+    assert abs(len(quarter) / len(keys) - 0.25) < 0.04  # a quarter come back, not all
     more = full_after([0.9, 0.65, 0.72])
-    assert half < more and abs(len(more) / len(keys) - 0.65) < 0.04
-    assert full_after([0.9, 0.65]) == half  # hash-stable: the same keys each time
-    assert len(full_after([0.9, 0.5])) == len(keys)  # far below the band: all at once
+    assert quarter < more and abs(len(more) / len(keys) - 0.40) < 0.04
+    assert full_after([0.9, 0.65]) == quarter  # hash-stable: the same keys each time
+    assert full_after([0.9, 0.3]) == quarter  # however far below: a quarter a refresh
+    assert len(full_after([0.9, 0.3, 0.3, 0.3, 0.3])) == len(keys)
 
 
 def test_an_overloaded_node_sheds_a_hash_stable_share_proportional_to_the_overload() -> None:
