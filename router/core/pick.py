@@ -55,16 +55,24 @@ def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: boo
     wsum = entry.weight_sum
     owners = entry.ring.owners
     start = bisect_right(keys, hash64(key))
+    want = len(entry.members)
+    seen: set[int] = set()
+    first = True
     if notes is None:
         # The common case first: the key's home has room (no bookkeeping of the walk).
-        node = nodes[owners[start if start < n else 0]]
+        home = owners[start if start < n else 0]
+        node = nodes[home]
         load = loads[node.feature_slot if features else node.slot]
         limit = cap(total, node.weight, wsum, eps, node.min_cap)
         if load < (node.feature_slots if features else node.slots) and load < limit:
             return Pick(node, True, load, limit)
-    want = len(entry.members)
-    seen: set[int] = set()
-    first = True
+        seen.add(home)  # the home is full: the walk goes on past it
+        first = False
+        if want == 1:
+            return None
+    # ring.cap's arithmetic, term for term (so the same float rounding), hoisted out of the
+    # loop: a walk past a full home probes a few nodes, and this runs once per probe
+    scale = (1.0 + eps) * (total + 1)
     for pos in range(start, start + n):
         owner = owners[pos - n if pos >= n else pos]
         if owner in seen:
@@ -73,7 +81,15 @@ def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: boo
         node = nodes[owner]
         slots = node.feature_slots if features else node.slots
         load = loads[node.feature_slot if features else node.slot]
-        limit = cap(total, node.weight, wsum, eps, node.min_cap)
+        if wsum > 0:
+            value = scale * node.weight / wsum
+            limit = int(value)
+            if limit != value:
+                limit += 1
+            if limit < node.min_cap:
+                limit = node.min_cap
+        else:
+            limit = node.min_cap
         if load < slots and load < limit:
             if notes is not None:
                 what = "features: picked by the walk over feature slots" if features \
