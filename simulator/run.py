@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import sys
 import time
@@ -92,8 +93,16 @@ def simulate(scenario: Scenario, policy: Policy, router: Router, *,
     router.refresh(world.feed(EPOCH), 0.0)
     choices: list[Choice | None] = [None] * len(tl)
     world.on_done = partial(_done, out.latency_ms, out.warm, choices, router.done)
-    _loop(world, scenario, policy, router, out, (tl, cl, kl, names), choices, progress)
-    world.run_until(math.inf)
+    collecting = gc.isenabled()
+    # A request's objects form no reference cycles, but the cyclic collector still walks the
+    # growing result columns again and again: off for the run, it costs a tenth of the time.
+    gc.disable()
+    try:
+        _loop(world, scenario, policy, router, out, (tl, cl, kl, names), choices, progress)
+        world.run_until(math.inf)
+    finally:
+        if collecting:
+            gc.enable()
     out.wall_seconds = time.perf_counter() - wall
     return out
 

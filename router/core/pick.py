@@ -10,6 +10,7 @@ exactly when the edge's inference slots are full.
 
 from __future__ import annotations
 
+import functools
 from bisect import bisect_right
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -18,6 +19,10 @@ from router import wire
 from router.core.decision import Candidate
 from router.core.ring import cap, hash64
 from router.core.table import ClassEntry, NodeRt, Snapshot
+
+# A key's hash is needed on every request and keys repeat (sessions, cameras): memoized,
+# bounded, it costs a dictionary lookup instead of a blake2b digest.
+_key_hash = functools.lru_cache(maxsize=1 << 16)(hash64)
 
 
 class Pick(NamedTuple):
@@ -54,7 +59,7 @@ def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: boo
     eps = snap.policy.hashing.balance_factor
     wsum = entry.weight_sum
     owners = entry.ring.owners
-    start = bisect_right(keys, hash64(key))
+    start = bisect_right(keys, _key_hash(key))
     want = len(entry.members)
     seen: set[int] = set()
     first = True
