@@ -15,7 +15,8 @@ import numpy as np
 from router.core.model import Policy
 from simulator.routers import EPOCH, Choice, Router
 from simulator.scenario import Scenario
-from simulator.world import EVENT, REFRESH, SAMPLE, World, arrivals
+from simulator.traffic import arrivals
+from simulator.world import EVENT, REFRESH, SAMPLE, World
 
 SAMPLE_S = 10.0  # utilization and caps are sampled this often (the report's steady windows)
 

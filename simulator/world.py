@@ -29,12 +29,12 @@ import numpy as np
 from router.core.feed import FeedSnapshot
 from router.core.model import CloudPool, Policy
 from simulator.model import Link, Node, cloud_ms
-from simulator.scenario import Scenario, WorldConfig
+from simulator.scenario import WorldConfig
+from simulator.sites import site_links
 
 EDGE_END, FEATURE_END, LINK_END, CLOUD_END, TIMEOUT, SWEEP, SAMPLE, REFRESH, EVENT = range(9)
 SWEEP_S = 1.0  # how often requests past the deadline are given up on
 BLOCK = 1 << 16  # random draws made at once
-GATEWAY = "gateway"  # the site of the gateway when the scenario names none
 
 
 class Pool:
@@ -267,66 +267,3 @@ class World:
     def utilization(self) -> dict[str, float]:
         """Busy slot-seconds per node since the last call."""
         return {nid: n.utilization(self.now) for nid, n in self.nodes.items()}
-
-
-def site_links(policy: Policy, cfg: WorldConfig) -> tuple[dict[str, Link], dict[str, Link],
-                                                          Link]:
-    """(links by site, each node's site link, the gateway's) from `world.sites`.
-
-    A node no site names has a site of its own with its `uplink_mbps`; the gateway
-    is at `world.gateway_site`, or at a site of its own with `cloud.uplink_mbps`.
-    """
-    links: dict[str, Link] = {}
-    node_link: dict[str, Link] = {}
-    for site in cfg.sites:
-        link = links[site.id] = Link(site.uplink_mbps)
-        for nid in site.nodes:
-            node_link[nid] = link
-    for n in policy.nodes:
-        if n.id not in node_link:
-            node_link[n.id] = links[f"node:{n.id}"] = Link(n.uplink_mbps)
-    if cfg.gateway_site is not None:
-        gateway = links[cfg.gateway_site]
-    else:
-        gateway = links[GATEWAY] = Link(policy.cloud.uplink_mbps)
-    return links, node_link, gateway
-
-
-def check_world(cfg: WorldConfig, policy: Policy) -> list[str]:
-    """What in the scenario's `world` the policy contradicts (unknown nodes, sites)."""
-    known = {n.id for n in policy.nodes}
-    out = []
-    placed: dict[str, str] = {}
-    for i, site in enumerate(cfg.sites):
-        for nid in site.nodes:
-            if nid not in known:
-                out.append(f"world.sites[{i}].nodes: '{nid}' is not a node of the policy")
-            elif nid in placed:
-                out.append(f"world.sites[{i}].nodes: '{nid}' is already at site "
-                           f"'{placed[nid]}'")
-            placed.setdefault(nid, site.id)
-    if cfg.gateway_site is not None and cfg.gateway_site not in {s.id for s in cfg.sites}:
-        out.append(f"world.gateway_site: '{cfg.gateway_site}' is not one of world.sites")
-    return out
-
-
-def arrivals(scenario: Scenario, rng: np.random.Generator, limit: int | None
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pre-drawn (times, class indexes, key indexes) of a non-homogeneous Poisson stream."""
-    edges = np.arange(0.0, scenario.duration_s + 1.0, 1.0)
-    rates = np.array([scenario.rate_at(float(t) + 0.5) for t in edges[:-1]])
-    counts = rng.poisson(rates)
-    times = np.repeat(edges[:-1], counts) + rng.random(int(counts.sum()))
-    times.sort()
-    if limit is not None:
-        while len(times) < limit:  # extend past duration_s at the last rate
-            extra = rng.exponential(1.0 / max(rates[-1], 1e-6), limit - len(times)).cumsum()
-            times = np.concatenate([times, (times[-1] if len(times) else 0.0) + extra])
-        times = times[:limit]
-    weights = np.array([c.weight for c in scenario.classes])
-    cls = rng.choice(len(weights), size=len(times), p=weights / weights.sum())
-    if scenario.zipf_s > 1.0:
-        keys = (rng.zipf(scenario.zipf_s, len(times)) - 1) % scenario.keys
-    else:
-        keys = rng.integers(0, scenario.keys, len(times))
-    return times, cls, keys

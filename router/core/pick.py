@@ -54,30 +54,33 @@ def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: boo
     n = len(keys)
     if n == 0:
         return None
-    nodes: Sequence[NodeRt] = snap.nodes
-    loads = snap.tracker.loads
-    eps = snap.policy.hashing.balance_factor
-    wsum = entry.weight_sum
-    owners = entry.ring.owners
     start = bisect_right(keys, _key_hash(key))
-    want = len(entry.members)
     seen: set[int] = set()
-    first = True
     if notes is None:
         # The common case first: the key's home has room (no bookkeeping of the walk).
-        home = owners[start if start < n else 0]
-        node = nodes[home]
-        load = loads[node.feature_slot if features else node.slot]
-        limit = cap(total, node.weight, wsum, eps, node.min_cap)
+        home = entry.ring.owners[start if start < n else 0]
+        node = snap.nodes[home]
+        load = snap.tracker.loads[node.feature_slot if features else node.slot]
+        limit = cap(total, node.weight, entry.weight_sum, snap.policy.hashing.balance_factor,
+                    node.min_cap)
         if load < (node.feature_slots if features else node.slots) and load < limit:
             return Pick(node, True, load, limit)
         seen.add(home)  # the home is full: the walk goes on past it
-        first = False
-        if want == 1:
+        if len(entry.members) == 1:
             return None
+    return _onward(entry, snap, start, seen, total, features, notes)
+
+
+def _onward(entry: ClassEntry, snap: Snapshot, start: int, seen: set[int], total: int,
+            features: bool, notes: list[Candidate] | None) -> Pick | None:
+    """The walk from ring position `start`, skipping the nodes in `seen` (already refused)."""
+    owners, n, want = entry.ring.owners, len(entry.ring.keys), len(entry.members)
+    nodes: Sequence[NodeRt] = snap.nodes
+    loads, wsum = snap.tracker.loads, entry.weight_sum
+    first = not seen
     # ring.cap's arithmetic, term for term (so the same float rounding), hoisted out of the
     # loop: a walk past a full home probes a few nodes, and this runs once per probe
-    scale = (1.0 + eps) * (total + 1)
+    scale = (1.0 + snap.policy.hashing.balance_factor) * (total + 1)
     for pos in range(start, start + n):
         owner = owners[pos - n if pos >= n else pos]
         if owner in seen:
@@ -86,28 +89,30 @@ def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: boo
         node = nodes[owner]
         slots = node.feature_slots if features else node.slots
         load = loads[node.feature_slot if features else node.slot]
+        limit = node.min_cap
         if wsum > 0:
             value = scale * node.weight / wsum
-            limit = int(value)
-            if limit != value:
-                limit += 1
-            if limit < node.min_cap:
-                limit = node.min_cap
-        else:
-            limit = node.min_cap
+            whole = int(value)
+            whole = whole if whole == value else whole + 1
+            limit = whole if whole > limit else limit
         if load < slots and load < limit:
             if notes is not None:
-                what = "features: picked by the walk over feature slots" if features \
-                    else "picked by bounded-load walk"
-                notes.append(Candidate(node.id, wire.MODE_SPLIT if features else wire.MODE_EDGE,
-                                       what, node.est_ms, node.cost_usd, load=load, cap=limit))
+                _note(notes, node, features, None, load, limit)
             return Pick(node, first, load, limit)
         if notes is not None:
-            why = "out of slots" if load >= slots else "at its bounded-load cap"
-            notes.append(Candidate(node.id, wire.MODE_SPLIT if features else wire.MODE_EDGE,
-                                   f"features: {why}" if features else why, node.est_ms,
-                                   node.cost_usd, load=load, cap=min(limit, slots)))
+            _note(notes, node, features, "out of slots" if load >= slots
+                  else "at its bounded-load cap", load, min(limit, slots))
         first = False
         if len(seen) == want:
             break
     return None
+
+
+def _note(notes: list[Candidate], node: NodeRt, features: bool, why: str | None, load: int,
+          limit: int) -> None:
+    """The explain line of one step of the walk (`why` None: picked)."""
+    if why is None:
+        why = "picked by the walk over feature slots" if features else "picked by bounded-load walk"
+    notes.append(Candidate(node.id, wire.MODE_SPLIT if features else wire.MODE_EDGE,
+                           f"features: {why}" if features else why, node.est_ms, node.cost_usd,
+                           load=load, cap=limit))
