@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "simulator" / "scenarios"
 ROUTERS = ("hybrid-router", *BASELINES)
 FLOORS = (0.0, 0.25, 0.5)
-CALM, SATURATED = 0.6, 0.9  # fleet utilization below which affinity is judged; at which full
+CALM, SATURATED = 0.6, 0.8  # fleet busy below which affinity is judged; from which saturated
 
 
 def load(path: Path) -> tuple[Scenario, Policy]:

@@ -121,7 +121,7 @@ def affinity_below(r: Result, utilization: float) -> tuple[float | None, int]:
     return affinity_hit_rate(r, rows_in_windows(r, calm)), len(calm)
 
 
-def saturated_modes(r: Result, utilization: float = 0.9) -> dict[str, int]:
+def saturated_modes(r: Result, utilization: float = 0.8) -> dict[str, int]:
     """Requests per mode in windows whose fleet utilization is at least `utilization`."""
     wins, util = fleet_utilization(r)
     rows = rows_in_windows(r, wins[util >= utilization])

@@ -6,19 +6,25 @@ below `quality.recover_below` (minimal: below `minimal_above` less the same
 gap), judged against the floor of the snapshot it replaces, so a VRAM reading
 near a threshold does not flip a node's quality at every refresh.
 
-Leaving is gradual. Degrading frees VRAM (faster, smaller requests), often far
-below `recover_below`; if every key returned to full quality at once, VRAM
-would climb straight back past `constrained_above` and the node would cycle
-(degrade, recover, degrade) at every other refresh. So a node that leaves a
-floor lets back a hash-stable share of its keys (`full_share`): at each
-refresh with VRAM v below `recover_below` the share grows by
+Between the thresholds, quality moves a share of keys at a time. Degrading
+frees VRAM (faster, smaller requests), often far below `recover_below`; if
+every key came back to full quality at once, VRAM would climb straight back
+past `constrained_above` and the node would cycle (degrade, recover, degrade)
+at every other refresh; and a node creeping up to `constrained_above` would
+send every key down at once when it crossed. So each node carries a
+hash-stable share of its keys allowed full quality (`full_share`), moved at
+each refresh by the VRAM reading v (band = constrained_above - recover_below):
 
-    (recover_below - v) / (constrained_above - recover_below) / 2
+- v below `recover_below` (leaving, or far from pressure): the share grows by
+  (recover_below - v) / band / 2;
+- v above the middle of the band (heading for the threshold): it shrinks by
+  (v - middle) / band, so VRAM settles in the band instead of crossing it;
+- otherwise it holds;
 
-but by at most STEP (a quarter of the keys), and holds while v stays between
-the two thresholds: close to the threshold few keys come back, and never so
-many at once that VRAM overshoots the band while the load is still rising. A
-reading above `constrained_above` still sends every key to `constrained`.
+each by at most STEP, an eighth of the keys, so that one refresh changes the
+quality of few keys (the simulator's steady-window goal is a mode mix moving
+by at most 0.15). A reading at or above `constrained_above` still sends every
+key to `constrained` at once, as the policy key says.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from router.core.model import Policy
 if TYPE_CHECKING:
     from router.core.table import NodeRt
 
-STEP = 0.25  # most of a node's keys let back to full quality at one refresh
+STEP = 0.125  # most of a node's keys whose quality changes at one refresh
 
 
 def quality_floor(policy: Policy, vram: float, previous: int = 0) -> int:
@@ -47,20 +53,24 @@ def quality_floor(policy: Policy, vram: float, previous: int = 0) -> int:
 
 def full_share(policy: Policy, vram: float, floor: int, previous: NodeRt | None, *,
                fresh: bool = True) -> float:
-    """Share of a node's keys allowed full quality (gradual leaving; module docstring).
+    """Share of a node's keys allowed full quality (module docstring).
 
     `fresh`: `vram` is a new reading; a rebuild on the same feed (a policy reload)
     keeps the share it had.
     """
     if floor > 0:
         return 0.0
-    if previous is None or (previous.quality_floor == 0 and previous.full_share >= 1.0):
+    if previous is None:
         return 1.0
     if not fresh:
         return previous.full_share
     q = policy.quality
     share = 0.0 if previous.quality_floor > 0 else previous.full_share
+    band = max(q.constrained_above - q.recover_below, 1e-6)
+    middle = q.recover_below + band / 2.0
     if vram < q.recover_below:
-        band = max(q.constrained_above - q.recover_below, 1e-6)
         share += min(STEP, (q.recover_below - vram) / band / 2.0)
-    return min(1.0, share)
+    elif vram > middle:
+        # heading for constrained_above: ease a share of keys down before the floor takes all
+        share -= min(STEP, (vram - middle) / band)
+    return min(1.0, max(0.0, share))

@@ -101,7 +101,7 @@ def test_no_residency_violation_or_budget_overrun(name: str) -> None:
 def test_camera_frames_split_rather_than_cross_the_uplink_whole_when_the_edge_is_full() -> None:
     # the first ~300 s: the frame rate climbs past what the six boxes serve
     _, _, result = run("camera.yaml", 100_000)
-    saturated = metrics.saturated_modes(result, 0.9)
+    saturated = metrics.saturated_modes(result, 0.8)  # 80 % of all slots busy on average
     assert saturated.get("split", 0) > 1000  # the edge was full for a while, and split took it
     assert saturated.get("split", 0) >= saturated.get("cloud", 0)
     report = summarize(result, load_policy(SCENARIOS / "policies" / "camera.yaml"))
