@@ -38,6 +38,17 @@ would have had.
 Cloud. A pool answers after (round trip + compute) × a log-normal jitter;
 its payload first crosses an uplink (the gateway site's, or the node site's
 for a split's features).
+
+Driving it (what `simulator.world` does on its heap, and a real-time emulator
+would do with timers): an inference arriving at a node with `busy < slots`
+calls `start(now, key, quality, draw)` and ends after the returned
+milliseconds with `end(now, quality, latency_ms)`, which hands back the queued
+request to start next; otherwise it joins `node.queue`. Features take
+`feature_arrive`/`feature_end` the same way. A transfer calls
+`link.start(now, nbytes, token)`, and whenever `link.next_end()` comes (or
+after any start), `link.finish(now)` names the transfers done. Every
+`refresh_seconds`, `node.state(now, link.available_mbps(now))` is the node's
+feed entry.
 """
 
 from __future__ import annotations
