@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from router import wire
 from router.core import admit as admission
@@ -34,9 +34,11 @@ from router.core.table import Snapshot, build_table
 WARM_CLASSES = 32  # request classes prebuilt on a swap; the rest build on first use
 
 
-@dataclass(frozen=True, slots=True)
-class Routed:
-    """A decision plus the snapshot it was made under (needed to finish it)."""
+class Routed(NamedTuple):
+    """A decision plus the snapshot it was made under (needed to finish it).
+
+    A named tuple: immutable, and cheap to build once per request.
+    """
 
     decision: Decision
     snapshot: Snapshot

@@ -5,6 +5,8 @@ Envoy configs, the ext_proc adapter and the tests all read these constants.
 
 from __future__ import annotations
 
+import functools
+
 # Request headers read (affinity tags). Any header under the prefix may appear only once.
 AFFINITY_PREFIX = "x-affinity-"
 H_KEY = "x-affinity-key"
@@ -83,6 +85,7 @@ EDGE_CLUSTER_PREFIX = "edge."
 POOL_CLUSTER_PREFIX = "cloud."
 
 
+@functools.lru_cache(maxsize=4096)  # named on every edge decision; a policy has few requirements
 def edge_cluster(residency: frozenset[str]) -> str:
     """The edge cluster of a residency requirement: `edge.any`, `edge.GDPR`, `edge.CCPA+GDPR`."""
     return EDGE_CLUSTER_PREFIX + ("+".join(sorted(residency)) if residency else "any")

@@ -6,12 +6,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
+from router.core.model import Policy
 from router.policy.loader import load_policy_or_report
+from simulator.baselines import BASELINES, make_baseline
 from simulator.report import ReportInput, html_report, summarize, table, write_decisions
-from simulator.routers import BASELINES, Adaptive, Baseline, Router
-from simulator.run import simulate
-from simulator.scenario import load_scenario
+from simulator.routers import Adaptive, Router
+from simulator.run import Result, simulate
+from simulator.scenario import Scenario, load_scenario
+from simulator.sites import check_world
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,9 +30,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also run these policies, plus every baseline, on the same "
                              "traffic and events, and print one table")
     parser.add_argument("--baselines", action="store_true",
-                        help="compare with cloud-only, edge-only, round-robin, "
-                             "consistent-hash and least-loaded")
+                        help="compare with every baseline: " + ", ".join(BASELINES))
     parser.add_argument("--progress", action="store_true", help="progress on stderr")
+
+
+def _inputs(args: argparse.Namespace) -> tuple[Scenario, Policy, list[tuple[str, Policy]]] | None:
+    """The scenario, its policy and the policies to compare, or None after reporting why."""
+    scenario, problems = load_scenario(args.scenario)
+    errors = [p for p in problems if p.severity == "error"]
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if scenario is None or errors:
+        return None
+    policy = load_policy_or_report(scenario.policy)
+    if policy is None:
+        return None
+    contradictions = check_world(scenario.world, policy)
+    for line in contradictions:
+        print(f"{scenario.file}: {line}", file=sys.stderr)
+    others = [(Path(extra).stem, load_policy_or_report(extra)) for extra in args.compare or []]
+    if contradictions or any(pol is None for _, pol in others):
+        return None
+    return scenario, policy, [(name, pol) for name, pol in others if pol is not None]
+
+
+def _write(out: Path, main: Result, reports: list[dict[str, Any]], policy: Policy,
+           scenario: Scenario) -> None:
+    """report.json, decisions.jsonl and report.html of the main run."""
+    out.mkdir(parents=True, exist_ok=True)
+    summary = reports[0]
+    (out / "report.json").write_text(json.dumps(
+        {**summary, "comparison": reports[1:]} if len(reports) > 1 else summary, indent=2))
+    write_decisions(main, out / "decisions.jsonl")
+    page = html_report(ReportInput(main, summary, policy, scenario, tuple(reports[1:]),
+                                   main.caps or None))
+    (out / "report.html").write_text(page, encoding="utf-8")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,44 +75,27 @@ def run(args: argparse.Namespace) -> int:
         print(f"hybrid-router simulate: --out {out} exists and is not a directory",
               file=sys.stderr)
         return 2
-    scenario, problems = load_scenario(args.scenario)
-    errors = [p for p in problems if p.severity == "error"]
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    if scenario is None or errors:
+    inputs = _inputs(args)  # every file read before any run, for the same reason
+    if inputs is None:
         return 2
-    policy = load_policy_or_report(scenario.policy)
-    if policy is None:
-        return 2
+    scenario, policy, compares = inputs
     progress = args.progress or sys.stderr.isatty()
     main = simulate(scenario, policy, Adaptive(policy), requests=args.requests,
                     progress=progress)
-    summary = summarize(main, policy)
-    reports = [summary]
+    reports = [summarize(main, policy)]
     if args.compare is not None or args.baselines:
-        routers: list[tuple[Router, object]] = []
-        for extra in args.compare or []:
-            other = load_policy_or_report(extra)
-            if other is None:
-                return 2
-            routers.append((Adaptive(other, name=Path(extra).stem), other))
-        routers += [(Baseline(policy, kind), policy) for kind in BASELINES]
+        routers: list[tuple[Router, Policy]] = [(Adaptive(pol, name=name), pol)
+                                                for name, pol in compares]
+        routers += [(make_baseline(policy, kind, scenario.seed), policy) for kind in BASELINES]
         for router, pol in routers:
-            res = simulate(scenario, pol, router, requests=args.requests,  # type: ignore[arg-type]
-                           progress=progress)
-            reports.append(summarize(res, pol))  # type: ignore[arg-type]
-    comparison = table(reports) if len(reports) > 1 else ""
+            res = simulate(scenario, pol, router, requests=args.requests, progress=progress)
+            reports.append(summarize(res, pol))
     if args.decisions_out:
         write_decisions(main, Path(args.decisions_out))
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(json.dumps(
-            {**summary, "comparison": reports[1:]} if len(reports) > 1 else summary, indent=2))
-        write_decisions(main, out / "decisions.jsonl")
-        page = html_report(ReportInput(main, summary, policy, scenario, tuple(reports[1:])))
-        (out / "report.html").write_text(page, encoding="utf-8")
-    print(json.dumps(summary, indent=2))
-    if comparison:
+        _write(out, main, reports, policy, scenario)
+    print(json.dumps(reports[0], indent=2))
+    if len(reports) > 1:
         print()
-        print(comparison)
+        print(table(reports))
     return 0

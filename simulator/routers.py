@@ -1,24 +1,42 @@
-"""Routers under test: the real core (adaptive) and the baselines, as plug-ins.
+"""Routers under test, as plug-ins: the real core (`Adaptive`) here, baselines in `baselines`.
 
-Every router answers `route(cls, key, now)` with a `Choice` and hears `done` when
-the request ends. Baselines respect residency and model (they are not straw
-men on compliance) but know nothing of SLOs, budgets or bounded load.
+Every router answers `route(cls, key, now, payload_bytes)` with a `Choice` and
+hears `done` when the request ends. `Adaptive` drives hybrid-router's own core
+through the same `Runtime` facade the server uses: every request is one exact
+`Runtime.decide` (plan + admission) and one `Runtime.finish`.
 """
 
 from __future__ import annotations
 
-import itertools
-from typing import Protocol, cast
+from collections.abc import Mapping
+from typing import NamedTuple, Protocol
 
+from router import wire
 from router.core.feed import FeedSnapshot
-from router.core.model import Policy, TenantBudget
+from router.core.model import CloudPool, EdgeNode, Policy, TenantBudget
 from router.core.request import RouteRequest
-from router.core.ring import hash64
-from router.runtime import Routed, Runtime
+from router.core.ring import cap
+from router.runtime import Runtime
 from simulator.scenario import TrafficClass
-from simulator.world import Choice
 
 EPOCH = 1_790_000_000.0  # simulated t=0 (2026-09-21T00:00Z): budgets roll over in UTC periods
+
+
+class Choice(NamedTuple):
+    """Where a router sent one request."""
+
+    mode: str  # edge | edge-degraded | split | cloud | refused
+    node: str | None = None  # the edge node (edge modes, split)
+    pool: str | None = None  # the cloud pool (cloud, split)
+    quality: str | None = None  # edge modes: full | constrained | minimal
+    cost_usd: float = 0.0  # the whole request, edge amortized cost included
+    cloud_usd: float = 0.0  # the part billed by a pool (what budgets count)
+    home: bool = False  # edge modes and split: the node is the key's home
+    fill: float | None = None  # (in flight + 1) / cap at the pick; None: no cap
+    token: object = None  # the router's own handle, given back on completion
+
+
+REFUSED = Choice("refused")
 
 
 class Router(Protocol):
@@ -38,6 +56,9 @@ class Router(Protocol):
     def set_limit(self, tenant: str, limit: float) -> None:
         """A budget change event."""
 
+    def caps(self) -> dict[str, float]:
+        """Per node, the largest bounded-load cap over request classes now ({}: no caps)."""
+
 
 class Adaptive:
     """hybrid-router's own core through the same `Runtime` facade the server uses."""
@@ -46,6 +67,9 @@ class Adaptive:
         """Compile the policy with no feed yet."""
         self.name = name
         self.runtime = Runtime(policy, clock=lambda: EPOCH)
+        # The same request value for the same class, key and size: building one is most of
+        # the cost of a request outside the core, and the core never keeps or changes it.
+        self._requests: dict[tuple[int, str, int], RouteRequest] = {}
 
     def refresh(self, feed: FeedSnapshot, now: float) -> None:
         """Rebuild the snapshot from the feed (as the refresher does)."""
@@ -53,21 +77,30 @@ class Adaptive:
 
     def route(self, cls: TrafficClass, key: str, now: float, payload_bytes: int) -> Choice:
         """One decision through the shared plan and admission."""
-        req = RouteRequest(key=key, tenant=cls.tenant, residency=cls.residency,
-                           slo_ms=cls.slo_ms, model=cls.model, accept_degradation=cls.degrade,
-                           max_cost_usd=cls.max_cost_usd, payload_bytes=payload_bytes)
+        ck = (id(cls), key, payload_bytes)
+        req = self._requests.get(ck)
+        if req is None:
+            req = self._requests[ck] = RouteRequest(
+                key=key, tenant=cls.tenant, residency=cls.residency, slo_ms=cls.slo_ms,
+                model=cls.model, accept_degradation=cls.degrade, max_cost_usd=cls.max_cost_usd,
+                payload_bytes=payload_bytes)
         routed = self.runtime.decide(req, now=EPOCH + now)
         d = routed.decision
-        if not d.routed:
-            return Choice("refused")
-        pool = d.split_pool if d.mode == "split" else (d.node if d.mode == "cloud" else None)
-        node = d.node if d.mode != "cloud" else None
-        return Choice(d.mode, node, pool, d.quality, d.cost_usd, routed)
+        if d.status != 200:
+            return REFUSED
+        mode = d.mode
+        if mode == wire.MODE_CLOUD:
+            return Choice(mode, None, d.node, None, d.cost_usd, d.cost_usd, False, None, routed)
+        if mode == wire.MODE_SPLIT:
+            billed = d.reservation.amount if d.reservation is not None else 0.0
+            return Choice(mode, d.node, d.split_pool, None, d.cost_usd, billed, d.home, d.fill,
+                          routed)
+        return Choice(mode, d.node, None, d.quality, d.cost_usd, 0.0, d.home, d.fill, routed)
 
     def done(self, choice: Choice) -> None:
         """Release slots and settle the budget."""
         if choice.token is not None:
-            self.runtime.finish(cast(Routed, choice.token))
+            self.runtime.finish(choice.token)  # type: ignore[arg-type]
 
     def set_limit(self, tenant: str, limit: float) -> None:
         """A budget event: the policy in force, with this tenant's limit changed."""
@@ -81,63 +114,30 @@ class Adaptive:
             "budgets": budgets.model_copy(update={"tenants": tenants})})
         self.runtime.install(policy=changed, now=self.runtime.snapshot.built_at)
 
-
-class Baseline:
-    """cloud-only, edge-only (plain consistent hashing), round-robin, least-loaded."""
-
-    def __init__(self, policy: Policy, kind: str) -> None:
-        """A baseline of `kind` over the policy's targets."""
-        self.name = kind
-        self.kind = kind
-        self.policy = policy
-        self.healthy = {n.id for n in policy.nodes}
-        self.prices = {p.instance_type: p.usd_per_hour for p in policy.pools}
-        self.load: dict[str, int] = {n.id: 0 for n in policy.nodes}
-        self.rr = itertools.count()
-
-    def refresh(self, feed: FeedSnapshot, now: float) -> None:
-        """Health and prices only."""
-        self.healthy = {n for n, s in feed.nodes.items() if s.healthy}
-        self.prices.update(feed.prices)
-
-    def _cloud(self, cls: TrafficClass, payload_bytes: int) -> Choice:
-        pools = [p for p in self.policy.pools
-                 if cls.residency <= p.residency and p.serves(cls.model)]
-        if not pools:
-            return Choice("refused")
-        p = min(pools, key=lambda p: p.latency_ms)
-        price = self.prices.get(p.instance_type, p.usd_per_hour)
-        cost = price / 3600 * p.compute_ms / 1000 + p.egress_usd_per_gb * payload_bytes / 1e9
-        return Choice("cloud", None, p.id, None, cost)
-
-    def route(self, cls: TrafficClass, key: str, now: float, payload_bytes: int) -> Choice:
-        """Pick by the baseline's rule."""
-        if self.kind == "cloud-only":
-            return self._cloud(cls, payload_bytes)
-        nodes = [n for n in self.policy.nodes if n.id in self.healthy
-                 and cls.residency <= n.residency and n.serves(cls.model)]
-        if not nodes:
-            return Choice("refused") if self.kind == "edge-only" else \
-                self._cloud(cls, payload_bytes)
-        if self.kind in ("edge-only", "consistent-hash"):
-            n = min(nodes, key=lambda n: hash64(f"{n.id}|{key}"))  # rendezvous hashing
-        elif self.kind == "round-robin":
-            n = nodes[next(self.rr) % len(nodes)]
-        else:  # least-loaded, relative to slots
-            n = min(nodes, key=lambda n: (self.load[n.id] / n.slots, n.id))
-        self.load[n.id] += 1
-        cost = n.cost_per_inference_usd
-        if cost is None:
-            cost = self.policy.edge_cost_per_inference_usd
-        return Choice("edge", n.id, None, "full", cost)
-
-    def done(self, choice: Choice) -> None:
-        """Track in-flight for least-loaded."""
-        if choice.node is not None:
-            self.load[choice.node] -= 1
-
-    def set_limit(self, tenant: str, limit: float) -> None:
-        """Baselines do not enforce budgets."""
+    def caps(self) -> dict[str, float]:
+        """Per node, the largest cap any request class in use would give it at its next pick."""
+        snap = self.runtime.snapshot
+        tracker = snap.tracker
+        eps = snap.policy.hashing.balance_factor
+        out: dict[str, float] = {}
+        for residency, model in snap.class_keys():
+            entry = snap.entry(residency, model)
+            total = tracker.total(entry.gid, entry.member_slots)
+            for idx in entry.members:
+                node = snap.nodes[idx]
+                limit = cap(total, node.weight, entry.weight_sum, eps, node.min_cap)
+                out[node.id] = max(out.get(node.id, 0.0), float(limit))
+        return out
 
 
-BASELINES = ("cloud-only", "edge-only", "round-robin", "consistent-hash", "least-loaded")
+def edge_cost(node: EdgeNode, policy: Policy) -> float:
+    """The node's amortized cost of one inference."""
+    cost = node.cost_per_inference_usd
+    return policy.edge_cost_per_inference_usd if cost is None else cost
+
+
+def pool_cost(pool: CloudPool, prices: Mapping[str, float], compute_ms: float,
+              payload_bytes: float) -> float:
+    """What `pool` bills for `compute_ms` of inference on `payload_bytes` sent to it."""
+    price = prices.get(pool.instance_type, pool.usd_per_hour)
+    return price / 3600 * compute_ms / 1000 + pool.egress_usd_per_gb * payload_bytes / 1e9

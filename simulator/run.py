@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import gc
+import math
 import sys
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import numpy as np
 
 from router.core.model import Policy
-from simulator.routers import EPOCH, Router
+from simulator.routers import EPOCH, Choice, Router
 from simulator.scenario import Scenario
-from simulator.world import EVENT, REFRESH, Choice, World, arrivals
+from simulator.traffic import arrivals
+from simulator.world import EVENT, REFRESH, SAMPLE, World
+
+SAMPLE_S = 10.0  # utilization and caps are sampled this often (the report's steady windows)
 
 
 @dataclass
 class Result:
-    """Per-request columns plus time series for the report."""
+    """Per-request columns (one entry per request, in arrival order) plus time series."""
 
     router: str
     t: list[float] = field(default_factory=list)
@@ -25,14 +31,49 @@ class Result:
     tenant: list[str] = field(default_factory=list)
     cls: list[str] = field(default_factory=list)
     mode: list[str] = field(default_factory=list)
-    node: list[str] = field(default_factory=list)
+    node: list[str] = field(default_factory=list)  # node, or pool for cloud; '' when refused
     latency_ms: list[float] = field(default_factory=list)
     cost_usd: list[float] = field(default_factory=list)
     slo_ms: list[float] = field(default_factory=list)
+    quality: list[str | None] = field(default_factory=list)
+    home: list[bool] = field(default_factory=list)
+    fill: list[float | None] = field(default_factory=list)  # None: no cap (cloud, baselines)
+    cloud_usd: list[float] = field(default_factory=list)
+    warm: list[bool | None] = field(default_factory=list)  # edge inferences only
+    pool: list[str | None] = field(default_factory=list)  # a split's pool
     violations: int = 0
-    load_samples: list[tuple[float, dict[str, int]]] = field(default_factory=list)
     limits: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    util: list[tuple[float, dict[str, float]]] = field(default_factory=list)  # slot-seconds
+    caps: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    slots: dict[str, int] = field(default_factory=dict)
+    event_times: list[float] = field(default_factory=list)
+    settle_s: float = 30.0  # after an event, how long until windows count as steady
     wall_seconds: float = 0.0
+
+
+def _prefill(out: Result, scenario: Scenario, times: np.ndarray, cls_idx: np.ndarray,
+             key_idx: np.ndarray) -> tuple[list[float], list[int], list[int], list[str]]:
+    """The columns the arrivals decide, and (times, class and key indexes, key names)."""
+    n = len(times)
+    classes = scenario.classes
+    tl, cl, kl = times.tolist(), cls_idx.tolist(), key_idx.tolist()
+    names = [f"k{i}" for i in range(scenario.keys)]
+    out.t = tl
+    out.key = [names[k] for k in kl]
+    out.cls = [classes[c].name for c in cl]
+    out.tenant = [classes[c].tenant for c in cl]
+    out.slo_ms = [float(classes[c].slo_ms) for c in cl]
+    out.mode = [""] * n
+    out.node = [""] * n
+    out.latency_ms = [math.nan] * n
+    out.cost_usd = [0.0] * n
+    out.cloud_usd = [0.0] * n
+    out.quality = [None] * n
+    out.home = [False] * n
+    out.fill = [None] * n
+    out.warm = [None] * n
+    out.pool = [None] * n
+    return tl, cl, kl, names
 
 
 def simulate(scenario: Scenario, policy: Policy, router: Router, *,
@@ -41,66 +82,113 @@ def simulate(scenario: Scenario, policy: Policy, router: Router, *,
     wall = time.perf_counter()
     rng = np.random.default_rng(scenario.seed)
     times, cls_idx, key_idx = arrivals(scenario, rng, requests)
-    world = World(policy, np.random.default_rng(scenario.seed + 1))
-    out = Result(router.name)
-    where = {**{n.id: n.residency for n in policy.nodes},
-             **{p.id: p.residency for p in policy.pools}}
+    world = World(policy, np.random.default_rng(scenario.seed + 1), scenario.world)
+    out = Result(router.name, settle_s=policy.refresh_seconds + SAMPLE_S)
+    out.slots = {n.id: n.slots for n in policy.nodes}
+    out.event_times = [0.0] + [float(e.at_s) for e in scenario.events]
+    tl, cl, kl, names = _prefill(out, scenario, times, cls_idx, key_idx)
     for tenant, tb in policy.budgets.tenants.items():
         out.limits[tenant] = [(0.0, tb.limit_usd)]
+    horizon = (tl[-1] if tl else 0.0) + 5.0
+    _schedule(world, scenario, policy, router, out, horizon)
     router.refresh(world.feed(EPOCH), 0.0)
-
-    def refresh() -> None:
-        router.refresh(world.feed(EPOCH + world.now), world.now)
-        out.load_samples.append((world.now, {n: x.busy for n, x in world.nodes.items()}))
-        if world.now + policy.refresh_seconds <= horizon:
-            world.at(world.now + policy.refresh_seconds, REFRESH, refresh)
-
-    horizon = (float(times[-1]) if len(times) else 0.0) + 5.0
-    world.at(policy.refresh_seconds, REFRESH, refresh)
-    for ev in scenario.events:
-        world.at(ev.at_s, EVENT, partial(_apply, ev.kind, ev.args, world, router, out))
-    classes = scenario.classes
-    n = len(times)
-    step = max(1, n // 50)
-    for i in range(n):
-        t = float(times[i])
-        world.run_until(t)
-        c = classes[int(cls_idx[i])]
-        key = f"k{int(key_idx[i])}"
-        payload = int(c.payload_kb * 1024)
-        choice = router.route(c, key, t, payload)
-        row = len(out.t)
-        out.t.append(t)
-        out.key.append(key)
-        out.tenant.append(c.tenant)
-        out.cls.append(c.name)
-        out.mode.append(choice.mode)
-        out.node.append((choice.pool if choice.mode == "cloud" else choice.node) or "")
-        out.cost_usd.append(choice.cost_usd)
-        out.slo_ms.append(c.slo_ms)
-        out.latency_ms.append(float("nan"))
-        for target in (choice.node, choice.pool):
-            if target is not None and not c.residency <= where.get(target, frozenset()):
-                out.violations += 1
-        if choice.mode == "refused":
-            continue
-
-        def done(ms: float, row: int = row, choice: Choice = choice) -> None:
-            out.latency_ms[row] = ms
-            router.done(choice)
-
-        world.submit(choice, c.payload_kb, done)
-        if progress and i % step == 0:
-            print(f"\r{router.name}: {100 * i / n:5.1f}%", end="", file=sys.stderr, flush=True)
-    world.run_until(float("inf"))
-    if progress:
-        print(f"\r{router.name}: 100.0%", file=sys.stderr)
+    choices: list[Choice | None] = [None] * len(tl)
+    world.on_done = partial(_done, out.latency_ms, out.warm, choices, router.done)
+    collecting = gc.isenabled()
+    # A request's objects form no reference cycles, but the cyclic collector still walks the
+    # growing result columns again and again: off for the run, it costs a tenth of the time.
+    gc.disable()
+    try:
+        _loop(world, scenario, policy, router, out, (tl, cl, kl, names), choices, progress)
+        world.run_until(math.inf)
+    finally:
+        if collecting:
+            gc.enable()
     out.wall_seconds = time.perf_counter() - wall
     return out
 
 
-def _apply(kind: str, args: dict[str, object], world: World, router: Router,
-           out: Result) -> None:
+def _done(latency: list[float], warm: list[bool | None], choices: list[Choice | None],
+          done: Any, row: int, ms: float, was_warm: bool | None) -> None:
+    latency[row] = ms
+    warm[row] = was_warm
+    choice = choices[row]
+    choices[row] = None
+    done(choice)
+
+
+def _loop(world: World, scenario: Scenario, policy: Policy, router: Router, out: Result,
+          cols: tuple[list[float], list[int], list[int], list[str]],
+          choices: list[Choice | None], progress: bool) -> None:
+    """Every arrival in order: the events due before it, then its decision and its start."""
+    tl, cl, kl, names = cols
+    classes = scenario.classes
+    payloads = [int(c.payload_kb * 1024) for c in classes]
+    allowed = _residency(scenario, policy)
+    heap, run_until, submit, route = world.heap, world.run_until, world.submit, router.route
+    mode_col, node_col, pool_col, quality_col = out.mode, out.node, out.pool, out.quality
+    cost_col, cloud_col, home_col, fill_col = out.cost_usd, out.cloud_usd, out.home, out.fill
+    n = len(tl)
+    step = max(1, n // 50)
+    for i in range(n):
+        t = tl[i]
+        if heap and heap[0][0] <= t:
+            run_until(t)
+        world.now = t
+        c = cl[i]
+        choice = route(classes[c], names[kl[i]], t, payloads[c])
+        mode, node, pool = choice[0], choice[1], choice[2]
+        mode_col[i] = mode
+        node_col[i] = (pool if mode == "cloud" else node) or ""
+        pool_col[i] = pool
+        quality_col[i] = choice[3]
+        cost_col[i] = choice[4]
+        cloud_col[i] = choice[5]
+        home_col[i] = choice[6]
+        fill_col[i] = choice[7]
+        if mode == "refused":
+            continue
+        if not (allowed[c][node] if node is not None else True) or \
+                not (allowed[c][pool] if pool is not None else True):
+            out.violations += 1
+        choices[i] = choice
+        submit(i, mode, node, pool, choice[3], kl[i], payloads[c])
+        if progress and i % step == 0:
+            print(f"\r{router.name}: {100 * i / n:5.1f}%", end="", file=sys.stderr, flush=True)
+    if progress:
+        print(f"\r{router.name}: 100.0%", file=sys.stderr)
+
+
+def _residency(scenario: Scenario, policy: Policy) -> list[dict[str, bool]]:
+    """Per class, per node and pool id: whether it satisfies the class's residency."""
+    where = {**{n.id: n.residency for n in policy.nodes},
+             **{p.id: p.residency for p in policy.pools}}
+    return [{t: c.residency <= tags for t, tags in where.items()} for c in scenario.classes]
+
+
+def _schedule(world: World, scenario: Scenario, policy: Policy, router: Router, out: Result,
+              horizon: float) -> None:
+    """Feed refreshes, 10-s samples and the scenario's events on the world's clock."""
+
+    def refresh() -> None:
+        router.refresh(world.feed(EPOCH + world.now), world.now)
+        if world.now + policy.refresh_seconds <= horizon:
+            world.at(world.now + policy.refresh_seconds, REFRESH, refresh)
+
+    def sample() -> None:
+        out.util.append((world.now, world.utilization()))
+        for node, limit in router.caps().items():
+            out.caps.setdefault(node, []).append((world.now, limit))
+        if world.now + SAMPLE_S <= horizon:
+            world.at(world.now + SAMPLE_S, SAMPLE, sample)
+
+    world.at(policy.refresh_seconds, REFRESH, refresh)
+    world.at(SAMPLE_S, SAMPLE, sample)
+    for ev in scenario.events:
+        world.at(ev.at_s, EVENT, partial(_apply, ev.kind, ev.args, world, router, out))
+
+
+def _apply(kind: str, args: dict[str, Any], world: World, router: Router, out: Result) -> None:
     if kind in ("node_down", "node_up"):
         node = world.nodes.get(str(args["node"]))
         if node is not None:
@@ -108,18 +196,17 @@ def _apply(kind: str, args: dict[str, object], world: World, router: Router,
     elif kind == "throttle":
         node = world.nodes.get(str(args["node"]))
         if node is not None:
-            node.score = float(args["compute_score"])  # type: ignore[arg-type]
+            node.throttle(float(args["compute_score"]))
     elif kind == "spot_price":
         prices = args["prices"]
-        assert isinstance(prices, dict)
         for pool in world.pools.values():
             if pool.spec.instance_type in prices:
                 pool.price = float(prices[pool.spec.instance_type])
     elif kind == "partition":
         pool_ = world.pools.get(str(args["pool"]))
         if pool_ is not None:
-            pool_.partitioned_until = world.now + float(args["for_s"])  # type: ignore[arg-type]
+            pool_.partitioned_until = world.now + float(args["for_s"])
     elif kind == "budget":
-        tenant, limit = str(args["tenant"]), float(args["limit_usd"])  # type: ignore[arg-type]
+        tenant, limit = str(args["tenant"]), float(args["limit_usd"])
         router.set_limit(tenant, limit)
         out.limits.setdefault(tenant, [(0.0, limit)]).append((world.now, limit))

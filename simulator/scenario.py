@@ -37,6 +37,10 @@ from router.core.schema import (
 )
 from router.policy.loader import validate_located
 from router.policy.yamlloc import MAX_BYTES, Problem, load_located, read_text
+from simulator.worldconfig import Site, WorldConfig
+
+__all__ = ["Event", "Keys", "Scenario", "Site", "Traffic", "TrafficClass", "WorldConfig",
+           "load_scenario", "parse_scenario"]
 
 EVENT_KINDS = ("node_down", "node_up", "throttle", "spot_price", "partition", "budget")
 Points = tuple[tuple[float, float], ...]
@@ -192,6 +196,8 @@ class Scenario(Schema):
     seed: Int = Field(default=1, ge=0, description="random seed")
     traffic: Traffic = Field(description="arrivals")
     events: tuple[Event, ...] = Field(default=(), description="timed changes, any order")
+    world: Annotated[WorldConfig, Sect] = Field(
+        default_factory=lambda: WorldConfig(), description="how the simulated world behaves")
     _file: str = PrivateAttr("<scenario>")
 
     @field_validator("events", mode="before")

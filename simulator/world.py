@@ -1,184 +1,269 @@
-"""The simulated world: edge nodes with slots and queues, cloud pools, partitions, time.
+"""The simulated world: the physics of `simulator.model` on a heap-ordered event loop.
 
-A heap-ordered event loop (ties broken by (time, kind, seq)) owns time; arrivals,
-keys and classes are pre-drawn with a seeded numpy Generator, so the same
-scenario and seed give the same run. The router under test sees this world
-only through a feed snapshot taken every `refresh_seconds` of simulated time
-(health, compute score, slots, in-flight, VRAM pressure, observed p95, prices)
-plus its own in-flight counts — as in production.
+The loop owns time: events are (time, kind, seq, a, b) tuples, ties broken by
+(time, kind, seq), dispatched by kind with no closure per request. Random draws
+(service times, cloud jitter) come from the world's own seeded numpy Generator,
+drawn in blocks, so the same scenario and seed give the same run. The router
+under test sees this world only through `feed`, taken every `refresh_seconds`
+of simulated time (health, compute score, slots, in-flight, VRAM, p95, each
+node site's available uplink, prices) plus its own in-flight counts.
+
+A request is `submit`ted with its row number and ends with `on_done(row,
+latency_ms, warm)` (warm: whether an edge inference found its key warm, None
+for the other modes). Edge requests run on their node; a cloud request's
+payload crosses the gateway site's uplink, then the pool answers; a split
+extracts features on a feature slot of its node, sends them over the node's
+site uplink, and the pool infers on them. A node that is down, or a pool cut
+off, answers nothing: the request times out.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable
+from typing import Any, cast
 
 import numpy as np
 
-from router.core.feed import FeedSnapshot, NodeState
-from router.core.model import CloudPool, EdgeNode, Policy
-from simulator.scenario import Scenario
+from router.core.feed import FeedSnapshot
+from router.core.model import CloudPool, Policy
+from simulator.model import Link, Node, cloud_ms
+from simulator.scenario import WorldConfig
+from simulator.sites import site_links
 
-QUALITY = {"full": 1.0, "constrained": 0.6, "minimal": 0.35, None: 1.0}
-TIMEOUT_MS = 1000.0
-SPLIT_EXTRA_MS = 15.0  # edge → cloud hand-off of a split, until the world model is reworked
-DONE, REFRESH, EVENT, HEAL = 0, 1, 2, 3
-
-
-@dataclass
-class Node:
-    """An edge node: `slots` servers and a FIFO queue."""
-
-    spec: EdgeNode
-    score: float = 1.0
-    nominal: float = 1.0
-    up: bool = True
-    busy: int = 0
-    queue: deque[tuple[float, Callable[[], None]]] = field(default_factory=deque)
-    window: list[float] = field(default_factory=list)
+EDGE_END, FEATURE_END, LINK_END, CLOUD_END, TIMEOUT, SWEEP, SAMPLE, REFRESH, EVENT = range(9)
+SWEEP_S = 1.0  # how often requests past the deadline are given up on
+BLOCK = 1 << 16  # random draws made at once
 
 
-@dataclass
 class Pool:
     """A cloud pool: elastic, unless partitioned."""
 
-    spec: CloudPool
-    price: float
-    partitioned_until: float = -1.0
+    __slots__ = ("partitioned_until", "price", "spec")
+
+    def __init__(self, spec: CloudPool) -> None:
+        """The pool at its policy price, reachable."""
+        self.spec = spec
+        self.price = spec.usd_per_hour
+        self.partitioned_until = -1.0
 
 
-@dataclass(frozen=True, slots=True)
-class Choice:
-    """Where a router sent one request."""
-
-    mode: str  # edge | edge-degraded | split | cloud | refused
-    node: str | None = None
-    pool: str | None = None
-    quality: str | None = None
-    cost_usd: float = 0.0
-    token: object = None  # the router's own handle, given back on completion
+Done = Callable[[int, float, bool | None], None]
 
 
 class World:
-    """Nodes, pools and the clock; `submit` a choice, get a completion callback."""
+    """Nodes, pools, site uplinks and the clock; `submit` requests, hear `on_done`."""
 
-    def __init__(self, policy: Policy, rng: np.random.Generator) -> None:
-        """Build the world from the policy's nodes and pools."""
+    def __init__(self, policy: Policy, rng: np.random.Generator,
+                 config: WorldConfig | None = None) -> None:
+        """Build the world from the policy's nodes and pools and the scenario's `world`."""
+        cfg = config if config is not None else WorldConfig()
         self.rng = rng
         self.now = 0.0
-        self.heap: list[tuple[float, int, int, Callable[[], None]]] = []
+        self.timeout_s = cfg.timeout_ms / 1000.0
+        self.deadline_ms = cfg.deadline_ms
+        self._sweeping = False
+        self.jitter = cfg.cloud_jitter
+        self.shape = 1.0 / cfg.service_cv ** 2  # gamma shape; 1 is exponential
+        self.heap: list[tuple[Any, ...]] = []
         self.seq = itertools.count()
-        self.nodes = {n.id: Node(n) for n in policy.nodes}
-        self.pools = {p.id: Pool(p, p.usd_per_hour) for p in policy.pools}
-        # The retired split.extra_latency_ms; the world model rework replaces it.
-        self.split_extra = SPLIT_EXTRA_MS
+        self.nodes = {n.id: Node(n, warm_keys=cfg.warm_keys_per_node,
+                                 warm_speedup=cfg.warm_speedup, contention=cfg.contention,
+                                 vram_idle=cfg.vram_idle, vram_busy=cfg.vram_busy)
+                      for n in policy.nodes}
+        self.pools = {p.id: Pool(p) for p in policy.pools}
+        self.links, self.node_link, self.gateway = site_links(policy, cfg)
+        self.feature_fraction = policy.split.payload_fraction
+        self.compute_fraction = policy.split.cloud_compute_fraction
+        self.on_done: Done = lambda row, ms, warm: None
+        self._exp: list[float] = []
+        self._ln: list[float] = []
+        self._ei = self._li = 0
 
-    def at(self, t: float, kind: int, fn: Callable[[], None]) -> None:
-        """Schedule `fn` at time `t`."""
-        heapq.heappush(self.heap, (t, kind, next(self.seq), fn))
+    # -- the loop ---------------------------------------------------------------------------
+
+    def at(self, t: float, kind: int, a: Any = None, b: Any = None) -> None:
+        """Schedule an event of `kind` at time `t`."""
+        heapq.heappush(self.heap, (t, kind, next(self.seq), a, b))
 
     def run_until(self, t: float) -> None:
         """Process every scheduled event up to time `t`."""
         heap = self.heap
+        pop = heapq.heappop
         while heap and heap[0][0] <= t:
-            when, _, _, fn = heapq.heappop(heap)
-            self.now = when
-            fn()
+            event = pop(heap)
+            self.now = event[0]
+            if event[1] == EDGE_END:  # the common event, dispatched without a call
+                _, _, _, n, (row, t0, _, quality), warm = event
+                ms = (self.now - t0) * 1000.0
+                nxt = n.end(self.now, quality, ms)
+                if nxt is not None:
+                    self._edge_start(n, nxt)
+                # past the deadline its client has given up (the node's work is lost)
+                self.on_done(row, ms if ms < self.deadline_ms else self.deadline_ms, warm)
+            else:
+                self._dispatch(event)
         self.now = max(self.now, t)
 
-    def _serve(self, node: Node, mean_ms: float, done: Callable[[float], None]) -> None:
-        if not node.up:
-            self.at(self.now + TIMEOUT_MS / 1000, DONE, lambda: done(TIMEOUT_MS))
-            return
-        if node.busy < node.spec.slots:
-            self._start(node, self.now, mean_ms, done)
+    def step(self) -> None:
+        """Process the next event."""
+        self.run_until(self.heap[0][0])
+
+    def _dispatch(self, event: tuple[Any, ...]) -> None:
+        when, kind, _, a, b = event
+        if kind == LINK_END:
+            self._link_end(a, b)
+        elif kind == FEATURE_END:
+            self._feature_end(a, b)
+        elif kind in (CLOUD_END, TIMEOUT):
+            row, t0 = b
+            self.on_done(row, min((when - t0) * 1000.0, self.deadline_ms), None)
+        elif kind == SWEEP:
+            self._sweep()
+        else:  # SAMPLE, REFRESH, EVENT: a callback
+            a()
+
+    def _refill(self) -> list[float]:
+        """A block of unit-mean service-time factors with the world's `service_cv`."""
+        self._exp = self.rng.gamma(self.shape, 1.0 / self.shape, BLOCK).tolist()
+        return self._exp
+
+    def _draw_service(self) -> float:
+        i = self._ei
+        if i >= len(self._exp):
+            self._refill()
+            i = 0
+        self._ei = i + 1
+        return self._exp[i]
+
+    def _draw_jitter(self) -> float:
+        i = self._li
+        if i >= len(self._ln):
+            self._ln, i = self.rng.lognormal(0.0, self.jitter, BLOCK).tolist(), 0
+        self._li = i + 1
+        return self._ln[i]
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def submit(self, row: int, mode: str, node: str | None, pool: str | None,
+               quality: str | None, key: Hashable, payload_bytes: float) -> None:
+        """Start request `row` as the router chose; `on_done` hears when it ends."""
+        now = self.now
+        if mode == "edge" or mode == "edge-degraded":
+            n = self.nodes[node]  # type: ignore[index]
+            if not n.up:
+                self.at(now + self.timeout_s, TIMEOUT, None, (row, now))
+                return
+            req = (row, now, key, quality or "full")
+            if n.busy < n.slots:
+                self._edge_start(n, req)
+            else:
+                n.queue.append(req)
+                self._watch()
+        elif mode == "cloud":
+            p = self.pools[pool]  # type: ignore[index]
+            if now < p.partitioned_until:
+                self.at(now + self.timeout_s, TIMEOUT, None, (row, now))
+                return
+            self._send(self.gateway, payload_bytes, (row, now, p, p.spec.compute_ms))
+        elif mode == "split":
+            n = self.nodes[node]  # type: ignore[index]
+            p = self.pools[pool]  # type: ignore[index]
+            if not n.up:
+                self.at(now + self.timeout_s, TIMEOUT, None, (row, now))
+                return
+            split = (row, now, p, payload_bytes)
+            if n.feature_arrive(split):
+                self.at(now + n.feature_ms * self._draw_service() / 1000.0, FEATURE_END, n, split)
+            else:
+                self._watch()
         else:
-            arrived = self.now
-            node.queue.append((arrived, lambda: self._start(node, arrived, mean_ms, done)))
+            self.on_done(row, 0.0, None)
 
-    def _start(self, node: Node, arrived: float, mean_ms: float,
-               done: Callable[[float], None]) -> None:
-        node.busy += 1
-        service = float(self.rng.exponential(mean_ms * node.nominal / max(node.score, 1e-3)))
+    def _edge_start(self, n: Node, req: tuple[int, float, Hashable, str]) -> None:
+        i = self._ei
+        if i >= len(self._exp):
+            self._refill()
+            i = 0
+        self._ei = i + 1
+        now = self.now
+        ms, warm = n.start(now, req[2], req[3], self._exp[i])
+        heapq.heappush(self.heap, (now + ms / 1000.0, EDGE_END, next(self.seq), n, req, warm))
 
-        def finish() -> None:
-            node.busy -= 1
-            total = (self.now - arrived) * 1000.0
-            node.window.append(total)
-            if node.queue:
-                _, start = node.queue.popleft()
-                start()
-            done(total)
+    def _feature_end(self, n: Node, req: tuple[int, float, Pool, float]) -> None:
+        nxt = n.feature_end()
+        if nxt is not None:
+            self.at(self.now + n.feature_ms * self._draw_service() / 1000.0, FEATURE_END, n, nxt)
+        row, t0, p, payload = req
+        self._send(self.node_link[n.id], payload * self.feature_fraction,
+                   (row, t0, p, p.spec.compute_ms * self.compute_fraction))
 
-        self.at(self.now + service / 1000.0, DONE, finish)
+    def _send(self, link: Link, nbytes: float, token: tuple[int, float, Pool, float]) -> None:
+        link.start(self.now, nbytes, token)
+        self._schedule(link)
+        self._watch()
 
-    def _cloud(self, pool: Pool, base_ms: float, done: Callable[[float], None]) -> None:
-        if self.now < pool.partitioned_until:
-            self.at(self.now + TIMEOUT_MS / 1000, DONE, lambda: done(TIMEOUT_MS))
-            return
-        ms = base_ms * float(self.rng.lognormal(0.0, 0.12))
-        self.at(self.now + ms / 1000.0, DONE, lambda: done(ms))
+    def _watch(self) -> None:
+        """Make sure a sweep will give up on requests that wait past the deadline."""
+        if not self._sweeping:
+            self._sweeping = True
+            self.at(self.now + SWEEP_S, SWEEP)
 
-    def submit(self, choice: Choice, payload_kb: float, done: Callable[[float], None]) -> None:
-        """Run one request as `choice` says; `done(latency_ms)` is called when it ends."""
-        start = self.now
-        if choice.mode in ("edge", "edge-degraded") and choice.node in self.nodes:
-            node = self.nodes[choice.node]
-            self._serve(node, node.spec.base_latency_ms * QUALITY[choice.quality], done)
-        elif choice.mode == "cloud" and choice.pool in self.pools:
-            pool = self.pools[choice.pool]
-            self._cloud(pool, pool.spec.latency_ms + payload_kb / 100.0, done)
-        elif choice.mode == "split" and choice.node in self.nodes and choice.pool in self.pools:
-            node, pool = self.nodes[choice.node], self.pools[choice.pool]
+    def _sweep(self) -> None:
+        """Requests queued or uploading for `deadline_ms` end there: their clients gave up
+        (the upload stops; a queued request leaves the queue)."""
+        cutoff = self.now - self.deadline_ms / 1000.0
+        gone: list[int] = []
+        waiting = False
+        for link in self.links.values():
+            expired = link.expire(self.now, cutoff)
+            if expired:
+                gone += [tok[0] for tok in expired]  # type: ignore[index]
+                self._schedule(link)
+            waiting = waiting or link.active > 0
+        for n in self.nodes.values():
+            for queue in (n.queue, n.fqueue):
+                while queue and queue[0][1] <= cutoff:  # type: ignore[index]
+                    gone.append(queue.popleft()[0])  # type: ignore[index]
+                waiting = waiting or bool(queue)
+        for row in gone:
+            self.on_done(row, self.deadline_ms, None)
+        self._sweeping = waiting
+        if waiting:
+            self.at(self.now + SWEEP_S, SWEEP)
 
-            def then(edge_ms: float) -> None:
-                if edge_ms >= TIMEOUT_MS:
-                    done(edge_ms)
-                    return
-                self._cloud(pool, pool.spec.latency_ms * 0.8 + self.split_extra,
-                            lambda cloud_ms: done((self.now - start) * 1000.0
-                                                  if cloud_ms < TIMEOUT_MS else TIMEOUT_MS))
+    def _schedule(self, link: Link) -> None:
+        link.stamp += 1
+        end = link.next_end()
+        if end is not None:
+            self.at(end, LINK_END, link, link.stamp)
 
-            self._serve(node, node.spec.base_latency_ms * 0.4, then)
-        else:
-            done(0.0)
+    def _link_end(self, link: Link, stamp: int) -> None:
+        if stamp != link.stamp:
+            return  # superseded: a transfer started or ended since this was scheduled
+        now = self.now
+        for token in link.finish(now):
+            row, t0, p, compute = cast(tuple[int, float, Pool, float], token)
+            if now < p.partitioned_until:
+                self.at(max(now, t0 + self.timeout_s), TIMEOUT, None, (row, t0))
+            else:
+                ms = cloud_ms(p.spec.latency_ms, compute, self._draw_jitter())
+                self.at(now + ms / 1000.0, CLOUD_END, None, (row, t0))
+        self._schedule(link)
+
+    # -- what the router sees ---------------------------------------------------------------
 
     def feed(self, t_epoch: float) -> FeedSnapshot:
-        """What a capacity feed would report now (and reset the p95 windows)."""
-        states = {}
-        for node in self.nodes.values():
-            window = node.window
-            p95 = float(np.percentile(window, 95)) if len(window) >= 5 else None
-            node.window = []
-            load = (node.busy + len(node.queue)) / node.spec.slots
-            states[node.spec.id] = NodeState(
-                healthy=node.up, compute_score=node.score, slots=node.spec.slots,
-                inflight=node.busy, vram_used_fraction=min(1.0, 0.35 + 0.5 * load), p95_ms=p95)
+        """What a capacity feed reports now (each window starts over)."""
+        now = self.now
+        seen = {id(link): link.available_mbps(now) for link in self.links.values()}
+        states = {nid: n.state(now, seen[id(self.node_link[nid])])
+                  for nid, n in self.nodes.items()}
         prices = {p.spec.instance_type: p.price for p in self.pools.values()}
         return FeedSnapshot(generated_at=t_epoch, received_at=t_epoch, nodes=states,
                             prices=prices)
 
-
-def arrivals(scenario: Scenario, rng: np.random.Generator, limit: int | None
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pre-drawn (times, class indexes, key indexes) of a non-homogeneous Poisson stream."""
-    edges = np.arange(0.0, scenario.duration_s + 1.0, 1.0)
-    rates = np.array([scenario.rate_at(float(t) + 0.5) for t in edges[:-1]])
-    counts = rng.poisson(rates)
-    times = np.repeat(edges[:-1], counts) + rng.random(int(counts.sum()))
-    times.sort()
-    if limit is not None:
-        while len(times) < limit:  # extend past duration_s at the last rate
-            extra = rng.exponential(1.0 / max(rates[-1], 1e-6), limit - len(times)).cumsum()
-            times = np.concatenate([times, (times[-1] if len(times) else 0.0) + extra])
-        times = times[:limit]
-    weights = np.array([c.weight for c in scenario.classes])
-    cls = rng.choice(len(weights), size=len(times), p=weights / weights.sum())
-    if scenario.zipf_s > 1.0:
-        keys = (rng.zipf(scenario.zipf_s, len(times)) - 1) % scenario.keys
-    else:
-        keys = rng.integers(0, scenario.keys, len(times))
-    return times, cls, keys
+    def utilization(self) -> dict[str, float]:
+        """Busy slot-seconds per node since the last call."""
+        return {nid: n.utilization(self.now) for nid, n in self.nodes.items()}

@@ -36,6 +36,10 @@ def admit(p: Plan, ledger: BudgetLedger, *, now: float) -> Decision:
     """Hold the first option whose budget fits; acquire its slots."""
     if p.refusal is not None:
         return p.refusal
+    options = p.options
+    if options and options[0].cloud_usd <= 0:
+        # the common case: the first option holds no budget, so it is taken as it is
+        return _routed(p, options[0], None, True, None)
     budgets = p.snapshot.policy.budgets
     account = p.account
     assert account is not None
@@ -103,14 +107,14 @@ def _routed(p: Plan, opt: Option, held: Reservation | None, acquire: bool,
     else:
         assert pool is not None
         target_address, target_id, cluster = pool.address, pool.id, pool.cluster
+    split_pool = pool if split else None
+    # positional, in field order: a named tuple built from keywords costs twice as much
     return Decision(
-        status=200, mode=opt.mode, reason=opt.reason, policy=p.snapshot.policy.digest,
-        target=target_address, node=target_id, quality=opt.quality,
-        split_cloud=pool.address if split and pool is not None else None,
-        split_pool=pool.id if split and pool is not None else None, cluster=cluster,
-        home=opt.home, fill=opt.fill, cost_usd=opt.cost_usd, est_ms=opt.est_ms, slots=slots,
-        reservation=held, candidates=tuple(notes) if notes is not None else (),
-    )
+        200, opt.mode, opt.reason, p.snapshot.policy.digest, target_address, target_id,
+        opt.quality, split_pool.address if split_pool is not None else None,
+        split_pool.id if split_pool is not None else None, cluster, opt.cost_usd, opt.est_ms,
+        None, None, None, slots, held, tuple(notes) if notes is not None else (),
+        opt.home, opt.fill)
 
 
 def _refuse(p: Plan, ledger: BudgetLedger, blocked: set[str], now: float,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from router import wire
 from router.core.budget import Reservation
@@ -23,13 +24,14 @@ class Candidate:
     cap: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """Where one request goes, or why it is refused.
 
     `slots` are the load-tracker slots this request holds and `reservation` the
     budget it holds; both must be handed back by `router.core.decide.finish`
-    when the HTTP request ends, however it ends.
+    when the HTTP request ends, however it ends. An immutable named tuple rather
+    than a frozen dataclass: one is built per request, and a frozen dataclass's
+    field-by-field `object.__setattr__` cost several microseconds of the decision.
     """
 
     status: int

@@ -74,3 +74,10 @@ def shed_fraction(estimate: float, bound: float, base: float) -> float:
 def stays(key: str, node: NodeRt, fraction: float) -> bool:
     """Whether `key` keeps `node` while `fraction` of its keys are shed (hash-stable)."""
     return fraction <= 0.0 or (fraction < 1.0 and hash64(f"{key}|{node.id}") / UNIT >= fraction)
+
+
+def full_quality(key: str, node: NodeRt) -> bool:
+    """Whether `key` may have full quality on `node` while it leaves a VRAM floor gradually
+    (`router.core.table`): a hash-stable `full_share` of the node's keys may."""
+    share = node.full_share
+    return share >= 1.0 or (share > 0.0 and hash64(f"{key}|{node.id}|full") / UNIT < share)

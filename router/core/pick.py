@@ -10,6 +10,7 @@ exactly when the edge's inference slots are full.
 
 from __future__ import annotations
 
+import functools
 from bisect import bisect_right
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -18,6 +19,10 @@ from router import wire
 from router.core.decision import Candidate
 from router.core.ring import cap, hash64
 from router.core.table import ClassEntry, NodeRt, Snapshot
+
+# A key's hash is needed on every request and keys repeat (sessions, cameras): memoized,
+# bounded, it costs a dictionary lookup instead of a blake2b digest.
+_key_hash = functools.lru_cache(maxsize=1 << 16)(hash64)
 
 
 class Pick(NamedTuple):
@@ -58,7 +63,7 @@ def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: boo
     # cap_i = max(ceil((1 + eps)(L + 1) w_i / sum w), floor_i), as router.core.ring.cap
     scale = (1.0 + snap.epsilon) * (total + 1) / wsum if wsum > 0 else 0.0
     owners = entry.ring.owners
-    start = bisect_right(keys, hash64(key))
+    start = bisect_right(keys, _key_hash(key))
     want = len(entry.members)
     seen: set[int] = set()
     first = True
@@ -94,9 +99,10 @@ def _walk_explained(entry: ClassEntry, snap: Snapshot, key: str, total: int, fea
     loads = snap.tracker.loads
     owners = entry.ring.owners
     mode = wire.MODE_SPLIT if features else wire.MODE_EDGE
+    start = bisect_right(keys, _key_hash(key))
     seen: set[int] = set()
     first = True
-    for pos in range(bisect_right(keys, hash64(key)), bisect_right(keys, hash64(key)) + n):
+    for pos in range(start, start + n):
         owner = owners[pos - n if pos >= n else pos]
         if owner in seen:
             continue

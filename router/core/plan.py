@@ -18,8 +18,7 @@ refused (403) with `budgets.unknown_tenant: refuse`; that is decided here too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from router import wire
 from router.core import estimate
@@ -41,9 +40,12 @@ class BudgetView(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class Option:
-    """One rung the request could take, with its estimate and what it would cost."""
+class Option(NamedTuple):
+    """One rung the request could take, with its estimate and what it would cost.
+
+    Named tuples (here and `Plan`): immutable like a frozen dataclass, several
+    times cheaper to build, and a few are built for every request.
+    """
 
     mode: str
     reason: str
@@ -58,8 +60,7 @@ class Option:
     held: bool = False  # over its estimate's bound, but the key is not among those shed
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(NamedTuple):
     """Ranked options for one request, or why it must be refused before admission."""
 
     request: RouteRequest
@@ -72,47 +73,34 @@ class Plan:
     notes: tuple[Candidate, ...] = ()
 
 
-def _full_edge(pick: Pick, req: RouteRequest, key: str, slo: float, max_cost: float
-               ) -> Option | None:
-    """The first rung when it wins outright (full quality, within SLO and max cost), else None.
-
-    Exactly the option the whole ladder would rank first in that case; `plan` returns it
-    without building the others.
-    """
+def _full_option(pick: Pick, req: RouteRequest, key: str) -> Option | None:
+    """The full-quality edge rung on the picked node (None when VRAM forbids full quality)."""
     node = pick.node
-    if node.quality_floor != 0 or node.cost_usd > max_cost + 1e-12:
+    if node.quality_floor != 0 or not estimate.full_quality(key, node):
         return None
     full_ms = estimate.edge_ms(node, pick.load)
+    fill = (pick.load + 1) / pick.cap if pick.cap else 1.0
     held = False
-    if full_ms > slo:
-        shed = estimate.shed_fraction(full_ms, slo, node.base_ms)
-        held = estimate.stays(key, node, shed)
-        if not held:
-            return None
-    return Option(wire.MODE_EDGE, wire.R_AFFINITY if pick.home else wire.R_BALANCE, full_ms,
-                  node.cost_usd, 0.0, node, None, "full", pick.home,
-                  (pick.load + 1) / pick.cap if pick.cap else 1.0, held)
+    if full_ms > req.slo_ms:  # over its bound: held only if this key is not among those shed
+        shed = estimate.shed_fraction(full_ms, req.slo_ms, node.base_ms)
+        held = shed > 0.0 and estimate.stays(key, node, shed)
+    return Option(wire.MODE_EDGE, wire.R_AFFINITY if pick.home else wire.R_BALANCE,
+                  full_ms, node.cost_usd, 0.0, node, None, "full", pick.home, fill, held)
 
 
-def _edge_options(pick: Pick, req: RouteRequest, snap: Snapshot, key: str) -> list[Option]:
-    """Edge rungs on the picked node: full (unless VRAM forbids it), then each lower quality."""
+def _degraded_options(pick: Pick, req: RouteRequest, snap: Snapshot, key: str) -> list[Option]:
+    """Edge rungs on the picked node at each quality below full (degradation accepted)."""
+    if not req.accept_degradation:
+        return []
     node = pick.node
     quality = snap.policy.quality
     full_ms = estimate.edge_ms(node, pick.load)
     fill = (pick.load + 1) / pick.cap if pick.cap else 1.0
-    out: list[Option] = []
-    if node.quality_floor == 0:
-        shed = estimate.shed_fraction(full_ms, req.slo_ms, node.base_ms)
-        out.append(Option(wire.MODE_EDGE, wire.R_AFFINITY if pick.home else wire.R_BALANCE,
-                          full_ms, node.cost_usd, 0.0, node, None, "full", pick.home, fill,
-                          held=shed > 0.0 and estimate.stays(key, node, shed)))
-    if req.accept_degradation:
-        reason = wire.R_VRAM if node.quality_floor > 0 else wire.R_SLO
-        for q in range(max(1, node.quality_floor), len(QUALITY_LEVELS)):
-            level = QUALITY_LEVELS[q]
-            out.append(Option(wire.MODE_DEGRADED, reason, full_ms * quality.factor(level),
-                              node.cost_usd, 0.0, node, None, level, pick.home, fill))
-    return out
+    vram = node.quality_floor > 0 or not estimate.full_quality(key, node)
+    reason = wire.R_VRAM if vram else wire.R_SLO
+    return [Option(wire.MODE_DEGRADED, reason, full_ms * quality.factor(level), node.cost_usd,
+                   0.0, node, None, level, pick.home, fill)
+            for level in QUALITY_LEVELS[max(1, node.quality_floor):]]
 
 
 def _cloud_options(entry: ClassEntry, req: RouteRequest, snap: Snapshot, key: str,
@@ -164,11 +152,17 @@ def plan(req: RouteRequest, snap: Snapshot, budget: BudgetView, *, now: float,
     pick = pick_edge(entry, snap, key, notes)
     max_cost = INF if req.max_cost_usd is None else req.max_cost_usd
     slo = req.slo_ms
-    if notes is None and pick is not None:
-        fast = _full_edge(pick, req, key, slo, max_cost)
-        if fast is not None:  # the common case: full quality within the SLO, nothing else built
-            return Plan(req, snap, account, entry, (fast,))
-    ladder = _edge_options(pick, req, snap, key) if pick is not None else []
+    ladder: list[Option] = []
+    if pick is not None:
+        first = _full_option(pick, req, key)
+        if first is not None:
+            # the common case: the home node at full quality, within the SLO (decided before
+            # the degraded rungs are even built)
+            if notes is None and (first.est_ms <= slo or first.held) \
+                    and first.cost_usd <= max_cost + 1e-12:
+                return Plan(req, snap, account, entry, (first,))
+            ladder.append(first)
+        ladder += _degraded_options(pick, req, snap, key)
     if pick is not None:
         edge_why = wire.R_SLO
     elif entry.members:
@@ -215,5 +209,5 @@ def _best_effort(beyond: list[Option], budget: BudgetView, budgets: BudgetConfig
         budget.state(budgets, account, now).over_soft
     ranked = sorted(beyond, key=lambda o: (over_soft and o.mode == wire.MODE_CLOUD, o.est_ms))
     soft_reason = wire.R_BUDGET_SOFT if over_soft else wire.R_BEST_EFFORT
-    return [replace(o, reason=wire.R_BEST_EFFORT if o.mode == wire.MODE_CLOUD else soft_reason)
+    return [o._replace(reason=wire.R_BEST_EFFORT if o.mode == wire.MODE_CLOUD else soft_reason)
             for o in ranked]

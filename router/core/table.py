@@ -8,11 +8,8 @@ Per request class (residency set, model) it holds the filtered ring, the
 weight sum, the load group and the cloud pools ordered by latency, so a
 decision is a dict lookup, one bounded-load walk and a budget check.
 
-Quality floors have hysteresis: a node enters `constrained` above
-`quality.constrained_above` (`minimal` above `minimal_above`) but leaves only
-below `quality.recover_below` (minimal: below `minimal_above` less the same
-gap), judged against the floor of the snapshot it replaces, so a VRAM reading
-near a threshold does not flip a node's quality at every refresh.
+Quality floors (VRAM pressure, with hysteresis and a gradual way back) are
+`router.core.quality`'s.
 """
 
 from __future__ import annotations
@@ -23,7 +20,11 @@ from router import wire
 from router.core.feed import FeedSnapshot, NodeState
 from router.core.loads import LoadTracker
 from router.core.model import CloudPool, EdgeNode, Policy
+from router.core.quality import full_share, quality_floor
 from router.core.ring import PointCache, Ring, build_ring, filter_ring
+
+__all__ = ["ClassEntry", "NodeRt", "PoolRt", "Snapshot", "build_table", "full_share",
+           "node_ineligible", "quality_floor"]
 
 MAX_CLASSES = 1024
 FEATURES = "#features"  # load-tracker name suffix of a node's split feature slots
@@ -53,6 +54,7 @@ class NodeRt:
     others_seen: float = 0.0  # in flight from other routers when the feed was read
     load_seen: float = 1.0  # everything in flight then (>= 1)
     min_cap: int = 0  # utilization floor: floor(hashing.min_cap_fraction x slots)
+    full_share: float = 1.0  # share of keys allowed full quality while leaving a floor
     state: NodeState | None = None  # the feed's reading it was built from
     own_seen: int = 0  # this router's in-flight count on the node when it was built
 
@@ -202,20 +204,8 @@ def node_ineligible(node: NodeRt, residency: frozenset[str], model: str | None) 
     return ""
 
 
-def quality_floor(policy: Policy, vram: float, previous: int = 0) -> int:
-    """The best quality level (index) a node serves at `vram` use, with hysteresis."""
-    q = policy.quality
-    enter = 2 if vram >= q.minimal_above else 1 if vram >= q.constrained_above else 0
-    if enter >= previous:
-        return enter
-    gap = q.constrained_above - q.recover_below
-    stay = 2 if previous == 2 and vram >= q.minimal_above - gap else \
-        1 if previous >= 1 and vram >= q.recover_below else 0
-    return max(enter, stay)
-
-
 def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: LoadTracker,
-          weight: float, previous: NodeRt | None) -> NodeRt:
+          weight: float, previous: NodeRt | None, fresh: bool) -> NodeRt:
     score = max(state.compute_score, 1e-3)
     base = spec.base_latency_ms / score
     est = base if state.p95_ms is None else max(base, state.p95_ms)
@@ -226,10 +216,12 @@ def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: L
     slots = state.slots if state.slots is not None else spec.slots
     uplink = spec.uplink_mbps if state.uplink_mbps is None else \
         min(spec.uplink_mbps, state.uplink_mbps)
+    floor = quality_floor(policy, state.vram_used_fraction,
+                          previous.quality_floor if previous else 0)
     return NodeRt(
         idx=idx, id=spec.id, address=spec.address, slot=slot, weight=weight, slots=slots,
-        est_ms=est, quality_floor=quality_floor(
-            policy, state.vram_used_fraction, previous.quality_floor if previous else 0),
+        est_ms=est, quality_floor=floor,
+        full_share=full_share(policy, state.vram_used_fraction, floor, previous, fresh=fresh),
         cost_usd=spec.cost_per_inference_usd
         if spec.cost_per_inference_usd is not None else policy.edge_cost_per_inference_usd,
         healthy=state.healthy and weight > 0, spec=spec,
@@ -244,29 +236,33 @@ def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: L
 
 
 def _unchanged(previous: NodeRt | None, idx: int, spec: EdgeNode, state: NodeState,
-               weight: float, tracker: LoadTracker) -> bool:
+               weight: float, tracker: LoadTracker, policy: Policy, fresh: bool) -> bool:
     """Whether `previous` is exactly what `_node` would build now (most nodes, most refreshes).
 
     Same policy entry, same feed reading, same weight: every field follows, the quality
     floor included (hysteresis gives the same floor for a repeated reading). The one live
     input, this router's own load at build time, matters only when the feed reported
-    latency above the node's base.
+    latency above the node's base. A node easing its keys back to full quality
+    (`router.core.quality`) moves its share at each new reading, so it is rebuilt.
     """
     return (previous is not None and previous.spec is spec and previous.idx == idx
             and previous.state == state and previous.weight == weight
             and (previous.excess_ms <= 0.0
-                 or tracker.loads[previous.slot] == previous.own_seen))
+                 or tracker.loads[previous.slot] == previous.own_seen)
+            and (not fresh or previous.full_share == full_share(
+                policy, state.vram_used_fraction, previous.quality_floor, previous)))
 
 
 def build_table(policy: Policy, feed: FeedSnapshot | None, tracker: LoadTracker,
                 cache: PointCache, *, now: float, previous: Snapshot | None = None) -> Snapshot:
     """Compile `policy` and `feed` into a snapshot (pure but for slot allocation).
 
-    `previous`, the snapshot this one replaces, carries the quality floors that
-    hysteresis needs.
+    `previous`, the snapshot this one replaces, carries the quality floors and
+    full-quality shares that hysteresis and gradual leaving need.
     """
     stale = feed is None or feed.age(now) > policy.feed.stale_after_seconds
     before = {n.id: n for n in previous.nodes} if previous is not None else {}
+    fresh = previous is None or previous.feed is not feed  # a new reading moves full_share
     nodes: list[NodeRt] = []
     for idx, spec in enumerate(policy.nodes):
         state = feed.nodes.get(spec.id) if feed is not None else None
@@ -278,10 +274,11 @@ def build_table(policy: Policy, feed: FeedSnapshot | None, tracker: LoadTracker,
             health *= policy.feed.stale_weight
         weight = spec.weight * state.compute_score * health
         prev = before.get(spec.id)
-        if prev is not None and _unchanged(prev, idx, spec, state, weight, tracker):
+        if prev is not None and _unchanged(prev, idx, spec, state, weight, tracker, policy,
+                                           fresh):
             nodes.append(prev)
         else:
-            nodes.append(_node(idx, spec, state, policy, tracker, weight, prev))
+            nodes.append(_node(idx, spec, state, policy, tracker, weight, prev, fresh))
     pools: list[PoolRt] = []
     for idx, pspec in enumerate(policy.pools):
         price = pspec.usd_per_hour

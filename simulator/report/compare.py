@@ -1,4 +1,4 @@
-"""The runs side by side: p95 latency, SLO attainment and cloud spend per router."""
+"""The runs side by side: p95 latency, SLO attainment, cloud spend and total cost per router."""
 
 from __future__ import annotations
 
@@ -9,15 +9,16 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from simulator.baselines import BASELINES
 from simulator.report.data import ReportInput
 from simulator.report.fmt import number, usd
 from simulator.report.style import SERIES_COLORS, Figure, layout, plain
-from simulator.routers import BASELINES
 
 PANELS: tuple[tuple[str, str], ...] = (
     ("p95 latency (ms)", "p95"),
     ("SLO attainment (%)", "slo"),
     ("cloud spend (USD)", "spend"),
+    ("total cost, edge amortized (USD)", "cost"),
 )
 
 
@@ -26,6 +27,8 @@ def _value(report: Mapping[str, Any], what: str) -> float:
         return float(report.get("latency_ms", {}).get("p95", 0.0))
     if what == "slo":
         return 100 * float(report.get("slo_attainment", 0.0))
+    if what == "cost":
+        return float(report.get("cost_usd", 0.0))
     return float(report.get("cloud_spend_usd", 0.0))
 
 
@@ -57,7 +60,7 @@ def _color(i: int, name: str) -> str:
 
 
 def baselines(data: ReportInput) -> Figure | None:
-    """One horizontal bar per run in each of three panels, the main run on top."""
+    """One horizontal bar per run in each panel (PANELS), the main run on top."""
     runs = data.runs
     if len(runs) < 2:
         return None
@@ -74,6 +77,7 @@ def baselines(data: ReportInput) -> Figure | None:
         fig.update_xaxes(**{"title_text": title, **_range(values, what)}, row=1, col=col)
     fig.update_xaxes(ticksuffix=" %", row=1, col=2)
     fig.update_xaxes(tickprefix="$", row=1, col=3)
+    fig.update_xaxes(tickprefix="$", row=1, col=4)
     layout(fig, height=110 + 34 * len(runs), top=40, legend=False)
     fig.update_yaxes(autorange="reversed", ticks="")
     fig.update_layout(hovermode="closest", bargap=0.25)

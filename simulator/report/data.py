@@ -21,7 +21,8 @@ from simulator.run import Result
 from simulator.scenario import Event, Scenario
 
 CLOUDY = ("cloud", "split")
-EDGE_MODES = ("edge", "edge-degraded", "split")  # modes that hold a slot on an edge node
+EDGE_MODES = ("edge", "edge-degraded")  # modes that hold an inference slot on an edge node
+# (a split holds one of the node's feature slots instead, counted apart)
 
 
 def nice_step(raw: float) -> float:
@@ -74,6 +75,14 @@ class ReportInput:
     def cost(self) -> np.ndarray:
         """Cost of each request, USD."""
         return np.asarray(self.result.cost_usd, dtype=float)
+
+    @cached_property
+    def cloud_cost(self) -> np.ndarray:
+        """What a pool billed for each request, USD (what budgets count)."""
+        r = self.result
+        if len(r.cloud_usd) == len(r.t):
+            return np.asarray(r.cloud_usd, dtype=float)
+        return np.where(np.isin(self.mode, CLOUDY), self.cost, 0.0)
 
     @cached_property
     def tenant(self) -> np.ndarray:

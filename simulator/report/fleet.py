@@ -137,9 +137,8 @@ def _limit_trace(limits: Sequence[tuple[float, float]], fraction: float, span: f
 def tenants_to_show(data: ReportInput) -> list[str]:
     """Tenants with cloud spend in the run, the biggest spenders first (at most six)."""
     spend: dict[str, float] = {}
-    for tenant, mode, cost in zip(data.result.tenant, data.result.mode, data.result.cost_usd,
-                                  strict=True):
-        if mode in CLOUDY:
+    for tenant, cost in zip(data.result.tenant, data.cloud_cost.tolist(), strict=True):
+        if cost:
             spend[tenant] = spend.get(tenant, 0.0) + cost
     return sorted((t for t, v in spend.items() if v > 0), key=lambda t: -spend[t])[:6]
 
@@ -149,7 +148,7 @@ def _tenant_panel(fig: Figure, data: ReportInput, tenant: str, at: dict[str, int
     """Draw one tenant's spend and nearby limits at row/col `at`; returns the panel title."""
     which = np.clip(np.digitize(data.t, data.bins) - 1, 0, len(data.bins) - 2)
     sel = np.isin(data.mode, CLOUDY) & (data.tenant == tenant)
-    per_bin = np.bincount(which[sel], weights=data.cost[sel], minlength=len(data.bins) - 1)
+    per_bin = np.bincount(which[sel], weights=data.cloud_cost[sel], minlength=len(data.bins) - 1)
     cum = np.concatenate([[0.0], np.cumsum(per_bin)])
     fig.add_trace(go.Scatter(x=data.bins, y=cum, mode="lines", name="cloud spend",
                              legendgroup="spend", showlegend="spend" not in in_legend,

@@ -19,18 +19,19 @@ KEYS: dict[str, tuple[str, str, str]] = {
     "requests": ("requests", "count", "requests in the run"),
     "slo_attainment": ("SLO attainment", "pct",
                        "requests answered within their SLO, refused ones counted as missed"),
-    "cost_usd": ("total cost", "usd", "edge and cloud cost of every request"),
+    "cost_usd": ("total cost", "usd",
+                 "every request's cost: the edge's amortized cost plus what pools billed"),
     "cost_per_1k_usd": ("cost per 1,000 requests", "usd", "total cost / requests × 1,000"),
+    "edge_cost_usd": ("edge cost (amortized)", "usd",
+                      "the edge's share of the total: hardware and power per inference"),
     "cloud_fraction": ("cloud share", "pct", "requests sent to a cloud pool, whole or split"),
-    "cloud_spend_usd": ("cloud spend", "usd",
-                        "cost of cloud and split requests: what tenant budgets count"),
-    "max_load_ratio": ("max load ratio", "ratio",
-                       "largest node in-flight over its weight's share of the fleet's load, "
-                       "at feed refreshes"),
+    "cloud_spend_usd": ("cloud spend", "usd", "what pools billed: what tenant budgets count"),
     "max_load_over_cap": ("max load over cap", "ratio",
-                          "largest in-flight / cap seen at any pick, by the router's own caps"),
+                          "largest (in flight + 1) / cap at any pick, by the router's own caps"),
     "affinity_hit_rate": ("affinity hit rate", "pct",
-                          "requests that ran where their key's previous request ran"),
+                          "edge requests that ran on their key's home node"),
+    "warm_hit_rate": ("warm-key hit rate", "pct",
+                      "edge inferences that found their key warm on the node"),
     "split_fraction": ("split share", "pct", "requests split between an edge node and a pool"),
     "mode_flap": ("mode flap", "ratio",
                   "largest change of the mode mix between two steady 10-s windows (0..1)"),
@@ -155,9 +156,13 @@ def summary_html(summary: Mapping[str, Any]) -> str:
 
 
 COMPARE_COLS: tuple[tuple[str, str, str], ...] = (
-    ("p50", "p50 latency", "ms"), ("p95", "p95 latency", "ms"), ("p99", "p99 latency", "ms"),
+    ("p50", "p50 latency", "ms"), ("p95", "p95 latency", "ms"),
     ("slo_attainment", "SLO attainment", "pct"), ("cloud_fraction", "cloud share", "pct"),
-    ("cloud_spend_usd", "cloud spend", "usd"), ("cost_per_1k_usd", "cost / 1k req", "usd"),
+    ("split_fraction", "split share", "pct"), ("cloud_spend_usd", "cloud spend", "usd"),
+    ("cost_usd", "total cost (edge amortized)", "usd"),
+    ("max_load_over_cap", "max load over cap", "ratio"),
+    ("affinity_hit_rate", "affinity hit rate", "pct"), ("warm_hit_rate", "warm hits", "pct"),
+    ("mode_flap", "mode flap", "ratio"),
     ("residency_violations", "residency violations", "count"), ("refused", "refused", "count"),
 )
 

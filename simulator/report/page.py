@@ -53,8 +53,10 @@ CHARTS: tuple[Chart, ...] = (
           "Where the requests of each time bin went; dotted lines mark the scenario's events "
           "(shaded while a pool is cut off).", charts.mode_mix, wide=False),
     Chart("node-load", "Load per edge node",
-          "Most requests in flight at once on each node per time bin, queued ones included, "
-          "against its slots and, when the run records it, the router's bounded-load cap.",
+          "Most inference requests (edge and edge-degraded) in flight at once on each node per "
+          "time bin, queued ones included, against its slots and, for hybrid-router, its "
+          "bounded-load cap (the largest any request class would give the node, sampled every "
+          "10 s). Splits hold feature slots, counted apart, and are not drawn.",
           fleet.node_load),
     Chart("budget-burn", "Cloud spend per tenant against its budget",
           "Cumulative cloud and split spend (what budgets count) against the soft and hard "
@@ -86,7 +88,8 @@ td.meaning{color:#555;font-size:13px}tbody th{font-weight:500;white-space:nowrap
 .summary-grid{display:grid;grid-template-columns:minmax(0,2fr) minmax(0,1fr);gap:16px}
 .nested-col table{margin-bottom:14px;min-width:260px}caption{text-align:left;font-weight:600;
  padding:0 0 4px}
-table.compare{width:100%%}table.compare tr.main{background:#e8f5f2;font-weight:600}
+table.compare{width:100%%;font-size:13px}.card{overflow-x:auto}
+table.compare tr.main{background:#e8f5f2;font-weight:600}
 .swatch{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:6px}
 .note{color:#555;font-size:13px}
 """

@@ -11,9 +11,22 @@ from typing import Any
 import numpy as np
 
 from router.core.model import Policy
+from simulator import metrics
 from simulator.run import Result
 
 CLOUDY = ("cloud", "split")
+
+
+def cloud_part(r: Result) -> list[float]:
+    """Per request, what a pool billed (what budgets count); a hand-made run without the
+    column counts a cloud or split request's whole cost."""
+    if len(r.cloud_usd) == len(r.t):
+        return r.cloud_usd
+    return [c if m in CLOUDY else 0.0 for m, c in zip(r.mode, r.cost_usd, strict=True)]
+
+
+def _rounded(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def summarize(r: Result, policy: Policy) -> dict[str, Any]:
@@ -26,28 +39,15 @@ def summarize(r: Result, policy: Policy) -> dict[str, Any]:
     cost = float(np.sum(r.cost_usd))
     cloud = sum(modes.get(m, 0) for m in CLOUDY)
     spend: dict[str, float] = {}
-    for tenant, mode, c in zip(r.tenant, r.mode, r.cost_usd, strict=True):
-        if mode in CLOUDY:
+    for tenant, c in zip(r.tenant, cloud_part(r), strict=True):
+        if c:
             spend[tenant] = spend.get(tenant, 0.0) + c
     overrun = 0.0
     for tenant, limits in r.limits.items():
         _, hard = policy.budgets.fractions(tenant)
         overrun += max(0.0, spend.get(tenant, 0.0) - min(v for _, v in limits) * hard)
-    last: dict[str, str] = {}
-    hits = total = 0
-    for key, node in zip(r.key, r.node, strict=True):
-        if key in last and node:
-            total += 1
-            hits += last[key] == node
-        if node:
-            last[key] = node
-    weights = {n.id: n.weight for n in policy.nodes}
-    ratio = 0.0
-    for _, loads in r.load_samples:
-        busy = sum(loads.values())
-        if busy >= len(loads):
-            wsum = sum(weights.values())
-            ratio = max(ratio, max(v / (busy * weights[n] / wsum) for n, v in loads.items()))
+    cloud_spend = sum(spend.values())
+
     def pct(q: float) -> float:
         return round(float(np.percentile(lat[served], q)), 2) if served.any() else 0.0
 
@@ -57,10 +57,15 @@ def summarize(r: Result, policy: Policy) -> dict[str, Any]:
         "latency_ms": {"p50": pct(50), "p95": pct(95), "p99": pct(99)},
         "slo_attainment": round(float(ok.sum()) / n, 4) if n else 0.0,
         "cost_usd": round(cost, 6), "cost_per_1k_usd": round(1000 * cost / n, 6) if n else 0.0,
+        "edge_cost_usd": round(cost - cloud_spend, 6),
+        "cloud_spend_usd": round(cloud_spend, 6),
         "cloud_fraction": round(cloud / n, 4) if n else 0.0,
-        "cloud_spend_usd": round(sum(spend.values()), 6),
-        "max_load_ratio": round(ratio, 3),
-        "affinity_hit_rate": round(hits / total, 4) if total else 0.0,
+        "split_fraction": round(modes.get("split", 0) / n, 4) if n else 0.0,
+        "max_load_over_cap": _rounded(metrics.max_load_over_cap(r)),
+        "affinity_hit_rate": _rounded(metrics.affinity_hit_rate(r)),
+        "warm_hit_rate": _rounded(metrics.warm_hit_rate(r)),
+        "mode_flap": _rounded(metrics.mode_flap(r)),
+        "quality_flap_rate": _rounded(metrics.quality_flap_rate(r)),
         "residency_violations": r.violations,
         "budget_overrun_usd": round(overrun, 6),
         "refused": modes.get("refused", 0),
@@ -69,32 +74,51 @@ def summarize(r: Result, policy: Policy) -> dict[str, Any]:
 
 
 def write_decisions(r: Result, path: Path) -> None:
-    """One JSON line per request."""
+    """One JSON line per request (docs/reference.md, "Decisions file")."""
+    n = len(r.t)
+    cloud = cloud_part(r)
+
+    def col(values: list[Any], default: Any) -> list[Any]:
+        return values if len(values) == n else [default] * n
+
+    quality, home, fill = col(r.quality, None), col(r.home, False), col(r.fill, None)
+    warm = col(r.warm, None)
     with path.open("w", encoding="utf-8") as fh:
-        for i in range(len(r.t)):
+        for i in range(n):
             lat = r.latency_ms[i]
+            mode = r.mode[i]
             fh.write(json.dumps({
                 "t": round(r.t[i], 6), "key": r.key[i], "tenant": r.tenant[i],
-                "mode": r.mode[i], "node": r.node[i] or None,
+                "class": r.cls[i], "mode": mode, "node": r.node[i] or None,
+                "quality": quality[i], "home": bool(home[i]) if mode != "cloud" else None,
+                "fill": None if fill[i] is None else round(fill[i], 6), "warm": warm[i],
                 "latency_ms": None if math.isnan(lat) else round(lat, 3),
-                "cost_usd": r.cost_usd[i],
-                "slo_met": (not math.isnan(lat)) and r.mode[i] != "refused"
+                "cost_usd": r.cost_usd[i], "cloud_usd": cloud[i],
+                "slo_met": (not math.isnan(lat)) and mode != "refused"
                 and lat <= r.slo_ms[i]}) + "\n")
 
 
+def _num(value: float | None, fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)
+
+
 def table(reports: list[dict[str, Any]]) -> str:
-    """Side-by-side comparison, the first run as the reference for cloud use and spend."""
+    """Side-by-side comparison, cloud use and spend against the cloud-only run's."""
     ref = next((x for x in reports if x["router"] == "cloud-only"), reports[0])
-    cols = ["router", "p50 ms", "p95 ms", "p99 ms", "SLO met", "cloud frac", "cloud spend $",
-            "cost/1k $", "vs cloud-only: cloud / spend", "residency viol.", "refused"]
+    cols = ["router", "p50 ms", "p95 ms", "SLO met", "cloud frac", "split frac",
+            "cloud spend $", "total cost $", "vs cloud-only: cloud / spend", "max load/cap",
+            "affinity", "warm hits", "mode flap", "residency viol.", "refused"]
     rows = [cols]
     for x in reports:
         cut_c = 1 - x["cloud_fraction"] / ref["cloud_fraction"] if ref["cloud_fraction"] else 0
         cut_s = 1 - x["cloud_spend_usd"] / ref["cloud_spend_usd"] if ref["cloud_spend_usd"] else 0
         rows.append([x["router"], f"{x['latency_ms']['p50']:.1f}", f"{x['latency_ms']['p95']:.1f}",
-                     f"{x['latency_ms']['p99']:.1f}", f"{100 * x['slo_attainment']:.1f}%",
-                     f"{x['cloud_fraction']:.3f}", f"{x['cloud_spend_usd']:.4f}",
-                     f"{x['cost_per_1k_usd']:.4f}", f"-{100 * cut_c:.0f}% / -{100 * cut_s:.0f}%",
+                     f"{100 * x['slo_attainment']:.1f}%", f"{x['cloud_fraction']:.3f}",
+                     f"{x.get('split_fraction', 0.0):.3f}", f"{x['cloud_spend_usd']:.4f}",
+                     f"{x['cost_usd']:.4f}", f"-{100 * cut_c:.0f}% / -{100 * cut_s:.0f}%",
+                     _num(x.get("max_load_over_cap"), ".3f"),
+                     _num(x.get("affinity_hit_rate"), ".3f"), _num(x.get("warm_hit_rate"), ".3f"),
+                     _num(x.get("mode_flap"), ".3f"),
                      str(x["residency_violations"]), str(x["refused"])])
     widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"

@@ -84,6 +84,74 @@ def test_vram_degradation_has_hysteresis(readings: list[float], floors: list[int
     assert q.recover_below < q.constrained_above
 
 
+def test_leaving_a_vram_floor_lets_keys_back_a_share_at_a_time() -> None:
+    pol = policy([node(0)])
+    tracker, cache = LoadTracker(), PointCache()
+    snap = None
+    shares = []
+    for vram in [0.70, 0.90, 0.65, 0.80, 0.72, 0.70, 0.70]:
+        snap = build_table(pol, feed({"n0000": NodeState(vram_used_fraction=vram)}), tracker,
+                           cache, now=NOW, previous=snap)
+        shares.append(snap.nodes[0].full_share)
+    # band 0.75-0.85: below 0.75 the share grows by (0.75 - v) / 0.10 / 2, at most 0.125 a
+    # refresh; it holds in the lower half of the band
+    assert shares == pytest.approx([1.0, 0.0, 0.125, 0.125, 0.25, 0.375, 0.5])
+    # a rebuild on the same reading (a policy reload) does not step the share again
+    held = build_table(pol, feed({"n0000": NodeState(vram_used_fraction=0.9)}), tracker, cache,
+                       now=NOW, previous=snap)
+    left = build_table(pol, feed({"n0000": NodeState(vram_used_fraction=0.65)}), tracker, cache,
+                       now=NOW, previous=held)
+    again = build_table(pol, left.feed, tracker, cache, now=NOW, previous=left)
+    assert (left.nodes[0].full_share, again.nodes[0].full_share) == (0.125, 0.125)
+
+
+def test_while_a_node_leaves_its_floor_the_same_keys_get_full_quality_back_first() -> None:
+    keys = [f"user-{i}" for i in range(2000)]
+    pol = policy([node(0, latency=20, slots=10_000)])
+
+    def full_after(readings: list[float]) -> set[str]:
+        tracker, cache, snap = LoadTracker(), PointCache(), None
+        for vram in readings:
+            snap = build_table(pol, feed({"n0000": NodeState(vram_used_fraction=vram)}),
+                               tracker, cache, now=NOW, previous=snap)
+        assert snap is not None
+        led, out = ledger(pol), set()
+        for k in keys:
+            d = decide(request(k, slo=100), snap, led, now=NOW)
+            finish(d, snap, led)
+            assert d.mode in ("edge", "edge-degraded")
+            if d.mode == "edge":
+                out.add(k)
+            else:
+                assert (d.quality, d.reason) == ("constrained", "vram")
+        return out
+
+    assert full_after([0.9]) == set()  # above constrained_above: every key degrades at once
+    eighth = full_after([0.9, 0.65])
+    assert abs(len(eighth) / len(keys) - 0.125) < 0.03  # an eighth come back, not all
+    more = full_after([0.9, 0.65, 0.72])
+    assert eighth < more and abs(len(more) / len(keys) - 0.25) < 0.03
+    assert full_after([0.9, 0.65]) == eighth  # hash-stable: the same keys each time
+    assert full_after([0.9, 0.3]) == eighth  # however far below: an eighth a refresh
+    assert len(full_after([0.9] + [0.3] * 8)) == len(keys)
+
+
+def test_a_node_heading_for_the_threshold_eases_keys_down_an_eighth_at_a_time() -> None:
+    pol = policy([node(0)])
+    tracker, cache = LoadTracker(), PointCache()
+    snap = None
+    shares, floors = [], []
+    for vram in [0.70, 0.82, 0.84, 0.84, 0.78, 0.70, 0.86]:
+        snap = build_table(pol, feed({"n0000": NodeState(vram_used_fraction=vram)}), tracker,
+                           cache, now=NOW, previous=snap)
+        shares.append(snap.nodes[0].full_share)
+        floors.append(snap.nodes[0].quality_floor)
+    # above the band's middle (0.80) the share shrinks by (v - 0.80) / 0.10, at most 0.125;
+    # in the lower half it holds; below 0.75 it grows; over 0.85 the floor takes every key
+    assert shares == pytest.approx([1.0, 0.875, 0.75, 0.625, 0.625, 0.75, 0.0])
+    assert floors == [0, 0, 0, 0, 0, 0, 1]
+
+
 def test_an_overloaded_node_sheds_a_hash_stable_share_proportional_to_the_overload() -> None:
     keys = [f"user-{i}" for i in range(2000)]
     pol = policy([node(0, latency=40, slots=10_000)])

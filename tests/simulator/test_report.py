@@ -14,7 +14,7 @@ from plotly.offline import get_plotlyjs
 from router.cli import main
 from simulator.report import ReportInput, html_report, summarize
 from simulator.report.charts import latency_cdf, mode_mix
-from simulator.report.compare import baselines
+from simulator.report.compare import PANELS, baselines
 from simulator.report.data import nice_step
 from simulator.report.fleet import budget_burn, node_load, peak_inflight
 from simulator.report.fmt import number, summary_html, usd
@@ -191,8 +191,10 @@ def test_baselines_chart_needs_other_runs_and_puts_this_run_first() -> None:
     assert baselines(report_input()) is None
     other = dict(summarize(result(), POLICY), router="cloud-only")
     fig = baselines(report_input(comparison=(other,)))
-    assert [list(t.y) for t in fig.data] == [["hybrid-router", "cloud-only"]] * 3
-    assert [t.marker.color[0] for t in fig.data] == ["#2a9d8f"] * 3
+    panels = len(PANELS)  # p95, SLO, cloud spend, total cost
+    assert panels == 4
+    assert [list(t.y) for t in fig.data] == [["hybrid-router", "cloud-only"]] * panels
+    assert [t.marker.color[0] for t in fig.data] == ["#2a9d8f"] * panels
 
 
 def test_page_is_self_contained_and_readable_without_a_network() -> None:

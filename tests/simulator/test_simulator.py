@@ -12,11 +12,13 @@ import pytest
 from router.cli import main
 from router.core.model import EdgeNode
 from router.policy.loader import load_policy
+from simulator import metrics
+from simulator.baselines import make_baseline
 from simulator.report import summarize
 from simulator.routers import Adaptive
 from simulator.run import simulate
-from simulator.scenario import load_scenario, parse_scenario
-from simulator.world import Choice, World
+from simulator.scenario import WorldConfig, load_scenario, parse_scenario
+from simulator.world import World
 from tests.core.factory import policy as make_policy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,14 +39,17 @@ def erlang_c_response_ms(c: int, lam: float, mean_ms: float) -> float:
 def test_edge_node_matches_mm_c(c: int, rho: float) -> None:
     node = EdgeNode(id="n", address="127.0.0.1:1", hardware="t", weight=1, slots=c,
                     residency=frozenset(), models=frozenset({"*"}), base_latency_ms=20.0)
-    world = World(make_policy([node]), np.random.default_rng(3))
+    # exponential service, contention 0 and every key new (never warm): an M/M/c queue
+    world = World(make_policy([node]), np.random.default_rng(3),
+                  WorldConfig(contention=0.0, service_cv=1.0))
     lam = rho * c * 1000.0 / 20.0
     rng = np.random.default_rng(4)
     times = np.cumsum(rng.exponential(1 / lam, 60_000))
     done: list[float] = []
-    for t in times:
+    world.on_done = lambda row, ms, warm: done.append(ms)
+    for i, t in enumerate(times):
         world.run_until(float(t))
-        world.submit(Choice("edge", "n", None, "full"), 0.0, done.append)
+        world.submit(i, "edge", "n", None, "full", i, 0.0)
     world.run_until(float("inf"))
     measured = float(np.mean(done[5000:]))
     expected = erlang_c_response_ms(c, lam, 20.0)
@@ -66,13 +71,41 @@ def test_same_seed_same_result() -> None:
     assert a == b
 
 
-@pytest.mark.parametrize("name", ["fintech.yaml", "partition.yaml", "spot-spike.yaml",
-                                  "black-friday.yaml"])
+def test_same_seed_same_result_for_the_world_model_and_seeded_baselines() -> None:
+    scenario, policy, _ = run("camera.yaml", 10)
+    for make in (lambda: Adaptive(policy), lambda: make_baseline(policy, "p2c", scenario.seed),
+                 lambda: make_baseline(policy, "envoy-ring-hash")):
+        a, b = (summarize(simulate(scenario, policy, make(), requests=6000), policy)
+                for _ in range(2))
+        a.pop("wall_seconds")
+        b.pop("wall_seconds")
+        assert a == b
+
+
+SHIPPED = sorted(p.name for p in SCENARIOS.glob("*.yaml"))
+
+
+def test_every_shipped_scenario_is_checked() -> None:
+    assert {"fintech.yaml", "partition.yaml", "spot-spike.yaml", "black-friday.yaml",
+            "camera.yaml"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_no_residency_violation_or_budget_overrun(name: str) -> None:
     _, policy, result = run(name, 15_000)
     report = summarize(result, policy)
     assert report["residency_violations"] == 0
     assert report["budget_overrun_usd"] == 0.0
+
+
+def test_camera_frames_split_rather_than_cross_the_uplink_whole_when_the_edge_is_full() -> None:
+    # the first ~300 s: the frame rate climbs past what the six boxes serve
+    _, _, result = run("camera.yaml", 100_000)
+    saturated = metrics.saturated_modes(result, 0.8)  # 80 % of all slots busy on average
+    assert saturated.get("split", 0) > 1000  # the edge was full for a while, and split took it
+    assert saturated.get("split", 0) >= saturated.get("cloud", 0)
+    report = summarize(result, load_policy(SCENARIOS / "policies" / "camera.yaml"))
+    assert report["split_fraction"] > report["cloud_fraction"] - report["split_fraction"]
 
 
 def test_hard_budget_holds_after_a_budget_cut() -> None:
@@ -106,14 +139,14 @@ def test_report_agrees_with_decisions_and_html_exists(tmp_path: Path,
     modes: dict[str, int] = {}
     for r in rows:
         modes[r["mode"]] = modes.get(r["mode"], 0) + 1
-        assert set(r) == {"t", "key", "tenant", "mode", "node", "latency_ms", "cost_usd",
-                          "slo_met"}
+        assert set(r) == {"t", "key", "tenant", "class", "mode", "node", "quality", "home",
+                          "fill", "warm", "latency_ms", "cost_usd", "cloud_usd", "slo_met"}
     assert modes == report["mode_counts"]
     assert sum(r["cost_usd"] for r in rows) == pytest.approx(report["cost_usd"], abs=1e-5)
     assert sum(r["slo_met"] for r in rows) / len(rows) == pytest.approx(
         report["slo_attainment"], abs=1e-4)
     for key in ("requests", "mode_counts", "latency_ms", "slo_attainment", "cost_usd",
-                "cost_per_1k_usd", "cloud_fraction", "max_load_ratio", "affinity_hit_rate",
+                "cost_per_1k_usd", "cloud_fraction", "max_load_over_cap", "affinity_hit_rate",
                 "residency_violations", "budget_overrun_usd", "wall_seconds"):
         assert key in report
     page = (out / "report.html").read_text()
