@@ -1,4 +1,4 @@
-"""Every shipped scenario through every router, issue #12's goals, the min_cap_fraction trade-off.
+"""Every shipped scenario through every router, the routing goals, the min_cap_fraction trade-off.
 
     .venv/bin/python bench/scenarios.py [--requests N] [--only NAME ...]
 
@@ -209,7 +209,8 @@ def main() -> int:
     print(table, goals, floors, sep="\n\n")
     if args.requests is None and args.only is None:
         write_section("scenarios", "Every shipped scenario through every router", table + NOTE)
-        write_section("goals", "Issue #12's goals", goals)
+        write_section("goals", "Goals: SLO, spend, bounded load, stable modes, split, affinity",
+                      goals + GOALS_NOTE)
         write_section("affinity", "Affinity against balance: hashing.min_cap_fraction",
                       floors + FLOORS_NOTE)
     return 0
@@ -224,6 +225,20 @@ inference; *cloud spend* is what pools billed. *max load/cap* is only defined fo
 bounded-load cap (this router and Envoy's ring hash, whose bound lets a host reach slots + 1).
 *affinity*: share of edge requests on their key's home node; *warm hits*: share of edge
 inferences that found their key warm. Reproduce: `.venv/bin/python bench/scenarios.py`."""
+
+GOALS_NOTE = """
+
+Camera's affinity miss is the physics of four-slot nodes, not the cap: the router leaves a key's
+home only when the home is at its cap or out of slots, and with `min_cap_fraction` 0.5 the cap of
+a 4-slot Orin at this load is its 4 slots. The run's one window under 60 % fleet utilization (the
+scenario is built to saturate; 79 % busy on average) had nodes near 60 % busy, and a 4-slot node
+offered 2.4 Erlangs has all four slots busy 14 % (Erlang B) to 29 % (Erlang C) of the time:
+affinity can be at most 0.71-0.86 there, and 0.716 is at the low end because 120 equal-rate
+cameras on six nodes are not spread evenly. Scenarios with 8- and 16-slot nodes meet the goal
+at the same floor (0.93-1.00 above). *Total with the edge amortized* charges every edge inference
+the policy's `cost_per_inference_usd` (the example policy's $0.0012, about 50 cloud inferences'
+compute at these spot prices), while an owned fleet that cloud-only leaves idle is not charged at
+all, so that column favours cloud-only; cloud spend is the like-for-like comparison."""
 
 FLOORS_NOTE = """
 
