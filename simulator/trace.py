@@ -95,13 +95,10 @@ def _violates(req: RouteRequest, choice: Choice, where: dict[str, frozenset[str]
     return any(t is not None and not req.residency <= where[t] for t in (choice[1], choice[2]))
 
 
-def candidate(rows: list[Entry], reqs: list[RouteRequest | Decision], base: float,
-              policy: Policy, adaptive: Adaptive, *, seed: int,
-              world_config: WorldConfig | None = None) -> Result:
-    """The replayed requests through the candidate in the simulated world."""
-    wall = time.perf_counter()
-    world = World(policy, np.random.default_rng(seed), world_config)
-    out = Result(adaptive.name, settle_s=policy.refresh_seconds + SAMPLE_S)
+def _blank(name: str, rows: list[Entry], reqs: list[RouteRequest | Decision], base: float,
+           policy: Policy) -> Result:
+    """The candidate's columns before the run: every request refused until decided."""
+    out = Result(name, settle_s=policy.refresh_seconds + SAMPLE_S)
     _columns(out, rows, reqs, base, policy.slo.default_latency_ms)
     n = len(rows)
     out.mode, out.node, out.latency_ms = ["refused"] * n, [""] * n, [math.nan] * n
@@ -111,6 +108,17 @@ def candidate(rows: list[Entry], reqs: list[RouteRequest | Decision], base: floa
     out.event_times = [0.0]
     for tenant, tb in policy.budgets.tenants.items():
         out.limits[tenant] = [(0.0, tb.limit_usd)]
+    return out
+
+
+def candidate(rows: list[Entry], reqs: list[RouteRequest | Decision], base: float,
+              policy: Policy, adaptive: Adaptive, *, seed: int,
+              world_config: WorldConfig | None = None) -> Result:
+    """The replayed requests through the candidate in the simulated world."""
+    wall = time.perf_counter()
+    world = World(policy, np.random.default_rng(seed), world_config)
+    out = _blank(adaptive.name, rows, reqs, base, policy)
+    n = len(rows)
     _schedule(world, policy, adaptive, out, (out.t[-1] if out.t else 0.0) + 5.0)
     adaptive.refresh(world.feed(EPOCH), 0.0)
     choices: list[Choice | None] = [None] * n
