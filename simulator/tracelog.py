@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 SHOWN = 3  # skipped lines named in the warning; the rest are only counted
+MAX_INT = 10 ** 15  # the server reads at most 15 digits of content-length
 MODES = frozenset({"edge", "edge-degraded", "split", "cloud", "refused"})
 
 
@@ -64,11 +65,13 @@ def siblings(path: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
-def _num(value: Any, *, allow_none: bool = False) -> bool:
-    if value is None:
-        return allow_none
-    return isinstance(value, int | float) and not isinstance(value, bool) and \
-        math.isfinite(value) and value >= 0
+def _num(value: Any) -> bool:
+    """A finite number >= 0 (an integer too large for a float is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if isinstance(value, int):
+        return 0 <= value < MAX_INT
+    return math.isfinite(value) and value >= 0
 
 
 def _text(value: Any) -> bool:

@@ -176,6 +176,9 @@ def test_garbage_lines_are_skipped_counted_and_named(
                json.dumps({**sample, "duration_ms": -1}).encode(),
                json.dumps({**sample, "mode": "teleport"}).encode(),
                json.dumps({**sample, "status": 503}).encode(),  # routed mode, refused status
+               json.dumps({**sample, "content_length": 10 ** 400}).encode(),
+               json.dumps({**sample, "t": float("nan")}).encode(),
+               json.dumps({**sample, "cost_usd": float("inf")}).encode(),
                b"[" * 100_000]
     with log.open("ab") as fh:
         fh.write(b"\n".join(garbage) + b"\n\n")
