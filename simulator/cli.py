@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                                "replay the log through")
     parser.add_argument("--last", type=float, metavar="SECONDS",
                         help="with --trace: only the lines within SECONDS of the newest")
-    parser.add_argument("--seed", type=int, default=1, metavar="N",
+    parser.add_argument("--seed", type=int, metavar="N",
                         help="with --trace: the simulated world's random seed (default 1)")
     parser.add_argument("--requests", type=int, metavar="N",
                         help="stop after N requests instead of at duration_s")
@@ -82,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the scenario (and comparisons), or replay a trace; exit 2 on bad input."""
     if args.trace is not None:
         return tracecli.run(args)
-    if args.scenario is None or args.policy is not None or args.last is not None:
-        print("hybrid-router simulate: give --scenario FILE (which names its policy) or "
+    if args.scenario is None or any(x is not None for x in (args.policy, args.last, args.seed)):
+        print("hybrid-router simulate: give --scenario FILE (which names its policy and seed) or "
               "--trace FILE --policy CANDIDATE", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else None

@@ -30,6 +30,8 @@ def _check(args: argparse.Namespace) -> str | None:
         return "--trace needs --policy CANDIDATE (the policy to replay the log through)"
     if args.compare is not None or args.baselines or args.requests is not None:
         return "--compare, --baselines and --requests are for --scenario runs"
+    if args.seed is not None and args.seed < 0:
+        return f"--seed must be 0 or more, got {args.seed}"
     if args.last is not None and not args.last > 0:
         return f"--last must be a number of seconds above 0, got {args.last:g}"
     out = Path(args.out) if args.out else None
@@ -60,8 +62,9 @@ def run(args: argparse.Namespace) -> int:
     policy = load_policy_or_report(args.policy)
     if policy is None:
         return 2
-    rep = replay(trace, policy, seed=args.seed)
-    report = replay_report(rep, policy, str(args.policy), args.seed)
+    seed = 1 if args.seed is None else args.seed
+    rep = replay(trace, policy, seed=seed)
+    report = replay_report(rep, policy, str(args.policy), seed)
     if args.decisions_out:
         write_decisions(rep.candidate, Path(args.decisions_out))
     if args.out:
