@@ -10,6 +10,7 @@ from typing import Any
 
 from router.core.model import Policy
 from router.policy.loader import load_policy_or_report
+from simulator import tracecli
 from simulator.baselines import BASELINES, make_baseline
 from simulator.report import ReportInput, html_report, summarize, table, write_decisions
 from simulator.routers import Adaptive, Router
@@ -20,7 +21,17 @@ from simulator.sites import check_world
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register this command's arguments."""
-    parser.add_argument("--scenario", required=True, metavar="FILE")
+    parser.add_argument("--scenario", metavar="FILE", help="the scenario to run (or --trace)")
+    parser.add_argument("--trace", metavar="FILE",
+                        help="replay a request log (serve --request-log FILE) through --policy: "
+                             "FILE, its rotated FILE.N and per-worker FILE.w<i>[.N], merged by "
+                             "arrival time")
+    parser.add_argument("--policy", metavar="CANDIDATE", help="with --trace: the policy to "
+                                                               "replay the log through")
+    parser.add_argument("--last", type=float, metavar="SECONDS",
+                        help="with --trace: only the lines within SECONDS of the newest")
+    parser.add_argument("--seed", type=int, metavar="N",
+                        help="with --trace: the simulated world's random seed (default 1)")
     parser.add_argument("--requests", type=int, metavar="N",
                         help="stop after N requests instead of at duration_s")
     parser.add_argument("--out", metavar="DIR", help="write report.json, decisions.jsonl and "
@@ -68,7 +79,13 @@ def _write(out: Path, main: Result, reports: list[dict[str, Any]], policy: Polic
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the scenario (and comparisons); exit 2 on a bad scenario or policy."""
+    """Run the scenario (and comparisons), or replay a trace; exit 2 on bad input."""
+    if args.trace is not None:
+        return tracecli.run(args)
+    if args.scenario is None or any(x is not None for x in (args.policy, args.last, args.seed)):
+        print("hybrid-router simulate: give --scenario FILE (which names its policy and seed) or "
+              "--trace FILE --policy CANDIDATE", file=sys.stderr)
+        return 2
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not out.is_dir():
         # Checked before the run, so a long simulation is not lost to a typo at the end.

@@ -16,7 +16,7 @@ from router.core.feed import FeedSnapshot
 from router.core.model import CloudPool, EdgeNode, Policy, TenantBudget
 from router.core.request import RouteRequest
 from router.core.ring import cap
-from router.runtime import Runtime
+from router.runtime import Routed, Runtime
 from simulator.scenario import TrafficClass
 
 EPOCH = 1_790_000_000.0  # simulated t=0 (2026-09-21T00:00Z): budgets roll over in UTC periods
@@ -84,18 +84,7 @@ class Adaptive:
                 key=key, tenant=cls.tenant, residency=cls.residency, slo_ms=cls.slo_ms,
                 model=cls.model, accept_degradation=cls.degrade, max_cost_usd=cls.max_cost_usd,
                 payload_bytes=payload_bytes)
-        routed = self.runtime.decide(req, now=EPOCH + now)
-        d = routed.decision
-        if d.status != 200:
-            return REFUSED
-        mode = d.mode
-        if mode == wire.MODE_CLOUD:
-            return Choice(mode, None, d.node, None, d.cost_usd, d.cost_usd, False, None, routed)
-        if mode == wire.MODE_SPLIT:
-            billed = d.reservation.amount if d.reservation is not None else 0.0
-            return Choice(mode, d.node, d.split_pool, None, d.cost_usd, billed, d.home, d.fill,
-                          routed)
-        return Choice(mode, d.node, None, d.quality, d.cost_usd, 0.0, d.home, d.fill, routed)
+        return choice_of(self.runtime.decide(req, now=EPOCH + now))
 
     def done(self, choice: Choice) -> None:
         """Release slots and settle the budget."""
@@ -128,6 +117,21 @@ class Adaptive:
                 limit = cap(total, node.weight, entry.weight_sum, eps, node.min_cap)
                 out[node.id] = max(out.get(node.id, 0.0), float(limit))
         return out
+
+
+def choice_of(routed: Routed) -> Choice:
+    """A `Runtime.decide` answer as a `Choice` (the routed answer kept as its token)."""
+    d = routed.decision
+    if d.status != 200:
+        return REFUSED
+    mode = d.mode
+    if mode == wire.MODE_CLOUD:
+        return Choice(mode, None, d.node, None, d.cost_usd, d.cost_usd, False, None, routed)
+    if mode == wire.MODE_SPLIT:
+        billed = d.reservation.amount if d.reservation is not None else 0.0
+        return Choice(mode, d.node, d.split_pool, None, d.cost_usd, billed, d.home, d.fill,
+                      routed)
+    return Choice(mode, d.node, None, d.quality, d.cost_usd, 0.0, d.home, d.fill, routed)
 
 
 def edge_cost(node: EdgeNode, policy: Policy) -> float:

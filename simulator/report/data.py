@@ -42,6 +42,7 @@ class ReportInput:
 
     `comparison`: other runs' summaries on the same traffic (policies, baselines).
     `caps`: per node, the router's bounded-load cap over time as (t_s, cap) points.
+    `trace`: with `simulate --trace`, the replay's report (production beside the candidate).
     """
 
     result: Result
@@ -50,6 +51,7 @@ class ReportInput:
     scenario: Scenario | None = None
     comparison: Sequence[Mapping[str, Any]] = ()
     caps: Mapping[str, Sequence[tuple[float, float]]] | None = None
+    trace: Mapping[str, Any] | None = None  # a trace replay's report.json (simulate --trace)
 
     @cached_property
     def t(self) -> np.ndarray:

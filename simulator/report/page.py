@@ -23,7 +23,7 @@ from pathlib import Path
 
 from plotly.offline import get_plotlyjs
 
-from simulator.report import charts, compare, fleet
+from simulator.report import charts, compare, fleet, replaypage
 from simulator.report.data import ReportInput
 from simulator.report.fmt import MODE_ORDER, comparison_html, summary_html
 from simulator.report.style import FONT, Figure, event_label, mode_color
@@ -70,6 +70,16 @@ BASELINES_CHART = Chart(
     "baselines", "The same traffic through each router",
     "This run (green), the other policies compared (blue) and the baselines (grey), on the "
     "same arrivals and events.", compare.baselines)
+
+REPLAY_CHARTS = (
+    Chart("replay-modes", "Mode mix: production and candidate",
+          "Share of the replayed requests in each mode, as production decided them (logged) "
+          "and as the candidate policy decided them in the simulated world.",
+          lambda d: replaypage.mode_mix(d.trace or {}), wide=False),
+    Chart("replay-nodes", "Requests per node or pool: production and candidate",
+          "Share of the replayed requests on each edge node (edge modes and split) or cloud "
+          "pool (cloud).", lambda d: replaypage.node_mix(d.trace or {}), wide=False),
+)
 
 CSS = """
 body{font-family:%(font)s;margin:0;background:#f6f7f9;color:#1d2430}
@@ -137,9 +147,28 @@ def _late(data: ReportInput) -> str:
             "</p>")
 
 
+def _replay(data: ReportInput) -> list[str]:
+    """A trace replay's header and its production-versus-candidate section."""
+    info = (data.trace or {}).get("trace", {})
+    files = ", ".join(os.path.basename(f) for f in info.get("files", []))
+    sub = (f"{info.get('replayed', 0):,} requests over {info.get('span_s', 0):,.1f} s from "
+           f"{files} through {info.get('candidate_policy', '')} (version "
+           f"{info.get('candidate_version', '')}), seed {info.get('seed', '')} · "
+           f"{info.get('parse_refused', 0):,} refused by production as malformed, not replayed"
+           f" · {info.get('skipped_lines', 0):,} unreadable lines skipped")
+    charts_ = "".join(_chart_html(c, data) for c in REPLAY_CHARTS)
+    return [f"<header><h1>Trace replay: {html.escape(files)}</h1>"
+            f"<p class='sub'>{html.escape(sub)}</p></header>",
+            "<h2>Production and candidate</h2><div class='card'>",
+            replaypage.side_by_side_html(data.trace or {}), "</div>",
+            f"<div class='grid' style='margin-top:16px'>{charts_}</div>",
+            "<h2>The candidate's simulated run</h2>"]
+
+
 def html_report(data: ReportInput) -> str:
     """The whole page as one string: inlined plotly.js, summary, comparison, charts."""
-    parts = [_header(data), "<h2>Summary</h2>", summary_html(data.summary)]
+    parts = _replay(data) if data.trace else [_header(data)]
+    parts += ["<h2>Summary</h2>", summary_html(data.summary)]
     if data.comparison:
         parts += ["<h2>Side by side</h2><div class='card'>", comparison_html(data.runs),
                   "</div><div class='grid' style='margin-top:16px'>",

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
+from collections import Counter
 from pathlib import Path
 
 import aiohttp
 import pytest
+
+from router.cli import main
 
 from .stack import Stack
 
@@ -54,3 +58,47 @@ def test_each_request_is_logged_once_with_its_tags_decision_and_duration(tmp_pat
     assert by_key["bad"]["status"] == 400 and by_key["bad"]["reason"] == "bad-tag"
     assert by_key["nowhere"]["status"] == 503
     assert all(x["t"] > 1.7e9 and x["policy"] for x in lines)
+
+
+def test_a_served_log_replays_through_a_policy_edit(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "requests.jsonl"
+    stack = Stack(tmp_path, router_args=("--request-log", str(log)))
+    eu = [{"x-affinity-key": f"user-{i % 12}", "x-affinity-residency": "GDPR"}
+          for i in range(30)]
+    sent = [*eu, {"x-affinity-key": "bad", "x-affinity-slo-ms": "soon"}]
+
+    async def go() -> list[int]:
+        async with aiohttp.ClientSession() as s:
+            out = []
+            for headers in sent:
+                async with s.post(stack.url + "/infer", headers=headers, data=b"x" * 2000) as r:
+                    await r.read()
+                    out.append(r.status)
+            return out
+
+    try:
+        stack.start()
+        statuses = asyncio.run(go())
+    finally:
+        stack.stop_router(signal.SIGTERM)
+        stack.close()
+    assert statuses == [200] * 30 + [400]
+    logged = [json.loads(x) for x in log.read_text().splitlines()]
+    used = Counter(x["node"] for x in logged if x["status"] == 200)
+    assert set(used) <= {"eu-a", "eu-b"} and sum(used.values()) == 30
+
+    edited = tmp_path / "no-eu-b.yaml"
+    edited.write_text(re.sub(r"    - \{id: eu-b,[^}]*\}\n", "", stack.policy_text))
+    assert "eu-b" not in edited.read_text()
+    for policy, gone in ((stack.policy, None), (edited, "eu-b")):
+        assert main(["simulate", "--trace", str(log), "--policy", str(policy)]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["trace"]["lines"] == 31 and report["trace"]["parse_refused"] == 1
+        assert report["production"]["node_counts"] == dict(sorted(used.items()))
+        assert report["candidate"]["requests"] == 30
+        assert report["candidate"]["residency_violations"] == 0
+        if gone is not None:
+            assert gone not in report["candidate"]["node_counts"]
+            assert report["candidate"]["node_counts"].get("eu-a", 0) + \
+                report["candidate"]["node_counts"].get("cloud-eu", 0) == 30

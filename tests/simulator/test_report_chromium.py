@@ -18,6 +18,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from router.cli import main
+from tests.simulator.test_trace import write_log, write_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -147,3 +148,30 @@ def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert "Uncaught" not in log
     assert png_size(shot) == (1400, 3000)
     assert shot.stat().st_size > 50_000  # a drawn page, not a blank one
+
+
+def test_trace_replay_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path / "policy.yaml")
+    log = tmp_path / "requests.jsonl"
+    write_log(log, policy, n=3000, rate=600.0)  # production overflows to the cloud
+    candidate = write_policy(tmp_path / "no-b.yaml", drop="edge-b")
+    out = tmp_path / "out"
+    assert main(["simulate", "--trace", str(log), "--policy", str(candidate), "--out",
+                 str(out)]) == 0
+    page = (out / "report.html").read_text(encoding="utf-8")
+    probe = out / "probe.html"
+    probe.write_text(page.replace("<head>", "<head>" + PROBE, 1), encoding="utf-8")
+    shot = tmp_path / "replay.png"
+    dom, log_text = chromium(probe, tmp_path / "profile", shot)
+
+    plots = Plots()
+    plots.feed(dom)
+    for chart in ("replay-modes", "replay-nodes", "latency-cdf", "mode-mix"):
+        assert plots.svgs.get(chart, 0) >= 1, (chart, log_text[-2000:])
+    assert plots.traces["replay-modes"] == 2 and plots.traces["replay-nodes"] == 2
+    assert "Trace replay: requests.jsonl" in dom and "candidate − production" in dom
+    console = [line for line in log_text.splitlines() if ":CONSOLE" in line]
+    assert any("report-probe: loaded" in line for line in console), log_text[-2000:]
+    assert [line for line in console if "report-probe: loaded" not in line] == []
+    assert "Uncaught" not in log_text
+    assert png_size(shot) == (1400, 3000) and shot.stat().st_size > 50_000

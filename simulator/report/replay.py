@@ -1,0 +1,91 @@
+"""A trace replay's report.json: production and the candidate side by side, and the differences.
+
+Both sides are summarized by `summarize` from a `Result` with the same columns,
+so a key means the same on each side. Production has only what a log can say
+(COMPARED); the candidate, a simulated run, also has the simulator's own keys
+(residency violations, max load over cap, affinity and warm hits, ...).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from router.core.model import Policy
+from simulator.report.fmt import MODE_ORDER
+from simulator.report.summary import summarize
+from simulator.run import Result
+from simulator.trace import Replay
+
+COMPARED = ("requests", "mode_counts", "node_counts", "latency_ms", "slo_attainment", "cost_usd",
+            "cost_per_1k_usd", "cloud_fraction", "split_fraction", "refused")
+
+
+def node_counts(r: Result) -> dict[str, int]:
+    """Requests per edge node (edge modes and split) or pool (cloud); refusals left out."""
+    return dict(sorted(Counter(n for n in r.node if n).items()))
+
+
+def side(r: Result, policy: Policy, *, full: bool) -> dict[str, Any]:
+    """One side's summary: COMPARED keys, or (`full`) every simulator key as well."""
+    summary = {**summarize(r, policy), "node_counts": node_counts(r)}
+    if full:
+        return summary
+    return {"router": r.router, **{k: summary[k] for k in COMPARED}}
+
+
+def _shares(counts: dict[str, int], n: int) -> dict[str, float]:
+    return {k: 100.0 * v / n if n else 0.0 for k, v in counts.items()}
+
+
+def _points(prod: dict[str, int], cand: dict[str, int], n: int,
+            order: tuple[str, ...] = ()) -> dict[str, float]:
+    """Per name, the candidate's share minus production's, in percentage points."""
+    a, b = _shares(prod, n), _shares(cand, n)
+    names = set(a) | set(b)
+    ordered = [m for m in order if m in names] + sorted(names - set(order))
+    return {m: round(b.get(m, 0.0) - a.get(m, 0.0), 2) for m in ordered}
+
+
+def difference(prod: dict[str, Any], cand: dict[str, Any]) -> dict[str, Any]:
+    """Candidate minus production: shares in points, cost in USD and percent, latency in ms."""
+    n = prod["requests"]
+    cost_p, cost_c = prod["cost_usd"], cand["cost_usd"]
+    return {
+        "mode_share_points": _points(prod["mode_counts"], cand["mode_counts"], n, MODE_ORDER),
+        "node_share_points": _points(prod["node_counts"], cand["node_counts"], n),
+        "cost_usd": round(cost_c - cost_p, 6),
+        "cost_pct": round(100.0 * (cost_c / cost_p - 1.0), 2) if cost_p else None,
+        "slo_attainment_points": round(100.0 * (cand["slo_attainment"]
+                                                - prod["slo_attainment"]), 2),
+        "latency_ms": {q: round(cand["latency_ms"][q] - prod["latency_ms"][q], 2)
+                       for q in ("p50", "p95")},
+        "cloud_fraction_points": round(100.0 * (cand["cloud_fraction"]
+                                                - prod["cloud_fraction"]), 2),
+        "refused": cand["refused"] - prod["refused"],
+    }
+
+
+def replay_report(rep: Replay, policy: Policy, policy_file: str, seed: int) -> dict[str, Any]:
+    """report.json of `simulate --trace` (docs/reference.md, "Trace replay report")."""
+    prod = side(rep.production, policy, full=False)
+    cand = side(rep.candidate, policy, full=True)
+    t = rep.production.t
+    return {
+        "trace": {
+            "files": [str(f) for f in rep.trace.files],
+            "lines": len(rep.trace.entries),
+            "skipped_lines": rep.trace.skipped,
+            "parse_refused": rep.parse_refused,
+            "replayed": len(t),
+            "span_s": round(t[-1] - t[0], 3) if t else 0.0,
+            "start_epoch_s": rep.trace.entries[0].t,
+            "production_policies": rep.policies,
+            "candidate_policy": policy_file,
+            "candidate_version": policy.digest,
+            "seed": seed,
+        },
+        "production": prod,
+        "candidate": cand,
+        "difference": difference(prod, cand),
+    }

@@ -1,0 +1,77 @@
+"""`hybrid-router simulate --trace FILE --policy CANDIDATE`: read, replay, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from router.policy.loader import load_policy_or_report
+from simulator.report import ReportInput, html_report, write_decisions
+from simulator.report.replay import replay_report
+from simulator.trace import replay
+from simulator.tracelog import TraceError, read_trace
+
+PROG = "hybrid-router simulate"
+
+
+def _fail(message: str) -> int:
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return 2
+
+
+def _check(args: argparse.Namespace) -> str | None:
+    """Why these arguments cannot run (None: they can), before anything is read."""
+    if args.scenario is not None:
+        return "--trace replays a request log; it does not take --scenario"
+    if args.policy is None:
+        return "--trace needs --policy CANDIDATE (the policy to replay the log through)"
+    if args.compare is not None or args.baselines or args.requests is not None:
+        return "--compare, --baselines and --requests are for --scenario runs"
+    if args.seed is not None and args.seed < 0:
+        return f"--seed must be 0 or more, got {args.seed}"
+    if args.last is not None and not args.last > 0:
+        return f"--last must be a number of seconds above 0, got {args.last:g}"
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not out.is_dir():
+        return f"--out {out} exists and is not a directory"
+    return None
+
+
+def _write(out: Path, report: dict[str, Any], page: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.html").write_text(page, encoding="utf-8")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Replay the log through the candidate; exit 2 on a bad log, policy or argument."""
+    problem = _check(args)
+    if problem is not None:
+        return _fail(problem)
+    try:
+        trace = read_trace(args.trace, last_s=args.last)
+    except TraceError as exc:
+        return _fail(str(exc))
+    if trace.skipped:
+        where = "; ".join(trace.problems)
+        print(f"{PROG}: warning: skipped {trace.skipped} malformed request-log "
+              f"line{'s' if trace.skipped != 1 else ''} ({where})", file=sys.stderr)
+    policy = load_policy_or_report(args.policy)
+    if policy is None:
+        return 2
+    seed = 1 if args.seed is None else args.seed
+    rep = replay(trace, policy, seed=seed)
+    report = replay_report(rep, policy, str(args.policy), seed)
+    if args.decisions_out:
+        write_decisions(rep.candidate, Path(args.decisions_out))
+    if args.out:
+        out = Path(args.out)
+        page = html_report(ReportInput(rep.candidate, report["candidate"], policy,
+                                       caps=rep.candidate.caps or None, trace=report))
+        _write(out, report, page)
+        write_decisions(rep.candidate, out / "decisions.jsonl")
+    print(json.dumps(report, indent=2))
+    return 0
