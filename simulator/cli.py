@@ -32,6 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baselines", action="store_true",
                         help="compare with every baseline: " + ", ".join(BASELINES))
     parser.add_argument("--progress", action="store_true", help="progress on stderr")
+    parser.add_argument("--live", action="store_true",
+                        help="also run the scenario in real time through real Envoy, the "
+                             "router and emulated nodes, and report both side by side")
+    parser.add_argument("--seconds", type=float, metavar="S",
+                        help="with --live: only the arrivals of the first S seconds")
 
 
 def _inputs(args: argparse.Namespace) -> tuple[Scenario, Policy, list[tuple[str, Policy]]] | None:
@@ -69,6 +74,10 @@ def _write(out: Path, main: Result, reports: list[dict[str, Any]], policy: Polic
 
 def run(args: argparse.Namespace) -> int:
     """Run the scenario (and comparisons); exit 2 on a bad scenario or policy."""
+    if args.live or args.seconds is not None:
+        from simulator.live.run import run_live  # the live twin's processes, only when asked
+
+        return run_live(args)
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not out.is_dir():
         # Checked before the run, so a long simulation is not lost to a typo at the end.
