@@ -52,6 +52,7 @@ class Recorded:
     cost_usd: list[float] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)  # as the client saw it
     upstream_ms: list[float] = field(default_factory=list)  # time spent in the world
+    late_ms: list[float] = field(default_factory=list)  # the world's timers, past their time
     lag_ms: list[float] = field(default_factory=list)
     warm: list[bool | None] = field(default_factory=list)
     status: list[int] = field(default_factory=list)
@@ -63,6 +64,7 @@ class Recorded:
         self.mode, self.node, self.pool = ["error"] * n, [""] * n, [None] * n
         self.quality, self.cost_usd = [None] * n, [0.0] * n
         self.latency_ms, self.upstream_ms = [math.nan] * n, [math.nan] * n
+        self.late_ms = [math.nan] * n
         self.lag_ms, self.warm, self.status = [0.0] * n, [None] * n, [0] * n
         self.reason = [""] * n
 
@@ -85,6 +87,7 @@ class Recorded:
         self.quality[i] = body.get("quality")
         self.cost_usd[i] = float(body.get("cost_usd") or 0.0)
         self.upstream_ms[i] = float(body["upstream_ms"])
+        self.late_ms[i] = float(body.get("late_ms") or 0.0)
         self.warm[i] = body.get("warm")
 
 

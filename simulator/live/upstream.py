@@ -142,7 +142,7 @@ def _answer(tid: str, kind: str, mode: str, quality: str, pool: str | None,
             "quality": quality if kind == "edge" and mode != wire.MODE_SPLIT else None,
             "split_pool": pool if mode == wire.MODE_SPLIT else None,
             "cost_usd": h.get(wire.H_COST), "upstream_ms": round(ms, 3), "warm": out.warm,
-            "status": out.status}
+            "status": out.status, "late_ms": round(out.late_ms, 3)}
     return web.json_response(body, status=out.status)
 
 

@@ -43,6 +43,7 @@ class Outcome(NamedTuple):
 
     status: int  # OK, TIMED_OUT (node down, pool cut off) or GAVE_UP (past the deadline)
     warm: bool | None = None  # edge inferences: whether the key was warm on the node
+    late_ms: float = 0.0  # how much later than the model said its timers fired (the loop's lag)
 
 
 class LiveWorld:
@@ -108,16 +109,19 @@ class LiveWorld:
 
     def _edge_start(self, n: Node, req: tuple[Any, float, Hashable, str]) -> None:
         ms, warm = n.start(self.tick(), req[2], req[3], self.world.draw_service())
-        self.loop.call_later(ms / 1000.0, self._edge_end, n, req, warm)
+        due = self.loop.time() + ms / 1000.0
+        self.loop.call_at(due, self._edge_end, n, req, warm, due)
 
-    def _edge_end(self, n: Node, req: tuple[Any, float, Hashable, str], warm: bool) -> None:
+    def _edge_end(self, n: Node, req: tuple[Any, float, Hashable, str], warm: bool,
+                  due: float) -> None:
+        late_ms = (self.loop.time() - due) * 1000.0
         now = self.tick()
         done, t0, _, quality = req
         nxt = n.end(now, quality, (now - t0) * 1000.0)
         if nxt is not None:
             self._edge_start(n, nxt)  # type: ignore[arg-type]
         if not done.done():
-            done.set_result(Outcome(OK, warm))
+            done.set_result(Outcome(OK, warm, late_ms))
 
     async def cloud(self, pool_id: str, nbytes: float) -> Outcome:
         """A whole payload over the gateway site's uplink, then the pool's answer."""
@@ -140,15 +144,16 @@ class LiveWorld:
         if not n.feature_arrive((turn, t0)) and not await turn:
             return Outcome(GAVE_UP)
         try:
-            await asyncio.sleep(n.feature_ms * w.draw_service() / 1000.0)
+            late_ms = await self._sleep(n.feature_ms * w.draw_service() / 1000.0)
         finally:
             nxt = n.feature_end()
             while nxt is not None and nxt[0].done():  # type: ignore[index]
                 nxt = n.feature_end()  # its client went away while it queued: next one
             if nxt is not None:
                 nxt[0].set_result(True)  # type: ignore[index]  # its turn on this slot
-        return await self._to_pool(w.node_link[n.id], nbytes * w.feature_fraction, p,
-                                   p.spec.compute_ms * w.compute_fraction, t0)
+        out = await self._to_pool(w.node_link[n.id], nbytes * w.feature_fraction, p,
+                                  p.spec.compute_ms * w.compute_fraction, t0)
+        return out._replace(late_ms=out.late_ms + late_ms)
 
     async def _to_pool(self, link: Link, nbytes: float, p: Pool, compute_ms: float,
                        t0: float) -> Outcome:
@@ -161,9 +166,15 @@ class LiveWorld:
         if now < p.partitioned_until:
             await asyncio.sleep(max(0.0, t0 + self.timeout_s - now))
             return Outcome(TIMED_OUT)
-        await asyncio.sleep(cloud_ms(p.spec.latency_ms, compute_ms,
-                                     self.world.draw_jitter()) / 1000.0)
-        return Outcome(OK)
+        late_ms = await self._sleep(cloud_ms(p.spec.latency_ms, compute_ms,
+                                             self.world.draw_jitter()) / 1000.0)
+        return Outcome(OK, None, late_ms)
+
+    async def _sleep(self, seconds: float) -> float:
+        """Sleep `seconds`; how many ms later than asked the loop woke this coroutine."""
+        due = self.loop.time() + seconds
+        await asyncio.sleep(seconds)
+        return max(0.0, (self.loop.time() - due) * 1000.0)
 
     # -- links and the deadline -------------------------------------------------------------
 

@@ -92,6 +92,7 @@ def test_live_twin_reports_both_runs_close_to_each_other(tmp_path: Path) -> None
     live = doc["live"]
     assert live["errors"] == 0 and live["status_counts"].get("200", 0) > 0.9 * n
     assert 0 < live["proxy_overhead_ms"]["p50"] < live["latency_ms"]["p50"]
+    assert 0 <= live["timer_lateness_ms"]["p50"] < live["upstream_latency_ms"]["p50"]
     f = doc["fidelity"]
     assert set(f["mode_share_diff_points"]) >= set(doc["sim"]["mode_counts"])
     assert set(f["node_share_diff_points"]) >= set(doc["sim"]["node_counts"])
