@@ -1,7 +1,9 @@
-"""The live twin's processes: the world (`simulator.live.upstream`), the router and Envoy.
+"""The live twin's processes: the world (`simulator.live.upstream`), its feed server, the
+router and Envoy.
 
 Everything listens on free 127.0.0.1 ports; the policy is copied with every node and
-pool on its own port, the feed on the world process's gRPC `Watch`, and budgets in
+pool on its own port, the feed on a `hybrid-router feed serve` gRPC `Watch` of the file the
+world writes, and budgets in
 memory (a twin starts from zero spend, as the simulator does). Envoy runs the
 project's generated gateway config (clusters and routes from the router over xDS).
 `Processes.stop_all` (router.demo.procs) ends every one of them, whatever happened.
@@ -78,16 +80,18 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -
 
 def start(procs: Processes, twin: Twin, scenario: Path, addresses: list[str],
           upstream_timeout_s: float) -> None:
-    """World, router, Envoy: started in that order, each listening before the next starts."""
+    """World, feed server, router, Envoy: in that order, each listening before the next."""
     p = twin.ports
     world = procs.start("world", [sys.executable, "-m", "simulator.live.upstream",
                                   "--policy", str(twin.policy), "--scenario", str(scenario),
                                   "--feed", str(twin.feed),
-                                  "--feed-grpc", f"127.0.0.1:{p['feed']}",
                                   "--control", f"127.0.0.1:{p['control']}"])
     for address in addresses:
         wait_port(int(address.rpartition(":")[2]), proc=world)
-    wait_port(p["control"], proc=world)
+    wait_port(p["control"], proc=world)  # open once the idle world's feed is written
+    feed = procs.python("feed", "feed", "serve", "--from", str(twin.feed), "--listen",
+                        "127.0.0.1:0", "--grpc", f"127.0.0.1:{p['feed']}", "--poll", "0.05")
+    wait_port(p["feed"], proc=feed)
     timeout = f"{upstream_timeout_s + MARGIN_S:g}"
     router = procs.python("router", "serve", "--policy", str(twin.policy),
                           "--grpc", f"127.0.0.1:{p['grpc']}",

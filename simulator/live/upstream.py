@@ -11,15 +11,16 @@ The answer is JSON: where it ran, the decision as the upstream saw it, and
 proxy hop).
 
 The process also writes the feed every `refresh_seconds` of scenario time (the
-world's `feed`, as the simulator samples it) to a file served over gRPC `Watch` by
-an in-process feed server, which pushes it to the router at once; and it applies the
+world's `feed`, as the simulator samples it) to a file that `hybrid-router feed serve`
+watches and pushes to the router over gRPC `Watch` (as a production feed would reach
+it; this process stays off the router's transport); and it applies the
 scenario's events at their times: world events through `simulator.run`'s own
 `apply_world_event`, a budget change by rewriting the policy file, which the router
 reloads as it would in production. Scenario t=0 is set by `POST /start?t0=EPOCH` on
 the control address; until then the world is idle and the feed says so.
 
     python -m simulator.live.upstream --policy LIVE.yaml --scenario F --feed FEED.json \
-        --feed-grpc 127.0.0.1:PORT --control 127.0.0.1:PORT
+        --control 127.0.0.1:PORT
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from aiohttp import web
 from router import wire
 from router.core.feed import FeedSnapshot, format_time
 from router.core.model import Policy
-from router.feed.server import FeedServer
 from router.policy.loader import load_policy
 from simulator.live.world import LiveWorld, Outcome
 from simulator.scenario import Scenario, load_scenario
@@ -80,15 +80,12 @@ class Upstreams:
         self.feed_path = feed_path
         self.live = LiveWorld(policy, scenario.world, scenario.seed, loop)
         self.pool_at = {p.address: p.id for p in policy.pools}
-        self.feed_server: FeedServer | None = None
         self.refreshes = 0
 
     def write_feed(self) -> None:
         """The world's feed now, to the file and at once to the router's watch."""
         doc = feed_document(self.live.feed(time.time()), time.time())
         write_atomically(self.feed_path, json.dumps(doc))
-        if self.feed_server is not None:
-            self.feed_server.feed.reload()
         self.refreshes += 1
 
     def start(self, t0_wall: float) -> None:
@@ -158,9 +155,6 @@ async def _main(args: argparse.Namespace, policy: Policy, scenario: Scenario) ->
     loop = asyncio.get_running_loop()
     ups = Upstreams(policy, Path(args.policy), scenario, Path(args.feed), loop)
     ups.write_feed()  # the idle world, for the router's first load
-    ups.feed_server = FeedServer(Path(args.feed), http=None, grpc_addr=args.feed_grpc,
-                                 poll_s=0.05)
-    await ups.feed_server.start()
     runners = []
     for kind, tid, address in [("edge", n.id, n.address) for n in policy.nodes] + \
             [("cloud", p.id, p.address) for p in policy.pools]:
@@ -189,14 +183,13 @@ async def _main(args: argparse.Namespace, policy: Policy, scenario: Scenario) ->
     ups.live.stop()
     for runner in runners:
         await runner.cleanup()
-    await ups.feed_server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
     """Serve the live world until SIGTERM."""
     parser = argparse.ArgumentParser(prog="python -m simulator.live.upstream",
                                      description=__doc__.split("\n\n")[0])
-    for name in ("--policy", "--scenario", "--feed", "--feed-grpc", "--control"):
+    for name in ("--policy", "--scenario", "--feed", "--control"):
         parser.add_argument(name, required=True)
     args = parser.parse_args(argv)
     scenario, problems = load_scenario(args.scenario)
