@@ -43,6 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baselines", action="store_true",
                         help="compare with every baseline: " + ", ".join(BASELINES))
     parser.add_argument("--progress", action="store_true", help="progress on stderr")
+    parser.add_argument("--live", action="store_true",
+                        help="also run the scenario in real time through real Envoy, the "
+                             "router and emulated nodes, and report both side by side")
+    parser.add_argument("--seconds", type=float, metavar="S",
+                        help="with --live: only the arrivals of the first S seconds")
 
 
 def _inputs(args: argparse.Namespace) -> tuple[Scenario, Policy, list[tuple[str, Policy]]] | None:
@@ -79,13 +84,18 @@ def _write(out: Path, main: Result, reports: list[dict[str, Any]], policy: Polic
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the scenario (and comparisons), or replay a trace; exit 2 on bad input."""
+    """Run the scenario (and comparisons, or its live twin), or replay a trace; exit 2 on bad
+    input."""
     if args.trace is not None:
         return tracecli.run(args)
     if args.scenario is None or any(x is not None for x in (args.policy, args.last, args.seed)):
         print("hybrid-router simulate: give --scenario FILE (which names its policy and seed) or "
               "--trace FILE --policy CANDIDATE", file=sys.stderr)
         return 2
+    if args.live or args.seconds is not None:
+        from simulator.live.run import run_live  # the live twin's processes, only when asked
+
+        return run_live(args)
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not out.is_dir():
         # Checked before the run, so a long simulation is not lost to a typo at the end.

@@ -188,7 +188,12 @@ def _schedule(world: World, scenario: Scenario, policy: Policy, router: Router, 
         world.at(ev.at_s, EVENT, partial(_apply, ev.kind, ev.args, world, router, out))
 
 
-def _apply(kind: str, args: dict[str, Any], world: World, router: Router, out: Result) -> None:
+def apply_world_event(kind: str, args: dict[str, Any], world: World) -> bool:
+    """Apply a scenario event that changes the world itself; False for any other kind.
+
+    The heap loop here and the live twin's real-time driver (`simulator.live`) both call it,
+    so an event means the same in both.
+    """
     if kind in ("node_down", "node_up"):
         node = world.nodes.get(str(args["node"]))
         if node is not None:
@@ -206,7 +211,13 @@ def _apply(kind: str, args: dict[str, Any], world: World, router: Router, out: R
         pool_ = world.pools.get(str(args["pool"]))
         if pool_ is not None:
             pool_.partitioned_until = world.now + float(args["for_s"])
-    elif kind == "budget":
+    else:
+        return False
+    return True
+
+
+def _apply(kind: str, args: dict[str, Any], world: World, router: Router, out: Result) -> None:
+    if not apply_world_event(kind, args, world) and kind == "budget":
         tenant, limit = str(args["tenant"]), float(args["limit_usd"])
         router.set_limit(tenant, limit)
         out.limits.setdefault(tenant, [(0.0, limit)]).append((world.now, limit))

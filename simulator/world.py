@@ -129,7 +129,8 @@ class World:
         self._exp = self.rng.gamma(self.shape, 1.0 / self.shape, BLOCK).tolist()
         return self._exp
 
-    def _draw_service(self) -> float:
+    def draw_service(self) -> float:
+        """One unit-mean service-time factor (gamma with the world's `service_cv`)."""
         i = self._ei
         if i >= len(self._exp):
             self._refill()
@@ -137,7 +138,8 @@ class World:
         self._ei = i + 1
         return self._exp[i]
 
-    def _draw_jitter(self) -> float:
+    def draw_jitter(self) -> float:
+        """One log-normal factor on a pool's answer time (σ: the world's `cloud_jitter`)."""
         i = self._li
         if i >= len(self._ln):
             self._ln, i = self.rng.lognormal(0.0, self.jitter, BLOCK).tolist(), 0
@@ -175,7 +177,7 @@ class World:
                 return
             split = (row, now, p, payload_bytes)
             if n.feature_arrive(split):
-                self.at(now + n.feature_ms * self._draw_service() / 1000.0, FEATURE_END, n, split)
+                self.at(now + n.feature_ms * self.draw_service() / 1000.0, FEATURE_END, n, split)
             else:
                 self._watch()
         else:
@@ -194,7 +196,7 @@ class World:
     def _feature_end(self, n: Node, req: tuple[int, float, Pool, float]) -> None:
         nxt = n.feature_end()
         if nxt is not None:
-            self.at(self.now + n.feature_ms * self._draw_service() / 1000.0, FEATURE_END, n, nxt)
+            self.at(self.now + n.feature_ms * self.draw_service() / 1000.0, FEATURE_END, n, nxt)
         row, t0, p, payload = req
         self._send(self.node_link[n.id], payload * self.feature_fraction,
                    (row, t0, p, p.spec.compute_ms * self.compute_fraction))
@@ -248,7 +250,7 @@ class World:
             if now < p.partitioned_until:
                 self.at(max(now, t0 + self.timeout_s), TIMEOUT, None, (row, t0))
             else:
-                ms = cloud_ms(p.spec.latency_ms, compute, self._draw_jitter())
+                ms = cloud_ms(p.spec.latency_ms, compute, self.draw_jitter())
                 self.at(now + ms / 1000.0, CLOUD_END, None, (row, t0))
         self._schedule(link)
 

@@ -165,14 +165,18 @@ def _replay(data: ReportInput) -> list[str]:
             "<h2>The candidate's simulated run</h2>"]
 
 
-def html_report(data: ReportInput) -> str:
-    """The whole page as one string: inlined plotly.js, summary, comparison, charts."""
+def html_report(data: ReportInput, extra: str = "") -> str:
+    """The whole page as one string: inlined plotly.js, summary, comparison, charts.
+
+    `extra`: HTML placed after the comparison (the live twin's fidelity section).
+    """
     parts = _replay(data) if data.trace else [_header(data)]
     parts += ["<h2>Summary</h2>", summary_html(data.summary)]
     if data.comparison:
         parts += ["<h2>Side by side</h2><div class='card'>", comparison_html(data.runs),
                   "</div><div class='grid' style='margin-top:16px'>",
                   _chart_html(BASELINES_CHART, data), "</div>"]
+    parts.append(extra)
     cards = "".join(_chart_html(c, data) for c in CHARTS)
     parts += ["<h2>Charts</h2>", _late(data), f"<div class='grid'>{cards}</div>"]
     title = html.escape(f"What-if: {data.summary.get('router', '')}")

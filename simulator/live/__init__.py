@@ -1,0 +1,17 @@
+"""The live twin: a scenario in real time through real Envoy, the router and emulated nodes.
+
+`simulate --scenario F --live` runs the simulator on the scenario, then the same
+scenario through the real stack, and reports both side by side (docs/reference.md,
+"Live twin"). The pieces:
+
+- `world`: `LiveWorld`, the simulator's own world (`simulator.world.World`, whose
+  physics are `simulator.model`) advanced by asyncio timers instead of a heap;
+- `upstream`: the process that serves every node and pool of the policy from one
+  `LiveWorld`, writes its feed every `refresh_seconds`, and applies the scenario's
+  events at their times;
+- `stack`: the policy copy on free ports, and the processes (that one, a feed server
+  pushing its feed, the router, Envoy), always stopped;
+- `load`: the scenario's arrivals, sent open-loop through Envoy and recorded;
+- `report`: the live run as a `Result`, the fidelity figures, the HTML page;
+- `run`: the command, tying them together.
+"""

@@ -1,0 +1,148 @@
+"""`simulate --live`: a short scenario through real Envoy, the router and the live world.
+
+The run is short (12 s at 40 req/s, ~480 requests), so the bounds are looser than
+the issue's 60-s goal (5 points, 10 %): two runs of the same arrivals differ in
+which requests catch a full node, and with ~480 requests one share of ~30 % moves
+by about 2 points per standard deviation of that noise; 10 points is several of
+them, and still fails when the twin's routing or its world model goes wrong (a
+node the router does not see lost keeps a quarter of the traffic, a world that
+ignores the mode or payload moves the latency by far more than 25 %).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .stack import ROOT
+
+pytestmark = pytest.mark.integration
+
+POLICY = ROOT / "simulator" / "scenarios" / "policies" / "twin.yaml"
+SCENARIO = """\
+version: 1
+policy: {policy}
+duration_s: {duration}
+seed: 5
+traffic:
+  rate_rps: 40
+  keys: {{count: 200, zipf_s: 1.1}}
+  classes:
+    - {{name: vision, weight: 0.7, tenant: acme, residency: [GDPR], slo_ms: 150,
+       degrade: true, payload_kb: 48}}
+    - {{name: batch, weight: 0.3, residency: [GDPR], slo_ms: 300, degrade: false,
+       payload_kb: 16}}
+events:
+  - {{at_s: 4, node_down: rtx-a}}
+"""
+SHARE_POINTS = 10.0
+P50_RATIO = (0.8, 1.25)
+
+
+def _scenario(tmp: Path, duration: float) -> Path:
+    path = tmp / "scenario.yaml"
+    path.write_text(SCENARIO.format(policy=POLICY, duration=duration))
+    return path
+
+
+def _listening(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    with contextlib.suppress(OSError), socket.create_connection((host, int(port)), 0.3):
+        return True
+    return False
+
+
+def _addresses(out: Path) -> list[str]:
+    """Every address the twin's processes listened on, from its policy copy."""
+    doc = yaml.safe_load((out / "live" / "policy.yaml").read_text())
+    found = [e["address"] for e in doc["edge"]["nodes"]] + \
+        [e["address"] for e in doc["cloud"]["pools"]]
+    return [*found, doc["feed"]["source"].removeprefix("grpc://")]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "router", "simulate", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=240)
+
+
+def test_live_twin_reports_both_runs_close_to_each_other(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = _run("--scenario", str(_scenario(tmp_path, 12)), "--live", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc: dict[str, Any] = json.loads((out / "report.json").read_text())
+    assert json.loads(done.stdout) == doc
+    n = doc["requests"]
+    assert 380 <= n <= 580  # 12 s at 40 req/s
+    for side in ("sim", "live"):
+        s = doc[side]
+        assert s["requests"] == n
+        assert sum(s["mode_counts"].values()) == n
+        assert sum(s["node_counts"].values()) == n - s["mode_counts"].get("refused", 0)
+        assert set(s["latency_ms"]) == {"p50", "p95", "p99"} and s["cost_usd"] > 0
+    live = doc["live"]
+    assert live["errors"] == 0 and live["status_counts"].get("200", 0) > 0.9 * n
+    assert 0 < live["proxy_overhead_ms"]["p50"] < live["latency_ms"]["p50"]
+    assert 0 <= live["timer_lateness_ms"]["p50"] < live["upstream_latency_ms"]["p50"]
+    f = doc["fidelity"]
+    assert set(f["mode_share_diff_points"]) >= set(doc["sim"]["mode_counts"])
+    assert set(f["node_share_diff_points"]) >= set(doc["sim"]["node_counts"])
+    assert f["max_mode_diff_points"] <= SHARE_POINTS, f
+    assert f["max_node_diff_points"] <= SHARE_POINTS, f
+    low, high = P50_RATIO
+    assert low <= f["upstream_latency_ratio"]["p50"] <= high, f
+    # The router saw the node go (through the twin's feed): nothing reaches it once a
+    # refresh after the event has passed, in the live run as in the simulator's.
+    refresh = yaml.safe_load(POLICY.read_text())["refresh_seconds"]
+    for name in ("decisions.jsonl", "live-decisions.jsonl"):
+        rows = [json.loads(x) for x in (out / name).read_text().splitlines()]
+        assert len(rows) == n
+        late = [r for r in rows if r["t"] > 4 + refresh + 1 and r["node"] == "rtx-a"]
+        assert late == [], (name, late[:3])
+        assert any(r["node"] == "rtx-a" for r in rows if r["t"] < 4)
+    page = (out / "report.html").read_text()
+    assert "Simulator vs live stack" in page and "chart-twin-shares" in page
+    assert not any(_listening(a) for a in _addresses(out))
+
+
+def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "router", "simulate", "--scenario",
+                             str(_scenario(tmp_path, 60)), "--live", "--out", str(out)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "live" / "envoy.log").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3.0)  # the load is running
+        addresses = _addresses(out)
+        assert any(_listening(a) for a in addresses)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 130, err
+    assert "every process stopped" in err
+    assert not any(_listening(a) for a in addresses)
+    assert not (out / "report.json").exists()
+
+
+def test_bad_scenario_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\npolicy: nowhere.yaml\ntraffic: {rate_rps: 10, classes: [{}]}\n")
+    done = _run("--scenario", str(bad), "--live", "--out", str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert "nowhere.yaml" in done.stderr
+    assert not (tmp_path / "out").exists()
