@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from router.core import ring
 from router.core.model import Policy
 from router.demo.traffic import Stats
 
@@ -53,7 +53,9 @@ def render(policy: Policy, stats: Stats, metrics: dict[str, dict[tuple[tuple[str
                  f"{'slots':>6}  served")
     for node in policy.nodes:
         w = weights.get(node.id, 0.0)
-        cap = math.ceil((1 + eps) * (load + 1) * w / wsum) if w > 0 else 0
+        # the whole fleet's cap, with the utilization floor (the router's are per class)
+        cap = ring.cap(int(load), w, wsum, eps, int(policy.hashing.min_cap_fraction * node.slots)) \
+            if w > 0 else 0
         state = "" if w > 0 else "  (out of ring)"
         lines.append(f"{node.id:<10}{node.hardware:<17}{w:>7.2f}{inflight.get(node.id, 0):>9.0f}"
                      f"{cap:>5}{node.slots:>6}  {stats.nodes.get(node.id, 0)}{state}")
