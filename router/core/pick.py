@@ -60,8 +60,9 @@ def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: boo
     where = snap.walk_features if features else snap.walk_inference
     weights, floors = snap.walk_weights, snap.walk_floors
     wsum = entry.weight_sum
-    # cap_i = max(ceil((1 + eps)(L + 1) w_i / sum w), floor_i), as router.core.ring.cap
-    scale = (1.0 + snap.epsilon) * (total + 1) / wsum if wsum > 0 else 0.0
+    # cap_i = max(ceil((1 + eps)(L + 1) w_i / sum w), floor_i): router.core.ring.cap's
+    # arithmetic in its order (the same float rounding), the constant part hoisted
+    scale = (1.0 + snap.epsilon) * (total + 1)
     owners = entry.ring.owners
     start = bisect_right(keys, _key_hash(key))
     want = len(entry.members)
@@ -75,7 +76,7 @@ def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: boo
         slot, size = where[owner]
         load = loads[slot]
         if load < size:
-            value = scale * weights[owner]
+            value = scale * weights[owner] / wsum if wsum > 0 else 0.0
             limit = int(value)
             if limit != value:
                 limit += 1
