@@ -20,6 +20,7 @@ import logging
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from router.core.model import Policy
@@ -64,18 +65,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worker-index", type=int, default=-1, help=argparse.SUPPRESS)
 
 
-async def serve(args: argparse.Namespace, policy: Policy) -> int:
-    """Run one server process until SIGTERM/SIGINT."""
+@dataclass
+class _Parts:
+    """What one server process runs, built before its port opens."""
+
+    server: Any
+    processor: Any
+    ads: Any
+    xds_options: Any
+    health: Any
+    request_log: RequestLog | None
+
+
+def _build(args: argparse.Namespace, runtime: Runtime, metrics: RouterMetrics, keeper: Any,
+           index: int, workers: int) -> _Parts:
+    """The gRPC server with ext_proc, ADS and health on it, and the optional request log."""
     import grpc
     from envoy.service.discovery.v3 import ads_pb2_grpc
     from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
-    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-    from prometheus_client import start_http_server
+    from grpc_health.v1 import health, health_pb2_grpc
 
     from router.server.servicer import Processor
     from router.xds.resources import Options as XdsOptions
     from router.xds.resources import build as build_resources
     from router.xds.server import AdsServer
+
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1),
+                                      ("grpc.max_concurrent_streams", 10_000)])
+    request_log = None
+    if args.request_log:
+        path = args.request_log if workers == 1 else f"{args.request_log}.w{index}"
+        request_log = RequestLog(path, max_bytes=int(args.request_log_max_mb * 1024 * 1024),
+                                 backups=args.request_log_backups,
+                                 on_drop=metrics.request_log_dropped.inc)
+    processor = Processor(runtime, metrics, max_streams=args.max_streams,
+                          budget_wait=keeper.wait_topup, request_log=request_log)
+    pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)
+    xds_options = XdsOptions(upstream_timeout_s=args.upstream_timeout)
+    ads = AdsServer(build_resources(runtime.snapshot, xds_options), metrics)
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
+    health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else \
+        health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    server.add_insecure_port(args.grpc)
+    return _Parts(server, processor, ads, xds_options, health_servicer, request_log)
+
+
+async def serve(args: argparse.Namespace, policy: Policy) -> int:
+    """Run one server process until SIGTERM/SIGINT."""
+    from grpc_health.v1 import health_pb2
+    from prometheus_client import start_http_server
 
     # Reloads, table and xDS builds and the budget keeper run in worker threads; with
     # CPython's default 5 ms switch interval a busy thread could hold the GIL that long
@@ -96,40 +135,32 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
     if args.metrics != "off":
         host, _, port = args.metrics.rpartition(":")
         start_http_server(int(port) + index, addr=host, registry=metrics.registry)
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 1),
-                                      ("grpc.max_concurrent_streams", 10_000)])
-    request_log = None
-    if args.request_log:
-        path = args.request_log if workers == 1 else f"{args.request_log}.w{index}"
-        request_log = RequestLog(path, max_bytes=int(args.request_log_max_mb * 1024 * 1024),
-                                 backups=args.request_log_backups,
-                                 on_drop=metrics.request_log_dropped.inc)
-    processor = Processor(runtime, metrics, max_streams=args.max_streams,
-                          budget_wait=keeper.wait_topup, request_log=request_log)
-    pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)
-    xds_options = XdsOptions(upstream_timeout_s=args.upstream_timeout)
-    ads = AdsServer(build_resources(runtime.snapshot, xds_options), metrics)
-    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
-    health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else \
-        health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    address = args.grpc
-    server.add_insecure_port(address)
+    parts = _build(args, runtime, metrics, keeper, index, workers)
     # Everything built so far lives as long as the process: keep it out of the cyclic
     # collector's full passes, which otherwise walk it over and over under load. Before the
     # port opens, so the first requests do not wait behind a full collection and time out.
     gc.collect()
     gc.freeze()
-    await server.start()
+    await parts.server.start()
     isolated.warm()  # the policy worker process, ready before the first reload
-    await _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
+    await _set_health(parts.health, health_pb2.HealthCheckResponse.SERVING)
     metrics.watch(lambda: runtime_state(runtime))  # read at scrape time, off the loop
     tasks = [asyncio.create_task(probe_loop_lag(metrics.event_loop_lag.observe))]
+    await _run_until_stopped(args, runtime, metrics, parts, tasks, index, workers)
+    await _drain(args, parts, tasks, keeper)
+    return 0
+
+
+async def _run_until_stopped(args: argparse.Namespace, runtime: Runtime,
+                             metrics: RouterMetrics, parts: _Parts, tasks: list[Any],
+                             index: int, workers: int) -> None:
+    """Start the feed refresher, then wait for SIGTERM/SIGINT (SIGHUP reloads)."""
     refresher: Any = None
     try:
         from router.feed.refresh import Refresher
 
-        refresher = Refresher(runtime, args.policy, metrics, xds=ads, xds_options=xds_options)
+        refresher = Refresher(runtime, args.policy, metrics, xds=parts.ads,
+                              xds_options=parts.xds_options)
         tasks.append(asyncio.create_task(refresher.run()))
     except ImportError:
         log.warning("feed refresh unavailable; serving the policy without a feed")
@@ -139,23 +170,28 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
     loop.add_signal_handler(signal.SIGINT, stop.set)
     if refresher is not None:
         loop.add_signal_handler(signal.SIGHUP, refresher.request_reload)
-    log.info("serving ext_proc on %s (policy %s, worker %d/%d)", address,
+    log.info("serving ext_proc on %s (policy %s, worker %d/%d)", args.grpc,
              runtime.policy.digest, index + 1, workers)
-    print(f"hybrid-router: ext_proc on {address}, metrics on {args.metrics}", flush=True)
+    print(f"hybrid-router: ext_proc on {args.grpc}, metrics on {args.metrics}", flush=True)
     await stop.wait()
-    log.info("draining: health NOT_SERVING, %d streams open", processor.open_streams)
-    await _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
-    await server.stop(grace=args.grace)
+
+
+async def _drain(args: argparse.Namespace, parts: _Parts, tasks: list[Any], keeper: Any) -> None:
+    """Health NOT_SERVING, `--grace` for streams in flight, then stop everything in order."""
+    from grpc_health.v1 import health_pb2
+
+    log.info("draining: health NOT_SERVING, %d streams open", parts.processor.open_streams)
+    await _set_health(parts.health, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await parts.server.stop(grace=args.grace)
     for task in tasks:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
     await asyncio.to_thread(keeper.close)  # flushes spend and gives leases back
     await asyncio.to_thread(isolated.shutdown)
-    if request_log is not None:
-        await asyncio.to_thread(request_log.close)
-    log.info("stopped; %d routed requests unfinished", processor.unfinished)
-    return 0
+    if parts.request_log is not None:
+        await asyncio.to_thread(parts.request_log.close)
+    log.info("stopped; %d routed requests unfinished", parts.processor.unfinished)
 
 
 async def _set_health(servicer: Any, status: Any) -> None:
