@@ -100,13 +100,10 @@ def _filters(message_timeout_ms: int, max_request_bytes: int) -> list[dict[str, 
     ]
 
 
-def build(policy: Policy, *, mode: str, listen: str, router: str, admin: str,
-          static: bool = False, message_timeout_ms: int = 200,
-          upstream_timeout_s: float = 30.0, request_timeout_s: float = 60.0,
-          max_request_bytes: int = 8 * 1024 * 1024) -> dict[str, Any]:
-    """The whole bootstrap as plain data."""
-    opts = xds.Options(upstream_timeout_s=upstream_timeout_s, xds=not static)
-    hcm: dict[str, Any] = {
+def _hcm(mode: str, message_timeout_ms: int, request_timeout_s: float,
+         max_request_bytes: int) -> dict[str, Any]:
+    """The HTTP connection manager, without its route table."""
+    return {
         "@type": T + "envoy.extensions.filters.network.http_connection_manager.v3."
                      "HttpConnectionManager",
         "stat_prefix": "ingress" if mode == "gateway" else "sidecar",
@@ -128,7 +125,11 @@ def build(policy: Policy, *, mode: str, listen: str, router: str, admin: str,
                     "prefix": wire.ROUTE_PREFIX}}}]}}],
         "http_filters": _filters(message_timeout_ms, max_request_bytes),
     }
-    router_cluster = {
+
+
+def _router_cluster(router: str) -> dict[str, Any]:
+    """The router's own cluster: ext_proc and ADS over HTTP/2."""
+    return {
         "name": ROUTER_CLUSTER, "type": "STATIC", "connect_timeout": "0.25s",
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -136,13 +137,22 @@ def build(policy: Policy, *, mode: str, listen: str, router: str, admin: str,
                 "explicit_http_config": {"http2_protocol_options": {}}}},
         "load_assignment": {"cluster_name": ROUTER_CLUSTER, "endpoints": [
             {"lb_endpoints": [{"endpoint": {"address": _socket(router)}}]}]}}
-    clusters: list[dict[str, Any]] = [router_cluster]
+
+
+def build(policy: Policy, *, mode: str, listen: str, router: str, admin: str,
+          static: bool = False, message_timeout_ms: int = 200,
+          upstream_timeout_s: float = 30.0, request_timeout_s: float = 60.0,
+          max_request_bytes: int = 8 * 1024 * 1024) -> dict[str, Any]:
+    """The whole bootstrap as plain data."""
+    opts = xds.Options(upstream_timeout_s=upstream_timeout_s, xds=not static)
+    hcm = _hcm(mode, message_timeout_ms, request_timeout_s, max_request_bytes)
+    clusters: list[dict[str, Any]] = [_router_cluster(router)]
     doc: dict[str, Any] = {
         "node": {"id": f"hybrid-router-{mode}", "cluster": "hybrid-router"},
         "admin": {"address": _socket(admin)},
         "layered_runtime": {"layers": [{"name": "static", "static_layer": {GRACEFUL_CLOSE: True}}]},
     }
-    if static:
+    if static:  # clusters and routes inline, from the policy alone
         from router.core.loads import LoadTracker
         from router.core.ring import PointCache
 
@@ -150,7 +160,7 @@ def build(policy: Policy, *, mode: str, listen: str, router: str, admin: str,
         inline = xds.as_dicts(xds.build(snap, opts))
         clusters += inline[xds.CLUSTER_TYPE]
         hcm["route_config"] = inline[xds.ROUTE_TYPE][0]
-    else:
+    else:  # clusters and routes from the router's ADS
         hcm["rds"] = {"route_config_name": xds.ROUTE_CONFIG,
                       "config_source": {"ads": {}, "resource_api_version": "V3"}}
         doc["dynamic_resources"] = {
