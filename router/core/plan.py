@@ -170,7 +170,18 @@ def plan(req: RouteRequest, snap: Snapshot, budget: BudgetView, *, now: float,
     else:
         edge_why = wire.R_RESIDENCY
     ladder += _cloud_options(entry, req, snap, key, edge_why, notes)
-    slack = slo * policy.slo.degraded_slack
+    within, beyond, cost_blocked = _sort(ladder, snap, slo, max_cost, notes)
+    if beyond:
+        within += _best_effort(beyond, budget, budgets, account, now)
+    return Plan(req, snap, account, entry, tuple(within), cost_blocked,
+                notes=tuple(notes) if notes is not None else ())
+
+
+def _sort(ladder: list[Option], snap: Snapshot, slo: float, max_cost: float,
+          notes: list[Candidate] | None) -> tuple[list[Option], list[Option], bool]:
+    """(options within their bound, options beyond it, whether max cost dropped one);
+    options over max cost or on a pool at max_inflight are dropped."""
+    slack = slo * snap.policy.slo.degraded_slack
     loads = snap.tracker.loads
     within: list[Option] = []
     beyond: list[Option] = []
@@ -196,10 +207,7 @@ def plan(req: RouteRequest, snap: Snapshot, budget: BudgetView, *, now: float,
             if notes is not None and opt.held:
                 notes.append(note(opt, f"estimate {opt.est_ms:.0f} ms over {bound:.0f} ms, but "
                                        "this key is not among the share shed from the node"))
-    if beyond:
-        within += _best_effort(beyond, budget, budgets, account, now)
-    return Plan(req, snap, account, entry, tuple(within), cost_blocked,
-                notes=tuple(notes) if notes is not None else ())
+    return within, beyond, cost_blocked
 
 
 def _best_effort(beyond: list[Option], budget: BudgetView, budgets: BudgetConfig,
