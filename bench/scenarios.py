@@ -219,7 +219,7 @@ def main() -> int:
 NOTE = """
 
 One run per scenario and router, on the scenario's seed, through the world model of
-docs/reference.md section 9 (`hybrid-router simulate --scenario simulator/scenarios/NAME.yaml
+docs/reference.md section 10 (`hybrid-router simulate --scenario simulator/scenarios/NAME.yaml
 --baselines`). *Total cost* is every request's cost with the edge's amortized cost per
 inference; *cloud spend* is what pools billed. *max load/cap* is only defined for routers with a
 bounded-load cap (this router and Envoy's ring hash, whose bound lets a host reach slots + 1).

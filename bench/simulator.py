@@ -76,7 +76,7 @@ NOTE = """
 
 Every request goes through the core's exact `Runtime.decide` (class lookup, one bounded-load
 walk, the ladder, admission) and `Runtime.finish`, and through the world model (warm keys, VRAM,
-contention, shared uplinks; docs/reference.md section 9) on a heap-ordered event loop; arrivals,
+contention, shared uplinks; docs/reference.md section 10) on a heap-ordered event loop; arrivals,
 classes, keys and service-time draws are pre-drawn with numpy in blocks. The fleet: 100 nodes of
 four hardware classes, half GDPR and half CCPA, 12,000 requests/s over 100,000 Zipf keys.
 
