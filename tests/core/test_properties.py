@@ -102,6 +102,31 @@ def test_cloud_spend_never_passes_the_hard_budget(limit, prices, releases) -> No
     assert led.state(pol.budgets, "default", NOW).committed_usd <= limit + 1e-9
 
 
+@SETTINGS
+@given(fleet=fleets, steps=ops, eps=st.sampled_from([0.1, 0.25, 1.0]),
+       floor=st.sampled_from([0.0, 0.5]))
+def test_explain_walks_to_the_node_decide_picks(fleet, steps, eps, floor) -> None:  # type: ignore[no-untyped-def]
+    """The walk's fast form and its explained form (explain) agree on node, home, load, cap."""
+    from router.core.pick import pick_edge, pick_feature
+
+    nodes = [node(i, weight=w, slots=s, residency=r) for i, (w, s, r) in enumerate(fleet)]
+    pol = policy(nodes, [pool()], eps=eps, min_cap=floor)
+    tab, led = table(pol), ledger(pol)
+    live = []
+    for release, key, tags in steps:
+        if release and live:
+            finish(live.pop(key % len(live)), tab, led)
+            continue
+        entry = tab.entry(frozenset(tags), None)
+        for walk in (pick_edge, pick_feature):
+            fast = walk(entry, tab, f"key-{key}")
+            explained = walk(entry, tab, f"key-{key}", [])
+            assert fast == explained
+        live.append(decide(request(f"key-{key}", residency=tags, slo=1000), tab, led, now=NOW))
+    for d in live:
+        finish(d, tab, led)
+
+
 def _homes(tab, led, keys):  # type: ignore[no-untyped-def]
     out = {}
     for k in keys:
