@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -20,6 +21,20 @@ from router.core.budget import THROTTLED, Reservation
 from router.core.model import BudgetConfig, TenantBudget
 from router.stores.keeper import BudgetKeeper
 from router.stores.redis import RedisBudgetStore
+
+
+def month() -> str:
+    """This budget period's key (UTC month), as the stores name it."""
+    return time.strftime("%Y-%m", time.gmtime())
+
+
+def timed(durations: list[float], fn: Callable[[], Any]) -> Any:
+    """`fn()`, its wall time appended to `durations` however it ends."""
+    began = time.perf_counter()
+    try:
+        return fn()
+    finally:
+        durations.append(time.perf_counter() - began)
 
 
 def free_port() -> int:

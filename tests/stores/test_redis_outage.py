@@ -7,7 +7,6 @@ import logging
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from router.stores import BudgetStoreError, open_keeper
 from router.stores.redis import RedisBudgetStore
 from tests.integration.stack import POLICY
 
-from .conftest import RedisServer, Replica, TcpProxy, budgets
+from .conftest import RedisServer, Replica, TcpProxy, budgets, month, timed
 
 ROOT = Path(__file__).resolve().parents[2]
 PORTS = {f"p{i}": 9300 + i for i in range(6)}
@@ -33,18 +32,6 @@ def policy(store: str) -> Policy:
     parsed, problems = parse_policy(POLICY.format(store=store, **PORTS), "outage.yaml")
     assert parsed is not None, problems
     return parsed
-
-
-def month() -> str:
-    return time.strftime("%Y-%m", time.gmtime())
-
-
-def timed(durations: list[float], fn: Callable[[], Any]) -> Any:
-    began = time.perf_counter()
-    try:
-        return fn()
-    finally:
-        durations.append(time.perf_counter() - began)
 
 
 @pytest.mark.parametrize("mode", ["blackhole", "mute", "stopped"])

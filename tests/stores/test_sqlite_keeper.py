@@ -9,9 +9,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -22,6 +21,8 @@ from router.runtime import Routed, Runtime
 from router.stores import BudgetKeeper, BudgetStoreError, open_keeper
 from router.stores.sqlite import SqliteBudgetStore
 from tests.integration.stack import POLICY, free_port, wait_port
+
+from .conftest import month, timed
 
 ROOT = Path(__file__).resolve().parents[2]
 PORTS = {f"p{i}": 9400 + i for i in range(6)}
@@ -35,18 +36,6 @@ def policy(store: str) -> Policy:
     parsed, problems = parse_policy(POLICY.format(store=store, **PORTS), "sqlite.yaml")
     assert parsed is not None, problems
     return parsed
-
-
-def month() -> str:
-    return time.strftime("%Y-%m", time.gmtime())
-
-
-def timed(durations: list[float], fn: Callable[[], Any]) -> Any:
-    began = time.perf_counter()
-    try:
-        return fn()
-    finally:
-        durations.append(time.perf_counter() - began)
 
 
 @pytest.fixture
