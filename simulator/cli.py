@@ -15,8 +15,8 @@ from simulator.baselines import BASELINES, make_baseline
 from simulator.report import ReportInput, html_report, summarize, table, write_decisions
 from simulator.routers import Adaptive, Router
 from simulator.run import Result, simulate
-from simulator.scenario import Scenario, load_scenario
-from simulator.sites import check_world
+from simulator.scenario import Scenario
+from simulator.sites import load_checked
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,20 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _inputs(args: argparse.Namespace) -> tuple[Scenario, Policy, list[tuple[str, Policy]]] | None:
     """The scenario, its policy and the policies to compare, or None after reporting why."""
-    scenario, problems = load_scenario(args.scenario)
-    errors = [p for p in problems if p.severity == "error"]
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    if scenario is None or errors:
+    loaded = load_checked(args.scenario)
+    if loaded is None:
         return None
-    policy = load_policy_or_report(scenario.policy)
-    if policy is None:
-        return None
-    contradictions = check_world(scenario.world, policy)
-    for line in contradictions:
-        print(f"{scenario.file}: {line}", file=sys.stderr)
+    scenario, policy = loaded
     others = [(Path(extra).stem, load_policy_or_report(extra)) for extra in args.compare or []]
-    if contradictions or any(pol is None for _, pol in others):
+    if any(pol is None for _, pol in others):
         return None
     return scenario, policy, [(name, pol) for name, pol in others if pol is not None]
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from router.core.model import Policy
+from router.policy.loader import load_policy_or_report
 from simulator.model import Link
-from simulator.scenario import WorldConfig
+from simulator.scenario import Scenario, WorldConfig, load_scenario
 
 GATEWAY = "gateway"  # the site of the gateway when the scenario names none
 
@@ -48,3 +52,20 @@ def check_world(cfg: WorldConfig, policy: Policy) -> list[str]:
     if cfg.gateway_site is not None and cfg.gateway_site not in {s.id for s in cfg.sites}:
         out.append(f"world.gateway_site: '{cfg.gateway_site}' is not one of world.sites")
     return out
+
+
+def load_checked(path: str | Path) -> tuple[Scenario, Policy] | None:
+    """A scenario file, the policy it names and its world checked against that policy, or
+    None after printing every problem (FILE:LINE:COL) on stderr."""
+    scenario, problems = load_scenario(path)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if scenario is None or any(p.severity == "error" for p in problems):
+        return None
+    policy = load_policy_or_report(scenario.policy)
+    if policy is None:
+        return None
+    contradictions = check_world(scenario.world, policy)
+    for line in contradictions:
+        print(f"{scenario.file}: {line}", file=sys.stderr)
+    return None if contradictions else (scenario, policy)

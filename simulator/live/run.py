@@ -33,26 +33,11 @@ from simulator.live.report import live_result, live_side, report, side
 from simulator.report import write_decisions
 from simulator.routers import Adaptive
 from simulator.run import Result, simulate
-from simulator.scenario import Scenario, load_scenario
-from simulator.sites import check_world
+from simulator.scenario import Scenario
+from simulator.sites import load_checked
 from simulator.traffic import arrivals
 
 LEAD_S = 1.0  # t=0 this far after the stack is up, so the first arrivals are not late
-
-
-def _inputs(path: str) -> tuple[Scenario, Policy] | None:
-    scenario, problems = load_scenario(path)
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    if scenario is None or any(p.severity == "error" for p in problems):
-        return None
-    policy = load_policy_or_report(scenario.policy)
-    if policy is None:
-        return None
-    contradictions = check_world(scenario.world, policy)
-    for line in contradictions:
-        print(f"{scenario.file}: {line}", file=sys.stderr)
-    return None if contradictions else (scenario, policy)
 
 
 def count_of(scenario: Scenario, requests: int | None, seconds: float | None) -> int | None:
@@ -119,7 +104,7 @@ def run_live(args: argparse.Namespace) -> int:
         print(f"hybrid-router simulate: --out {out} exists and is not a directory",
               file=sys.stderr)
         return 2
-    inputs = _inputs(args.scenario)
+    inputs = load_checked(args.scenario)
     if inputs is None:
         return 2
     scenario, policy = inputs
