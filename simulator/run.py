@@ -169,6 +169,15 @@ def _residency(scenario: Scenario, policy: Policy) -> list[dict[str, bool]]:
 def _schedule(world: World, scenario: Scenario, policy: Policy, router: Router, out: Result,
               horizon: float) -> None:
     """Feed refreshes, 10-s samples and the scenario's events on the world's clock."""
+    schedule_refreshes(world, policy, router, out, horizon)
+    for ev in scenario.events:
+        world.at(ev.at_s, EVENT, partial(_apply, ev.kind, ev.args, world, router, out))
+
+
+def schedule_refreshes(world: World, policy: Policy, router: Router, out: Result,
+                       horizon: float) -> None:
+    """The world's feed to `router` every refresh_seconds and the report's 10-s samples,
+    up to `horizon` (a scenario run and a trace replay alike)."""
 
     def refresh() -> None:
         router.refresh(world.feed(EPOCH + world.now), world.now)
@@ -184,8 +193,6 @@ def _schedule(world: World, scenario: Scenario, policy: Policy, router: Router, 
 
     world.at(policy.refresh_seconds, REFRESH, refresh)
     world.at(SAMPLE_S, SAMPLE, sample)
-    for ev in scenario.events:
-        world.at(ev.at_s, EVENT, partial(_apply, ev.kind, ev.args, world, router, out))
 
 
 def apply_world_event(kind: str, args: dict[str, Any], world: World) -> bool:

@@ -29,10 +29,10 @@ from router.core.decision import Decision
 from router.core.model import Policy
 from router.core.request import RouteRequest
 from simulator.routers import EPOCH, REFUSED, Adaptive, Choice, choice_of
-from simulator.run import SAMPLE_S, Result
+from simulator.run import SAMPLE_S, Result, schedule_refreshes
 from simulator.scenario import WorldConfig
 from simulator.tracelog import Entry, Trace
-from simulator.world import REFRESH, SAMPLE, World
+from simulator.world import World
 
 
 @dataclass
@@ -119,7 +119,7 @@ def candidate(rows: list[Entry], reqs: list[RouteRequest | Decision], base: floa
     world = World(policy, np.random.default_rng(seed), world_config)
     out = _blank(adaptive.name, rows, reqs, base, policy)
     n = len(rows)
-    _schedule(world, policy, adaptive, out, (out.t[-1] if out.t else 0.0) + 5.0)
+    schedule_refreshes(world, policy, adaptive, out, (out.t[-1] if out.t else 0.0) + 5.0)
     adaptive.refresh(world.feed(EPOCH), 0.0)
     choices: list[Choice | None] = [None] * n
     world.on_done = partial(_done, out, choices, adaptive)
@@ -153,26 +153,6 @@ def _done(out: Result, choices: list[Choice | None], adaptive: Adaptive, row: in
     choice, choices[row] = choices[row], None
     if choice is not None:
         adaptive.done(choice)
-
-
-def _schedule(world: World, policy: Policy, adaptive: Adaptive, out: Result,
-              horizon: float) -> None:
-    """The world's feed every refresh_seconds and the report's 10-s samples."""
-
-    def refresh() -> None:
-        adaptive.refresh(world.feed(EPOCH + world.now), world.now)
-        if world.now + policy.refresh_seconds <= horizon:
-            world.at(world.now + policy.refresh_seconds, REFRESH, refresh)
-
-    def sample() -> None:
-        out.util.append((world.now, world.utilization()))
-        for node, limit in adaptive.caps().items():
-            out.caps.setdefault(node, []).append((world.now, limit))
-        if world.now + SAMPLE_S <= horizon:
-            world.at(world.now + SAMPLE_S, SAMPLE, sample)
-
-    world.at(policy.refresh_seconds, REFRESH, refresh)
-    world.at(SAMPLE_S, SAMPLE, sample)
 
 
 def replay(trace: Trace, policy: Policy, *, seed: int = 1,
