@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -46,9 +46,10 @@ def _executor() -> ProcessPoolExecutor:
         return _pool
 
 
-def warm() -> None:
-    """Start the worker now (it imports the loader), so the first reload does not wait for it."""
-    _executor().submit(int)
+def warm() -> Future[int]:
+    """Start the worker now (it imports the loader), so the first reload does not wait for it;
+    the future is done once the worker answers."""
+    return _executor().submit(int)
 
 
 def load_policy_isolated(path: str | Path, *, timeout: float = TIMEOUT_S) -> Policy:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from router.core.feed import format_time
 from router.feed.refresh import Refresher
 from router.feed.server import FeedServer
 from router.metrics import RouterMetrics
+from router.policy import isolated
 from router.policy.loader import load_policy
 from router.runtime import Runtime
 
@@ -102,6 +103,15 @@ class Setup:
         refresher = Refresher(runtime, str(self.policy_path), metrics, clock=self.clock,
                               tick=0.05)
         return runtime, refresher, metrics
+
+
+@pytest.fixture(scope="session", autouse=True)
+def policy_worker() -> Iterator[None]:
+    """The policy worker process started and answering before the first reload, as `serve`
+    starts it before its port opens, and stopped after the last test."""
+    isolated.warm().result(timeout=60)
+    yield
+    isolated.shutdown()
 
 
 @pytest.fixture
