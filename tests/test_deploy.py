@@ -270,3 +270,17 @@ def test_k8s_example_is_valid_kubernetes_in_strict_mode() -> None:
         "containerPort")
     with pytest.raises(kubernetes_validate.ValidationError, match="containerPort"):
         kubernetes_validate.validate(deploy, K8S_VERSION, strict=True)
+
+
+def test_k8s_router_mounts_the_policy_directory_so_configmap_edits_reach_it() -> None:
+    """A subPath mount is never updated by the kubelet: the router must read its policy
+    from a directory mount, where an edit arrives as an atomic `..data` symlink swap
+    (tests/feed/test_reload.py follows one)."""
+    docs = list(yaml.safe_load_all((ROOT / "docs" / "k8s-sidecar.yaml").read_text()))
+    deploy = next(d for d in docs if d["kind"] == "Deployment")
+    containers = {c["name"]: c for c in deploy["spec"]["template"]["spec"]["containers"]}
+    router = containers["hybrid-router"]
+    policy = Path(parse(router["args"]).policy)
+    mounts = [m for m in router["volumeMounts"] if policy.is_relative_to(m["mountPath"])]
+    assert len(mounts) == 1 and "subPath" not in mounts[0], mounts
+    assert policy.parent == Path(mounts[0]["mountPath"])

@@ -147,3 +147,12 @@ def test_as_a_process_with_the_policy_feed() -> None:
     info = json.loads(proc.stdout)
     assert info["feed"]["file"].endswith("demo.json")  # the policy's own file: feed
     assert info["decision"]["node"] in {"orin-03", "rtx-03", "l4-02", "hyper-us"}
+
+
+def test_payload_defaults_to_the_policys_payload_kb_as_the_reference_says(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    info = explain_json(capsys, *GDPR)
+    assert info["request"]["payload_bytes"] == 64 * 1024  # example.yaml leaves payload_kb unset
+    row = next(line for line in (ROOT / "docs" / "reference.md").read_text().splitlines()
+               if line.startswith("| `--payload-bytes N`"))
+    assert "`defaults.payload_kb` (64 KiB" in row

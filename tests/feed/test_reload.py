@@ -119,3 +119,25 @@ async def test_a_reload_leaves_no_cyclic_garbage(tmp_path: Path) -> None:
     assert max(counts[2:]) - min(counts[2:]) < 50, counts
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "policies" / "example.yaml"
+
+
+async def test_a_kubelet_style_configmap_swap_is_reloaded(setup: Setup) -> None:
+    """A ConfigMap volume is `policy.yaml -> ..data/policy.yaml`, `..data -> ..TIMESTAMP`;
+    the kubelet writes a new timestamped directory and renames a new `..data` link over
+    the old one. The router follows the link, so it sees the new file."""
+    rt, _, metrics = setup.make(f"file:{setup.feed_path}")
+    mount = setup.tmp / "configmap"
+    mount.mkdir()
+    text = setup.policy_path.read_text()
+    for i, body in enumerate((text, text.replace("balance_factor: 0.25",
+                                                 "balance_factor: 0.5"))):
+        (mount / f"..2026_{i}").mkdir()
+        (mount / f"..2026_{i}" / "policy.yaml").write_text(body)
+        os.symlink(f"..2026_{i}", mount / "..data_tmp")
+        os.replace(mount / "..data_tmp", mount / "..data")
+        if i == 0:
+            os.symlink("..data/policy.yaml", mount / "policy.yaml")
+            refresher = Refresher(rt, str(mount / "policy.yaml"), metrics, tick=0.05)
+    assert await refresher.reload_policy()
+    assert rt.policy.balance_factor == 0.5
+    assert sample(metrics, "router_policy_reload_total", result="ok") == 1
