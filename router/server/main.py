@@ -65,6 +65,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worker-index", type=int, default=-1, help=argparse.SUPPRESS)
 
 
+# A vanished peer (no FIN, no RST) would hold its streams, and their slots, until TCP
+# gives up; a ping every 20 s answered within 10 s ends them within 30 s instead.
+KEEPALIVE_MS, KEEPALIVE_TIMEOUT_MS = 20_000, 10_000
+# Largest message a peer may send: an ext_proc request-headers message is at most Envoy's
+# 64 KB of headers plus framing; ADS requests are smaller. gRPC's default is 4 MiB.
+MAX_MESSAGE_BYTES = 1024 * 1024
+STREAM_HEADROOM = 64  # streams per connection past --max-streams: ADS, health
+
+
+def grpc_options(max_streams: int) -> list[tuple[str, int]]:
+    """The gRPC server's limits: streams per connection, message size, keepalive."""
+    return [("grpc.so_reuseport", 1),
+            ("grpc.max_concurrent_streams", max_streams + STREAM_HEADROOM),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+            ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0)]
+
+
 @dataclass
 class _Parts:
     """What one server process runs, built before its port opens."""
@@ -90,8 +110,7 @@ def _build(args: argparse.Namespace, runtime: Runtime, metrics: RouterMetrics, k
     from router.xds.resources import build as build_resources
     from router.xds.server import AdsServer
 
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 1),
-                                      ("grpc.max_concurrent_streams", 10_000)])
+    server = grpc.aio.server(options=grpc_options(args.max_streams))
     request_log = None
     if args.request_log:
         path = args.request_log if workers == 1 else f"{args.request_log}.w{index}"

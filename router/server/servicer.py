@@ -106,7 +106,7 @@ def _option(key: str, value: str) -> Any:
 
 
 _RESPONSES: dict[tuple[tuple[str, str], ...], Any] = {}
-_MAX_CACHED = 8192
+_MAX_CACHED = 4096  # responses are ~200-400 bytes; the cache is bounded whatever clients send
 
 
 def routed_response(decision: Decision, sent: dict[str, str]) -> Any:
@@ -114,21 +114,29 @@ def routed_response(decision: Decision, sent: dict[str, str]) -> Any:
 
     A fleet has few distinct header sets (target × mode × quality × reason × cost), so
     the built protobuf response is cached per set: it is never mutated after building.
+    The key is the router's own headers only, never a name the client chose: Envoy strips
+    client `x-route-*` headers before the router sees them, so a request that still
+    carries one came from a direct client and gets a response built for it alone.
     """
     headers = decision.headers()
-    remove = tuple(k for k in sent if k.startswith(wire.ROUTE_PREFIX))
-    key = (*headers, ("", ",".join(remove)))
+    ours = {k for k, _ in headers}
+    extra = [k for k in sent if k.startswith(wire.ROUTE_PREFIX) and k not in ours]
+    if extra:
+        return _routed(headers, extra)
+    key = tuple(headers)
     cached = _RESPONSES.get(key)
     if cached is None:
-        ours = {k for k, _ in headers}
-        mutation = _mutation(headers, [k for k in remove if k not in ours])
-        # clear_route_cache: the route table picks the cluster from x-route-cluster, set here
-        cached = pb.ProcessingResponse(request_headers=pb.HeadersResponse(
-            response=pb.CommonResponse(header_mutation=mutation, clear_route_cache=True)))
         if len(_RESPONSES) >= _MAX_CACHED:
             _RESPONSES.clear()
-        _RESPONSES[key] = cached
+        cached = _RESPONSES[key] = _routed(headers, [])
     return cached
+
+
+def _routed(headers: list[tuple[str, str]], remove: list[str]) -> Any:
+    # clear_route_cache: the route table picks the cluster from x-route-cluster, set here
+    return pb.ProcessingResponse(request_headers=pb.HeadersResponse(
+        response=pb.CommonResponse(header_mutation=_mutation(headers, remove),
+                                   clear_route_cache=True)))
 
 
 def _mutation(headers: list[tuple[str, str]], remove: list[str]) -> Any:
