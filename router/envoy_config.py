@@ -68,8 +68,10 @@ def local_replies() -> dict[str, Any]:
             "@type": T + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
             "expression": expression}}}
 
+    # Overwrite: the route's echo of the router's reason is already on an upstream failure's
+    # local reply (503 reset, 504 timeout), and it was Envoy, not that rung, that answered.
     reason = [{"header": {"key": wire.H_REASON, "value": "envoy"},
-               "append_action": "ADD_IF_ABSENT"}]
+               "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
     return {"mappers": [
         {"filter": cel(f"response.code_details.startsWith('{DETAILS_PREFIX}') || "
                        "response.code_details == 'direct_response'"),

@@ -158,6 +158,21 @@ def test_every_kind_of_ending_releases_its_slot(stack: Stack) -> None:
     assert settle(stack) == dict.fromkeys(stack.inflight(), 0.0)
 
 
+def test_an_upstream_failure_says_envoy_answered_not_the_routers_reason(stack: Stack) -> None:
+    """A reset or a timeout is Envoy's own 503/504: its x-route-reason is `envoy` (reference,
+    section 4), not the rung the router chose; an upstream's own 500 keeps the router's."""
+    base = {"x-affinity-residency": "CCPA", "x-affinity-key": "fail-1"}
+    results = many(stack, [{**base, "x-emulate-reset": "1"},
+                           {**base, "x-emulate-delay-ms": str(int(UPSTREAM_TIMEOUT_S * 1000)
+                                                             + 500)},
+                           {**base, "x-emulate-status": "500"}])
+    (reset, h_reset, body), (timeout, h_timeout, _), (own, h_own, _) = results
+    assert (reset, timeout, own) == (503, 504, 500)
+    assert h_reset["x-route-reason"] == h_timeout["x-route-reason"] == "envoy"
+    assert json.loads(body)["error"] == "envoy_503"
+    assert h_own["x-route-reason"] in ("affinity", "balance")
+
+
 def test_a_streamed_body_holds_its_slot_until_it_ends(stack: Stack) -> None:
     # The response headers arrive at once and the body streams for 2 s: the node's load
     # must count the request until the body's end, not until its headers.
