@@ -61,6 +61,7 @@ R_UNSERVABLE = "unservable"  # nothing eligible can serve it (503)
 R_OVERLOAD = "overload"  # router at its concurrency bound (503)
 R_FAIL_OPEN = "fail-open"  # set by Envoy's route table when the router did not answer
 R_UNKNOWN_TENANT = "unknown-tenant"  # tenant not in the policy, unknown_tenant: refuse (403)
+R_TENANT_MODEL = "tenant-model"  # the tenant may not use the model asked for (403)
 R_ROUTER_ERROR = "router-error"  # the router failed unexpectedly (503, logged with a trace id)
 
 # Refusal error codes (JSON body "error").
@@ -71,10 +72,12 @@ E_UNSERVABLE = "no_eligible_target"
 E_MAX_COST = "max_cost_exceeded"
 E_OVERLOAD = "router_overloaded"
 E_UNKNOWN_TENANT = "unknown_tenant"
+E_MODEL_NOT_ALLOWED = "model_not_allowed"
 E_ROUTER_ERROR = "router_error"
 
 STATUS_BAD_TAG = 400
 STATUS_UNKNOWN_TENANT = 403
+STATUS_FORBIDDEN = 403
 STATUS_BUDGET = 429
 STATUS_UNSERVABLE = 503
 STATUS_ROUTER_ERROR = 503

@@ -30,6 +30,7 @@ from router.core.schema import (
     enforce,
     reraise,
 )
+from router.core.tagrules import RESIDENCY_TAG
 
 __all__ = ["LATENCY_FACTOR", "QUALITY_LEVELS", "BudgetConfig", "Cloud", "CloudPool", "Defaults",
            "Edge", "EdgeNode", "FeedConfig", "Hashing", "Policy", "QualityConfig", "SloConfig",
@@ -120,11 +121,35 @@ class SplitConfig(Schema):
 
 
 class TenantBudget(Schema):
-    """A tenant's cloud budget per period (`budgets.tenants.NAME`)."""
+    """A tenant's cloud budget per period and what it may do (`budgets.tenants.NAME`)."""
 
     limit_usd: Num = Field(ge=0, description="cloud spend allowed per period")
     soft_fraction: Num | None = Field(default=None, ge=0, description="null: budgets.soft_fraction")
     hard_fraction: Num | None = Field(default=None, gt=0, description="null: budgets.hard_fraction")
+    residency: Tags = Field(
+        default=frozenset(),
+        description="residency every request of the tenant carries, added to what it sends")
+    max_cost_usd: Num | None = Field(
+        default=None, ge=0, description="most one request may cost; null: no tenant limit")
+    models: Tags | None = Field(
+        default=None, description="models the tenant may ask for; null: any")
+
+    @property
+    def restricts(self) -> bool:
+        """Whether any rule beyond the budget applies (residency, max cost, models)."""
+        return bool(self.residency) or self.max_cost_usd is not None or self.models is not None
+
+    @model_validator(mode="after")
+    def _rules(self) -> TenantBudget:
+        out: list[Breach] = []
+        if self.models is not None and not self.models:
+            out.append(Breach(("models",), "must name at least one model, or be left out "
+                                           "(any model)"))
+        out += [Breach(("residency",), f"residency tag '{tag}' has characters other than "
+                                       "ASCII letters, digits, - and _ (or is over 64 long)")
+                for tag in sorted(self.residency) if not RESIDENCY_TAG.fullmatch(tag)]
+        enforce(out)
+        return self
 
 
 def _read_only(value: Mapping[str, TenantBudget]) -> Mapping[str, TenantBudget]:

@@ -13,7 +13,9 @@ no clock: `router.core.admit` takes the first ranked option whose slots and
 budget it can hold, `explain` and the simulator call exactly this.
 
 A tenant the policy does not name shares the policy's default account, or is
-refused (403) with `budgets.unknown_tenant: refuse`; that is decided here too.
+refused (403) with `budgets.unknown_tenant: refuse`; that is decided here too,
+and so are the account's rules (`router.core.tenancy`: residency floor, max cost,
+allowed models), before anything is ranked.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from router.core.model import QUALITY_LEVELS, BudgetConfig
 from router.core.pick import Pick, pick_edge, pick_feature
 from router.core.request import RouteRequest
 from router.core.table import ClassEntry, NodeRt, PoolRt, Snapshot
+from router.core.tenancy import narrow
 
 INF = float("inf")
 
@@ -145,6 +148,14 @@ def plan(req: RouteRequest, snap: Snapshot, budget: BudgetView, *, now: float,
             wire.STATUS_UNKNOWN_TENANT, wire.E_UNKNOWN_TENANT, wire.R_UNKNOWN_TENANT,
             f"tenant '{req.tenant}' is not named in the policy and budgets.unknown_tenant "
             "is refuse", policy.digest))
+    rules = budgets.tenant(account)
+    if rules is not None and rules.restricts:
+        held = narrow(req, rules)
+        if isinstance(held, str):
+            return Plan(req, snap, account, None, (), refusal=refusal(
+                wire.STATUS_FORBIDDEN, wire.E_MODEL_NOT_ALLOWED, wire.R_TENANT_MODEL, held,
+                policy.digest))
+        req = held
     entry = snap.entry(req.residency, req.model)
     if notes is not None:
         notes.extend(Candidate(t, "-", why) for t, why in entry.excluded)

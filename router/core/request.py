@@ -149,14 +149,21 @@ def parse_request(headers: Mapping[str, str], defaults: Defaults, default_slo_ms
                   *, payload_bytes: int = 0, request_id: str = "") -> RouteRequest:
     """Parse affinity tags from `headers` (lower-case names); raises only `TagError`.
 
+    Residency only ever narrows: the request's tags are added to `defaults.residency`,
+    so no header form (nor an empty JSON list) clears or lowers it.
+
     Pass a `HeaderMap` to have repeated affinity headers refused; a plain
     mapping cannot carry repeats.
     """
     _check_headers(headers)
     f = _fields(headers)
+    residency = defaults.residency  # a floor: what the request names is added, never instead
+    sent = f.get(wire.H_RESIDENCY)
+    if sent:
+        residency = sent | residency if residency else sent
     return RouteRequest(
         key=f.get(wire.H_KEY), tenant=f.get(wire.H_TENANT, defaults.tenant),
-        residency=f.get(wire.H_RESIDENCY, defaults.residency),
+        residency=residency,
         slo_ms=f.get(wire.H_SLO, default_slo_ms), model=f.get(wire.H_MODEL, defaults.model),
         accept_degradation=f.get(wire.H_DEGRADE, defaults.accept_degradation),
         max_cost_usd=f.get(wire.H_MAX_COST, defaults.max_cost_usd),

@@ -40,7 +40,7 @@ _JSON_FIELDS = {
 # [0-9] (never \d, which matches every script's digits) and fullmatch (never $).
 _DIGITS = re.compile(r"[0-9]{1,10}")
 _DECIMAL = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,12})?")
-_RESIDENCY_TAG = re.compile(r"[A-Za-z0-9_-]{1,64}")
+RESIDENCY_TAG = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CATEGORY = {"Cc": "control character", "Cs": "lone surrogate", "Cf": "format character",
              "Co": "private-use character", "Cn": "unassigned code point",
              "Zs": "space other than U+0020", "Zl": "line separator",
@@ -119,7 +119,7 @@ def parse_residency(tag: str, value: Any) -> frozenset[str]:
         if not isinstance(part, str) or not part.strip(OWS):
             raise TagError(tag, f"residency entries must be non-empty strings, got {_show(part)}")
         item = part.strip(OWS)
-        if not _RESIDENCY_TAG.fullmatch(item):
+        if not RESIDENCY_TAG.fullmatch(item):
             raise TagError(tag, f"residency tag {_show(item)} has characters other than ASCII "
                                 "letters, digits, - and _ (or is over 64 long)")
         out.add(item)

@@ -15,8 +15,10 @@ can never disagree. What Envoy gets:
 - a route table: the router's answer first (`cluster_header: x-route-cluster`);
   then, for requests the router did not answer (down, slow, crashed), one route
   per R matching `x-affinity-residency` exactly (every tag of R present, no other
-  known tag, no unknown tag) to `edge.R`; no header → the policy's default
-  residency; residency Envoy cannot establish (unknown tags, or only inside the
+  known tag, no unknown tag) to `edge.R` plus the residency floor
+  (`defaults.residency` and the tenant's, by `x-affinity-tenant`:
+  `router.core.tenancy`), a 503 when no edge node meets both; no header → the
+  floor alone; residency Envoy cannot establish (unknown tags, or only inside the
   `x-affinity-tags` JSON) → 503.
 
 Cluster names come from `router.wire` so the router's answers and these
@@ -46,6 +48,7 @@ from envoy.extensions.load_balancing_policies.ring_hash.v3 import (  # noqa: F40
 from google.protobuf import json_format
 
 from router import wire
+from router.core import tenancy
 from router.core.model import Policy
 from router.core.table import Snapshot
 
@@ -204,6 +207,24 @@ def _refuse(name: str, headers: list[dict[str, Any]]) -> dict[str, Any]:
                  "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}
 
 
+def _residency_routes(served: set[frozenset[str]], floor: frozenset[str], opts: Options,
+                      who: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fail-open routes by `x-affinity-residency`, each to the edge cluster of the header's
+    tags plus `floor` (the tenant's and the policy's), or a 503 when no edge node meets both."""
+    absent = {"name": wire.H_RESIDENCY, "present_match": False}
+    routes = [_fail_open("/", [*who, absent], wire.edge_cluster(floor), opts) if floor in served
+              else _refuse("fail-open:default-residency-unserved", [*who, absent])]
+    known = sorted(set().union(*served))
+    for req in sorted(served - {frozenset()}, key=lambda r: (-len(r), sorted(r))):
+        headers = [*who, _only_known(known)]
+        headers += [_tag_present(t) for t in sorted(req)]
+        headers += [_tag_present(t, invert=True) for t in known if t not in req]
+        want = req | floor
+        routes.append(_fail_open("/", headers, wire.edge_cluster(want), opts) if want in served
+                      else _refuse("fail-open:floor-unserved", headers))
+    return routes
+
+
 def route_table(policy: Policy, served: set[frozenset[str]], opts: Options
                 ) -> route_pb2.RouteConfiguration:
     """The inference route table (see the module docstring for the order)."""
@@ -218,17 +239,11 @@ def route_table(policy: Policy, served: set[frozenset[str]], opts: Options
         _refuse("fail-open:residency-in-json", [absent, {
             "name": wire.H_TAGS, "string_match": {"contains": '"data_residency"'}}]),
     ]
-    default = frozenset(policy.defaults.residency)
-    if default in served:
-        routes.append(_fail_open("/", [absent], wire.edge_cluster(default), opts))
-    else:
-        routes.append(_refuse("fail-open:default-residency-unserved", [absent]))
-    known = sorted(set().union(*served))
-    for req in sorted(served - {frozenset()}, key=lambda r: (-len(r), sorted(r))):
-        headers = [_only_known(known)]
-        headers += [_tag_present(t) for t in sorted(req)]
-        headers += [_tag_present(t, invert=True) for t in known if t not in req]
-        routes.append(_fail_open("/", headers, wire.edge_cluster(req), opts))
+    anyone, by_tenant = tenancy.fail_open_floors(policy)
+    for tenant, floor in by_tenant.items():
+        who = {"name": wire.H_TENANT, "string_match": {"exact": tenant}}
+        routes += _residency_routes(served, floor, opts, [who])
+    routes += _residency_routes(served, anyone, opts, [])
     routes.append(_refuse("fail-open:residency-unserved", []))
     return json_format.ParseDict({"name": ROUTE_CONFIG, "virtual_hosts": [
         {"name": "inference", "domains": ["*"], "routes": routes}]}, route_pb2.RouteConfiguration())

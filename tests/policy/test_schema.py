@@ -86,7 +86,7 @@ def test_every_key_has_a_reference_row_with_its_default() -> None:
     assert rows["edge.nodes[].feature_slots"][1] == ">= 0"
     assert rows["budgets.unknown_tenant"] == ("default", "default | refuse")
     assert rows["edge.nodes[].id"][0] == "required"
-    assert len(rows) == 54
+    assert len(rows) == 57
 
 
 def test_feature_slots_default_follows_the_node_slots() -> None:
@@ -203,6 +203,18 @@ def test_tenant_zeros_are_kept() -> None:
     pytest.param(("version: 1", "version: 1\nbudgets: {tenants: {acme: {}}}"),
                  "p.yaml:2:27: budgets.tenants.acme: missing required key 'limit_usd'",
                  id="missing-limit"),
+    pytest.param(("version: 1", "version: 1\nbudgets: {tenants: {acme: {limit_usd: 1, "
+                                "residency: [GDPR, 'EU zone']}}}"),
+                 "p.yaml:2:53: budgets.tenants.acme.residency: residency tag 'EU zone' has",
+                 id="tenant-residency-tag"),
+    pytest.param(("version: 1", "version: 1\nbudgets: {tenants: {acme: {limit_usd: 1, "
+                                "max_cost_usd: -0.1}}}"),
+                 "p.yaml:2:56: budgets.tenants.acme.max_cost_usd: must be at least 0, got -0.1",
+                 id="tenant-negative-max-cost"),
+    pytest.param(("version: 1", "version: 1\nbudgets: {tenants: {acme: {limit_usd: 1, "
+                                "models: []}}}"),
+                 "p.yaml:2:50: budgets.tenants.acme.models: must name at least one model",
+                 id="tenant-no-models"),
     pytest.param(("version: 1", "version: 1\ndigest: abc"),
                  "p.yaml:2:1: digest: unknown key 'digest'", id="digest-is-not-a-key"),
     pytest.param(('address: "127.0.0.1:9001"', 'address: "127.0.0.1:99999"'),

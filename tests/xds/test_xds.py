@@ -86,6 +86,26 @@ def test_default_residency_without_an_edge_node_is_refused_in_fail_open() -> Non
     assert "fail-open:edge.any" not in [r.name for r in routes]
 
 
+def test_fail_open_routes_add_the_residency_floor_never_lower_it() -> None:
+    from router.core.model import BudgetConfig, Defaults, TenantBudget
+
+    pinned = TenantBudget(limit_usd=1, residency=frozenset({"CCPA"}))
+    pol = FLEET.model_copy(update={
+        "defaults": Defaults(residency=frozenset({"GDPR"})),
+        "budgets": BudgetConfig(tenants={"acme": pinned})}).with_digest("t")
+    routes = _routes(xds.build(table(pol)))
+    acme = [r for r in routes if any(h.name == wire.H_TENANT for h in r.match.headers)]
+    anyone = [r for r in routes if r not in acme and r.name.startswith("fail-open:")
+              and not r.name.endswith("in-json")]
+    # every route Envoy takes alone goes to a cluster holding the floor, or refuses
+    assert {r.route.cluster for r in anyone if r.route.cluster} == {"edge.GDPR",
+                                                                    "edge.CCPA+GDPR"}
+    assert {r.route.cluster for r in acme if r.route.cluster} == {"edge.CCPA+GDPR"}
+    assert all(h.string_match.exact == "acme" for r in acme for h in r.match.headers
+               if h.name == wire.H_TENANT)
+    assert routes.index(acme[-1]) < routes.index(anyone[0])  # the tenant's routes come first
+
+
 def test_static_options_inline_the_endpoints() -> None:
     res = xds.build(table(FLEET), xds.Options(xds=False))
     assert res.by_type[xds.ENDPOINT_TYPE] == {}
