@@ -41,9 +41,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from router.core.loads import UNLEASED
 from router.core.table import FEATURES, Snapshot
 
-UNLEASED = 1 << 30  # the `held` of a resource no lease limits (a router alone)
+__all__ = ["POOL", "UNLEASED", "Resource", "demand", "fair", "held_after", "keep", "resources",
+           "safe_share", "settle"]
 POOL = "pool:"  # store name prefix of a pool's max_inflight
 
 

@@ -5,6 +5,11 @@ the process, so a request admitted under one table is released on the same
 counter after a newer table has been swapped in. Groups (the eligible node set
 of a request class) keep running totals so the bounded-load cap needs no sum
 over nodes on the request path.
+
+With capacity leases (`router.core.capacity`) each slot also has `held`, the
+most this router may have in flight there (its lease; UNLEASED when no lease
+limits it), set by the capacity keeper's thread, and `peaks`, the most it had
+in flight since the keeper last looked (its demand).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 MAX_GROUPS = 4096
+UNLEASED = 1 << 30  # `held` of a slot no lease limits
 
 
 class LoadTracker:
@@ -26,6 +32,9 @@ class LoadTracker:
         self._group_of: dict[tuple[int, ...], int] = {}
         self._group_members: list[tuple[int, ...]] = []
         self.group_totals: list[int] = []
+        self.held: list[int] = []
+        self.peaks: list[int] = []
+        self.default_held = UNLEASED  # `held` of a slot allocated from now on
 
     def slot(self, name: str) -> int:
         """The slot of target `name`, allocated on first use."""
@@ -35,6 +44,8 @@ class LoadTracker:
             self._slot_of[name] = slot
             self.names.append(name)
             self.loads.append(0)
+            self.held.append(self.default_held)
+            self.peaks.append(0)
             self._node_groups.append([])
         return slot
 
@@ -67,7 +78,9 @@ class LoadTracker:
 
     def acquire(self, slot: int) -> None:
         """One more request in flight on `slot`."""
-        self.loads[slot] += 1
+        load = self.loads[slot] = self.loads[slot] + 1
+        if load > self.peaks[slot]:
+            self.peaks[slot] = load
         totals = self.group_totals
         for gid in self._node_groups[slot]:
             totals[gid] += 1
@@ -80,6 +93,12 @@ class LoadTracker:
         totals = self.group_totals
         for gid in self._node_groups[slot]:
             totals[gid] -= 1
+
+    def lease_all(self) -> None:
+        """From now on every slot admits only within a lease (none held yet)."""
+        self.default_held = 0
+        for slot in range(len(self.held)):
+            self.held[slot] = 0
 
     def snapshot(self) -> dict[str, int]:
         """Current in-flight count by target name."""

@@ -1,7 +1,8 @@
 """The bounded-load picker: one walk of a class's weighted ring (see `router.core.ring`).
 
 The walk starts at hash64(key) and takes the first member node that is under
-its bounded-load cap (with the utilization floor) and its physical slots. The
+its bounded-load cap (with the utilization floor), its physical slots and this
+router's lease of them (`router.core.capacity`; unlimited for a router alone). The
 first node on the ring is the key's *home*; a key leaves its home only while
 the home is at its cap. The same walk over the nodes' feature slots (counted
 apart from inference slots) places split extractions, so a split is possible
@@ -17,6 +18,7 @@ from typing import NamedTuple
 
 from router import wire
 from router.core.decision import Candidate
+from router.core.loads import UNLEASED
 from router.core.ring import cap, hash64
 from router.core.table import ClassEntry, NodeRt, Snapshot
 
@@ -56,7 +58,7 @@ def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: boo
         return None
     if notes is not None:
         return _walk_explained(entry, snap, key, total, features, notes)
-    loads = snap.tracker.loads
+    loads, held = snap.tracker.loads, snap.tracker.held
     where = snap.walk_features if features else snap.walk_inference
     weights, floors = snap.walk_weights, snap.walk_floors
     wsum = entry.weight_sum
@@ -75,7 +77,7 @@ def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: boo
         seen.add(owner)
         slot, size = where[owner]
         load = loads[slot]
-        if load < size:
+        if load < size and load < held[slot]:
             value = scale * weights[owner] / wsum if wsum > 0 else 0.0
             limit = int(value)
             if limit != value:
@@ -97,7 +99,7 @@ def _walk_explained(entry: ClassEntry, snap: Snapshot, key: str, total: int, fea
     keys = entry.ring.keys
     n = len(keys)
     nodes: Sequence[NodeRt] = snap.nodes
-    loads = snap.tracker.loads
+    loads, held = snap.tracker.loads, snap.tracker.held
     owners = entry.ring.owners
     mode = wire.MODE_SPLIT if features else wire.MODE_EDGE
     start = bisect_right(keys, _key_hash(key))
@@ -109,8 +111,9 @@ def _walk_explained(entry: ClassEntry, snap: Snapshot, key: str, total: int, fea
             continue
         seen.add(owner)
         node = nodes[owner]
-        slots = node.feature_slots if features else node.slots
-        load = loads[node.feature_slot if features else node.slot]
+        slot = node.feature_slot if features else node.slot
+        slots = min(node.feature_slots if features else node.slots, held[slot])
+        load = loads[slot]
         limit = cap(total, node.weight, entry.weight_sum, snap.epsilon, node.min_cap)
         if load < slots and load < limit:
             what = "features: picked by the walk over feature slots" if features \
@@ -118,7 +121,9 @@ def _walk_explained(entry: ClassEntry, snap: Snapshot, key: str, total: int, fea
             notes.append(Candidate(node.id, mode, what, node.est_ms, node.cost_usd, load=load,
                                    cap=limit))
             return Pick(node, first, load, limit)
-        why = "out of slots" if load >= slots else "at its bounded-load cap"
+        why = "at its bounded-load cap"
+        if load >= slots:
+            why = "out of leased slots" if held[slot] < UNLEASED else "out of slots"
         notes.append(Candidate(node.id, mode, f"features: {why}" if features else why,
                                node.est_ms, node.cost_usd, load=load, cap=min(limit, slots)))
         first = False

@@ -193,7 +193,7 @@ def _sort(ladder: list[Option], snap: Snapshot, slo: float, max_cost: float,
     """(options within their bound, options beyond it, whether max cost dropped one);
     options over max cost or on a pool at max_inflight are dropped."""
     slack = slo * snap.policy.slo.degraded_slack
-    loads = snap.tracker.loads
+    loads, held = snap.tracker.loads, snap.tracker.held
     within: list[Option] = []
     beyond: list[Option] = []
     cost_blocked = False
@@ -204,7 +204,8 @@ def _sort(ladder: list[Option], snap: Snapshot, slo: float, max_cost: float,
                 notes.append(note(opt, f"cost {opt.cost_usd:.6f} over max {max_cost:.6f}"))
             continue
         pool = opt.pool
-        if pool is not None and 0 < pool.max_inflight <= loads[pool.slot]:
+        if pool is not None and pool.max_inflight > 0 and (
+                pool.max_inflight <= loads[pool.slot] or held[pool.slot] <= loads[pool.slot]):
             if notes is not None:
                 notes.append(note(opt, "pool at max_inflight"))
             continue

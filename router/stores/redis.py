@@ -31,11 +31,17 @@ Persistence: spend must survive a Redis restart, so `open` checks
 only warns; use it for a Redis that forbids CONFIG). Use `appendfsync always`
 for zero loss on a Redis crash.
 
+Membership: the fleet's size is the number of routers whose heartbeat in this
+Redis is live (`router.stores.capacity`, which also leases node slots);
+`follow` sets the share from it. `replicas` is only the size assumed until the
+store first answers.
+
 URL options (removed before connecting): `replicas`, `lease_fraction`,
 `lease_usd`, `lease_ttl`, `horizon` (s of spend a lease is sized for, 10),
 `idle` (s without admissions before a lease goes back, 30), `refresh` (s
 between standings reads, 1), `timeout` (socket, 0.25 s), `retry` (s, 0.5),
-`persistence` (`require` or `warn`), e.g.
+`persistence` (`require` or `warn`), `capacity_sync` (s between slot lease
+syncs, 0.25) and `capacity_ttl` (s a dead router's slot leases live, 3), e.g.
 `redis://127.0.0.1:6379/0?replicas=4&timeout=0.1`.
 """
 
@@ -62,7 +68,8 @@ log = logging.getLogger(__name__)
 BIG = 1e300  # Lua has no inf literal; any cap above this is unlimited
 RETAIN_S = 7 * 86400
 OPTIONS = {"replicas": 2.0, "lease_fraction": 0.5, "lease_usd": BIG, "lease_ttl": 300.0,
-           "horizon": 10.0, "idle": 30.0, "refresh": 1.0, "timeout": 0.25, "retry": 0.5}
+           "horizon": 10.0, "idle": 30.0, "refresh": 1.0, "timeout": 0.25, "retry": 0.5,
+           "capacity_sync": 0.25, "capacity_ttl": 3.0}
 DOWN_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
@@ -82,6 +89,12 @@ def expire_at(period: str, now: float) -> int:
         except ValueError:
             pass
     return int(now + 40 * 86400)  # not a period key we know: keep a month and more
+
+
+def split_options(url: str) -> tuple[str, dict[str, float]]:
+    """(`url` without the store's options, the options with their defaults)."""
+    clean, opts, _ = _options(url, {})
+    return clean, opts
 
 
 def _options(url: str, given: dict[str, float]) -> tuple[str, dict[str, float], str]:
@@ -143,6 +156,10 @@ class RedisBudgetStore:
             return fn()
         except DOWN_ERRORS as exc:
             raise StoreDown(f"budget store {self.url}: {what}: {exc}") from exc
+
+    def follow(self, members: int) -> None:
+        """Size lease shares for a fleet of `members` live routers (from the heartbeats)."""
+        self.planner.share = self.opts["lease_fraction"] / max(1, members)
 
     def persistence_problem(self) -> str | None:
         """Why spend would not survive a restart of this Redis, or None (raises StoreDown)."""

@@ -149,3 +149,26 @@ def test_resources_cover_slots_feature_slots_and_capped_pools() -> None:
     assert got["n0001#features"] == (snap.nodes[1].feature_slot, snap.nodes[1].feature_slots)
     assert got["pool:capped"] == (snap.pools[0].slot, 5)
     assert "pool:open" not in got
+
+
+def test_the_walk_admits_only_within_the_lease_and_goes_on_over_leased_room() -> None:
+    from router.core.admit import decide
+    from router.core.decision import Candidate
+    from router.core.plan import plan
+
+    from .factory import ledger, request
+
+    pol = policy([node(0, slots=8), node(1, slots=8)], min_cap=1.0)
+    snap, led = table(pol), ledger(pol)
+    snap.tracker.lease_all()
+    home = decide(request("k"), snap, led, now=0.0)
+    assert home.status == 503  # nothing leased yet: no edge slot is this router's
+    first, other = snap.nodes
+    snap.tracker.held[first.slot] = snap.tracker.held[other.slot] = 1
+    d1 = decide(request("k"), snap, led, now=0.0)
+    d2 = decide(request("k"), snap, led, now=0.0)
+    assert {d1.node, d2.node} == {first.id, other.id}  # the second goes on to leased room
+    notes: list[Candidate] = []
+    plan(request("k"), snap, led, now=0.0, notes=notes)
+    assert sum("out of leased slots" in n.verdict for n in notes) == 2
+    assert snap.tracker.peaks[first.slot] == 1
