@@ -53,7 +53,7 @@ def fleet(n: int) -> Policy:
                               hardware=hw, weight=w, slots=slots,
                               residency=frozenset({"GDPR"} if i % 2 else {"CCPA"}),
                               models=frozenset({"*"}), base_latency_ms=lat,
-                              cost_per_inference_usd=0.001))
+                              usd_per_inference=0.001))
     pools = (CloudPool(id="eu", address="10.9.0.1:443", residency=frozenset({"GDPR"}),
                        models=frozenset({"*"}), instance_type="h100", latency_ms=120,
                        compute_ms=40, egress_usd_per_gb=0.09, usd_per_hour=2.1),
@@ -61,7 +61,7 @@ def fleet(n: int) -> Policy:
                        models=frozenset({"*"}), instance_type="a100", latency_ms=140,
                        compute_ms=55, egress_usd_per_gb=0.12, usd_per_hour=1.6))
     return Policy(version=1, refresh_seconds=30, hashing=Hashing(balance_factor=0.25),
-                  edge=Edge(cost_per_inference_usd=0.001, nodes=tuple(nodes)),
+                  edge=Edge(usd_per_inference=0.001, nodes=tuple(nodes)),
                   cloud=Cloud(pools=pools),
                   budgets=BudgetConfig(tenants={"default": TenantBudget(limit_usd=1e9)})
                   ).with_digest("bench")

@@ -23,6 +23,7 @@ from router.policy.loader import load_policy
 from simulator import metrics
 from simulator.baselines import BASELINES, make_baseline
 from simulator.report import summarize
+from simulator.report.summary import add_break_even
 from simulator.routers import Adaptive, Router
 from simulator.run import Result, simulate
 from simulator.scenario import Scenario, load_scenario
@@ -74,6 +75,7 @@ def run_scenario(path: Path, requests: int | None) -> dict[str, dict[str, Any]]:
         out[name] = measure(res, policy)
         print(f"{path.stem:13} {name:16} {out[name]['requests']:>9,} requests "
               f"{time.perf_counter() - t0:6.1f} s", flush=True)
+    add_break_even(list(out.values()))
     return out
 
 
@@ -94,11 +96,17 @@ def fmt(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
+def pct(value: float | None) -> str:
+    """A 0..1 share as a percentage, or – when there is none."""
+    return "–" if value is None else f"{100 * value:.0f}%"
+
+
 def scenario_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     """One markdown table: every scenario × every router."""
-    head = ("| scenario | router | SLO met | p50 ms | p95 ms | cloud spend $ | total cost $ "
-            "| cloud frac | split frac | max load/cap | affinity | warm hits | mode flap |\n"
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+    head = ("| scenario | router | SLO met | p50 ms | p95 ms | fixed $ | variable $ | total $ "
+            "| $ / 1k req | fleet busy | break-even util. | cloud frac | split frac "
+            "| max load/cap | affinity | warm hits | mode flap |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
     lines = []
     for scen, rows in results.items():
         for name, r in rows.items():
@@ -106,7 +114,10 @@ def scenario_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
             lines.append(
                 f"| {scen} | {bold}{name}{bold} | {100 * r['slo_attainment']:.1f}% "
                 f"| {r['latency_ms']['p50']:,.1f} | {r['latency_ms']['p95']:,.1f} "
-                f"| {r['cloud_spend_usd']:.2f} | {r['cost_usd']:.2f} | {r['cloud_fraction']:.3f} "
+                f"| {r['fixed_cost_usd']:.2f} | {r['variable_cost_usd']:.2f} "
+                f"| {r['total_cost_usd']:.2f} | {r['cost_per_1k_requests_usd']:.4f} "
+                f"| {pct(r['fleet_utilization'])} | {pct(r['break_even_utilization'])} "
+                f"| {r['cloud_fraction']:.3f} "
                 f"| {r['split_fraction']:.3f} | {fmt(r['max_load_over_cap'], '.2f')} "
                 f"| {fmt(r['affinity_hit_rate'], '.2f')} | {fmt(r['warm_hit_rate'], '.2f')} "
                 f"| {fmt(r['mode_flap'], '.3f')} |")
@@ -129,11 +140,13 @@ def slo_and_spend_goals(results: dict[str, dict[str, dict[str, Any]]]) -> list[s
                      f"{100 * a['slo_attainment']:.1f}% (best baseline: {best} "
                      f"{100 * rows[best]['slo_attainment']:.1f}%, {gap:+.1f} points) | "
                      f"{_verdict(gap >= 0)} |")
-        cloud = rows["cloud-only"]["cloud_spend_usd"]
-        lines.append(f"| cloud spend ≤ cloud-only's | {scen} | ${a['cloud_spend_usd']:.2f} "
-                     f"against ${cloud:.2f} (total with the edge amortized: "
-                     f"${a['cost_usd']:.2f} against ${rows['cloud-only']['cost_usd']:.2f}) | "
-                     f"{_verdict(a['cloud_spend_usd'] <= cloud)} |")
+        ref = rows["cloud-only"]
+        lines.append(f"| total cost ≤ cloud-only's | {scen} | ${a['total_cost_usd']:.2f} "
+                     f"(fixed ${a['fixed_cost_usd']:.2f} + variable "
+                     f"${a['variable_cost_usd']:.2f}) against ${ref['total_cost_usd']:.2f}; "
+                     f"fleet {pct(a['fleet_utilization'])} busy, break-even at "
+                     f"{pct(a['break_even_utilization'])} | "
+                     f"{_verdict(a['total_cost_usd'] <= ref['total_cost_usd'])} |")
     return lines
 
 
@@ -220,8 +233,12 @@ NOTE = """
 
 One run per scenario and router, on the scenario's seed, through the world model of
 docs/reference.md section 10 (`hybrid-router simulate --scenario simulator/scenarios/NAME.yaml
---baselines`). *Total cost* is every request's cost with the edge's amortized cost per
-inference; *cloud spend* is what pools billed. *max load/cap* is only defined for routers with a
+--baselines`). *Fixed* is what is paid whether used or not over the run: the owned edge fleet's
+`usd_per_hour` (hardware presets, docs/reference.md section 6; cloud-only owns no edge fleet) and
+reserved pools' fees; *variable* is what pools billed plus any marginal cost per edge inference;
+*total* is both. *Fleet busy*: share of the edge's slot-seconds in use; *break-even util.*: the
+fleet utilization from which owning the edge fleet costs less than cloud-only (– when the edge
+saved nothing). *max load/cap* is only defined for routers with a
 bounded-load cap (this router and Envoy's ring hash, whose bound lets a host reach slots + 1).
 *affinity*: share of edge requests on their key's home node; *warm hits*: share of edge
 inferences that found their key warm. Reproduce: `.venv/bin/python bench/scenarios.py`."""
@@ -235,10 +252,9 @@ scenario is built to saturate; 79 % busy on average) had nodes near 60 % busy, a
 offered 2.4 Erlangs has all four slots busy 14 % (Erlang B) to 29 % (Erlang C) of the time:
 affinity can be at most 0.71-0.86 there, and 0.716 is at the low end because 120 equal-rate
 cameras on six nodes are not spread evenly. Scenarios with 8- and 16-slot nodes meet the goal
-at the same floor (0.93-1.00 above). *Total with the edge amortized* charges every edge inference
-the policy's `cost_per_inference_usd` (the example policy's $0.0012, about 50 cloud inferences'
-compute at these spot prices), while an owned fleet that cloud-only leaves idle is not charged at
-all, so that column favours cloud-only; cloud spend is the like-for-like comparison."""
+at the same floor (0.93-1.00 above). Total cost counts the owned edge fleet by the hour
+(hardware presets) whether it serves or not, and cloud-only owns none: the edge pays where the
+fleet is busier than its break-even utilization."""
 
 FLOORS_NOTE = """
 

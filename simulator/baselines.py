@@ -43,11 +43,13 @@ class Baseline:
             raise ValueError(f"unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
         self.name = kind
         self.kind = kind
+        self.owns_edge = kind != "cloud-only"  # cloud-only's operator owns no edge fleet
         self.policy = policy
         self.healthy = {n.id for n in policy.nodes}
         self.scores = {n.id: 1.0 for n in policy.nodes}
         self.prices = {p.instance_type: p.usd_per_hour for p in policy.pools}
         self.load: dict[str, int] = {n.id: 0 for n in policy.nodes}
+        self.pool_load: dict[str, int] = {p.id: 0 for p in policy.pools}
         self.rr = itertools.count()
         self.rng = random.Random(seed)
         self.eps = policy.balance_factor
@@ -73,12 +75,15 @@ class Baseline:
         return found
 
     def cloud(self, cls: TrafficClass, payload_bytes: int) -> Choice:
-        """The fastest eligible pool, or a refusal when none is."""
+        """The fastest eligible pool with room (a reservation first while it has room, as an
+        operator who paid for it would), or a refusal when none is."""
         pools = [p for p in self.policy.pools
-                 if cls.residency <= p.residency and p.serves(cls.model)]
+                 if cls.residency <= p.residency and p.serves(cls.model)
+                 and not 0 < p.capacity <= self.pool_load[p.id]]
         if not pools:
             return REFUSED
-        p = min(pools, key=lambda p: p.latency_ms)
+        p = min(pools, key=lambda p: (p.pricing != "reserved", p.latency_ms))
+        self.pool_load[p.id] += 1
         cost = pool_cost(p, self.prices, p.compute_ms, payload_bytes)
         return Choice("cloud", None, p.id, None, cost, cost)
 
@@ -119,6 +124,8 @@ class Baseline:
         """Track in flight (least-loaded, p2c and Envoy's bounded load read it)."""
         if choice.node is not None:
             self.load[choice.node] -= 1
+        elif choice.pool is not None:
+            self.pool_load[choice.pool] -= 1
 
     def set_limit(self, tenant: str, limit: float) -> None:
         """These baselines do not enforce budgets."""

@@ -13,6 +13,7 @@ from router.policy.loader import load_policy_or_report
 from simulator import tracecli
 from simulator.baselines import BASELINES, make_baseline
 from simulator.report import ReportInput, html_report, summarize, table, write_decisions
+from simulator.report.summary import add_break_even
 from simulator.routers import Adaptive, Router
 from simulator.run import Result, simulate
 from simulator.scenario import Scenario
@@ -109,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         for router, pol in routers:
             res = simulate(scenario, pol, router, requests=args.requests, progress=progress)
             reports.append(summarize(res, pol))
+    add_break_even(reports)
     if args.decisions_out:
         write_decisions(main, Path(args.decisions_out))
     if out is not None:

@@ -108,6 +108,15 @@ def fleet_utilization(r: Result) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(wins, dtype=np.int64), np.asarray(util, dtype=float)
 
 
+def fleet_busy(r: Result) -> float | None:
+    """Share of all edge slot-seconds busy over the run (None: no nodes or no samples)."""
+    total = sum(r.slots.values())
+    span = len(r.util) * WINDOW_S
+    if not total or not span:
+        return None
+    return sum(sum(busy.values()) for _, busy in r.util) / (total * span)
+
+
 def rows_in_windows(r: Result, windows: np.ndarray) -> np.ndarray:
     """Per request: whether it arrived in one of `windows`."""
     return np.isin(window_of(r.t), windows)

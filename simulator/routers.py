@@ -16,6 +16,7 @@ from router.core.feed import FeedSnapshot
 from router.core.model import CloudPool, EdgeNode, Policy, TenantBudget
 from router.core.request import RouteRequest
 from router.core.ring import cap
+from router.core.table import marginal_usd_per_hour
 from router.runtime import Routed, Runtime
 from simulator.scenario import TrafficClass
 
@@ -135,13 +136,12 @@ def choice_of(routed: Routed) -> Choice:
 
 
 def edge_cost(node: EdgeNode, policy: Policy) -> float:
-    """The node's amortized cost of one inference."""
-    cost = node.cost_per_inference_usd
-    return policy.edge_cost_per_inference_usd if cost is None else cost
+    """The node's marginal cost of one inference (its fixed cost is the fleet's, per hour)."""
+    return policy.edge_marginal_usd(node)
 
 
 def pool_cost(pool: CloudPool, prices: Mapping[str, float], compute_ms: float,
               payload_bytes: float) -> float:
     """What `pool` bills for `compute_ms` of inference on `payload_bytes` sent to it."""
-    price = prices.get(pool.instance_type, pool.usd_per_hour)
+    price = marginal_usd_per_hour(pool, prices)
     return price / 3600 * compute_ms / 1000 + pool.egress_usd_per_gb * payload_bytes / 1e9

@@ -48,6 +48,7 @@ class Result:
     slots: dict[str, int] = field(default_factory=dict)
     event_times: list[float] = field(default_factory=list)
     settle_s: float = 30.0  # after an event, how long until windows count as steady
+    owns_edge: bool = True  # whether the edge fleet's fixed cost is this run's (not cloud-only's)
     wall_seconds: float = 0.0
 
 
@@ -85,6 +86,7 @@ def simulate(scenario: Scenario, policy: Policy, router: Router, *,
     world = World(policy, np.random.default_rng(scenario.seed + 1), scenario.world)
     out = Result(router.name, settle_s=policy.refresh_seconds + SAMPLE_S)
     out.slots = {n.id: n.slots for n in policy.nodes}
+    out.owns_edge = getattr(router, "owns_edge", True)
     out.event_times = [0.0] + [float(e.at_s) for e in scenario.events]
     tl, cl, kl, names = _prefill(out, scenario, times, cls_idx, key_idx)
     for tenant, tb in policy.budgets.tenants.items():

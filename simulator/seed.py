@@ -45,6 +45,7 @@ class SeedCostAware:
         self.load = {n.id: 0 for n in policy.nodes}
         self.features = {n.id: 0 for n in policy.nodes}
         self.prices = {p.instance_type: p.usd_per_hour for p in policy.pools}
+        self.pool_load: dict[str, int] = {}
         self.spend: dict[str, float] = {}
         self.limits = {t: b.limit_usd for t, b in policy.budgets.tenants.items()}
 
@@ -61,9 +62,12 @@ class SeedCostAware:
                 and cls.residency <= n.residency and n.serves(cls.model)]
 
     def _pool(self, cls: TrafficClass) -> CloudPool | None:
+        """The fastest eligible pool with room, a reservation first while it has room."""
         pools = [p for p in self.policy.pools
-                 if cls.residency <= p.residency and p.serves(cls.model)]
-        return min(pools, key=lambda p: p.latency_ms) if pools else None
+                 if cls.residency <= p.residency and p.serves(cls.model)
+                 and not 0 < p.capacity <= self.pool_load.get(p.id, 0)]
+        return min(pools, key=lambda p: (p.pricing != "reserved", p.latency_ms)) \
+            if pools else None
 
     def plan(self, cls: TrafficClass, payload_bytes: int) -> str:
         """The class's mode for this refresh period, from the feed's fleet averages."""
@@ -140,6 +144,7 @@ class SeedCostAware:
                 cls.max_cost_usd is not None and cost > cls.max_cost_usd):
             return None
         self.features[room.id] += 1
+        self.pool_load[pool.id] = self.pool_load.get(pool.id, 0) + 1
         self.spend[cls.tenant] = self.spend.get(cls.tenant, 0.0) + cloud_usd
         return Choice("split", room.id, pool.id, None, cost, cloud_usd, room is nodes[0], None)
 
@@ -152,6 +157,7 @@ class SeedCostAware:
                 cls.max_cost_usd is not None and cost > cls.max_cost_usd):
             return None
         self.spend[cls.tenant] = self.spend.get(cls.tenant, 0.0) + cost
+        self.pool_load[pool.id] = self.pool_load.get(pool.id, 0) + 1
         return Choice("cloud", None, pool.id, None, cost, cost)
 
     def _edge(self, mode: str, node: EdgeNode, home: EdgeNode) -> Choice:
@@ -162,6 +168,8 @@ class SeedCostAware:
 
     def done(self, choice: Choice) -> None:
         """Track in flight per node (inference and feature slots apart)."""
+        if choice.pool is not None:
+            self.pool_load[choice.pool] -= 1
         if choice.node is None:
             return
         if choice.mode == "split":

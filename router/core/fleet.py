@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 
-from router.core.schema import Breach, Int, KeyPath, Num, Schema, Tags, Text
+from router.core.hardware import PRESETS, preset_usd_per_hour
+from router.core.schema import Breach, Int, KeyPath, Num, Schema, Tags, Text, enforce, reraise
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _HOSTPORT = re.compile(r"^(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})$")
@@ -40,6 +41,31 @@ def _hostport(value: str) -> str:
 Id = Annotated[Text, AfterValidator(_id)]
 HostPort = Annotated[Text, AfterValidator(_hostport)]
 
+# Keys of older policies that no longer exist, with what to write instead (a located error
+# that says exactly what to change, rather than a bare "unknown key").
+_EDGE_MOVED = ("removed: owned hardware costs per hour, not per inference. Put each node's "
+               "amortized hardware, power and hosting in edge.nodes[].usd_per_hour (or name a "
+               "hardware preset: docs/reference.md, 'Hardware presets'), and a marginal cost per "
+               "inference (power), if any, in edge.usd_per_inference")
+_NODE_MOVED = ("removed: owned hardware costs per hour, not per inference. Set this node's "
+               "usd_per_hour (or name a hardware preset: docs/reference.md, 'Hardware "
+               "presets'), and its marginal cost per inference (power), if any, in "
+               "usd_per_inference")
+
+
+def _without_removed(data: Any, handler: Any, title: str, moved: str) -> Any:
+    """Validate `data` without `cost_per_inference_usd`, reporting that key as moved."""
+    if not (isinstance(data, Mapping) and "cost_per_inference_usd" in data):
+        return handler(data)
+    rest = {k: v for k, v in data.items() if k != "cost_per_inference_usd"}
+    gone = [Breach(("cost_per_inference_usd",), moved, key=True)]
+    try:
+        handler(rest)
+    except ValidationError as exc:
+        reraise(title, exc, gone)
+    reraise(title, None, gone)
+    raise AssertionError("unreachable")  # reraise raised: `gone` is not empty
+
 
 class EdgeNode(Schema):
     """One edge node as the policy declares it (`edge.nodes[]`)."""
@@ -52,9 +78,13 @@ class EdgeNode(Schema):
     residency: Tags = Field(default=frozenset(), description="residency tags this node satisfies")
     models: Tags = Field(default=frozenset({"*"}), description="models served; '*' means any")
     base_latency_ms: Num = Field(default=50.0, gt=0, description="unloaded latency")
-    cost_per_inference_usd: Num | None = Field(
+    usd_per_hour: Num | None = Field(
         default=None, ge=0,
-        description="edge cost of one inference; null: edge.cost_per_inference_usd")
+        description="fixed cost of owning the node (amortized hardware, power, hosting), "
+                    "whether it serves or not; null: its hardware preset's")
+    usd_per_inference: Num | None = Field(
+        default=None, ge=0,
+        description="marginal cost of one inference (power); null: edge.usd_per_inference")
     uplink_mbps: Num = Field(
         default=100.0, gt=0, description="site uplink for split payloads")
     feature_ms: Num = Field(
@@ -62,6 +92,27 @@ class EdgeNode(Schema):
     feature_slots: Int = Field(
         default_factory=lambda data: data["slots"], ge=0,
         description="concurrent feature extractions, apart from slots; default: slots")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _moved(cls, data: Any, handler: Any) -> EdgeNode:
+        node: EdgeNode = _without_removed(data, handler, cls.__name__, _NODE_MOVED)
+        return node
+
+    @model_validator(mode="after")
+    def _priced(self) -> EdgeNode:
+        if self.usd_per_hour is None and self.hardware not in PRESETS:
+            enforce([Breach(("hardware",), f"'{self.hardware}' is not a hardware preset (one of "
+                            f"{', '.join(PRESETS)}): name one, or set usd_per_hour for this "
+                            "node")])
+        return self
+
+    @property
+    def fixed_usd_per_hour(self) -> float:
+        """What owning the node costs per hour: `usd_per_hour`, else its preset's."""
+        if self.usd_per_hour is not None:
+            return self.usd_per_hour
+        return preset_usd_per_hour(self.hardware) or 0.0
 
     def serves(self, model: str | None) -> bool:
         """Whether this node serves `model` (None means any)."""
@@ -75,14 +126,49 @@ class CloudPool(Schema):
     address: HostPort = Field(description="host:port of the pool's gateway")
     residency: Tags = Field(default=frozenset(), description="residency tags this pool satisfies")
     models: Tags = Field(default=frozenset({"*"}), description="models served; '*' means any")
+    pricing: Literal["spot", "on_demand", "reserved"] = Field(
+        default="spot",
+        description="spot: the feed's price, preemptible; on_demand: usd_per_hour per "
+                    "instance-hour used; reserved: usd_per_hour per reserved slot, paid whether "
+                    "used or not")
+    reserved_slots: Int = Field(
+        default=0, ge=0, description="reserved: requests the paid-for capacity holds at once")
     instance_type: Text = Field(default="gpu", description="the feed's price key for this pool")
     latency_ms: Num = Field(default=120.0, gt=0, description="network round trip to the pool")
     compute_ms: Num = Field(default=40.0, gt=0, description="inference time per request")
     egress_usd_per_gb: Num = Field(
         default=0.09, ge=0, description="egress price of payloads")
     usd_per_hour: Num = Field(
-        default=2.0, ge=0, description="price until the feed states one")
+        default=2.0, ge=0,
+        description="spot: price until the feed states one; on_demand: the price; reserved: "
+                    "the fee per reserved slot")
     max_inflight: Int = Field(default=0, ge=0, description="concurrent requests; 0: unbounded")
+
+    @model_validator(mode="after")
+    def _reservation(self) -> CloudPool:
+        out: list[Breach] = []
+        if self.pricing == "reserved":
+            if self.reserved_slots <= 0:
+                out.append(Breach(("reserved_slots",), "a reserved pool needs reserved_slots "
+                                  "> 0: the capacity its fee pays for"))
+            if self.max_inflight:
+                out.append(Breach(("max_inflight",), "a reserved pool holds reserved_slots "
+                                  "requests at once; drop max_inflight"))
+        elif self.reserved_slots:
+            out.append(Breach(("reserved_slots",), f"only a reserved pool has reserved_slots "
+                              f"(this one is {self.pricing}); set pricing: reserved or drop it"))
+        enforce(out)
+        return self
+
+    @property
+    def capacity(self) -> int:
+        """Requests the pool holds at once (0: unbounded)."""
+        return self.reserved_slots if self.pricing == "reserved" else self.max_inflight
+
+    @property
+    def fixed_usd_per_hour(self) -> float:
+        """What the pool costs per hour whether used or not (a reservation's fee)."""
+        return self.reserved_slots * self.usd_per_hour if self.pricing == "reserved" else 0.0
 
     def serves(self, model: str | None) -> bool:
         """Whether this pool serves `model` (None means any)."""
@@ -92,9 +178,16 @@ class CloudPool(Schema):
 class Edge(Schema):
     """The edge fleet (`edge`)."""
 
-    cost_per_inference_usd: Num = Field(
-        default=0.0012, ge=0, description="default cost of one edge inference")
+    usd_per_inference: Num = Field(
+        default=0.0, ge=0,
+        description="marginal cost of one edge inference (power), for nodes without their own")
     nodes: tuple[EdgeNode, ...] = Field(default=(), description="the edge nodes")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _moved(cls, data: Any, handler: Any) -> Edge:
+        edge: Edge = _without_removed(data, handler, cls.__name__, _EDGE_MOVED)
+        return edge
 
 
 class Cloud(Schema):

@@ -280,10 +280,20 @@ class Policy(Schema):
         """ε of bounded-load hashing (`hashing.balance_factor`)."""
         return self.hashing.balance_factor
 
+    def edge_marginal_usd(self, node: EdgeNode) -> float:
+        """What one more inference on `node` costs (power): its own, else the edge's."""
+        own = node.usd_per_inference
+        return self.edge.usd_per_inference if own is None else own
+
     @property
-    def edge_cost_per_inference_usd(self) -> float:
-        """Default edge cost per inference (`edge.cost_per_inference_usd`)."""
-        return self.edge.cost_per_inference_usd
+    def fixed_usd_per_hour(self) -> float:
+        """What the owned edge fleet and reserved cloud capacity cost per hour, used or not."""
+        return self.edge_fixed_usd_per_hour + sum(p.fixed_usd_per_hour for p in self.pools)
+
+    @property
+    def edge_fixed_usd_per_hour(self) -> float:
+        """What owning the edge fleet costs per hour."""
+        return sum(n.fixed_usd_per_hour for n in self.nodes)
 
     def with_digest(self, digest: str) -> Policy:
         """This policy stamped with the version hash of its source (copies keep it)."""

@@ -14,6 +14,7 @@ Quality floors (VRAM pressure, with hysteresis and a gradual way back) are
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from router import wire
@@ -185,7 +186,9 @@ class Snapshot:
                 excluded.append((pool.id, f"does not serve model {model}"))
             else:
                 pools.append(pool)
-        pools.sort(key=lambda p: (p.est_ms, p.compute_usd, p.id))
+        # cheapest to bill first (a reservation with room costs nothing more), then fastest:
+        # within the SLO the ladder takes the first, so paid-for capacity fills before spot
+        pools.sort(key=lambda p: (p.compute_usd, p.est_ms, p.id))
         return ClassEntry(residency, model, ring, weight_sum, ring.members, member_slots, -1,
                           tuple(pools), tuple(excluded), feature_slots,
                           cluster=wire.edge_cluster(residency))
@@ -222,8 +225,7 @@ def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: L
         idx=idx, id=spec.id, address=spec.address, slot=slot, weight=weight, slots=slots,
         est_ms=est, quality_floor=floor,
         full_share=full_share(policy, state.vram_used_fraction, floor, previous, fresh=fresh),
-        cost_usd=spec.cost_per_inference_usd
-        if spec.cost_per_inference_usd is not None else policy.edge_cost_per_inference_usd,
+        cost_usd=policy.edge_marginal_usd(spec),
         healthy=state.healthy and weight > 0, spec=spec,
         feature_slot=tracker.slot(spec.id + FEATURES),
         # a feed that states slots (drained to 0, or halved) scales feature capacity alike
@@ -253,6 +255,28 @@ def _unchanged(previous: NodeRt | None, idx: int, spec: EdgeNode, state: NodeSta
                 policy, state.vram_used_fraction, previous.quality_floor, previous)))
 
 
+def marginal_usd_per_hour(spec: CloudPool, prices: Mapping[str, float]) -> float:
+    """What one more instance-hour of `spec` bills: a spot pool at the feed's price (else its
+    own), on-demand at its price, a reservation nothing (its fee is paid whether used or not)."""
+    if spec.pricing == "reserved":
+        return 0.0
+    if spec.pricing == "spot":
+        return prices.get(spec.instance_type, spec.usd_per_hour)
+    return spec.usd_per_hour
+
+
+def _pool(idx: int, spec: CloudPool, feed: FeedSnapshot | None, tracker: LoadTracker) -> PoolRt:
+    price = marginal_usd_per_hour(spec, feed.prices if feed is not None else {})
+    return PoolRt(
+        idx=idx, id=spec.id, address=spec.address, slot=tracker.slot(spec.id),
+        est_ms=spec.latency_ms + spec.compute_ms, usd_per_hour=price,
+        compute_usd=price / 3600.0 * spec.compute_ms / 1000.0,
+        egress_usd_per_byte=spec.egress_usd_per_gb / 1e9,
+        max_inflight=spec.capacity, spec=spec, latency_ms=spec.latency_ms,
+        compute_ms=spec.compute_ms, cluster=wire.pool_cluster(spec.id),
+    )
+
+
 def build_table(policy: Policy, feed: FeedSnapshot | None, tracker: LoadTracker,
                 cache: PointCache, *, now: float, previous: Snapshot | None = None) -> Snapshot:
     """Compile `policy` and `feed` into a snapshot (pure but for slot allocation).
@@ -279,19 +303,7 @@ def build_table(policy: Policy, feed: FeedSnapshot | None, tracker: LoadTracker,
             nodes.append(prev)
         else:
             nodes.append(_node(idx, spec, state, policy, tracker, weight, prev, fresh))
-    pools: list[PoolRt] = []
-    for idx, pspec in enumerate(policy.pools):
-        price = pspec.usd_per_hour
-        if feed is not None and pspec.instance_type in feed.prices:
-            price = feed.prices[pspec.instance_type]
-        pools.append(PoolRt(
-            idx=idx, id=pspec.id, address=pspec.address, slot=tracker.slot(pspec.id),
-            est_ms=pspec.latency_ms + pspec.compute_ms, usd_per_hour=price,
-            compute_usd=price / 3600.0 * pspec.compute_ms / 1000.0,
-            egress_usd_per_byte=pspec.egress_usd_per_gb / 1e9,
-            max_inflight=pspec.max_inflight, spec=pspec, latency_ms=pspec.latency_ms,
-            compute_ms=pspec.compute_ms, cluster=wire.pool_cluster(pspec.id),
-        ))
+    pools = [_pool(idx, pspec, feed, tracker) for idx, pspec in enumerate(policy.pools)]
     ring = build_ring([n.id for n in nodes], [n.weight if n.healthy else 0.0 for n in nodes],
                       cache)
     return Snapshot(policy=policy, feed=feed, built_at=now, stale=stale, nodes=tuple(nodes),

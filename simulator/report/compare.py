@@ -18,7 +18,7 @@ PANELS: tuple[tuple[str, str], ...] = (
     ("p95 latency (ms)", "p95"),
     ("SLO attainment (%)", "slo"),
     ("cloud spend (USD)", "spend"),
-    ("total cost, edge amortized (USD)", "cost"),
+    ("total cost, fixed + variable (USD)", "cost"),
 )
 
 
@@ -28,7 +28,7 @@ def _value(report: Mapping[str, Any], what: str) -> float:
     if what == "slo":
         return 100 * float(report.get("slo_attainment", 0.0))
     if what == "cost":
-        return float(report.get("cost_usd", 0.0))
+        return float(report.get("total_cost_usd", 0.0))
     return float(report.get("cloud_spend_usd", 0.0))
 
 

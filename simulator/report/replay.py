@@ -17,8 +17,9 @@ from simulator.report.summary import summarize
 from simulator.run import Result
 from simulator.trace import Replay
 
-COMPARED = ("requests", "mode_counts", "node_counts", "latency_ms", "slo_attainment", "cost_usd",
-            "cost_per_1k_usd", "cloud_fraction", "split_fraction", "refused")
+COMPARED = ("requests", "mode_counts", "node_counts", "latency_ms", "slo_attainment",
+            "fixed_cost_usd", "variable_cost_usd", "total_cost_usd", "cost_per_1k_requests_usd",
+            "cloud_fraction", "split_fraction", "refused")
 
 
 def node_counts(r: Result) -> dict[str, int]:
@@ -50,7 +51,7 @@ def _points(prod: dict[str, int], cand: dict[str, int], n: int,
 def difference(prod: dict[str, Any], cand: dict[str, Any]) -> dict[str, Any]:
     """Candidate minus production: shares in points, cost in USD and percent, latency in ms."""
     n = prod["requests"]
-    cost_p, cost_c = prod["cost_usd"], cand["cost_usd"]
+    cost_p, cost_c = prod["total_cost_usd"], cand["total_cost_usd"]
     return {
         "mode_share_points": _points(prod["mode_counts"], cand["mode_counts"], n, MODE_ORDER),
         "node_share_points": _points(prod["node_counts"], cand["node_counts"], n),

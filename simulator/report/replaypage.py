@@ -59,10 +59,10 @@ def _rows(report: Mapping[str, Any]) -> list[Row]:
          lambda dd: _signed(dd["latency_ms"]["p95"], "ms")),
         ("SLO attainment", lambda s: s["slo_attainment"], "pct",
          lambda dd: _signed(dd["slo_attainment_points"], "pts")),
-        ("total cost", lambda s: s["cost_usd"], "usd",
+        ("total cost", lambda s: s["total_cost_usd"], "usd",
          lambda dd: _signed(dd["cost_usd"], "usd")
          + ("" if cost_pct is None else f" ({cost_pct:+.1f} %)")),
-        ("cost per 1,000 requests", lambda s: s["cost_per_1k_usd"], "usd", lambda _: ""),
+        ("cost per 1,000 requests", lambda s: s["cost_per_1k_requests_usd"], "usd", lambda _: ""),
         ("refused", lambda s: s["refused"], "count", lambda dd: _signed(dd["refused"], "")),
     ]
     return rows

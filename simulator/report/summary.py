@@ -36,7 +36,7 @@ def summarize(r: Result, policy: Policy) -> dict[str, Any]:
     slo = np.asarray(r.slo_ms)
     ok = served & (lat <= slo)
     modes = Counter(r.mode)
-    cost = float(np.sum(r.cost_usd))
+    variable = float(np.sum(r.cost_usd))
     cloud = sum(modes.get(m, 0) for m in CLOUDY)
     spend: dict[str, float] = {}
     for tenant, c in zip(r.tenant, cloud_part(r), strict=True):
@@ -52,13 +52,19 @@ def summarize(r: Result, policy: Policy) -> dict[str, Any]:
         return round(float(np.percentile(lat[served], q)), 2) if served.any() else 0.0
 
     n = len(r.t)
+    per_hour = fixed_per_hour(policy, r.owns_edge)
+    fixed = per_hour * (r.t[-1] if n else 0.0) / 3600.0
+    total = fixed + variable
     return {
         "router": r.router, "requests": n, "mode_counts": dict(sorted(modes.items())),
         "latency_ms": {"p50": pct(50), "p95": pct(95), "p99": pct(99)},
         "slo_attainment": round(float(ok.sum()) / n, 4) if n else 0.0,
-        "cost_usd": round(cost, 6), "cost_per_1k_usd": round(1000 * cost / n, 6) if n else 0.0,
-        "edge_cost_usd": round(cost - cloud_spend, 6),
+        "fixed_cost_per_hour_usd": round(per_hour, 6), "fixed_cost_usd": round(fixed, 6),
+        "variable_cost_usd": round(variable, 6), "total_cost_usd": round(total, 6),
+        "cost_per_1k_requests_usd": round(1000 * total / n, 6) if n else 0.0,
         "cloud_spend_usd": round(cloud_spend, 6),
+        "fleet_utilization": _rounded(metrics.fleet_busy(r)) if r.owns_edge else None,
+        "break_even_utilization": None,
         "cloud_fraction": round(cloud / n, 4) if n else 0.0,
         "split_fraction": round(modes.get("split", 0) / n, 4) if n else 0.0,
         "max_load_over_cap": _rounded(metrics.max_load_over_cap(r)),
@@ -71,6 +77,34 @@ def summarize(r: Result, policy: Policy) -> dict[str, Any]:
         "refused": modes.get("refused", 0),
         "wall_seconds": round(r.wall_seconds, 3),
     }
+
+
+def fixed_per_hour(policy: Policy, owns_edge: bool = True) -> float:
+    """USD per hour paid whether used or not: the owned edge fleet (unless the run's router
+    owns none, as cloud-only) and reserved cloud capacity."""
+    reserved = sum(p.fixed_usd_per_hour for p in policy.pools)
+    return reserved + (policy.edge_fixed_usd_per_hour if owns_edge else 0.0)
+
+
+def add_break_even(reports: list[dict[str, Any]]) -> None:
+    """Fill `break_even_utilization` of every run that owns the edge fleet, against the
+    cloud-only run among `reports` (left None without one).
+
+    The fleet's extra fixed cost F (its own, over cloud-only's) buys variable savings V
+    (cloud-only's variable cost minus this run's) at fleet utilization U; savings grow with
+    the work the fleet takes, so the fleet pays for itself from utilization U × F / V on.
+    None when the edge saved nothing (V <= 0): no utilization makes it pay.
+    """
+    ref = next((x for x in reports if x["router"] == "cloud-only"), None)
+    if ref is None:
+        return
+    for x in reports:
+        util = x.get("fleet_utilization")
+        saved = ref["variable_cost_usd"] - x["variable_cost_usd"]
+        extra = x["fixed_cost_usd"] - ref["fixed_cost_usd"]
+        if x is ref or util is None or extra <= 0:
+            continue
+        x["break_even_utilization"] = round(util * extra / saved, 4) if saved > 0 else None
 
 
 def write_decisions(r: Result, path: Path) -> None:
@@ -103,19 +137,19 @@ def _num(value: float | None, fmt: str) -> str:
 
 
 def table(reports: list[dict[str, Any]]) -> str:
-    """Side-by-side comparison, cloud use and spend against the cloud-only run's."""
-    ref = next((x for x in reports if x["router"] == "cloud-only"), reports[0])
+    """Side-by-side comparison: latency, SLO, cloud use and the costs of every run."""
     cols = ["router", "p50 ms", "p95 ms", "SLO met", "cloud frac", "split frac",
-            "cloud spend $", "total cost $", "vs cloud-only: cloud / spend", "max load/cap",
+            "cloud spend $", "fixed $", "variable $", "total $", "$ / 1k req",
+            "break-even util.", "max load/cap",
             "affinity", "warm hits", "mode flap", "residency viol.", "refused"]
     rows = [cols]
     for x in reports:
-        cut_c = 1 - x["cloud_fraction"] / ref["cloud_fraction"] if ref["cloud_fraction"] else 0
-        cut_s = 1 - x["cloud_spend_usd"] / ref["cloud_spend_usd"] if ref["cloud_spend_usd"] else 0
         rows.append([x["router"], f"{x['latency_ms']['p50']:.1f}", f"{x['latency_ms']['p95']:.1f}",
                      f"{100 * x['slo_attainment']:.1f}%", f"{x['cloud_fraction']:.3f}",
                      f"{x.get('split_fraction', 0.0):.3f}", f"{x['cloud_spend_usd']:.4f}",
-                     f"{x['cost_usd']:.4f}", f"-{100 * cut_c:.0f}% / -{100 * cut_s:.0f}%",
+                     f"{x['fixed_cost_usd']:.4f}", f"{x['variable_cost_usd']:.4f}",
+                     f"{x['total_cost_usd']:.4f}", f"{x['cost_per_1k_requests_usd']:.4f}",
+                     _num(x.get("break_even_utilization"), ".3f"),
                      _num(x.get("max_load_over_cap"), ".3f"),
                      _num(x.get("affinity_hit_rate"), ".3f"), _num(x.get("warm_hit_rate"), ".3f"),
                      _num(x.get("mode_flap"), ".3f"),

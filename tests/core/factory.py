@@ -28,10 +28,10 @@ NOW = 1_795_000_000.0  # 2026-11-18, a fixed clock for every core test
 def node(i: int, *, weight: float = 1.0, slots: int = 8, residency: Iterable[str] = (),
          models: Iterable[str] = ("*",), latency: float = 30.0) -> EdgeNode:
     """Edge node number `i` on 127.0.0.1:(10000+i)."""
-    return EdgeNode(id=f"n{i:04d}", address=f"127.0.0.1:{10000 + i}", hardware="test",
+    return EdgeNode(id=f"n{i:04d}", address=f"127.0.0.1:{10000 + i}", hardware="generic",
                     weight=weight, slots=slots, residency=frozenset(residency),
                     models=frozenset(models), base_latency_ms=latency,
-                    cost_per_inference_usd=0.001)
+                    usd_per_inference=0.001)
 
 
 def pool(name: str = "cloud", *, port: int = 9900, residency: Iterable[str] = (),
@@ -51,7 +51,7 @@ def policy(nodes: Iterable[EdgeNode] = (), pools: Iterable[CloudPool] = (), *,
     return Policy(version=1, refresh_seconds=30,
                   hashing=Hashing(balance_factor=eps, min_cap_fraction=min_cap),
                   slo=SloConfig(default_latency_ms=slo_ms, degraded_slack=1.5),
-                  edge=Edge(cost_per_inference_usd=0.001, nodes=tuple(nodes)),
+                  edge=Edge(usd_per_inference=0.001, nodes=tuple(nodes)),
                   cloud=Cloud(pools=tuple(pools)),
                   budgets=BudgetConfig(soft_fraction=soft, tenants=tenants)).with_digest("test")
 

@@ -27,7 +27,7 @@ feed: {{source: "{source}", stale_after_seconds: 30, stale_weight: 0.5, max_byte
 hashing: {{balance_factor: 0.25}}
 slo: {{default_latency_ms: 100, degraded_slack: 1.5}}
 edge:
-  cost_per_inference_usd: 0.0001
+  usd_per_inference: 0.0001
   nodes:
 {nodes}
 cloud:
@@ -47,7 +47,7 @@ def policy_text(source: str, *, refresh: float = 0.2, latency: float = 20.0,
                 weight: float = 1.0) -> str:
     """Four GDPR edge nodes (e1..e4) and one GDPR cloud pool; feed from `source`."""
     nodes = "\n".join(
-        f'    - {{id: {n}, address: "127.0.0.1:{9101 + i}", hardware: test, weight: {weight}, '
+        f'    - {{id: {n}, address: "127.0.0.1:{9101 + i}", hardware: generic, weight: {weight}, '
         f"slots: 64, residency: [GDPR], models: [\"*\"], base_latency_ms: {latency}}}"
         for i, n in enumerate(NODES))
     return POLICY.format(refresh=refresh, source=source, nodes=nodes)

@@ -24,7 +24,7 @@ refresh_seconds: 30
 hashing: {{balance_factor: 0.25}}
 slo: {{default_latency_ms: 200, degraded_slack: 1.5}}
 edge:
-  cost_per_inference_usd: 0.001
+  usd_per_inference: 0.001
   nodes:
     - {{id: eu-a, address: "127.0.0.1:{p0}", hardware: rtx-4090, weight: 2, slots: 8,
        residency: [GDPR], base_latency_ms: 5}}

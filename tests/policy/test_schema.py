@@ -34,7 +34,7 @@ DOCUMENTED: list[tuple[str, Any]] = [
     ("quality.constrained_above", 0.85), ("quality.minimal_above", 0.95),
     ("quality.recover_below", 0.75),
     ("slo.default_latency_ms", 100.0), ("slo.degraded_slack", 1.5),
-    ("edge.cost_per_inference_usd", 0.0012), ("cloud.uplink_mbps", 1000.0),
+    ("edge.usd_per_inference", 0.0), ("cloud.uplink_mbps", 1000.0),
     ("split.payload_fraction", 0.05), ("split.cloud_compute_fraction", 0.7),
     ("budgets.period", "month"), ("budgets.store", "memory"), ("budgets.soft_fraction", 0.8),
     ("budgets.hard_fraction", 1.0), ("budgets.unknown_tenant", "default"),
@@ -44,12 +44,14 @@ DOCUMENTED: list[tuple[str, Any]] = [
     ("defaults.max_cost_usd", None), ("defaults.payload_kb", 64.0),
     ("nodes.0.hardware", "generic"), ("nodes.0.weight", 1.0), ("nodes.0.slots", 4),
     ("nodes.0.residency", frozenset()), ("nodes.0.models", frozenset({"*"})),
-    ("nodes.0.base_latency_ms", 50.0), ("nodes.0.cost_per_inference_usd", None),
+    ("nodes.0.base_latency_ms", 50.0), ("nodes.0.usd_per_hour", None),
+    ("nodes.0.usd_per_inference", None),
     ("nodes.0.uplink_mbps", 100.0), ("nodes.0.feature_ms", 5.0), ("nodes.0.feature_slots", 4),
     ("pools.0.residency", frozenset()), ("pools.0.models", frozenset({"*"})),
     ("pools.0.instance_type", "gpu"), ("pools.0.latency_ms", 120.0),
     ("pools.0.compute_ms", 40.0), ("pools.0.egress_usd_per_gb", 0.09),
-    ("pools.0.usd_per_hour", 2.0), ("pools.0.max_inflight", 0),
+    ("pools.0.usd_per_hour", 2.0), ("pools.0.max_inflight", 0), ("pools.0.pricing", "spot"),
+    ("pools.0.reserved_slots", 0),
 ]
 
 
@@ -100,9 +102,9 @@ feed: {stale_weight: 0}
 hashing: {min_cap_fraction: 0}
 quality: {constrained_above: 0.0, minimal_above: 0.0, recover_below: 0.0}
 edge:
-  cost_per_inference_usd: 0
+  usd_per_inference: 0
   nodes:
-    - {id: a, address: "127.0.0.1:9001", cost_per_inference_usd: 0.0, feature_ms: 0,
+    - {id: a, address: "127.0.0.1:9001", usd_per_hour: 0, usd_per_inference: 0.0, feature_ms: 0,
        feature_slots: 0}
 cloud:
   pools:
@@ -116,8 +118,9 @@ budgets: {soft_fraction: 0, tenants: {t: {limit_usd: 0, soft_fraction: 0}}}
 
 @pytest.mark.parametrize("key", [
     "feed.stale_weight", "hashing.min_cap_fraction", "quality.constrained_above",
-    "quality.minimal_above", "quality.recover_below", "edge.cost_per_inference_usd",
-    "nodes.0.cost_per_inference_usd", "nodes.0.feature_ms", "nodes.0.feature_slots",
+    "quality.minimal_above", "quality.recover_below", "edge.usd_per_inference",
+    "nodes.0.usd_per_hour", "nodes.0.usd_per_inference", "nodes.0.feature_ms",
+    "nodes.0.feature_slots",
     "pools.0.egress_usd_per_gb", "pools.0.usd_per_hour", "pools.0.max_inflight",
     "split.payload_fraction", "split.cloud_compute_fraction", "defaults.max_cost_usd",
     "defaults.payload_kb", "budgets.soft_fraction",

@@ -97,8 +97,12 @@ def test_report_keys_agree_with_the_decisions_file(tmp_path: Path) -> None:
     assert report["max_load_over_cap"] <= 1.0
     assert report["cloud_spend_usd"] == pytest.approx(sum(r["cloud_usd"] for r in rows),
                                                       abs=1e-5)
-    assert report["edge_cost_usd"] + report["cloud_spend_usd"] == pytest.approx(
-        report["cost_usd"], abs=1e-5)
+    # the shipped policies charge no marginal cost per edge inference: variable is what pools billed
+    assert report["variable_cost_usd"] == pytest.approx(report["cloud_spend_usd"], abs=1e-5)
+    hours = max(r["t"] for r in rows) / 3600
+    assert report["fixed_cost_usd"] == pytest.approx(6 * 0.0851 * hours, rel=1e-2)  # six Orins
+    assert report["total_cost_usd"] == pytest.approx(
+        report["fixed_cost_usd"] + report["variable_cost_usd"], abs=1e-5)
     warm = [r["warm"] for r in rows if r["warm"] is not None]
     assert report["warm_hit_rate"] == pytest.approx(sum(warm) / len(warm), abs=1e-4)
     assert {r["class"] for r in rows} == {"frames"}

@@ -30,7 +30,7 @@ version: 1
 refresh_seconds: 2
 slo: {default_latency_ms: 100, degraded_slack: 1.5}
 edge:
-  cost_per_inference_usd: 0.001
+  usd_per_inference: 0.001
   nodes:
     - {id: edge-a, address: "127.0.0.1:9101", slots: 4, residency: [EU], base_latency_ms: 20}
     - {id: edge-b, address: "127.0.0.1:9102", slots: 4, residency: [EU], base_latency_ms: 20}

@@ -37,7 +37,7 @@ def erlang_c_response_ms(c: int, lam: float, mean_ms: float) -> float:
 
 @pytest.mark.parametrize(("c", "rho"), [(1, 0.6), (4, 0.75), (8, 0.85)])
 def test_edge_node_matches_mm_c(c: int, rho: float) -> None:
-    node = EdgeNode(id="n", address="127.0.0.1:1", hardware="t", weight=1, slots=c,
+    node = EdgeNode(id="n", address="127.0.0.1:1", hardware="generic", weight=1, slots=c,
                     residency=frozenset(), models=frozenset({"*"}), base_latency_ms=20.0)
     # exponential service, contention 0 and every key new (never warm): an M/M/c queue
     world = World(make_policy([node]), np.random.default_rng(3),
@@ -142,11 +142,13 @@ def test_report_agrees_with_decisions_and_html_exists(tmp_path: Path,
         assert set(r) == {"t", "key", "tenant", "class", "mode", "node", "quality", "home",
                           "fill", "warm", "latency_ms", "cost_usd", "cloud_usd", "slo_met"}
     assert modes == report["mode_counts"]
-    assert sum(r["cost_usd"] for r in rows) == pytest.approx(report["cost_usd"], abs=1e-5)
+    assert sum(r["cost_usd"] for r in rows) == pytest.approx(report["variable_cost_usd"],
+                                                             abs=1e-5)
     assert sum(r["slo_met"] for r in rows) / len(rows) == pytest.approx(
         report["slo_attainment"], abs=1e-4)
-    for key in ("requests", "mode_counts", "latency_ms", "slo_attainment", "cost_usd",
-                "cost_per_1k_usd", "cloud_fraction", "max_load_over_cap", "affinity_hit_rate",
+    for key in ("requests", "mode_counts", "latency_ms", "slo_attainment", "fixed_cost_usd",
+                "variable_cost_usd", "total_cost_usd", "cost_per_1k_requests_usd",
+                "cloud_fraction", "max_load_over_cap", "affinity_hit_rate",
                 "residency_violations", "budget_overrun_usd", "wall_seconds"):
         assert key in report
     page = (out / "report.html").read_text()

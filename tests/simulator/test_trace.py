@@ -31,7 +31,7 @@ version: 1
 refresh_seconds: 2
 slo: {default_latency_ms: 100, degraded_slack: 1.5}
 edge:
-  cost_per_inference_usd: 0.001
+  usd_per_inference: 0.001
   nodes:
     - {id: edge-a, address: "127.0.0.1:9101", slots: 4, residency: [EU], base_latency_ms: 20}
     - {id: edge-b, address: "127.0.0.1:9102", slots: 4, residency: [EU], base_latency_ms: 20}
@@ -121,7 +121,7 @@ def test_same_policy_keeps_production_mix_and_counts_400s(
     assert prod["mode_counts"] == {"edge": len(routed)} == {"edge": 1960}
     assert prod["node_counts"] == {n: sum(1 for x in routed if x["node"] == n)
                                    for n in ("edge-a", "edge-b")}
-    assert prod["cost_usd"] == pytest.approx(sum(x["cost_usd"] for x in routed))
+    assert prod["variable_cost_usd"] == pytest.approx(sum(x["cost_usd"] for x in routed))
     assert prod["slo_attainment"] == 1.0 and prod["latency_ms"]["p50"] == 20.0
     # at a light load the same policy decides the same way: every request on the edge, each
     # key on its home node, so the node shares agree within a few points
