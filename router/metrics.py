@@ -53,6 +53,9 @@ class RouterMetrics:
                                     ["result"], registry=r)
         self.policy_reload = Counter("router_policy_reload_total", "Policy reloads by result",
                                      ["result"], registry=r)
+        self.policy_worker_deaths = Counter("router_policy_worker_deaths_total",
+                                            "Policy worker processes that died during a read "
+                                            "(each read is retried in a new one)", registry=r)
         self.event_loop_lag = Histogram("router_event_loop_lag_seconds",
                                         "How late the event loop woke a task sleeping "
                                         f"{LOOP_LAG_INTERVAL_S:g} s", buckets=LOOP_LAG_BUCKETS,

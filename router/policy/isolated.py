@@ -5,8 +5,9 @@ and the garbage its objects make; in a thread of the serving process each of tho
 the GIL past the event loop's budget (measured with a 1,000-node policy: loop wake-ups 5-10 ms
 late). In a process of its own it costs the router nothing but unpickling the result. The
 worker is started once (spawn: a fresh interpreter, never a fork of a process with gRPC
-threads) and reused; if it dies, the next call starts a new one. Hostile files are bounded by
-the loader itself (size, depth, alias expansion), and here also by `timeout`.
+threads) and reused; if it dies mid-read, the same read is tried again in a new one, up to
+`TRIES` times, each death reported to the caller. Hostile files are bounded by the loader
+itself (size, depth, alias expansion), and here also by `timeout`.
 """
 
 from __future__ import annotations
@@ -14,25 +15,33 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from router.core.model import Policy
-from router.policy.loader import PolicyError, load_policy
+from router.policy.loader import PolicyError, load_policy, policy_from_text
 from router.policy.located import Problem
 
 log = logging.getLogger("router.policy.isolated")
 TIMEOUT_S = 60.0
+TRIES = 4  # worker deaths survived by one read: 3
 
 _lock = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
 
 
-def _load(path: str) -> tuple[Policy | None, list[tuple[str, int, int, str, str]]]:
-    """In the worker: the policy, or every problem as plain tuples (exceptions carry less)."""
+class WorkerDied(RuntimeError):
+    """The worker process died on every try of one read."""
+
+
+def _load(path: str, text: str | None = None
+          ) -> tuple[Policy | None, list[tuple[str, int, int, str, str]]]:
+    """In the worker: the policy (from `text` if given, else the file), or every problem as
+    plain tuples (exceptions carry less)."""
     try:
-        return load_policy(path), []
+        return (load_policy(path) if text is None else policy_from_text(text, path)), []
     except PolicyError as exc:
         return None, [(p.file, p.line, p.col, p.message, p.severity) for p in exc.problems]
 
@@ -52,36 +61,45 @@ def warm() -> Future[int]:
     return _executor().submit(int)
 
 
-def load_policy_isolated(path: str | Path, *, timeout: float = TIMEOUT_S) -> Policy:
-    """`load_policy` in the worker process; raises `PolicyError` as it would (blocks the caller:
-    call it from a worker thread, never the event loop)."""
-    global _pool
-    for attempt in (1, 2):
+def load_policy_isolated(path: str | Path, *, text: str | None = None,
+                         timeout: float = TIMEOUT_S,
+                         on_death: Callable[[], None] | None = None) -> Policy:
+    """`load_policy` in the worker process (of `text` as read from `path`, when given); raises
+    `PolicyError` as it would, `WorkerDied` if the worker died on every try. Blocks the caller:
+    call it from a worker thread, never the event loop."""
+    for attempt in range(1, TRIES + 1):
         pool = _executor()
         try:
-            policy, problems = pool.submit(_load, str(path)).result(timeout)
+            policy, problems = pool.submit(_load, str(path), text).result(timeout)
             break
         except BrokenProcessPool:
-            with _lock:
-                _pool = None
-            if attempt == 2:
-                raise
-            log.warning("policy worker process died; starting a new one")
+            _forget(pool)
+            if on_death is not None:
+                on_death()
+            log.warning("policy worker process died reading %s (try %d of %d)%s", path,
+                        attempt, TRIES, "; starting a new one" if attempt < TRIES else "")
         except TimeoutError:
             _kill(pool)
             raise PolicyError([Problem(str(path), 1, 1, f"reading the policy took longer than "
                                                         f"{timeout:g} s; refused")]) from None
+    else:
+        raise WorkerDied(f"the policy worker died on each of {TRIES} tries reading {path}")
     if policy is None:
         raise PolicyError([Problem(*p) for p in problems])
     return policy
 
 
-def _kill(pool: ProcessPoolExecutor) -> None:
-    """Stop a worker stuck on one file; the next call starts a fresh one."""
+def _forget(pool: ProcessPoolExecutor) -> None:
+    """Drop a broken pool so the next call starts a fresh worker."""
     global _pool
     with _lock:
         if _pool is pool:
             _pool = None
+
+
+def _kill(pool: ProcessPoolExecutor) -> None:
+    """Stop a worker stuck on one file; the next call starts a fresh one."""
+    _forget(pool)
     for proc in list(getattr(pool, "_processes", {}).values()):  # no public way to kill one
         proc.terminate()
     pool.shutdown(wait=False, cancel_futures=True)

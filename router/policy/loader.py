@@ -22,7 +22,7 @@ from router.core.schema import Finding, KeyPath, findings
 from router.policy.yamlloc import MAX_BYTES, Located, Problem, YMap, load_located, read_text
 
 __all__ = ["PolicyError", "load_policy", "load_policy_or_report", "parse_policy",
-           "policy_digest", "valid_hostport", "validate_located"]
+           "policy_digest", "policy_from_text", "valid_hostport", "validate_located"]
 
 # Keys an older policy may still carry: read, warned about, ignored.
 RETIRED: Mapping[KeyPath, str] = {
@@ -139,6 +139,11 @@ def load_policy(path: str | FsPath) -> Policy:
     text, problems = read_text(file, MAX_BYTES)
     if text is None:
         raise PolicyError(problems)
+    return policy_from_text(text, file)
+
+
+def policy_from_text(text: str, file: str) -> Policy:
+    """Validate policy text read from `file`; raises `PolicyError` listing every problem."""
     policy, problems = parse_policy(text, file)
     if policy is None:
         raise PolicyError([p for p in problems if p.severity == "error"] or problems)

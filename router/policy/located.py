@@ -8,6 +8,8 @@ located problem too.
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,14 +79,36 @@ class Located:
         return best
 
 
-def read_text(path: str, limit: int) -> tuple[str | None, list[Problem]]:
-    """The file's text, or a located reason why not (unreadable, over `limit` bytes, not
-    UTF-8); never reads more than `limit` + 1 bytes."""
+def read_bytes(path: str, limit: int) -> tuple[bytes | None, list[Problem]]:
+    """The file's bytes (at most `limit` + 1), or a located reason why not: unreadable, or
+    not a regular file. A FIFO is refused without blocking on it, a directory at once."""
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(limit + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not wait
     except OSError as exc:
         return None, [Problem(path, 1, 1, f"cannot read: {exc.strerror or exc}")]
+    try:
+        kind = _not_regular(os.fstat(fd).st_mode)
+        if kind:
+            return None, [Problem(path, 1, 1, f"cannot read: {kind}, not a regular file")]
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read(limit + 1), []
+    except OSError as exc:
+        return None, [Problem(path, 1, 1, f"cannot read: {exc.strerror or exc}")]
+    finally:
+        os.close(fd)
+
+
+def _not_regular(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "" if stat.S_ISREG(mode) else "not a plain file"
+
+
+def decode_text(raw: bytes, path: str, limit: int) -> tuple[str | None, list[Problem]]:
+    """`raw` as UTF-8 text, or a located reason why not (over `limit` bytes, not UTF-8)."""
     if len(raw) > limit:
         return None, [Problem(path, 1, 1, f"the file is over the limit of {limit} bytes")]
     try:
@@ -94,3 +118,10 @@ def read_text(path: str, limit: int) -> tuple[str | None, list[Problem]]:
         start = raw.rfind(b"\n", 0, exc.start) + 1
         col = len(raw[start:exc.start].decode("utf-8", "replace")) + 1  # in characters
         return None, [Problem(path, line, col, f"not UTF-8 text: {exc.reason}")]
+
+
+def read_text(path: str, limit: int) -> tuple[str | None, list[Problem]]:
+    """The file's text, or a located reason why not (unreadable, not a regular file, over
+    `limit` bytes, not UTF-8); never reads more than `limit` + 1 bytes."""
+    raw, problems = read_bytes(path, limit)
+    return (None, problems) if raw is None else decode_text(raw, path, limit)
