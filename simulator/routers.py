@@ -2,16 +2,20 @@
 
 Every router answers `route(cls, key, now, payload_bytes)` with a `Choice` and
 hears `done` when the request ends. `Adaptive` drives hybrid-router's own core
-through the same `Runtime` facade the server uses: every request is one exact
-`Runtime.decide` (plan + admission) and one `Runtime.finish`.
+through the same `RequestControl` the server uses: the open-request bound, plan
+and admission, and the budget-throttle wait — a `WAIT` choice, which the driver
+resumes `wait_s` later on its own clock, as the server awaits the keeper.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import NamedTuple, Protocol
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import NamedTuple, Protocol, cast
 
 from router import wire
+from router.control import MAX_OPEN, RequestControl
+from router.core.budget import BudgetLedger
 from router.core.feed import FeedSnapshot
 from router.core.model import CloudPool, EdgeNode, Policy, TenantBudget
 from router.core.request import RouteRequest
@@ -35,9 +39,16 @@ class Choice(NamedTuple):
     home: bool = False  # edge modes and split: the node is the key's home
     fill: float | None = None  # (in flight + 1) / cap at the pick; None: no cap
     token: object = None  # the router's own handle, given back on completion
+    wait_s: float = 0.0  # a WAIT choice: resume it this much later
 
 
 REFUSED = Choice("refused")
+WAIT = "wait"  # not decided yet: `resume(choice, now)` it `wait_s` later
+
+
+def resume(choice: Choice, now: float) -> Choice:
+    """A WAIT choice decided again, at `now` (simulated seconds)."""
+    return cast(Callable[[float], Choice], choice.token)(now)
 
 
 class Router(Protocol):
@@ -64,10 +75,12 @@ class Router(Protocol):
 class Adaptive:
     """hybrid-router's own core through the same `Runtime` facade the server uses."""
 
-    def __init__(self, policy: Policy, name: str = "hybrid-router") -> None:
-        """Compile the policy with no feed yet."""
+    def __init__(self, policy: Policy, name: str = "hybrid-router", *,
+                 ledger: BudgetLedger | None = None, max_open: int = MAX_OPEN) -> None:
+        """Compile the policy with no feed yet; `max_open` as `serve --max-streams`."""
         self.name = name
-        self.runtime = Runtime(policy, clock=lambda: EPOCH)
+        self.runtime = Runtime(policy, ledger, clock=lambda: EPOCH)
+        self.control = RequestControl(self.runtime, max_open=max_open)
         # The same request value for the same class, key and size: building one is most of
         # the cost of a request outside the core, and the core never keeps or changes it.
         self._requests: dict[tuple[int, str, int], RouteRequest] = {}
@@ -85,12 +98,28 @@ class Adaptive:
                 key=key, tenant=cls.tenant, residency=cls.residency, slo_ms=cls.slo_ms,
                 model=cls.model, accept_degradation=cls.degrade, max_cost_usd=cls.max_cost_usd,
                 payload_bytes=payload_bytes)
-        return choice_of(self.runtime.decide(req, now=EPOCH + now))
+        return self.decide(req, now)
+
+    def decide(self, req: RouteRequest, now: float) -> Choice:
+        """One request opens and is decided as the server decides it."""
+        self.control.begin()
+        return self._decide(req, True, now)
+
+    def _decide(self, req: RouteRequest, first: bool, now: float) -> Choice:
+        control = self.control
+        routed = control.decide(req, now=EPOCH + now)
+        if routed.decision.status == 200:
+            return choice_of(routed)
+        wait = control.wait_s(routed) if first else None
+        if wait is not None:
+            return Choice(WAIT, token=partial(self._decide, req, False), wait_s=wait)
+        control.end()  # a refusal closes the request at once
+        return REFUSED
 
     def done(self, choice: Choice) -> None:
         """Release slots and settle the budget."""
-        if choice.token is not None:
-            self.runtime.finish(choice.token)  # type: ignore[arg-type]
+        if isinstance(choice.token, Routed):
+            self.control.end(choice.token)
 
     def set_limit(self, tenant: str, limit: float) -> None:
         """A budget event: the policy in force, with this tenant's limit changed."""

@@ -6,6 +6,7 @@ import gc
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from router.core.model import Policy
-from simulator.routers import EPOCH, Choice, Router
+from simulator.routers import EPOCH, WAIT, Choice, Router, resume
 from simulator.scenario import Scenario
 from simulator.traffic import arrivals
 from simulator.world import EVENT, REFRESH, SAMPLE, World
@@ -95,13 +96,15 @@ def simulate(scenario: Scenario, policy: Policy, router: Router, *,
     _schedule(world, scenario, policy, router, out, horizon)
     router.refresh(world.feed(EPOCH), 0.0)
     choices: list[Choice | None] = [None] * len(tl)
-    world.on_done = partial(_done, out.latency_ms, out.warm, choices, router.done)
+    waited: dict[int, float] = {}  # rows that waited, and how long (ms)
+    world.on_done = partial(_done, out.latency_ms, out.warm, choices, router.done, waited)
     collecting = gc.isenabled()
     # A request's objects form no reference cycles, but the cyclic collector still walks the
     # growing result columns again and again: off for the run, it costs a tenth of the time.
     gc.disable()
     try:
-        _loop(world, scenario, policy, router, out, (tl, cl, kl, names), choices, progress)
+        _loop(world, scenario, policy, router, out, (tl, cl, kl, names), choices, waited,
+              progress)
         world.run_until(math.inf)
     finally:
         if collecting:
@@ -111,8 +114,9 @@ def simulate(scenario: Scenario, policy: Policy, router: Router, *,
 
 
 def _done(latency: list[float], warm: list[bool | None], choices: list[Choice | None],
-          done: Any, row: int, ms: float, was_warm: bool | None) -> None:
-    latency[row] = ms
+          done: Any, waited: dict[int, float], row: int, ms: float,
+          was_warm: bool | None) -> None:
+    latency[row] = ms + waited.pop(row, 0.0) if waited else ms
     warm[row] = was_warm
     choice = choices[row]
     choices[row] = None
@@ -121,7 +125,7 @@ def _done(latency: list[float], warm: list[bool | None], choices: list[Choice | 
 
 def _loop(world: World, scenario: Scenario, policy: Policy, router: Router, out: Result,
           cols: tuple[list[float], list[int], list[int], list[str]],
-          choices: list[Choice | None], progress: bool) -> None:
+          choices: list[Choice | None], waited: dict[int, float], progress: bool) -> None:
     """Every arrival in order: the events due before it, then its decision and its start."""
     tl, cl, kl, names = cols
     classes = scenario.classes
@@ -130,16 +134,13 @@ def _loop(world: World, scenario: Scenario, policy: Policy, router: Router, out:
     heap, run_until, submit, route = world.heap, world.run_until, world.submit, router.route
     mode_col, node_col, pool_col, quality_col = out.mode, out.node, out.pool, out.quality
     cost_col, cloud_col, home_col, fill_col = out.cost_usd, out.cloud_usd, out.home, out.fill
-    n = len(tl)
-    step = max(1, n // 50)
-    for i in range(n):
-        t = tl[i]
-        if heap and heap[0][0] <= t:
-            run_until(t)
-        world.now = t
-        c = cl[i]
-        choice = route(classes[c], names[kl[i]], t, payloads[c])
+
+    def start(i: int, choice: Choice) -> None:
+        """Record request `i`'s choice and start it in the world (or let it wait)."""
         mode, node, pool = choice[0], choice[1], choice[2]
+        if mode == WAIT:
+            wait_then(world, i, choice, start, waited)
+            return
         mode_col[i] = mode
         node_col[i] = (pool if mode == "cloud" else node) or ""
         pool_col[i] = pool
@@ -149,16 +150,37 @@ def _loop(world: World, scenario: Scenario, policy: Policy, router: Router, out:
         home_col[i] = choice[6]
         fill_col[i] = choice[7]
         if mode == "refused":
-            continue
+            waited.pop(i, None)
+            return
+        c = cl[i]
         if not (allowed[c][node] if node is not None else True) or \
                 not (allowed[c][pool] if pool is not None else True):
             out.violations += 1
         choices[i] = choice
         submit(i, mode, node, pool, choice[3], kl[i], payloads[c])
+
+    n = len(tl)
+    step = max(1, n // 50)
+    for i in range(n):
+        t = tl[i]
+        if heap and heap[0][0] <= t:
+            run_until(t)
+        world.now = t
+        c = cl[i]
+        start(i, route(classes[c], names[kl[i]], t, payloads[c]))
         if progress and i % step == 0:
             print(f"\r{router.name}: {100 * i / n:5.1f}%", end="", file=sys.stderr, flush=True)
     if progress:
         print(f"\r{router.name}: 100.0%", file=sys.stderr)
+
+
+def wait_then(world: World, row: int, choice: Choice, start: Callable[[int, Choice], None],
+              waited: dict[int, float]) -> None:
+    """A WAIT choice: decided again `wait_s` later on the world's clock, then `start`ed; the
+    wait counts in the request's latency, as it does in production."""
+    waited[row] = waited.get(row, 0.0) + choice.wait_s * 1000.0
+    world.at(world.now + choice.wait_s, EVENT,
+             lambda: start(row, resume(choice, world.now)))
 
 
 def _residency(scenario: Scenario, policy: Policy) -> list[dict[str, bool]]:

@@ -3,7 +3,7 @@
 Each logged request arrives again at its own time (relative to the log's first
 line), with the affinity tags it sent, parsed by the server's own
 `Runtime.parse` under the candidate policy, and its logged content length. The
-candidate decides it through `Runtime.decide`, exactly as in a scenario run, in
+candidate decides it through `RequestControl`, exactly as in a scenario run, in
 the simulated world of `simulator.world` built from the candidate's nodes and
 pools; the log holds no feed, so the router hears that world's own feed every
 `refresh_seconds`. Requests production refused while parsing (400) are counted,
@@ -28,10 +28,11 @@ from router import wire
 from router.core.decision import Decision
 from router.core.model import Policy
 from router.core.request import RouteRequest
-from simulator.routers import EPOCH, REFUSED, Adaptive, Choice, choice_of
-from simulator.run import SAMPLE_S, Result, schedule_refreshes
+from router.logline import LogEntry
+from simulator.routers import EPOCH, REFUSED, WAIT, Adaptive, Choice
+from simulator.run import SAMPLE_S, Result, schedule_refreshes, wait_then
 from simulator.scenario import WorldConfig
-from simulator.tracelog import Entry, Trace
+from simulator.tracelog import Trace
 from simulator.world import World
 
 
@@ -46,13 +47,13 @@ class Replay:
     policies: list[str] = field(default_factory=list)  # production policy versions seen
 
 
-def _parse(adaptive: Adaptive, rows: list[Entry]) -> list[RouteRequest | Decision]:
+def _parse(adaptive: Adaptive, rows: list[LogEntry]) -> list[RouteRequest | Decision]:
     """Each row's tags under the candidate, with its logged content length."""
     parse = adaptive.runtime.parse
     return [parse(e.tags, payload_bytes=e.content_length) for e in rows]
 
 
-def _columns(out: Result, rows: list[Entry], reqs: list[RouteRequest | Decision],
+def _columns(out: Result, rows: list[LogEntry], reqs: list[RouteRequest | Decision],
              base: float, default_slo: float) -> None:
     """The columns both sides share: arrival, key, tenant, class and SLO."""
     out.t = [e.t - base for e in rows]
@@ -64,7 +65,7 @@ def _columns(out: Result, rows: list[Entry], reqs: list[RouteRequest | Decision]
     out.slo_ms = [r.slo_ms if isinstance(r, RouteRequest) else default_slo for r in reqs]
 
 
-def production(rows: list[Entry], reqs: list[RouteRequest | Decision], base: float,
+def production(rows: list[LogEntry], reqs: list[RouteRequest | Decision], base: float,
                policy: Policy) -> Result:
     """What the log says production decided, and how long each request took."""
     out = Result("production")
@@ -95,7 +96,7 @@ def _violates(req: RouteRequest, choice: Choice, where: dict[str, frozenset[str]
     return any(t is not None and not req.residency <= where[t] for t in (choice[1], choice[2]))
 
 
-def _blank(name: str, rows: list[Entry], reqs: list[RouteRequest | Decision], base: float,
+def _blank(name: str, rows: list[LogEntry], reqs: list[RouteRequest | Decision], base: float,
            policy: Policy) -> Result:
     """The candidate's columns before the run: every request refused until decided."""
     out = Result(name, settle_s=policy.refresh_seconds + SAMPLE_S)
@@ -111,7 +112,7 @@ def _blank(name: str, rows: list[Entry], reqs: list[RouteRequest | Decision], ba
     return out
 
 
-def candidate(rows: list[Entry], reqs: list[RouteRequest | Decision], base: float,
+def candidate(rows: list[LogEntry], reqs: list[RouteRequest | Decision], base: float,
               policy: Policy, adaptive: Adaptive, *, seed: int,
               world_config: WorldConfig | None = None) -> Result:
     """The replayed requests through the candidate in the simulated world."""
@@ -122,33 +123,42 @@ def candidate(rows: list[Entry], reqs: list[RouteRequest | Decision], base: floa
     schedule_refreshes(world, policy, adaptive, out, (out.t[-1] if out.t else 0.0) + 5.0)
     adaptive.refresh(world.feed(EPOCH), 0.0)
     choices: list[Choice | None] = [None] * n
-    world.on_done = partial(_done, out, choices, adaptive)
+    waited: dict[int, float] = {}  # rows that waited for a budget top-up, and how long (ms)
+    world.on_done = partial(_done, out, choices, adaptive, waited)
     where = {**{nd.id: nd.residency for nd in policy.nodes},
              **{p.id: p.residency for p in policy.pools}}
-    decide = adaptive.runtime.decide
+
+    def start(i: int, choice: Choice) -> None:
+        """Record request `i`'s choice and start it in the world (or let it wait)."""
+        if choice.mode == WAIT:
+            wait_then(world, i, choice, start, waited)
+            return
+        _record(out, i, choice)
+        req = reqs[i]
+        assert isinstance(req, RouteRequest)
+        if choice is REFUSED:
+            waited.pop(i, None)
+            return
+        out.violations += _violates(req, choice, where)
+        choices[i] = choice
+        key = req.key if req.key else -1 - i  # a keyless request shares no warm state
+        world.submit(i, choice[0], choice[1], choice[2], choice[3], key, req.payload_bytes)
+
     for i, req in enumerate(reqs):
         t = out.t[i]
         if world.heap and world.heap[0][0] <= t:
             world.run_until(t)
         world.now = t
-        if not isinstance(req, RouteRequest):
-            continue  # the candidate refuses its tags (400): recorded as refused
-        choice = choice_of(decide(req, now=EPOCH + t))
-        _record(out, i, choice)
-        if choice is REFUSED:
-            continue
-        out.violations += _violates(req, choice, where)
-        choices[i] = choice
-        key = req.key if req.key else -1 - i  # a keyless request shares no warm state
-        world.submit(i, choice[0], choice[1], choice[2], choice[3], key, req.payload_bytes)
+        if isinstance(req, RouteRequest):  # else the candidate refuses its tags (400)
+            start(i, adaptive.decide(req, t))
     world.run_until(math.inf)
     out.wall_seconds = time.perf_counter() - wall
     return out
 
 
-def _done(out: Result, choices: list[Choice | None], adaptive: Adaptive, row: int, ms: float,
-          warm: bool | None) -> None:
-    out.latency_ms[row] = ms
+def _done(out: Result, choices: list[Choice | None], adaptive: Adaptive,
+          waited: dict[int, float], row: int, ms: float, warm: bool | None) -> None:
+    out.latency_ms[row] = ms + waited.pop(row, 0.0) if waited else ms
     out.warm[row] = warm
     choice, choices[row] = choices[row], None
     if choice is not None:

@@ -15,36 +15,17 @@ with no usable line at all, is refused (`TraceError`).
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from router.logline import LogEntry, parse_entry
 
 SHOWN = 3  # skipped lines named in the warning; the rest are only counted
-MAX_INT = 10 ** 15  # the server reads at most 15 digits of content-length
-MODES = frozenset({"edge", "edge-degraded", "split", "cloud", "refused"})
 
 
 class TraceError(Exception):
     """The trace cannot be replayed at all (missing file, no usable line)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One logged request, as production saw and decided it."""
-
-    t: float  # arrival, epoch seconds
-    tags: dict[str, str]  # every x-affinity-* header as sent
-    content_length: int | None  # None: unknown (the policy's defaults.payload_kb)
-    status: int
-    mode: str  # edge, edge-degraded, split, cloud, refused
-    node: str | None  # node, or pool for cloud
-    quality: str | None
-    cost_usd: float
-    duration_ms: float
-    reason: str
-    policy: str  # the version of the policy that decided it
 
 
 @dataclass
@@ -52,7 +33,7 @@ class Trace:
     """A whole log, merged in arrival order, and what was skipped on the way."""
 
     files: list[Path]
-    entries: list[Entry]
+    entries: list[LogEntry]
     skipped: int = 0
     problems: list[str] = field(default_factory=list)  # the first SHOWN skipped lines, why
 
@@ -65,56 +46,17 @@ def siblings(path: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
-def _num(value: Any) -> bool:
-    """A finite number >= 0 (an integer too large for a float is not one)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    if isinstance(value, int):
-        return 0 <= value < MAX_INT
-    return math.isfinite(value) and value >= 0
-
-
-def _text(value: Any) -> bool:
-    return value is None or isinstance(value, str)
-
-
-def entry(obj: Any) -> Entry | str:
-    """A parsed line as an `Entry`, or why it is not one."""
-    if not isinstance(obj, dict):
-        return "not a JSON object"
-    checks = (
-        ("t", _num(obj.get("t"))),
-        ("tags", isinstance(obj.get("tags"), dict) and all(
-            isinstance(k, str) and isinstance(v, str) for k, v in obj["tags"].items())),
-        ("content_length", obj.get("content_length") is None or (
-            isinstance(obj["content_length"], int) and _num(obj["content_length"]))),
-        ("status", isinstance(obj.get("status"), int) and not isinstance(obj["status"], bool)
-         and 100 <= obj["status"] <= 599),
-        ("mode", obj.get("mode") in MODES
-         and (obj["mode"] == "refused") == (obj.get("status") != 200)),
-        ("node", _text(obj.get("node"))), ("quality", _text(obj.get("quality"))),
-        ("cost_usd", _num(obj.get("cost_usd"))), ("duration_ms", _num(obj.get("duration_ms"))),
-        ("reason", _text(obj.get("reason"))), ("policy", _text(obj.get("policy"))),
-    )
-    bad = [name for name, ok in checks if not ok]
-    if bad:
-        return "missing or malformed " + ", ".join(bad)
-    return Entry(float(obj["t"]), dict(obj["tags"]), obj["content_length"], obj["status"],
-                 obj["mode"], obj["node"], obj["quality"], float(obj["cost_usd"]),
-                 float(obj["duration_ms"]), obj.get("reason") or "", obj.get("policy") or "")
-
-
 def _read_file(path: Path, out: Trace) -> None:
     with path.open("rb") as fh:
         for number, raw in enumerate(fh, start=1):
             if not raw.strip():
                 continue
             try:
-                parsed: Entry | str = entry(json.loads(raw.decode("utf-8")))
+                parsed: LogEntry | str = parse_entry(json.loads(raw.decode("utf-8")))
             except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
                 parsed = "torn line (no newline at the end)" if not raw.endswith(b"\n") \
                     else "not JSON"
-            if isinstance(parsed, Entry):
+            if isinstance(parsed, LogEntry):
                 out.entries.append(parsed)
                 continue
             out.skipped += 1

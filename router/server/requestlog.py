@@ -6,8 +6,8 @@ the ext_proc stream ended (the HTTP request's end) — so `hybrid-router
 simulate --trace FILE --policy CANDIDATE` can replay it through a policy edit
 (docs/reference.md, "Request log").
 
-The request path only appends a dict to a bounded deque; a writer thread turns
-them into lines, appends them to FILE and rotates it past `max_bytes`
+The request path only appends a `router.logline.LogEntry` to a bounded deque;
+a writer thread turns them into lines, appends them to FILE and rotates it past `max_bytes`
 (FILE → FILE.1 → … → FILE.<backups>). If the writer falls behind (a slow or
 full disk), lines past the queue bound are dropped and counted — the request
 path never waits for the disk.
@@ -23,7 +23,8 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+
+from router.logline import LogEntry
 
 log = logging.getLogger("hybrid_router.requestlog")
 MAX_QUEUE = 65536
@@ -43,7 +44,7 @@ class RequestLog:
         self.on_drop = on_drop
         self.dropped = 0
         self.written = 0
-        self._queue: deque[dict[str, Any]] = deque()
+        self._queue: deque[LogEntry] = deque()
         self._wake = threading.Event()
         self._stop = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,7 +53,7 @@ class RequestLog:
         self._thread = threading.Thread(target=self._run, name="request-log", daemon=True)
         self._thread.start()
 
-    def record(self, entry: dict[str, Any]) -> None:
+    def record(self, entry: LogEntry) -> None:
         """Queue one line (never blocks; drops and counts when the writer is behind)."""
         if len(self._queue) >= self.max_queue:
             self.dropped += 1
@@ -76,7 +77,7 @@ class RequestLog:
         while queue:
             lines: list[str] = []
             while queue and len(lines) < 1024:
-                lines.append(json.dumps(queue.popleft(), separators=(",", ":")) + "\n")
+                lines.append(json.dumps(queue.popleft().as_json(), separators=(",", ":")) + "\n")
             text = "".join(lines)
             try:
                 if self._size + len(text) > self.max_bytes and self._size > 0:

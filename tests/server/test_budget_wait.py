@@ -8,10 +8,11 @@ import time
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
+from router.control import BUDGET_WAIT_S
 from router.core.budget import BudgetLedger, Standing
 from router.metrics import RouterMetrics
 from router.runtime import Runtime
-from router.server.servicer import BUDGET_WAIT_S, Processor
+from router.server.servicer import Processor
 from tests.server.test_servicer import headers_msg
 from tests.server.test_workers import policy
 

@@ -1,7 +1,7 @@
 """`simulate --trace`: a request log written by the server's own RequestLog, replayed.
 
 Production's log is made the way the server makes it: `Runtime.route` decides
-each request from its headers, `log_entry` builds the line and `RequestLog`
+each request from its headers, `RequestControl.entry` builds the line and `RequestLog`
 writes (and rotates) the file; a request holds its slots for its estimated
 latency, so a busy log overflows to the cloud as production would.
 """
@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from router.cli import main
+from router.control import RequestControl
 from router.policy.loader import load_policy
 from router.runtime import Routed, Runtime
 from router.server.requestlog import RequestLog
-from router.server.servicer import log_entry
 from simulator.tracelog import read_trace, siblings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,11 +81,9 @@ def write_log(path: Path, policy_file: Path, *, n: int, rate: float, seed: int =
                 rt.finish(heapq.heappop(running)[2])
             headers = headers_for(i, rng)
             routed = rt.route(headers, payload_bytes=16384, now=t)
-            entry = log_entry(headers, 16384, False, routed.decision)
             d = routed.decision
-            entry["t"] = round(t, 6)
-            entry["duration_ms"] = round(d.est_ms, 3) if d.routed else 0.5
-            log.record(entry)
+            log.record(RequestControl.entry(headers, 16384, d, t=t,
+                                            duration_ms=d.est_ms if d.routed else 0.5))
             if d.routed:
                 heapq.heappush(running, (t + d.est_ms / 1000.0, i, routed))
     finally:

@@ -1,0 +1,111 @@
+"""ext_proc messages <-> the router's values: headers in, header mutations or refusals out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.type.v3 import http_status_pb2
+
+from router import wire
+from router.core.decision import Decision, refusal
+from router.core.request import HeaderMap
+
+OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_READ_PREFIXES = (wire.AFFINITY_PREFIX, wire.ROUTE_PREFIX)
+_READ_NAMES = frozenset({"content-length", wire.H_REQUEST_ID})
+_RESPONSES: dict[tuple[tuple[str, str], ...], Any] = {}
+_MAX_CACHED = 4096  # responses are ~200-400 bytes; the cache is bounded whatever clients send
+# The answer to every message after the request headers, by message kind.
+PASS = {
+    "response_headers": pb.ProcessingResponse(response_headers=pb.HeadersResponse()),
+    "request_body": pb.ProcessingResponse(request_body=pb.BodyResponse()),
+    "response_body": pb.ProcessingResponse(response_body=pb.BodyResponse()),
+    "request_trailers": pb.ProcessingResponse(request_trailers=pb.TrailersResponse()),
+    "response_trailers": pb.ProcessingResponse(response_trailers=pb.TrailersResponse()),
+}
+
+
+def request_headers(msg: Any) -> HeaderMap:
+    """The headers the router reads (affinity tags, client route headers, content-length,
+    x-request-id) by lower-case name, repeated names remembered.
+
+    Envoy sends every header line as its own entry, a repeated name too (HTTP/1
+    and HTTP/2 alike), with the bytes in `raw_value` (`value` in older Envoys).
+    Bytes are decoded with surrogateescape so invalid UTF-8 reaches the parser,
+    which refuses it naming the tag, instead of being replaced here. Other headers
+    (user-agent, accept, ...) are skipped undecoded: the decision never reads them.
+    """
+    pairs = []
+    for h in msg.headers.headers:
+        name = h.key.lower()
+        if name.startswith(_READ_PREFIXES) or name in _READ_NAMES:
+            pairs.append((name, h.raw_value.decode("utf-8", "surrogateescape") if h.raw_value
+                          else h.value))
+    return HeaderMap(pairs)
+
+
+def _option(key: str, value: str) -> Any:
+    return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key,
+                                                                  raw_value=value.encode()),
+                                      append_action=OVERWRITE)
+
+
+def _mutation(headers: list[tuple[str, str]], remove: list[str]) -> Any:
+    return pb.HeaderMutation(set_headers=[_option(k, v) for k, v in headers],
+                             remove_headers=remove)
+
+
+def routed_response(decision: Decision, sent: dict[str, str]) -> Any:
+    """Header mutations: set the route headers, remove any other client-sent x-route-*.
+
+    A fleet has few distinct header sets (target × mode × quality × reason × cost), so
+    the built protobuf response is cached per set: it is never mutated after building.
+    The key is the router's own headers only, never a name the client chose: Envoy strips
+    client `x-route-*` headers before the router sees them, so a request that still
+    carries one came from a direct client and gets a response built for it alone.
+    """
+    headers = decision.headers()
+    ours = {k for k, _ in headers}
+    extra = [k for k in sent if k.startswith(wire.ROUTE_PREFIX) and k not in ours]
+    if extra:
+        return _routed(headers, extra)
+    key = tuple(headers)
+    cached = _RESPONSES.get(key)
+    if cached is None:
+        if len(_RESPONSES) >= _MAX_CACHED:
+            _RESPONSES.clear()
+        cached = _RESPONSES[key] = _routed(headers, [])
+    return cached
+
+
+def _routed(headers: list[tuple[str, str]], remove: list[str]) -> Any:
+    # clear_route_cache: the route table picks the cluster from x-route-cluster, set here
+    return pb.ProcessingResponse(request_headers=pb.HeadersResponse(
+        response=pb.CommonResponse(header_mutation=_mutation(headers, remove),
+                                   clear_route_cache=True)))
+
+
+def immediate(decision: Decision) -> Any:
+    """An immediate response (400/429/503) with the JSON body and reason headers."""
+    extra = [(wire.H_REASON, decision.reason), (wire.H_POLICY, decision.policy),
+             ("content-type", "application/json")]
+    if decision.retry_after is not None:
+        extra.append((wire.H_RETRY_AFTER, str(decision.retry_after)))
+    return pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(
+        status=http_status_pb2.HttpStatus(code=decision.status),
+        headers=_mutation(extra, []), body=decision.body(),
+        details=f"hybrid_router_{decision.reason}"))
+
+
+def router_error(trace: str, policy: str) -> Any:
+    """The 503 for an unexpected failure; its body carries `trace` (the id it is logged with)."""
+    return immediate(refusal(
+        wire.STATUS_ROUTER_ERROR, wire.E_ROUTER_ERROR, wire.R_ROUTER_ERROR,
+        f"the router failed to decide this request; trace id {trace}", policy))
+
+
+LAST_RESORT = immediate(refusal(wire.STATUS_ROUTER_ERROR, wire.E_ROUTER_ERROR,
+                                wire.R_ROUTER_ERROR, "the router failed to decide this request",
+                                "unknown"))
