@@ -17,7 +17,7 @@ import grpc
 import pytest
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
-from router.server import servicer
+from router.server import extproc
 from router.server.main import KEEPALIVE_MS, MAX_MESSAGE_BYTES, grpc_options
 from tests.integration.stack import free_port, wait_serving
 from tests.server.test_servicer import Client, raw_msg
@@ -40,7 +40,7 @@ def rss_kb(pid: int) -> int:
 
 
 async def test_junk_route_header_names_never_enter_the_response_cache() -> None:
-    servicer._RESPONSES.clear()
+    extproc._RESPONSES.clear()
     async with Client() as c:
         for _ in range(200):
             call, answer, outbox = await c.open_msg(raw_msg(
@@ -51,9 +51,9 @@ async def test_junk_route_header_names_never_enter_the_response_cache() -> None:
             assert await call.read() is grpc.aio.EOF
         assert await c.settled() == {}
     # one key, one routed header set: the 1,000 client-chosen names left no trace
-    assert len(servicer._RESPONSES) <= 2
+    assert len(extproc._RESPONSES) <= 2
     assert all(len(r.request_headers.response.header_mutation.remove_headers) == 0
-               for r in servicer._RESPONSES.values())
+               for r in extproc._RESPONSES.values())
 
 
 def test_server_limits_streams_per_connection_message_size_and_keeps_alive() -> None:
