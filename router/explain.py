@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--load", action="append", default=[], metavar="TARGET=N",
                         help="in-flight requests on a node or pool (repeatable)")
     parser.add_argument("--now", metavar="RFC3339",
-                        help="decision time (default: the feed's generated_at, else now)")
+                        help="decision time (default: now, as serve sees it: an old feed "
+                             "shows its age and, past stale_after_seconds, its lowered weights)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
@@ -109,7 +110,7 @@ def _setup(args: argparse.Namespace) -> tuple[Runtime, float, str | None]:
         except ValueError as exc:
             raise UsageError(f"--now: {exc}") from exc
     else:
-        now = feed.generated_at if feed is not None else time.time()
+        now = time.time()  # the clock serve reads, so both report the same age
     rt = Runtime(policy, clock=lambda: now)
     if feed is not None:
         rt.install(feed=dataclasses.replace(feed, received_at=now), now=now)
@@ -122,15 +123,16 @@ def _setup(args: argparse.Namespace) -> tuple[Runtime, float, str | None]:
             raise UsageError(f"--load {name}={value}: expected a whole number")
         for _ in range(int(value)):
             rt.tracker.acquire(rt.tracker.slot(name))
-    spend = dict(feed.spend) if feed is not None else {}
+    # the feed's bills count in the period it was generated in, as serve counts them
+    billed = feed.generated_at if feed is not None else now
+    spend = {t: (usd, billed) for t, usd in feed.spend.items()} if feed is not None else {}
     for name, value in _pairs(args.spend, "spend"):
         try:
-            spend[name] = float(value)
+            spend[name] = (float(value), now)
         except ValueError as exc:
             raise UsageError(f"--spend {name}={value}: expected a number of USD") from exc
-    period = period_key(now, policy.budgets.period)
-    for tenant, usd in spend.items():
-        rt.ledger.bill(tenant, period, usd, None)
+    for tenant, (usd, as_of) in spend.items():
+        rt.ledger.bill(tenant, period_key(as_of, policy.budgets.period), usd, None)
     return rt, now, feed_path
 
 

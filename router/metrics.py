@@ -89,6 +89,7 @@ class State:
     # tenant -> (spend, soft threshold USD, hard threshold USD, lease USD)
     budgets: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
     feed_age: float | None = None
+    feed_stale: bool | None = None  # whether the snapshot in force counts as stale
 
 
 class StateCollector:
@@ -122,6 +123,8 @@ class StateCollector:
                                   "unused part; for an authoritative store the headroom left)",
                                   labels=["tenant"])
         age = GaugeMetricFamily("router_feed_age_seconds", "Age of the feed snapshot in force")
+        stale = GaugeMetricFamily("router_feed_stale", "1 while the feed snapshot in force is "
+                                  "older than feed.stale_after_seconds (nodes weighted down)")
         for name, value in state.inflight.items():
             inflight.add_metric([name], value)
         for name, value in state.features.items():
@@ -136,7 +139,9 @@ class StateCollector:
                     limit.add_metric([tenant, threshold], usd)
         if state.feed_age is not None:
             age.add_metric([], state.feed_age)
-        yield from (inflight, features, weights, spend, limit, lease, age)
+        if state.feed_stale is not None:
+            stale.add_metric([], float(state.feed_stale))
+        yield from (inflight, features, weights, spend, limit, lease, age, stale)
 
 
 def runtime_state(runtime: Runtime) -> State:
@@ -161,7 +166,8 @@ def runtime_state(runtime: Runtime) -> State:
                             runtime.ledger.available(budgets, tenant, now))
     return State(inflight=inflight, features=features,
                  weights={n.id: n.weight if n.healthy else 0.0 for n in snap.nodes},
-                 budgets=standing, feed_age=None if snap.feed is None else snap.feed.age(now))
+                 budgets=standing, feed_age=None if snap.feed is None else snap.feed.age(now),
+                 feed_stale=None if snap.feed is None else snap.stale)
 
 
 async def probe_loop_lag(observe: Callable[[float], None], *,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,25 +14,27 @@ import pytest
 
 from router import wire
 from router.cli import main
+from router.core.feed import format_time
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = str(ROOT / "policies" / "example.yaml")
 FEED = str(ROOT / "policies" / "feeds" / "demo.json")
 GDPR = ["-H", "x-affinity-residency: GDPR", "-H", "x-affinity-tenant: acme",
         "-H", "x-affinity-key: cam-17"]
+AT_FEED = ["--now", "2026-11-22T10:00:00Z"]  # the demo feed's generated_at: a fresh feed
 GDPR_EDGE = ["orin-01", "orin-02", "rtx-01", "rtx-02", "l4-01", "a100-01"]
 SLOTS = {"orin-01": 4, "orin-02": 4, "rtx-01": 8, "rtx-02": 8, "l4-01": 6, "a100-01": 16}
 
 
 def explain_json(capsys: pytest.CaptureFixture[str], *extra: str) -> dict[str, Any]:
-    assert main(["explain", "--policy", POLICY, "--feed", FEED, "--json", *extra]) == 0
+    assert main(["explain", "--policy", POLICY, "--feed", FEED, "--json", *AT_FEED, *extra]) == 0
     info: dict[str, Any] = json.loads(capsys.readouterr().out)
     return info
 
 
 def test_text_names_exclusions_pick_decision_and_headers(
         capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["explain", "--policy", POLICY, "--feed", FEED, *GDPR,
+    assert main(["explain", "--policy", POLICY, "--feed", FEED, *AT_FEED, *GDPR,
                  "-H", "x-affinity-model: vision-v3"]) == 0
     out = capsys.readouterr().out
     assert "rtx-03" in out and "residency GDPR not met" in out
@@ -156,3 +160,16 @@ def test_payload_defaults_to_the_policys_payload_kb_as_the_reference_says(
     row = next(line for line in (ROOT / "docs" / "reference.md").read_text().splitlines()
                if line.startswith("| `--payload-bytes N`"))
     assert "`defaults.payload_kb` (64 KiB" in row
+
+
+def test_explain_reads_the_clock_serve_reads_so_both_give_the_same_age(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Not the feed's own date: a feed 120 s old is 120 s old to explain too, and stale."""
+    doc = json.loads(Path(FEED).read_text())
+    doc["generated_at"] = format_time(time.time() - 120)  # stale after 90 s in example.yaml
+    feed = tmp_path / "feed.json"
+    feed.write_text(json.dumps(doc))
+    assert main(["explain", "--policy", POLICY, "--feed", str(feed), *GDPR]) == 0
+    text = capsys.readouterr().out
+    age = re.search(r"age ([0-9.]+)s \(STALE: weights lowered\)", text)
+    assert age is not None and 120 <= float(age[1]) < 125, text

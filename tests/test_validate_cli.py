@@ -28,6 +28,9 @@ def test_demo_feed_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
                  id="negative-slots"),
     pytest.param(lambda d: d["nodes"][0].update(id="ghost"), "unknown-node", '"id": "ghost"',
                  id="unknown-node"),
+    pytest.param(lambda d: d["prices"][0].update(usd_per_hour=0),
+                 "prices[0].usd_per_hour: must be greater than 0, got 0", '"usd_per_hour": 0',
+                 id="zero-price"),
 ])
 def test_bad_feed_is_refused_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                          edit, fragment: str,  # type: ignore[no-untyped-def]

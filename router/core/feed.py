@@ -148,10 +148,11 @@ class NodeReport(_Decoded):
 
 
 class PriceReport(_Decoded):
-    """A spot price (`prices[]`)."""
+    """A spot price (`prices[]`). Never 0: a spot market has no free capacity, and a zero is
+    an exporter that lost the price; taken as read it makes cloud free and unbudgeted."""
 
     instance_type: Text
-    usd_per_hour: Num = Field(ge=0)
+    usd_per_hour: Num = Field(gt=0)
 
 
 class SpendReport(_Decoded):

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from router.core.budget import account_of
-from router.core.feed import FeedError, FeedSnapshot, decode_feed
+from router.core.feed import FeedError, FeedSnapshot, decode_feed, format_time
 from router.core.model import Policy
 from router.core.table import Snapshot
 from router.feed.reload import PolicyReloader
@@ -71,6 +71,26 @@ def quiet_gc() -> Iterator[None]:
     finally:
         gc.freeze()
         gc.enable()
+
+
+def weighted_down(snap: Snapshot) -> bool:
+    """Whether `snap` routes on a stale feed (no feed at all is not a stale one)."""
+    return snap.stale and snap.feed is not None
+
+
+def log_staleness(snap: Snapshot, now: float) -> None:
+    """Say that the feed in force turned stale (at start, on arrival or by age) or fresh."""
+    if snap.feed is None:
+        return
+    limit = snap.policy.feed.stale_after_seconds
+    if snap.stale:
+        log.warning("feed snapshot in force is %.0f s old (generated %s; stale after %.0f s): "
+                    "nodes weighted down by %g", snap.feed.age(now),
+                    format_time(snap.feed.generated_at), limit, snap.policy.feed.stale_weight)
+    else:
+        log.info("feed snapshot in force is fresh again (%.0f s old)", snap.feed.age(now))
+
+
 OK, UNCHANGED, INVALID, UNREACHABLE = "ok", "unchanged", "invalid", "unreachable"
 JITTER = 0.1
 
@@ -101,6 +121,7 @@ class Refresher:
         self.pushes = 0
         self._source: FeedSource | None = None
         self._known = ""
+        self._known_bad = False  # the document at `_known` was refused
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
@@ -157,7 +178,8 @@ class Refresher:
         except FeedError as exc:
             result = self._refused(exc)
         else:
-            result = UNCHANGED if fetched is None else await self.accept(fetched)
+            result = await self.accept(fetched) if fetched is not None else \
+                INVALID if self._known_bad else UNCHANGED  # the same refused document again
         self._count(result)
         await self.check_staleness()
         return result
@@ -171,7 +193,9 @@ class Refresher:
             try:
                 snap = decode_feed(fetched.raw, rt.policy, now=now, previous=rt.feed)
             except FeedError as exc:
+                self._known_bad = True
                 return self._refused(exc)
+            self._known_bad = False
             self._apply_spend(snap)
             if self._same_routing(snap, now):
                 rt.restamp(snap)  # only the timestamp moved: nothing to rebuild
@@ -208,10 +232,6 @@ class Refresher:
         async with self._lock:
             if not self._stale_crossed(now):
                 return False
-            feed = self.runtime.feed
-            assert feed is not None
-            log.warning("feed snapshot is %.0f s old (stale after %.0f s): nodes weighted down",
-                        feed.age(now), self.runtime.policy.feed.stale_after_seconds)
             await self._rebuild(now=now)
             return True
 
@@ -247,7 +267,10 @@ class Refresher:
     async def _rebuild(self, *, policy: Policy | None = None, feed: FeedSnapshot | None = None,
                        now: float) -> None:
         snap, resources = await asyncio.to_thread(self._prepare, policy, feed, now)
+        was_stale = weighted_down(self.runtime.snapshot)
         self.runtime.commit(snap)  # on the event loop: one reference swap
+        if weighted_down(snap) != was_stale:
+            log_staleness(snap, now)
         if self.xds is not None and resources is not None:
             self.xds.publish(resources)  # after the swap: Envoy follows what the router routes
 
@@ -262,7 +285,7 @@ class Refresher:
         if self._source is not None and (spec is None or self._source.spec != spec):
             await self._stop_watch()
             await self._source.close()
-            self._source, self._known = None, ""
+            self._source, self._known, self._known_bad = None, "", False
         if spec is not None and self._source is None:
             self._source = open_source(spec, self.base)
         return self._source
