@@ -245,6 +245,12 @@ def run(args: argparse.Namespace) -> int:
     policy = load_policy_or_report(args.policy)
     if policy is None:
         return 2
+    if args.mode == "sidecar":
+        from router.server.fleet import unshared_problem
+
+        problem = unshared_problem(policy, "--mode sidecar deploys a router in every pod")
+        if problem is not None:
+            print(f"hybrid-router envoy-config: warning: {problem}", file=sys.stderr)
     text = render(policy, args.mode, listen=args.listen, router=args.router, admin=args.admin,
                   source=args.policy, static=args.static,
                   upstream_timeout_s=args.upstream_timeout,

@@ -16,6 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="policy or scenario YAML, or feed JSON")
     parser.add_argument("--policy", help="policy to check feed files against "
                                          "(default: policies/example.yaml if present)")
+    parser.add_argument("--routers", type=int, default=1, metavar="N",
+                        help="routers that will run each policy (HA gateways, sidecar pods,"
+                             " serve --workers): over 1, a store that is not shared is an "
+                             "error")
     parser.add_argument("-q", "--quiet", action="store_true", help="print errors only")
 
 
@@ -28,8 +32,8 @@ def _kind(path: str, text: str) -> str:
     return "policy"
 
 
-def check_file(path: str, policy_path: str | None = None) -> list[Problem]:
-    """Every problem in one file, whatever its kind."""
+def check_file(path: str, policy_path: str | None = None, routers: int = 1) -> list[Problem]:
+    """Every problem in one file, whatever its kind (`routers`: how many will run a policy)."""
     if path.endswith(".json"):
         return _check_feed(path, policy_path)
     text, problems = read_text(path, MAX_BYTES)
@@ -40,8 +44,22 @@ def check_file(path: str, policy_path: str | None = None) -> list[Problem]:
 
         _, problems = parse_scenario(text, path)
         return problems
-    _, problems = parse_policy(text, path)
+    policy, problems = parse_policy(text, path)
+    if policy is not None and routers > 1:
+        from router.server.fleet import unshared_problem
+
+        problem = unshared_problem(policy, f"--routers {routers} deploys {routers} routers")
+        if problem is not None:
+            problems.append(Problem(path, *_store_at(text), problem))
     return problems
+
+
+def _store_at(text: str) -> tuple[int, int]:
+    """(line, column) of the policy's `store:` key, or of its first line."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("store:"):
+            return number, len(line) - len(line.lstrip()) + 1
+    return 1, 1
 
 
 def _check_feed(path: str, policy_path: str | None) -> list[Problem]:
@@ -83,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     """Validate each file; exit 2 if any has an error."""
     failed = False
     for path in args.files:
-        problems = sorted(check_file(path, args.policy), key=lambda p: (p.line, p.col))
+        problems = sorted(check_file(path, args.policy, args.routers),
+                          key=lambda p: (p.line, p.col))
         errors = [p for p in problems if p.severity == "error"]
         for problem in problems:
             if problem.severity == "error" or not args.quiet:

@@ -6,8 +6,9 @@ router, so a policy reload or a feed refresh reaches Envoy's fail-open routing t
 
 SIGTERM drains: health turns NOT_SERVING, new streams are refused, streams in
 flight get `--grace` seconds to finish. SIGHUP re-reads the policy.
-`--workers N` runs N processes on one port (SO_REUSEPORT); each serves its own
-share of every limit (`router.server.workers`) and its own metrics port.
+`--workers N` runs N processes on one port (SO_REUSEPORT), each with its own
+metrics port; they lease node slots from the shared store, or from a host-local
+file without one (`router.server.fleet`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from router.metrics import RouterMetrics, probe_loop_lag, runtime_state
 from router.policy import isolated
 from router.policy.loader import load_policy_or_report
 from router.runtime import Runtime
+from router.server.fleet import host_local_store, start_capacity, workers_note
 from router.server.requestlog import RequestLog
 from router.server.workers import WorkerRuntime, store_problem
 from router.stores import BudgetStoreError, open_keeper
@@ -63,6 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rotated request logs kept: FILE.1 .. FILE.N (default 3)")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--worker-index", type=int, default=-1, help=argparse.SUPPRESS)
+    parser.add_argument("--capacity-store", help=argparse.SUPPRESS)
 
 
 # A vanished peer (no FIN, no RST) would hold its streams, and their slots, until TCP
@@ -151,6 +154,11 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
         return 2
     runtime: Runtime = WorkerRuntime(policy, keeper.ledger, workers=workers, index=index) \
         if workers > 1 else Runtime(policy, keeper.ledger)
+    capacity = start_capacity(policy, runtime, keeper.backend, args.capacity_store)
+    if capacity is not None:
+        from router.capmetrics import CapacityCollector
+
+        metrics.registry.register(CapacityCollector(capacity.stats))
     if args.metrics != "off":
         host, _, port = args.metrics.rpartition(":")
         start_http_server(int(port) + index, addr=host, registry=metrics.registry)
@@ -166,7 +174,7 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
     metrics.watch(lambda: runtime_state(runtime))  # read at scrape time, off the loop
     tasks = [asyncio.create_task(probe_loop_lag(metrics.event_loop_lag.observe))]
     await _run_until_stopped(args, runtime, metrics, parts, tasks, index, workers)
-    await _drain(args, parts, tasks, keeper)
+    await _drain(args, parts, tasks, keeper, capacity)
     return 0
 
 
@@ -195,7 +203,8 @@ async def _run_until_stopped(args: argparse.Namespace, runtime: Runtime,
     await stop.wait()
 
 
-async def _drain(args: argparse.Namespace, parts: _Parts, tasks: list[Any], keeper: Any) -> None:
+async def _drain(args: argparse.Namespace, parts: _Parts, tasks: list[Any], keeper: Any,
+                 capacity: Any) -> None:
     """Health NOT_SERVING, `--grace` for streams in flight, then stop everything in order."""
     from grpc_health.v1 import health_pb2
 
@@ -206,6 +215,8 @@ async def _drain(args: argparse.Namespace, parts: _Parts, tasks: list[Any], keep
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+    if capacity is not None:
+        await asyncio.to_thread(capacity.close)  # gives slot leases back
     await asyncio.to_thread(keeper.close)  # flushes spend and gives leases back
     await asyncio.to_thread(isolated.shutdown)
     if parts.request_log is not None:
@@ -246,7 +257,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"hybrid-router serve: {problem}", file=sys.stderr)
         return 2
     if args.workers > 1 and args.worker_index < 0:
-        return _spawn_workers(args, _rebuild_argv(args))
+        note = workers_note(policy, args.workers)
+        if note is not None:
+            print(f"hybrid-router serve: {note}", file=sys.stderr)
+        with host_local_store(policy, args.workers) as local:
+            extra = ["--capacity-store", local] if local else []
+            return _spawn_workers(args, [*_rebuild_argv(args), *extra])
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux

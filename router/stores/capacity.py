@@ -5,7 +5,9 @@ asks about, atomically and in one call (a Lua script in Redis, an IMMEDIATE
 transaction in SQLite), renews the router's heartbeat and counts the live
 routers (the fleet's membership, which budget shares follow too). A router
 whose heartbeat is older than the TTL is dead: its leases no longer count and
-are dropped by the next call that meets them. `release` gives a router's
+are dropped by the next call that meets them. Heartbeats run on a clock that
+stops while no router reaches the store at all (a gap over TTL/2 between
+calls), so an outage every router saw kills no one. `release` gives a router's
 leases back at once (a clean exit).
 
 Both raise `StoreDown` when the store does not answer; the keeper
@@ -86,7 +88,8 @@ class RedisCapacity:
         self._release = self._r.register_script(capacity_lua.RELEASE)
 
     def _keys(self, names: list[str]) -> list[str]:
-        return [self.prefix + "members", *(self.prefix + "r:" + n for n in names)]
+        return [self.prefix + "members", self.prefix + "clock",
+                *(self.prefix + "r:" + n for n in names)]
 
     def _guarded(self, what: str, fn: Callable[[], Any]) -> Any:
         try:
@@ -116,6 +119,8 @@ class RedisCapacity:
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS members (member TEXT PRIMARY KEY, until REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS clock (one INTEGER PRIMARY KEY CHECK (one = 1), seen REAL,
+    shift REAL);
 CREATE TABLE IF NOT EXISTS leases (resource TEXT NOT NULL, member TEXT NOT NULL,
     lease INTEGER NOT NULL, demand INTEGER NOT NULL, PRIMARY KEY (resource, member));
 """
@@ -143,10 +148,11 @@ class SqliteCapacity:
             raise StoreDown(f"capacity store sqlite:{self.path}: sync: {exc}") from exc
 
     def _sync(self, member: str, ttl: float, asks: list[Ask]) -> tuple[int, list[Grant]]:
-        db, now = self._db, self.clock()
+        db = self._db
         with closing(db.cursor()) as cur:
             cur.execute("BEGIN IMMEDIATE")
             try:
+                now = self._now(cur, ttl)
                 cur.execute("INSERT OR REPLACE INTO members VALUES (?, ?)", (member, now + ttl))
                 cur.execute("DELETE FROM members WHERE until < ?", (now - FORGET_S,))
                 live = {m for (m,) in cur.execute(
@@ -157,6 +163,16 @@ class SqliteCapacity:
                 cur.execute("ROLLBACK")
                 raise
         return len(live), grants
+
+    def _now(self, cur: sqlite3.Cursor, ttl: float) -> float:
+        """The heartbeat clock: wall time less the gaps in which no router called."""
+        wall = self.clock()
+        row = cur.execute("SELECT seen, shift FROM clock").fetchone()
+        seen, shift = row if row is not None else (wall, 0.0)
+        if wall - seen > ttl / 2:
+            shift += wall - seen
+        cur.execute("INSERT OR REPLACE INTO clock VALUES (1, ?, ?)", (wall, shift))
+        return float(wall - shift)
 
     @staticmethod
     def _settle(cur: sqlite3.Cursor, member: str, a: Ask, live: set[str]) -> Grant:

@@ -1,9 +1,10 @@
 """The Lua scripts of `router.stores.capacity`: one sync of a router's capacity leases.
 
-KEYS: 1 members (zset: router -> heartbeat expiry ms), then one hash per
-resource (field 'L:'router -> its lease in slots, 'D:'router -> its demand).
-All keys share one hash tag, so one script covers every resource a router asks
-about in one round trip. Times are Redis' own clock (TIME), one for the fleet.
+KEYS: 1 members (zset: router -> heartbeat expiry ms), 2 the heartbeat clock
+(hash: seen, shift), then one hash per resource (field 'L:'router -> its lease
+in slots, 'D:'router -> its demand). All keys share one hash tag, so one script
+covers every resource a router asks about in one round trip. Times are Redis'
+own clock (TIME), one for the fleet, less the gaps in which no router reached it.
 
 SYNC ARGV: router, ttl_ms, then (capacity, keep, demand) per resource. It
 renews the router's heartbeat, drops the entries of routers whose heartbeat
@@ -18,6 +19,16 @@ SYNC = """
 local me, ttl = ARGV[1], tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- a gap of over ttl/2 with no call at all is an outage every router saw (or an idle
+-- fleet): it does not count towards heartbeats, so the leases routers kept through it
+-- still bind them (they never grow without the store)
+local clock = KEYS[2]
+local seen = tonumber(redis.call('HGET', clock, 'seen') or now)
+local shift = tonumber(redis.call('HGET', clock, 'shift') or '0')
+if now - seen > ttl / 2 then shift = shift + now - seen end
+redis.call('HSET', clock, 'seen', now, 'shift', shift)
+redis.call('PEXPIRE', clock, 3600000)
+now = now - shift
 redis.call('ZADD', KEYS[1], now + ttl, me)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 3600000)
 redis.call('PEXPIRE', KEYS[1], 3600000)
@@ -66,8 +77,8 @@ local function fair(cap, names, want)
   end
   return alloc
 end
-for i = 2, #KEYS do
-  local h, base = KEYS[i], 2 + (i - 2) * 3
+for i = 3, #KEYS do
+  local h, base = KEYS[i], 2 + (i - 3) * 3
   local cap = tonumber(ARGV[base + 1])
   local keep, dem = tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
   local flat = redis.call('HGETALL', h)
@@ -105,7 +116,7 @@ return out
 
 # KEYS as SYNC; ARGV: router. Gives every lease back and leaves the fleet.
 RELEASE = """
-for i = 2, #KEYS do redis.call('HDEL', KEYS[i], 'L:' .. ARGV[1], 'D:' .. ARGV[1]) end
+for i = 3, #KEYS do redis.call('HDEL', KEYS[i], 'L:' .. ARGV[1], 'D:' .. ARGV[1]) end
 redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
 """

@@ -15,11 +15,15 @@ store. Every `period` seconds this thread:
 A lease is good until `ttl − margin` seconds after the call that renewed it
 was sent (the store lets it lapse `ttl` after it answered, later). When the
 store does not answer, the router keeps what it holds until then, and after it
-admits on its *safe share*, floor(capacity / N), N the fleet's size when the
-store last answered (before any answer: `routers`, default 2). So if every
-router loses the store together they stay within every node's slots; if only
-some do, a node can hold up to their safe shares more than its slots
-(docs/operations.md, "Many routers, one fleet"). `close` gives every lease back.
+admits on the lesser of that and its *safe share*, floor(capacity / N), N the
+fleet's size when the store last answered (a router that never reached the
+store: the safe share with N = `routers`, default 2). The store does not count
+time in which no router reached it towards any heartbeat (`capacity_lua`), so
+if every router loses the store together, the leases it holds still bound them
+all when it answers again: 0 over any node's slots. If only some do, the store
+hands their lapsed leases to the others, and a node can hold up to their safe
+shares more than its slots (docs/operations.md, "Many routers, one fleet").
+`close` gives every lease back.
 """
 
 from __future__ import annotations
@@ -51,8 +55,8 @@ class CapacityStats:
     returns: int = 0  # slots handed back
     last_ok: float = -math.inf  # monotonic time of the last answered sync
     lag: float = 0.0  # seconds the last answered sync took
-    per: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
-    # resource -> (held, in flight, unmet demand, leased by the fleet)
+    per: dict[str, tuple[int, int, int, int, int]] = field(default_factory=dict)
+    # resource -> (held, in flight, unmet demand, leased by the fleet, capacity)
 
 
 class CapacityKeeper:
@@ -111,7 +115,7 @@ class CapacityKeeper:
     def _apply(self, res: list[Resource], asks: list[Ask], grants: list[Grant], members: int,
                sent: float) -> None:
         stats, tracker = self.stats, self.tracker
-        per: dict[str, tuple[int, int, int, int]] = {}
+        per: dict[str, tuple[int, int, int, int, int]] = {}
         for r, ask, g in zip(res, asks, grants, strict=True):
             before = tracker.held[r.slot]
             tracker.held[r.slot] = now_held = held_after(g.lease, g.target)
@@ -120,7 +124,7 @@ class CapacityKeeper:
             elif now_held < before:
                 stats.returns += before - now_held
             per[r.name] = (now_held, tracker.loads[r.slot], max(0, ask.demand - g.lease),
-                           g.leased)
+                           g.leased, r.capacity)
         self._names.update(per)
         done = time.monotonic()
         stats.per, stats.syncs, stats.last_ok, stats.lag = per, stats.syncs + 1, done, done - sent
@@ -140,8 +144,12 @@ class CapacityKeeper:
             self._fallen_back = True
             log.warning("%s; leases lapsed: admitting on a safe share (slots / %d routers)",
                         exc, self.stats.members)
+        held, ever = self.tracker.held, self.stats.syncs > 0
         for r in res:
-            self.tracker.held[r.slot] = safe_share(r.capacity, self.stats.members)
+            share = safe_share(r.capacity, self.stats.members)
+            # never above the lease it had: the store still counts that lease (its clock
+            # stops for an outage every router sees), so together they stay within slots
+            held[r.slot] = min(held[r.slot], share) if ever else share
 
     def close(self) -> None:
         """Stop the thread and give every lease back (at exit)."""

@@ -120,11 +120,13 @@ class Stack:
 
     def __init__(self, tmp: Path, *, store: str = "memory", policy: str | None = None,
                  workers: int = 1, message_timeout_s: float | None = None,
-                 router_args: tuple[str, ...] = (), envoy_args: tuple[str, ...] = ()) -> None:
+                 router_args: tuple[str, ...] = (), envoy_args: tuple[str, ...] = (),
+                 envoy_concurrency: int = 2) -> None:
         """Write the policy; nothing runs until `start` (which writes Envoy's config)."""
         self.tmp = tmp
         self.envoy_args = envoy_args
         self.workers = workers
+        self.envoy_concurrency = envoy_concurrency
         self.router_args = router_args
         self.message_timeout_s = message_timeout_s
         self.ports = {f"p{i}": free_port() for i in range(6)}
@@ -182,7 +184,8 @@ class Stack:
                           if self.message_timeout_s is not None else [])],
                        check=True, cwd=ROOT)
         envoy = self._spawn("envoy", [ENVOY, "-c", str(config), "-l", "warning",
-                                      "--base-id", str(self.listen), "--concurrency", "2"])
+                                      "--base-id", str(self.listen), "--concurrency",
+                                      str(self.envoy_concurrency)])
         wait_port(self.listen, envoy)
         wait_port(self.admin, envoy)
         return self

@@ -1,4 +1,4 @@
-"""`--workers N`: the shares of every limit add up to the fleet's limit, across reloads too."""
+"""`--workers N`: workers lease slots from one host-local file; per-process budgets split."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import pytest
 from router.core.feed import FeedSnapshot, NodeState
 from router.core.model import Policy
 from router.policy.loader import parse_policy
-from router.server.workers import WorkerRuntime, part, share, share_feed, store_problem
+from router.server.workers import WorkerRuntime, share, store_problem
+from router.stores.capacity import SqliteCapacity
+from router.stores.capkeeper import CapacityKeeper
 from tests.integration.stack import POLICY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,22 +29,12 @@ def policy(store: str = "memory") -> Policy:
     return parsed
 
 
-@pytest.mark.parametrize("total", [1, 3, 4, 7, 16])
-@pytest.mark.parametrize("workers", [1, 2, 3, 4])
-def test_parts_add_up_to_the_whole(total: int, workers: int) -> None:
-    parts = [part(total, workers, i) for i in range(workers)]
-    assert sum(parts) == max(total, workers) and min(parts) >= 1
-    assert max(parts) - min(parts) <= 1
-
-
-def test_share_cuts_slots_pool_caps_and_per_process_budgets() -> None:
+def test_workers_keep_whole_slots_and_split_only_per_process_budgets() -> None:
     full = policy()
     halves = [share(full, 2, i) for i in range(2)]
-    for j, node in enumerate(full.nodes):
-        assert sum(h.nodes[j].slots for h in halves) == node.slots
-        assert sum(h.nodes[j].feature_slots for h in halves) == node.feature_slots
-    eu = next(i for i, p in enumerate(full.pools) if p.id == "cloud-eu")
-    assert [h.pools[eu].max_inflight for h in halves] == [3, 2]
+    for h in halves:
+        assert [n.slots for n in h.nodes] == [n.slots for n in full.nodes]  # leased instead
+        assert [p.max_inflight for p in h.pools] == [p.max_inflight for p in full.pools]
     assert all(h.budgets.tenant("tight").limit_usd == pytest.approx(0.015) for h in halves)
     assert all(h.digest == full.digest for h in halves)  # x-route-policy stays the file's
 
@@ -72,19 +64,57 @@ def test_two_workers_never_spend_past_the_tenant_limit_together() -> None:
     assert admitted <= 3
 
 
-def test_reloads_and_feeds_keep_the_worker_share() -> None:
-    full = policy()
-    rt = WorkerRuntime(full, workers=2, index=1)
-    assert [n.slots for n in rt.snapshot.nodes] == [4, 2, 4, 8]
-    rt.install(policy=full)  # a hot reload hands over the whole file's policy
-    assert [n.slots for n in rt.snapshot.nodes] == [4, 2, 4, 8]
+def workers_on_one_file(tmp_path: Path, n: int) -> tuple[list[WorkerRuntime],
+                                                         list[CapacityKeeper]]:
+    runtimes = [WorkerRuntime(policy(), workers=n, index=i) for i in range(n)]
+    keepers = [CapacityKeeper(SqliteCapacity(str(tmp_path / "capacity.db")), rt.tracker,
+                              lambda rt=rt: rt.snapshot, period=3600) for rt in runtimes]
+    for k in keepers:
+        k.start()
+    return runtimes, keepers
+
+
+def test_workers_on_a_host_local_file_never_pass_a_nodes_slots(tmp_path: Path) -> None:
+    runtimes, keepers = workers_on_one_file(tmp_path, 3)
+    try:
+        placed: list[str | None] = []
+        for round_ in range(4):  # uneven: worker 0 takes most requests; nothing finishes
+            for i in range(30):
+                rt = runtimes[0 if i % 10 < 8 else 1 + i % 2]
+                routed = rt.route({"x-affinity-residency": "GDPR",
+                                   "x-affinity-key": f"k{round_}-{i}"}, now=1000.0)
+                if routed.decision.mode in ("edge", "edge-degraded"):
+                    placed.append(routed.decision.node)
+            for k in keepers:
+                k.cycle()
+        for node in policy().nodes:
+            held = sum(rt.inflight().get(node.id, 0) for rt in runtimes)
+            assert held <= node.slots, node.id
+        gdpr = [n for n in policy().nodes if "GDPR" in n.residency]
+        assert len(placed) == sum(n.slots for n in gdpr)  # every GDPR slot in use, no more
+        for node in gdpr:
+            feats = sum(rt.tracker.load(node.id + "#features") for rt in runtimes)
+            assert feats <= node.feature_slots
+    finally:
+        for k in keepers:
+            k.close()
+
+
+def test_a_node_the_feed_drained_gets_nothing_in_any_worker(tmp_path: Path) -> None:
+    runtimes, keepers = workers_on_one_file(tmp_path, 3)
     feed = FeedSnapshot(generated_at=1000.0, received_at=1000.0,
-                        nodes={"eu-a": NodeState(slots=10), "us-b": NodeState(slots=3)})
-    rt.install(feed=feed, now=1000.0)
-    assert [n.slots for n in rt.snapshot.nodes] == [5, 2, 4, 1]
-    rt.install(policy=full, now=1001.0)  # the feed in force stays shared, never halved twice
-    assert [n.slots for n in rt.snapshot.nodes] == [5, 2, 4, 1]
-    assert share_feed(share_feed(feed, 2, 1), 2, 1).nodes["eu-a"].slots == 5
+                        nodes={"eu-a": NodeState(slots=0), "eu-b": NodeState(slots=1)})
+    try:
+        for rt in runtimes:
+            rt.install(feed=feed, now=1000.0)
+        for k in keepers:
+            k.cycle()
+        nodes = [rt.route({"x-affinity-residency": "GDPR", "x-affinity-key": f"k{i}"},
+                          now=1000.0).decision.node for rt in runtimes for i in range(40)]
+        assert "eu-a" not in nodes and nodes.count("eu-b") <= 1
+    finally:
+        for k in keepers:
+            k.close()
 
 
 def test_serve_refuses_sqlite_with_workers(tmp_path: Path) -> None:
@@ -94,20 +124,3 @@ def test_serve_refuses_sqlite_with_workers(tmp_path: Path) -> None:
                            "--workers", "2"], capture_output=True, text=True, timeout=60,
                           cwd=ROOT, check=False)
     assert proc.returncode == 2 and "belongs to one process" in proc.stderr
-
-
-def test_a_node_with_no_slots_gets_none_in_any_worker() -> None:
-    assert [part(0, 3, i) for i in range(3)] == [0, 0, 0]
-    full = policy()
-    feed = FeedSnapshot(generated_at=1000.0, received_at=1000.0,
-                        nodes={"eu-a": NodeState(slots=0), "eu-b": NodeState(slots=1)})
-    runtimes = [WorkerRuntime(full, workers=3, index=i) for i in range(3)]
-    for rt in runtimes:
-        rt.install(feed=feed, now=1000.0)
-    eu_a = [next(n.slots for n in rt.snapshot.nodes if n.id == "eu-a") for rt in runtimes]
-    assert eu_a == [0, 0, 0]  # not one slot per worker: the feed drained it
-    eu_b = [next(n.slots for n in rt.snapshot.nodes if n.id == "eu-b") for rt in runtimes]
-    assert eu_b == [1, 1, 1]  # 0 < x < N keeps one each, as before
-    nodes = {rt.route({"x-affinity-residency": "GDPR", "x-affinity-key": f"k{i}"},
-                      now=1000.0).decision.node for rt in runtimes for i in range(40)}
-    assert "eu-a" not in nodes

@@ -1,0 +1,71 @@
+"""Many routers, one fleet: which store a router leases node slots from, and what to say
+when several routers are deployed without one.
+
+A policy whose `budgets.store` is `redis://…` is shared: every router leases
+node slots, feature slots and pool caps from it (`router.stores.capkeeper`)
+and sizes its budget lease shares by the live membership there. `serve
+--workers N` without one gives its workers a host-local SQLite file for the
+slots (`--capacity-store`, set by the parent). Any other store belongs to one
+router: that router holds every slot and the whole budget, which is right for
+one router and wrong for several (docs/operations.md, "Many routers, one fleet").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+from router.core.model import Policy
+from router.runtime import Runtime
+from router.stores.capkeeper import CapacityKeeper, open_capacity
+
+
+def shared(policy: Policy) -> bool:
+    """Whether `policy`'s budget store is shared by every router that loads it."""
+    return policy.budgets.store.startswith("redis://")
+
+
+def unshared_problem(policy: Policy, how: str) -> str | None:
+    """What breaks when several routers (deployed as `how` says) run `policy`, or None."""
+    if shared(policy):
+        return None
+    return (f"budgets.store {policy.budgets.store!r} is not shared, and {how}: each router "
+            "would admit onto every node up to all of its slots and spend every tenant's "
+            "whole budget; use a redis:// store (shared by the fleet) for both")
+
+
+def workers_note(policy: Policy, workers: int) -> str | None:
+    """What `serve --workers N` does with a store that is not shared, or None."""
+    if workers <= 1 or shared(policy):
+        return None
+    return (f"budgets.store {policy.budgets.store!r} is per process: the {workers} workers "
+            "lease node slots from a host-local file, but each tenant's budget is split "
+            f"1/{workers} between them; a redis:// store shares budgets too")
+
+
+@contextlib.contextmanager
+def host_local_store(policy: Policy, workers: int) -> Iterator[str | None]:
+    """`sqlite:PATH` of a fresh host-local capacity file for `workers` > 1 processes
+    without a shared store (removed after), else None."""
+    if workers <= 1 or shared(policy):
+        yield None
+        return
+    where = tempfile.mkdtemp(prefix="hybrid-router-capacity-")
+    try:
+        yield "sqlite:" + os.path.join(where, "capacity.db")
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def start_capacity(policy: Policy, runtime: Runtime, budget_store: Any,
+                   capacity_store: str | None) -> CapacityKeeper | None:
+    """The capacity keeper for this router, synced once already (None: a router alone)."""
+    spec = capacity_store or (policy.budgets.store if shared(policy) else None)
+    if spec is None:
+        return None
+    follow = getattr(budget_store, "follow", None)
+    return open_capacity(spec, runtime.tracker, lambda: runtime.snapshot, on_members=follow)

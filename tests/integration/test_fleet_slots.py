@@ -1,0 +1,204 @@
+"""One edge fleet, many routers: node slots held fleet-wide through real processes.
+
+Three gateways (router + Envoy from the project's config) share one redis-server;
+four emulated nodes with 2/4/4/8 slots hold every request 250 ms and count their
+own concurrency. 36 closed-loop clients, 30/4/2 over the gateways: twice the
+edge's 18 slots. Then gateway A is SIGKILLed (router and Envoy) and its clients
+move to B and C, then Redis is SIGSTOPped past the lease TTL and resumed. No node
+may ever hold more requests than its slots; the busy gateway must get more than
+a third of the edge. `serve --workers 2` behind one Envoy connection is the same
+mechanism on a host-local file: the worker with all the traffic uses more than
+half of the slots (the old static split's ceiling), never more than all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.stores.conftest import RedisServer
+
+from .stack import ENVOY, ROOT, Stack, fail_opens, free_port, stop, wait_port, wait_serving
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+SLOTS = {"eu-a": 2, "eu-b": 4, "us-a": 4, "us-b": 8}
+HOLD_MS = 250
+MESSAGE_TIMEOUT_S = 10.0  # the subject is the lease, not Envoy's deadline on busy cores
+POLICY = """\
+version: 1
+refresh_seconds: 30
+slo: {{default_latency_ms: 2000, degraded_slack: 1.5}}
+edge:
+  nodes:
+    - {{id: eu-a, address: "127.0.0.1:{p0}", hardware: rtx-4090, weight: 1, slots: 2,
+       residency: [GDPR], base_latency_ms: 5}}
+    - {{id: eu-b, address: "127.0.0.1:{p1}", hardware: rtx-4090, weight: 2, slots: 4,
+       residency: [GDPR], base_latency_ms: 5}}
+    - {{id: us-a, address: "127.0.0.1:{p2}", hardware: rtx-4090, weight: 2, slots: 4,
+       residency: [GDPR], base_latency_ms: 5}}
+    - {{id: us-b, address: "127.0.0.1:{p3}", hardware: rtx-4090, weight: 4, slots: 8,
+       residency: [GDPR], base_latency_ms: 5}}
+cloud:
+  pools:
+    - {{id: cloud-eu, address: "127.0.0.1:{p4}", residency: [GDPR], models: ["*"],
+       instance_type: h100-spot, latency_ms: 20, compute_ms: 100, usd_per_hour: 3.6}}
+    - {{id: cloud-hipaa, address: "127.0.0.1:{p5}", residency: [HIPAA], models: ["*"],
+       instance_type: h100-spot, latency_ms: 20, compute_ms: 100, usd_per_hour: 3.6}}
+budgets:
+  period: month
+  store: "{store}"
+  tenants: {{default: {{limit_usd: 100000}}}}
+"""
+
+
+class Gateways:
+    """Gateway A is the Stack's router and Envoy (and the emulated nodes); B, C are added."""
+
+    def __init__(self, tmp: Path, store: str) -> None:
+        self.stack = Stack(tmp, store=store, policy=POLICY, message_timeout_s=MESSAGE_TIMEOUT_S,
+                           envoy_concurrency=1)
+        self.urls = [self.stack.url]
+        self.admins = [self.stack.admin]
+        self.metrics = [self.stack.metrics_port]
+        self.procs: list[list[subprocess.Popen[bytes]]] = []
+
+    def start(self, count: int = 3) -> Gateways:
+        self.stack.start()
+        self.procs.append([self.stack.procs["router"], self.stack.procs["envoy"]])
+        for i in range(1, count):
+            grpc, metrics, listen, admin = (free_port() for _ in range(4))
+            router = self.stack._spawn(f"router{i}", [
+                sys.executable, "-m", "router", "serve", "--policy", str(self.stack.policy),
+                "--grpc", f"127.0.0.1:{grpc}", "--metrics", f"127.0.0.1:{metrics}",
+                "--grace", "1"])
+            wait_serving(grpc, router)
+            config = self.stack.tmp / f"envoy{i}.yaml"
+            subprocess.run([sys.executable, "-m", "router", "envoy-config", "--policy",
+                            str(self.stack.policy), "--router", f"127.0.0.1:{grpc}",
+                            "--listen", f"127.0.0.1:{listen}", "--admin", f"127.0.0.1:{admin}",
+                            "-o", str(config), "--message-timeout",
+                            str(int(MESSAGE_TIMEOUT_S * 1000))], check=True, cwd=ROOT)
+            assert ENVOY
+            envoy = self.stack._spawn(f"envoy{i}", [ENVOY, "-c", str(config), "-l", "warning",
+                                                    "--base-id", str(listen),
+                                                    "--concurrency", "1"])
+            wait_port(listen, envoy)
+            self.urls.append(f"http://127.0.0.1:{listen}")
+            self.admins.append(admin)
+            self.metrics.append(metrics)
+            self.procs.append([router, envoy])
+        return self
+
+    def kill(self, index: int) -> None:
+        """SIGKILL a gateway's router and its Envoy: the gateway is gone."""
+        for proc in self.procs[index]:
+            stop(proc, signal.SIGKILL)
+
+    def close(self) -> None:
+        self.stack.close()
+
+
+async def closed_loop(routes: list[str], seconds: float, counts: Counter[str],
+                      stop_at: list[float]) -> None:
+    """One client per entry of `routes` (its gateway's URL, read before every request, so a
+    client moves when its entry changes), each sending its next request as the last ends."""
+    deadline = time.monotonic() + seconds
+    stop_at.append(deadline)
+    rng = random.Random(17)
+
+    async def client(i: int, session: aiohttp.ClientSession) -> None:
+        while time.monotonic() < deadline:
+            headers = {"x-affinity-key": f"k{rng.randrange(60)}",
+                       "x-affinity-residency": "GDPR", "x-affinity-degrade": "false",
+                       "x-emulate-delay-ms": str(HOLD_MS)}
+            try:
+                async with session.get(routes[i] + "/infer", headers=headers) as r:
+                    await r.read()
+                    counts[r.headers.get("x-route-mode", str(r.status))] += 1
+            except aiohttp.ClientError:
+                counts["error"] += 1  # a gateway that was just killed
+                await asyncio.sleep(0.05)
+
+    timeout = aiohttp.ClientTimeout(total=MESSAGE_TIMEOUT_S + 5)
+    async with aiohttp.ClientSession(timeout=timeout,
+                                     connector=aiohttp.TCPConnector(limit=0)) as session:
+        await asyncio.gather(*(client(i, session) for i in range(len(routes))))
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.proc.pid, signal.SIGCONT)
+        server.kill()
+
+
+def test_three_gateways_never_put_a_node_over_its_slots(tmp_path: Path,
+                                                        redis_server: RedisServer) -> None:
+    fleet = Gateways(tmp_path, f"{redis_server.url}?capacity_ttl=2&retry=0.1")
+    counts: Counter[str] = Counter()
+    try:
+        fleet.start()
+        a, b, c = fleet.urls
+        routes = [a] * 30 + [b] * 4 + [c] * 2
+
+        async def run() -> None:
+            stop_at: list[float] = []
+            load = asyncio.create_task(closed_loop(routes, 14.0, counts, stop_at))
+            await asyncio.sleep(5.0)  # uneven load, all three up
+            phase1 = {n: fleet.stack.stats(n)["max_inflight"] for n in SLOTS}
+            counts["phase1-edge-peak"] = sum(phase1.values())
+            await asyncio.to_thread(fleet.kill, 0)
+            for i in range(30):  # A's clients move to B and C
+                routes[i] = b if i % 2 else c
+            await asyncio.sleep(4.0)
+            assert redis_server.proc is not None
+            os.killpg(redis_server.proc.pid, signal.SIGSTOP)  # past the 2-s TTL
+            await asyncio.sleep(3.0)
+            os.killpg(redis_server.proc.pid, signal.SIGCONT)
+            await load
+
+        asyncio.run(run())
+        peaks = {n: fleet.stack.stats(n)["max_inflight"] for n in SLOTS}
+        failed_open = sum(fail_opens(port) for port in fleet.admins[1:])
+    finally:
+        fleet.close()
+    assert peaks == {n: min(p, SLOTS[n]) for n, p in peaks.items()}, peaks  # 0 over slots
+    assert failed_open == 0  # B and C decided every request themselves
+    assert counts["edge"] > 0 and counts["cloud"] > 0, counts  # the overflow went to cloud
+    # The busy gateway is not held to a third of the edge: A's 30 clients had all 18 slots'
+    # worth of demand, and the nodes' peaks together show it used well over 6.
+    assert counts["phase1-edge-peak"] >= 12, counts
+
+
+def test_two_workers_behind_one_envoy_connection_share_slots_by_demand(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, policy=POLICY, workers=2, envoy_concurrency=1,
+                  message_timeout_s=MESSAGE_TIMEOUT_S)
+    counts: Counter[str] = Counter()
+    try:
+        stack.start()
+        asyncio.run(closed_loop([stack.url] * 36, 5.0, counts, []))
+        peaks = {n: stack.stats(n)["max_inflight"] for n in SLOTS}
+    finally:
+        stack.close()
+    assert peaks == {n: min(p, SLOTS[n]) for n, p in peaks.items()}, peaks
+    # One Envoy connection reaches one worker: the static 1/2 split capped it at 9 slots.
+    assert sum(peaks.values()) > 9, (peaks, counts)
