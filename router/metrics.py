@@ -63,6 +63,11 @@ class RouterMetrics:
         self.store_errors = Counter("router_store_errors_total",
                                     "Budget store calls that failed (retried off the request "
                                     "path)", ["store"], registry=r)
+        self.store_lost = Counter("router_store_lost_total",
+                                  "Times the budget store was found to have lost the spend it "
+                                  "held (flushed, restarted empty, rolled back, its file "
+                                  "replaced) and was rebuilt from this router's journal",
+                                  ["store"], registry=r)
         self.request_log_dropped = Counter("router_request_log_dropped_total",
                                            "Request-log lines dropped because the writer fell "
                                            "behind (the request path never waits for it)",

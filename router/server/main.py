@@ -146,9 +146,10 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
     workers, index = max(1, args.workers), max(0, args.worker_index)
     metrics = RouterMetrics()
     # The budget store is the keeper thread's alone; the request path reads its ledger.
-    errors = metrics.store_errors.labels(policy.budgets.store.partition(":")[0])
+    kind = policy.budgets.store.partition(":")[0]
+    errors, lost = metrics.store_errors.labels(kind), metrics.store_lost.labels(kind)
     try:
-        keeper = open_keeper(policy.budgets.store, on_error=errors.inc)
+        keeper = open_keeper(policy.budgets.store, on_error=errors.inc, on_lost=lost.inc)
     except BudgetStoreError as exc:
         print(f"hybrid-router serve: {exc}", file=sys.stderr)
         return 2

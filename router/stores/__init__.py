@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from router.stores.keeper import Backend, BudgetKeeper, BudgetStoreError, StoreDown
+from router.stores.keeper import Backend, BudgetKeeper, BudgetStoreError, StoreDown, StoreLost
 
-__all__ = ["Backend", "BudgetKeeper", "BudgetStoreError", "StoreDown", "open_backend",
-           "open_keeper"]
+__all__ = ["Backend", "BudgetKeeper", "BudgetStoreError", "StoreDown", "StoreLost",
+           "open_backend", "open_keeper"]
 
 
 def open_backend(spec: str, *, clock: Callable[[], float] = time.time) -> Backend | None:
@@ -30,14 +30,15 @@ def open_backend(spec: str, *, clock: Callable[[], float] = time.time) -> Backen
 
 
 def open_keeper(spec: str, *, clock: Callable[[], float] = time.time,
-                on_error: Callable[[], None] | None = None) -> BudgetKeeper:
+                on_error: Callable[[], None] | None = None,
+                on_lost: Callable[[], None] | None = None) -> BudgetKeeper:
     """Open the store `spec` names and start its keeper (BudgetStoreError if unusable).
 
     `clock` is the ledger's time (the runtime's clock): a lease's local end is on it.
     """
     backend = open_backend(spec, clock=clock)
     retry = float(getattr(backend, "retry", 0.5))
-    keeper = BudgetKeeper(backend, retry=retry, on_error=on_error)
+    keeper = BudgetKeeper(backend, retry=retry, on_error=on_error, on_lost=on_lost)
     try:
         return keeper.start()
     except BaseException:

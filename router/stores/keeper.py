@@ -16,6 +16,14 @@ thread, every `tick` seconds (and at once when a request waits for a lease):
    reads the fleet's standing (`router.stores.leases`); an authoritative one
    has nothing to do.
 
+A store can also answer and have forgotten what it held (flushed, restarted
+empty, its file deleted): it then raises `StoreLost`. The keeper logs it as an
+error, counts it (`on_lost`: `router_store_lost_total`) and, before anything
+else, has the store rebuild the period's spend from what this process proved
+it spent (`Backend.rebuild`); until that succeeds nothing is written and, with
+a shared store, cloud spend stays within the lease already held. The period
+never starts over.
+
 The ledger is shared under a lock held only while memory changes, never across
 I/O. So a store that is slow, down or blackholed delays only this thread:
 edge traffic never waits, cloud traffic spends what its lease already holds
@@ -49,6 +57,10 @@ class StoreDown(BudgetStoreError):
     """The store did not take a write or answer a call; the keeper retries later."""
 
 
+class StoreLost(StoreDown):
+    """The store answers but lost the spend it held; the keeper has it rebuilt."""
+
+
 class Backend(Protocol):
     """What the keeper needs of a store (SQLite, Redis)."""
 
@@ -71,6 +83,10 @@ class Backend(Protocol):
         """Give back what this process holds in the store (at exit)."""
         ...
 
+    def rebuild(self, ledger: BudgetLedger) -> str:
+        """After StoreLost: write back what this process proves was spent; what it did."""
+        ...
+
     def close(self) -> None:
         """Release connections, files and locks."""
         ...
@@ -85,12 +101,15 @@ class BudgetKeeper:
     """Owns a ledger and the store behind it; see the module docstring."""
 
     def __init__(self, backend: Backend | None, *, tick: float = 0.05, retry: float = 0.5,
-                 on_error: Callable[[], None] | None = None) -> None:
+                 on_error: Callable[[], None] | None = None,
+                 on_lost: Callable[[], None] | None = None) -> None:
         """Keep `backend` (None: memory, nothing to keep) in step with a fresh ledger."""
         self.backend = backend
         self.kind = backend.kind if backend is not None else "memory"
         self.tick, self.retry = tick, retry
-        self.on_error = on_error
+        self.on_error, self.on_lost = on_error, on_lost
+        self.lost = 0  # times the store was found to have forgotten
+        self._rebuild = False
         self.ledger = BudgetLedger(leased=backend is not None and backend.leased,
                                    journal=backend is not None, guard=threading.Lock())
         self.errors = 0
@@ -154,6 +173,7 @@ class BudgetKeeper:
         if self.down:
             return False
         try:
+            self._rebuilt(backend)
             self._flush(backend)
             backend.maintain(self.ledger, time.monotonic())
         except Exception as exc:  # whatever the store does, keep the thread
@@ -163,6 +183,12 @@ class BudgetKeeper:
             self._healthy = True
             log.warning("budget store (%s) answers again; queued spend flushed", self.kind)
         return True
+
+    def _rebuilt(self, backend: Backend) -> None:
+        """Have a store that forgot rebuilt before anything is written to it again."""
+        if self._rebuild:
+            log.warning("budget store (%s): %s", self.kind, backend.rebuild(self.ledger))
+            self._rebuild = False
 
     def _flush(self, backend: Backend) -> None:
         self._queue.extend(self.ledger.drain())
@@ -177,7 +203,9 @@ class BudgetKeeper:
         if self.on_error is not None:
             self.on_error()
         self._down_until = time.monotonic() + self.retry
-        if self._healthy:
+        if isinstance(exc, StoreLost):
+            self._lose(exc)
+        elif self._healthy:
             self._healthy = False
             if isinstance(exc, StoreDown):
                 log.warning("%s; admitting within leases, spend queued (%d entries)", exc,
@@ -185,6 +213,17 @@ class BudgetKeeper:
             else:
                 log.error("budget store (%s) failed: %r; retrying", self.kind, exc,
                           exc_info=exc)
+
+    def _lose(self, exc: StoreLost) -> None:
+        """The store forgot: say so every time, count it, rebuild before writing again."""
+        self.lost += 1
+        self._healthy = False
+        if self.on_lost is not None:
+            self.on_lost()
+        self._rebuild = True
+        log.error("%s; admitting cloud spend only within what this router already holds until "
+                  "the period's spend is rebuilt from the routers' journals (%d updates "
+                  "queued)", exc, len(self._queue))
 
     async def wait_topup(self, timeout: float) -> bool:
         """Wait (at most `timeout` s) for the keeper's next round with the store.
@@ -233,6 +272,7 @@ class BudgetKeeper:
             self._thread.join()
         for attempt in range(tries):
             try:
+                self._rebuilt(backend)
                 self._flush(backend)
                 backend.release(self.ledger)
                 break

@@ -26,10 +26,12 @@ limit whether Redis is up, slow or down. What can pass it: (a) a settled
 actual cost above its estimate, (b) a replica cut off from Redis for longer
 than `lease_ttl` with requests still in flight on its lease.
 
-Persistence: spend must survive a Redis restart, so `open` checks
-`CONFIG GET appendonly` and refuses a Redis without AOF (`?persistence=warn`
-only warns; use it for a Redis that forbids CONFIG). Use `appendfsync always`
-for zero loss on a Redis crash.
+Persistence: spend must survive a Redis restart, so the store checks
+`CONFIG GET appendonly` at first contact and again on every reconnect, and
+refuses a Redis without AOF (`?persistence=warn` only warns; use it for a Redis
+that forbids CONFIG). Use `appendfsync always` for zero loss on a Redis crash.
+A Redis that forgot all the same (flushed, restarted empty, rolled back) is
+found by its epoch and rebuilt from the routers' journals: `redis_epoch`.
 
 Membership: the fleet's size is the number of routers whose heartbeat in this
 Redis is live (`router.stores.capacity`, which also leases node slots);
@@ -40,8 +42,9 @@ URL options (removed before connecting): `replicas`, `lease_fraction`,
 `lease_usd`, `lease_ttl`, `horizon` (s of spend a lease is sized for, 10),
 `idle` (s without admissions before a lease goes back, 30), `refresh` (s
 between standings reads, 1), `timeout` (socket, 0.25 s), `retry` (s, 0.5),
-`persistence` (`require` or `warn`), `capacity_sync` (s between slot lease
-syncs, 0.25) and `capacity_ttl` (s a dead router's slot leases live, 3), e.g.
+`rebuild` (s after a loss before leases grow again, 5), `persistence`
+(`require` or `warn`), `capacity_sync` (s between slot lease syncs, 0.25) and
+`capacity_ttl` (s a dead router's slot leases live, 3), e.g.
 `redis://127.0.0.1:6379/0?replicas=4&timeout=0.1`.
 """
 
@@ -60,8 +63,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from router.core.budget import Billed, BudgetLedger, Entry, Settled, Standing, period_end
-from router.stores import redis_lua
-from router.stores.keeper import BudgetStoreError, StoreDown
+from router.stores import redis_epoch, redis_lua
+from router.stores.keeper import BudgetStoreError, StoreDown, StoreLost
 from router.stores.leases import GROW, READ, RETURN, Ask, LeasePlanner
 
 log = logging.getLogger(__name__)
@@ -69,7 +72,7 @@ BIG = 1e300  # Lua has no inf literal; any cap above this is unlimited
 RETAIN_S = 7 * 86400
 OPTIONS = {"replicas": 2.0, "lease_fraction": 0.5, "lease_usd": BIG, "lease_ttl": 300.0,
            "horizon": 10.0, "idle": 30.0, "refresh": 1.0, "timeout": 0.25, "retry": 0.5,
-           "capacity_sync": 0.25, "capacity_ttl": 3.0}
+           "capacity_sync": 0.25, "capacity_ttl": 3.0, "rebuild": 5.0}
 DOWN_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
@@ -136,26 +139,52 @@ class RedisBudgetStore:
         self.retry = o["retry"]
         self._r = redis.Redis.from_url(
             self.url, socket_timeout=o["timeout"], socket_connect_timeout=o["timeout"],
-            retry=Retry(NoBackoff(), 0), retry_on_timeout=False)
-        self._lease = self._r.register_script(redis_lua.LEASE)
-        self._settle = self._r.register_script(redis_lua.SETTLE)
-        self._bill = self._r.register_script(redis_lua.BILL)
-        self._read = self._r.register_script(redis_lua.READ)
+            retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
+            redis_connect_func=self._connected)
+        self.scripts = {name: self._r.register_script(getattr(redis_lua, name.upper()))
+                        for name in ("lease", "settle", "bill", "read", "adopt", "rebuild")}
         self.token = secrets.token_hex(6)
         self.member = f"L:{self.token}"
+        self._verified = self._refusing = False
+        self.epoch, self.seen = "", 0  # the store's epoch as adopted, its highest gen seen
+        self.proofs = redis_epoch.Proofs()
+
+    def _connected(self, conn: redis.connection.AbstractConnection) -> None:
+        """A new connection: a Redis that restarted may have come back without AOF."""
+        conn.on_connect()  # type: ignore[no-untyped-call]
         self._verified = False
 
     @staticmethod
     def keys(tenant: str, period: str) -> list[str]:
-        """The five keys of one (tenant, period), in one hash slot."""
+        """The five keys of one (tenant, period), in one hash slot, and the store's epoch."""
         base = f"hr:budget:{{{tenant}|{period}}}:"
-        return [base + k for k in ("acct", "amts", "leases", "unbilled", "seqs")]
+        return [*(base + k for k in ("acct", "amts", "leases", "unbilled", "seqs")),
+                redis_epoch.EPOCH_KEY]
 
-    def _guarded(self, what: str, fn: Callable[[], Any]) -> Any:
+    def tail(self) -> list[str | int]:
+        """The last two arguments of every script: the epoch this router trusts."""
+        return [self.epoch, self.seen]
+
+    @staticmethod
+    def expiry(period: str, wall: float) -> int:
+        """Epoch second at which a period's keys may go."""
+        return expire_at(period, wall)
+
+    def pipeline(self) -> Any:
+        """A pipeline (no transaction) for one round trip of scripts."""
+        return self._r.pipeline(transaction=False)
+
+    def run(self, what: str, fn: Callable[[], Any]) -> Any:
+        """`fn()`; StoreDown when Redis does not answer, StoreLost when it forgot."""
         try:
             return fn()
         except DOWN_ERRORS as exc:
             raise StoreDown(f"budget store {self.url}: {what}: {exc}") from exc
+        except redis.ResponseError as exc:
+            if "HREPOCH" not in str(exc):
+                raise
+            raise StoreLost(f"budget store {self.url} lost its state: "
+                            f"{redis_epoch.lost_reason(str(exc), self.epoch)}") from exc
 
     def follow(self, members: int) -> None:
         """Size lease shares for a fleet of `members` live routers (from the heartbeats)."""
@@ -163,28 +192,13 @@ class RedisBudgetStore:
 
     def persistence_problem(self) -> str | None:
         """Why spend would not survive a restart of this Redis, or None (raises StoreDown)."""
-        def ask() -> tuple[str, str]:
-            try:
-                aof = self._r.config_get("appendonly").get("appendonly", "")
-                save = self._r.config_get("save").get("save", "")
-            except redis.ResponseError as exc:
-                return "?", str(exc)
-            return str(aof), str(save)
-
-        aof, save = self._guarded("CONFIG GET", ask)
-        if aof == "yes":
-            return None
-        if aof == "?":
-            return f"cannot read its persistence settings ({save})"
-        if save:
-            return (f"appendonly is off (RDB snapshots only, save '{save}'): spend since "
-                    "the last snapshot would be lost on a Redis restart")
-        return "appendonly is off and save is empty: every period's spend is lost on restart"
+        aof, save = self.run("CONFIG GET", lambda: redis_epoch.persistence(self._r))
+        return redis_epoch.persistence_problem(aof, save)
 
     def verify(self) -> None:
         """Refuse (BudgetStoreError) a Redis that would forget spend, or warn by the URL."""
         problem = self.persistence_problem()
-        self._verified = True
+        self._verified = problem is None or self.persistence == "warn"
         if problem is None:
             return
         text = f"budget store {self.url}: {problem}"
@@ -198,6 +212,7 @@ class RedisBudgetStore:
         """Check persistence now if Redis answers; else at first contact (the keeper retries)."""
         try:
             self.verify()
+            redis_epoch.adopt(self, after_loss=False)
         except StoreDown as exc:
             log.warning("%s; serving without it: cloud spend waits for a lease from Redis", exc)
 
@@ -205,32 +220,54 @@ class RedisBudgetStore:
         """Apply settlements and bills in order, in one round trip (idempotent on replay)."""
         self._check()
         wall = time.time()
-        pipe = self._r.pipeline(transaction=False)
+        pipe = self.pipeline()
+        books: list[tuple[str, str]] = []
         for entry in entries:
             if isinstance(entry, Settled):
                 res = entry.reservation
-                self._settle(keys=self.keys(res.tenant, res.period), client=pipe, args=[
+                books.append((res.tenant, res.period))
+                self.scripts["settle"](keys=self.keys(*books[-1]), client=pipe, args=[
                     self.token, entry.seq, repr(entry.actual), repr(res.at), self.member,
-                    repr(res.amount if res.leased else 0.0), expire_at(res.period, wall)])
+                    repr(res.amount if res.leased else 0.0), expire_at(res.period, wall),
+                    *self.tail()])
             elif isinstance(entry, Billed):
-                self._bill(keys=self.keys(entry.account, entry.period), client=pipe, args=[
+                books.append((entry.account, entry.period))
+                self.scripts["bill"](keys=self.keys(*books[-1]), client=pipe, args=[
                     repr(entry.usd), "" if entry.as_of is None else repr(entry.as_of),
-                    expire_at(entry.period, wall)])
-        if len(pipe):
-            self._guarded("flush", pipe.execute)
+                    expire_at(entry.period, wall), *self.tail()])
+        if not len(pipe):
+            return
+        for book, (gen, usd) in zip(books, self.run("flush", pipe.execute), strict=True):
+            self.seen = max(self.seen, int(gen))
+            self.proofs.wrote(book, self.epoch, int(gen), float(usd))
 
     def _check(self) -> None:
+        """Persistence at first contact and after a reconnect; the epoch at first contact."""
         if not self._verified:
             try:
                 self.verify()
-            except BudgetStoreError as exc:  # found at first contact: no leases, no spend
+            except StoreDown:
+                raise
+            except BudgetStoreError as exc:  # no leases, no spend until Redis persists
+                if not self._refusing:
+                    log.error("%s; no lease grows and no spend is written until it does", exc)
+                self._refusing = True
                 raise StoreDown(str(exc)) from exc
+            self._refusing = False
+        if not self.epoch:
+            redis_epoch.adopt(self, after_loss=False)
+
+    def rebuild(self, ledger: BudgetLedger) -> str:
+        """After a loss: a new epoch, each book's floor from this router's journal."""
+        self._check()
+        return redis_epoch.rebuild(self, ledger)
 
     def maintain(self, ledger: BudgetLedger, mono: float) -> None:
         """Grow, return or read each book's lease as the planner says, in one round trip."""
         self._check()
         views = ledger.leases()
         self.planner.forget({(v.account, v.period) for v in views})
+        self.proofs.forget({(v.account, v.period) for v in views})
         asks = self.planner.asks(views, mono, self.clock())
         if asks:
             self._ask(ledger, asks)
@@ -238,22 +275,24 @@ class RedisBudgetStore:
     def _ask(self, ledger: BudgetLedger, asks: list[Ask]) -> None:
         wall, sent = time.time(), self.clock()
         ttl = self.opts["lease_ttl"]
-        pipe = self._r.pipeline(transaction=False)
+        pipe = self.pipeline()
         for ask in asks:
             keys = self.keys(ask.account, ask.period)
             if ask.mode == READ:
-                self._read(keys=keys, args=[self.member], client=pipe)
+                self.scripts["read"](keys=keys, args=[self.member, *self.tail()], client=pipe)
                 continue
             pinned = ledger.surrender(ask.account, ask.period) if ask.mode == RETURN \
                 else ask.pinned
-            self._lease(keys=keys, client=pipe, args=[
+            self.scripts["lease"](keys=keys, client=pipe, args=[
                 self.member, repr(min(ask.ceiling, BIG)), repr(self.planner.share),
                 repr(min(ask.cap, BIG)), repr(ask.need), repr(pinned), int(ttl * 1000),
-                expire_at(ask.period, wall), ask.mode])
-        replies = self._guarded("lease", pipe.execute)
+                expire_at(ask.period, wall), ask.mode, *self.tail()])
+        replies = self.run("lease", pipe.execute)
         until = sent + ttl - min(1.0, ttl / 10)  # stop spending before Redis lets it lapse
         for ask, reply in zip(asks, replies, strict=True):
-            committed, _leased, own = (float(x) for x in reply)
+            committed, _leased, own = (float(x) for x in reply[:3])
+            self.seen = max(self.seen, int(reply[3]))
+            self.proofs.read((ask.account, ask.period), self.epoch, int(reply[3]), committed)
             if ask.mode == READ:  # a read renews nothing: only the fleet's spend is news
                 ledger.seen(ask.account, ask.period, committed)
                 continue
@@ -271,9 +310,9 @@ class RedisBudgetStore:
 
     def read(self, tenant: str, period: str) -> tuple[float, float, float]:
         """(committed, leased by the fleet, leased by this replica) of one (tenant, period)."""
-        reply = self._guarded("read", lambda: self._read(keys=self.keys(tenant, period),
-                                                          args=[self.member]))
-        committed, leased, own = (float(x) for x in reply)
+        reply = self.run("read", lambda: self.scripts["read"](
+            keys=self.keys(tenant, period), args=[self.member, "*", 0]))
+        committed, leased, own = (float(x) for x in reply[:3])
         return committed, leased, own
 
     def committed(self, tenant: str, period: str) -> float:

@@ -302,6 +302,10 @@ class SqliteBudgetStore(MemoryBudgetStore):
     def release(self, ledger: BudgetLedger) -> None:
         """Nothing held elsewhere."""
 
+    def rebuild(self, ledger: BudgetLedger) -> str:
+        """Nothing to rebuild: this store never reports a loss (the ledger is authoritative)."""
+        return "nothing to rebuild"
+
     def _release(self) -> None:
         if self._db is not None:
             with contextlib.suppress(sqlite3.Error):

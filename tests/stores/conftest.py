@@ -88,6 +88,14 @@ class RedisServer:
             self.proc.wait(timeout=10)
         self.proc = None
 
+    def restart_empty(self, *, persistent: bool = True) -> None:
+        """Kill it and start it again on the same port without its AOF: it forgot it all."""
+        self.kill()
+        for entry in self.dir.glob("appendonly*"):
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        self.persistent = persistent
+        self.start()
+
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
