@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from router.core.table import FEATURES
+from router.core import ring
+from router.core.table import FEATURES, Snapshot
 
 if TYPE_CHECKING:
     from router.runtime import Runtime
@@ -95,6 +96,9 @@ class State:
     budgets: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
     feed_age: float | None = None
     feed_stale: bool | None = None  # whether the snapshot in force counts as stale
+    slots: dict[str, int] = field(default_factory=dict)  # node id -> slots now (feed or policy)
+    caps: dict[str, int] = field(default_factory=dict)  # node id -> whole-fleet bounded-load cap
+    policy_version: str = ""  # digest of the policy in force
 
 
 class StateCollector:
@@ -147,6 +151,26 @@ class StateCollector:
         if state.feed_stale is not None:
             stale.add_metric([], float(state.feed_stale))
         yield from (inflight, features, weights, spend, limit, lease, age, stale)
+        yield from _capacity_families(state)
+
+
+def _capacity_families(state: State) -> Iterator[Metric]:
+    """Slots and bounded-load cap per node, and the policy version, for one scrape."""
+    slots = GaugeMetricFamily("router_node_slots", "Inference slots per edge node now (the "
+                              "feed's reading, else the policy's)", labels=["node"])
+    caps = GaugeMetricFamily("router_node_cap", "Bounded-load cap per edge node were every edge "
+                             "node eligible: ceil((1 + balance_factor) x (in flight + 1) x "
+                             "weight / total weight), at least its utilization floor; 0 off the "
+                             "ring", labels=["node"])
+    for name, value in state.slots.items():
+        slots.add_metric([name], value)
+    for name, value in state.caps.items():
+        caps.add_metric([name], value)
+    info = GaugeMetricFamily("router_policy_info", "1, labelled with the version (hash) of the "
+                             "policy in force", labels=["version"])
+    if state.policy_version:
+        info.add_metric([state.policy_version], 1)
+    yield from (slots, caps, info)
 
 
 def runtime_state(runtime: Runtime) -> State:
@@ -169,10 +193,23 @@ def runtime_state(runtime: Runtime) -> State:
         st = runtime.ledger.state(budgets, tenant, now)
         standing[tenant] = (st.used_usd, st.soft_usd, st.hard_usd,
                             runtime.ledger.available(budgets, tenant, now))
-    return State(inflight=inflight, features=features,
-                 weights={n.id: n.weight if n.healthy else 0.0 for n in snap.nodes},
+    weights = {n.id: n.weight if n.healthy else 0.0 for n in snap.nodes}
+    return State(inflight=inflight, features=features, weights=weights,
                  budgets=standing, feed_age=None if snap.feed is None else snap.feed.age(now),
-                 feed_stale=None if snap.feed is None else snap.stale)
+                 feed_stale=None if snap.feed is None else snap.stale,
+                 slots={n.id: n.slots for n in snap.nodes},
+                 caps=fleet_caps(snap, weights, inflight), policy_version=snap.digest)
+
+
+def fleet_caps(snap: Snapshot, weights: dict[str, float], inflight: dict[str, int]
+               ) -> dict[str, int]:
+    """Each edge node's bounded-load cap with the whole fleet as one class (a request class's
+    own cap counts only its eligible nodes, so it can be lower): the cap explain and the demo
+    show against a node's in-flight count."""
+    total = sum(w for w in weights.values() if w > 0)
+    load = sum(inflight.get(n.id, 0) for n in snap.nodes)
+    return {n.id: ring.cap(load, weights[n.id], total, snap.epsilon, n.min_cap)
+            if weights[n.id] > 0 else 0 for n in snap.nodes}
 
 
 async def probe_loop_lag(observe: Callable[[float], None], *,

@@ -89,6 +89,27 @@ def test_state_gauges_are_read_off_the_runtime_at_scrape_time() -> None:
     assert value(m, "router_node_inflight", node="n0000") == 0  # live, no publisher needed
 
 
+def test_in_flight_is_published_against_slots_and_cap_with_the_policy_version() -> None:
+    from router.runtime import Runtime
+    from tests.core.factory import NOW, node, policy, request
+
+    nodes = [node(i, slots=16) for i in range(4)]
+    rt = Runtime(policy(nodes, eps=0.25, min_cap=0.25), clock=lambda: NOW)
+    m = RouterMetrics()
+    m.watch(lambda: runtime_state(rt))
+    assert value(m, "router_node_slots", node="n0000") == 16
+    assert value(m, "router_node_cap", node="n0000") == 4  # the floor: 0.25 x 16 slots
+    held = [rt.decide(request(f"k{i}", slo=1000), now=NOW) for i in range(20)]
+    assert all(h.decision.mode == "edge" for h in held)
+    # ceil(1.25 x (20 + 1) x 1 / 4) = 7: above the floor now
+    assert {value(m, "router_node_cap", node=n.id) for n in nodes} == {7}
+    assert sum(value(m, "router_node_inflight", node=n.id) or 0 for n in nodes) == 20
+    assert value(m, "router_policy_info", version=rt.policy.digest) == 1
+    for h in held:
+        rt.finish(h)
+    assert value(m, "router_node_cap", node="n0000") == 4
+
+
 def test_result_counters_exist_at_zero_before_the_first_event() -> None:
     m = RouterMetrics()
     for result in FEED_RESULTS:
