@@ -102,20 +102,24 @@ class RequestControl:
         return self.budget_wait_s if routed.decision.reason == wire.R_BUDGET_THROTTLED \
             else None
 
-    def release(self, routed: Routed, actual_usd: float | None = None) -> None:
-        """Hand back a routed request's slots and budget hold (once per routed decision)."""
+    def release(self, routed: Routed, actual_usd: float | None = None, *,
+                failed: bool = False) -> None:
+        """Hand back a routed request's slots and budget hold (once per routed decision);
+        `failed`: its pool failed it (charged per the pool's `bill_failed`)."""
         self.held -= 1
         try:
-            self.runtime.finish(routed, actual_usd)
+            self.runtime.finish(routed, actual_usd, failed=failed)
         except Exception:
             log.exception("releasing %s on %s failed", routed.decision.mode,
                           routed.decision.node)
 
-    def end(self, routed: Routed | None = None, actual_usd: float | None = None) -> None:
-        """The request closed; `routed`: the routed decision it still holds, if any."""
+    def end(self, routed: Routed | None = None, actual_usd: float | None = None, *,
+            failed: bool = False) -> None:
+        """The request closed; `routed`: the routed decision it still holds, if any;
+        `failed`: its response said the pool failed it."""
         self.open -= 1
         if routed is not None:
-            self.release(routed, actual_usd)
+            self.release(routed, actual_usd, failed=failed)
 
     @staticmethod
     def entry(headers: Mapping[str, str], size: int | None, d: Decision, *, t: float,

@@ -96,6 +96,9 @@ def _filters(message_timeout_ms: int, max_request_bytes: int) -> list[dict[str, 
             "failure_mode_allow": True,
             "message_timeout": f"{message_timeout_ms / 1000:g}s",
             "processing_mode": dict(PROCESSING_MODE),
+            # the router asks for a cloud request's response headers (its status decides
+            # what the budget is charged: router.server.servicer.OUTCOME_MODE)
+            "allow_mode_override": True,
             "mutation_rules": {"allow_all_routing": True}}},
         {"name": "envoy.filters.http.router", "typed_config": {
             "@type": T + "envoy.extensions.filters.http.router.v3.Router"}},

@@ -147,9 +147,12 @@ class Runtime:
         now = self.clock() if now is None else now
         return admission.preview(p, self.ledger, now=now)
 
-    def finish(self, routed: Routed, actual_usd: float | None = None) -> None:
-        """The HTTP request ended: release its slots and settle its budget hold."""
-        admission.finish(routed.decision, routed.snapshot, self.ledger, actual_usd)
+    def finish(self, routed: Routed, actual_usd: float | None = None, *,
+               failed: bool = False) -> None:
+        """The HTTP request ended: release its slots and settle its budget hold
+        (`failed`: the pool failed it, charged per the pool's `bill_failed`)."""
+        admission.finish(routed.decision, routed.snapshot, self.ledger, actual_usd,
+                         failed=failed)
 
     def inflight(self) -> dict[str, int]:
         """In-flight count per node and pool id."""

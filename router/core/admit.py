@@ -7,7 +7,8 @@ the request path never waits on I/O. A cloud option refused because this
 router's lease is short (not the hard limit) gives a 429 `budget-throttled`
 refusal with retry-after 1: the server may wait briefly for the lease's
 top-up and plan once more. `finish` hands both back when the HTTP
-request ends, however it ends. `preview` answers what `admit` would, holding
+request ends, however it ends, charging a request the pool failed as the
+pool's `bill_failed` says. `preview` answers what `admit` would, holding
 nothing (for explain). `decide` is plan then admit, the request path of the
 server and the simulator alike.
 """
@@ -151,10 +152,23 @@ def _refuse(p: Plan, ledger: BudgetLedger, blocked: set[str], now: float,
 
 
 def finish(decision: Decision, snap: Snapshot, ledger: BudgetLedger,
-           actual_usd: float | None = None) -> None:
-    """Hand back what `decision` holds: its in-flight slots and its budget reservation."""
+           actual_usd: float | None = None, *, failed: bool = False) -> None:
+    """Hand back what `decision` holds: its in-flight slots and its budget reservation.
+
+    `failed`: the pool answered with a server error (or Envoy for it: reset, timeout);
+    the hold is then charged as the pool's `bill_failed` says.
+    """
     release = snap.tracker.release
     for slot in decision.slots:
         release(slot)
     if decision.reservation is not None:
+        if failed and not bills_failed(decision, snap):
+            actual_usd = 0.0
         ledger.settle(decision.reservation, actual_usd)
+
+
+def bills_failed(decision: Decision, snap: Snapshot) -> bool:
+    """Whether the pool a cloud or split decision used charges for a failed request."""
+    pool_id = decision.split_pool if decision.mode == wire.MODE_SPLIT else decision.node
+    pool = snap.policy.pool(pool_id) if pool_id is not None else None
+    return pool is None or pool.bill_failed == "full"

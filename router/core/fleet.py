@@ -143,6 +143,10 @@ class CloudPool(Schema):
         description="spot: price until the feed states one; on_demand: the price; reserved: "
                     "the fee per reserved slot")
     max_inflight: Int = Field(default=0, ge=0, description="concurrent requests; 0: unbounded")
+    bill_failed: Literal["full", "none"] = Field(
+        default="full",
+        description="what a request the pool failed is charged (an upstream 5xx, or Envoy's "
+                    "503/504 for a reset or timeout): full: its estimate; none: nothing")
 
     @model_validator(mode="after")
     def _reservation(self) -> CloudPool:

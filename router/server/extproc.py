@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.type.v3 import http_status_pb2
+from google.protobuf import json_format
 
 from router import wire
 from router.core.decision import Decision, refusal
 from router.core.request import HeaderMap
+from router.envoy_config import PROCESSING_MODE
 
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _READ_PREFIXES = (wire.AFFINITY_PREFIX, wire.ROUTE_PREFIX)
@@ -18,6 +21,11 @@ _READ_NAMES = frozenset({"content-length", wire.H_REQUEST_ID})
 _RESPONSES: dict[tuple[tuple[str, str], ...], Any] = {}
 _MAX_CACHED = 4096  # responses are ~200-400 bytes; the cache is bounded whatever clients send
 # The answer to every message after the request headers, by message kind.
+# Cloud and split requests also send their response headers (a mode override of the
+# generated config's mode, which it allows): their status says whether the pool failed,
+# which decides what the budget is charged. Edge requests stay at one message.
+OUTCOME_MODE = json_format.ParseDict({**PROCESSING_MODE, "response_header_mode": "SEND"},
+                                     processing_mode_pb2.ProcessingMode())
 PASS = {
     "response_headers": pb.ProcessingResponse(response_headers=pb.HeadersResponse()),
     "request_body": pb.ProcessingResponse(request_body=pb.BodyResponse()),
@@ -82,9 +90,21 @@ def routed_response(decision: Decision, sent: dict[str, str]) -> Any:
 
 def _routed(headers: list[tuple[str, str]], remove: list[str]) -> Any:
     # clear_route_cache: the route table picks the cluster from x-route-cluster, set here
+    billed = (wire.H_MODE, wire.MODE_CLOUD) in headers or (wire.H_MODE, wire.MODE_SPLIT) in headers
     return pb.ProcessingResponse(request_headers=pb.HeadersResponse(
         response=pb.CommonResponse(header_mutation=_mutation(headers, remove),
-                                   clear_route_cache=True)))
+                                   clear_route_cache=True)),
+        mode_override=OUTCOME_MODE if billed else None)
+
+
+def upstream_failed(msg: Any) -> bool:
+    """Whether response headers say the upstream failed: a 5xx, the upstream's own or
+    Envoy's for it (503 reset or connection failure, 504 timeout)."""
+    for h in msg.headers.headers:
+        if h.key == ":status":
+            status = h.raw_value if h.raw_value else h.value.encode()
+            return bool(status[:1] == b"5")
+    return False
 
 
 def immediate(decision: Decision) -> Any:

@@ -5,6 +5,8 @@ mutations or an immediate response; the decision's slots and budget hold are han
 back exactly once when the stream ends. In the processing mode `router.envoy_config`
 generates (response headers SKIP, response trailers SEND) Envoy keeps the stream open
 until the HTTP stream ends, however it ends, so the stream's end is the request's end.
+Cloud and split answers also ask for the response headers (`extproc.OUTCOME_MODE`): a
+5xx there means the pool failed the request, charged as its `bill_failed` says.
 Every rule (the open-stream bound, the budget wait, the log line) is `router.control`'s;
 this module only translates and awaits.
 
@@ -71,6 +73,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         routed: Routed | None = None  # set only while this stream holds slots or budget
         logged: Logged | None = None  # the log line's inputs, once answered
         answered, began, t = False, time.perf_counter(), self.runtime.clock()
+        failed = False  # the response said the pool failed: charged per its bill_failed
         self.control.begin()
         try:
             async for msg in request_iterator:
@@ -79,11 +82,14 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                     answered = True
                     routed, answer, logged = await self._answer(msg.request_headers)
                     yield answer
+                elif kind == "response_headers":  # asked for by cloud and split answers
+                    failed = extproc.upstream_failed(msg.response_headers)
+                    yield extproc.PASS[kind]
                 elif kind in extproc.PASS:
                     yield extproc.PASS[kind]
         finally:
             # However the stream ends (clean close, reset, cancellation), release once.
-            self.control.end(routed)
+            self.control.end(routed, failed=failed)
             if logged is not None and self.request_log is not None:
                 ms = (time.perf_counter() - began) * 1000.0
                 self.request_log.record(self.control.entry(*logged, t=t, duration_ms=ms))

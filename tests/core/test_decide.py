@@ -149,3 +149,22 @@ def test_headers_and_body() -> None:
     assert headers[wire.H_POLICY] == "test" and headers[wire.H_QUALITY] == "full"
     refused = decide(request("a", residency=["X"]), table(pol), ledger(pol), now=NOW)
     assert refused.body().startswith(b'{"error":"no_eligible_target","detail":')
+
+
+@pytest.mark.parametrize(("mode", "rule", "failed", "charged"), [
+    ("cloud", "none", True, False), ("cloud", "full", True, True),
+    ("cloud", "none", False, True), ("split", "none", True, False),
+    ("split", "full", True, True),
+])
+def test_a_failed_request_is_charged_per_its_pools_rule(mode: str, rule: str, failed: bool,
+                                                        charged: bool) -> None:
+    billed = pool().model_copy(update={"bill_failed": rule})
+    pol = policy([node(0, latency=1000)], [billed], limit=10.0)
+    tab, led = table(pol), ledger(pol)
+    split = mode == "split"
+    d = decide(request("k", slo=200 if split else 250, degrade=split), tab, led, now=NOW)
+    assert d.mode == mode and d.reservation is not None
+    finish(d, tab, led, failed=failed)
+    used = led.state(pol.budgets, "default", NOW).used_usd
+    assert used == (pytest.approx(d.reservation.amount) if charged else 0.0)
+    assert all(v == 0 for v in tab.tracker.loads)  # the slots go back either way

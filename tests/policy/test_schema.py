@@ -88,7 +88,7 @@ def test_every_key_has_a_reference_row_with_its_default() -> None:
     assert rows["edge.nodes[].feature_slots"][1] == ">= 0"
     assert rows["budgets.unknown_tenant"] == ("default", "default | refuse")
     assert rows["edge.nodes[].id"][0] == "required"
-    assert len(rows) == 60
+    assert len(rows) == 61
 
 
 def test_feature_slots_default_follows_the_node_slots() -> None:

@@ -242,9 +242,9 @@ async def test_a_failure_after_routing_releases_the_hold_exactly_once(
         finished: list[object] = []
         real_finish = c.runtime.finish
 
-        def counting_finish(routed: Any, *a: Any) -> None:
+        def counting_finish(routed: Any, *a: Any, **kw: Any) -> None:
             finished.append(routed)
-            real_finish(routed, *a)
+            real_finish(routed, *a, **kw)
 
         def broken(*_a: object) -> None:
             raise RuntimeError("response building failed")
@@ -303,3 +303,41 @@ async def test_payload_size_comes_from_the_body_envoy_announces() -> None:
     # a body of unknown length is estimated at defaults.payload_kb (64 KiB)
     assert costs["unsized"] - costs["none"] == pytest.approx(64 * 1024 * egress, abs=1e-6)
     assert costs["unsized"] > costs["none"]
+
+
+def response_msg(status: bytes) -> Any:
+    """A response_headers message as Envoy sends it for a cloud request."""
+    hs = [base_pb2.HeaderValue(key=":status", raw_value=status)]
+    return pb.ProcessingRequest(response_headers=pb.HttpHeaders(
+        headers=base_pb2.HeaderMap(headers=hs)))
+
+
+@pytest.mark.parametrize(("status", "rule", "charged"), [
+    (b"200", "none", True), (b"404", "none", True), (b"503", "none", False),
+    (b"504", "none", False), (b"503", "full", True), (None, "none", True),
+], ids=["ok", "client-error", "failed", "timeout", "failed-full", "no-response-headers"])
+async def test_a_cloud_request_is_charged_by_its_response_status(
+        status: bytes | None, rule: str, charged: bool) -> None:
+    async with Client() as c:
+        pools = tuple(p.model_copy(update={"bill_failed": rule}) for p in c.runtime.policy.pools)
+        c.runtime.install(c.runtime.policy.model_copy(
+            update={"cloud": c.runtime.policy.cloud.model_copy(update={"pools": pools})}))
+        budgets = c.runtime.policy.budgets
+        call, answer, outbox = await c.open(x_affinity_key="b1", x_affinity_residency="HIPAA")
+        assert answer.mode_override.response_header_mode == 1  # SEND: the status is wanted
+        assert mutation(answer)[0]["x-route-mode"] == "cloud"
+        if status is not None:
+            await outbox.put(response_msg(status))
+            assert (await call.read()).HasField("response_headers")
+        await outbox.put(None)
+        await c.settled()
+        used = c.runtime.ledger.state(budgets, "default", c.runtime.clock()).used_usd
+        assert (used > 0) is charged
+
+
+async def test_an_edge_answer_does_not_ask_for_the_response() -> None:
+    async with Client() as c:
+        _, answer, outbox = await c.open(x_affinity_key="e1", x_affinity_residency="GDPR")
+        assert not answer.HasField("mode_override")
+        await outbox.put(None)
+        assert await c.settled() == {}
