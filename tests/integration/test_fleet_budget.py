@@ -71,12 +71,14 @@ budgets:
 class Fleet:
     """One Stack (emulated upstreams, router 0, Envoy 0) plus more router+Envoy replicas."""
 
-    def __init__(self, tmp: Path, redis_url: str, replicas: int, options: str = "") -> None:
+    def __init__(self, tmp: Path, redis_url: str, replicas: int, options: str = "",
+                 policy: str = FLEET_POLICY) -> None:
         self.stack = Stack(tmp, store=f"{redis_url}?replicas={replicas}&retry=0.1{options}",
-                           policy=FLEET_POLICY, message_timeout_s=MESSAGE_TIMEOUT_S)
+                           policy=policy, message_timeout_s=MESSAGE_TIMEOUT_S)
         self.replicas = replicas
         self.urls = [self.stack.url]
         self.admins = [self.stack.admin]
+        self.metrics = [self.stack.metrics_port]
         self.extra: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> Fleet:
@@ -89,6 +91,7 @@ class Fleet:
                 "--grace", "2"])
             self.extra.append(router)
             wait_serving(grpc, router)
+            self.metrics.append(metrics)
             config = self.stack.tmp / f"envoy{i}.yaml"
             subprocess.run([sys.executable, "-m", "router", "envoy-config", "--policy",
                             str(self.stack.policy), "--router", f"127.0.0.1:{grpc}",
