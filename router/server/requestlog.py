@@ -75,9 +75,19 @@ class RequestLog:
     def _drain(self) -> None:
         queue = self._queue
         while queue:
+            # A batch ends where the file would pass max_bytes, so a burst queued all at
+            # once rotates at the same line boundaries as a trickle does.
             lines: list[str] = []
+            size = self._size
             while queue and len(lines) < 1024:
-                lines.append(json.dumps(queue.popleft().as_json(), separators=(",", ":")) + "\n")
+                line = json.dumps(queue[0].as_json(), separators=(",", ":")) + "\n"
+                if size + len(line) > self.max_bytes:
+                    if lines:
+                        break
+                    size = 0  # this batch starts the next file
+                queue.popleft()
+                lines.append(line)
+                size += len(line)
             text = "".join(lines)
             try:
                 if self._size + len(text) > self.max_bytes and self._size > 0:
