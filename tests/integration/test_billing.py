@@ -7,16 +7,14 @@ spend gauge says what was charged.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from .stack import POLICY, UPSTREAM_TIMEOUT_S, Stack
-from .test_envoy_stack import many
+from .test_envoy_stack import many, streamed
 
 pytestmark = pytest.mark.integration
 
@@ -94,16 +92,6 @@ def test_a_streamed_cloud_answer_holds_its_pool_slot_until_it_ends(stack: Stack)
     # with the body, not with the headers.
     headers = {**HIPAA, "x-affinity-key": "stream-1", "x-emulate-stream-ms": "2000"}
 
-    async def go() -> tuple[str, dict[str, float], dict[str, float], bytes]:
-        async with aiohttp.ClientSession() as s, \
-                s.get(stack.url + "/infer", headers=headers) as resp:
-            target = resp.headers["x-route-node"]
-            await asyncio.sleep(1.2)  # the gauges are published every second
-            during = await asyncio.to_thread(stack.inflight)
-            body = await resp.read()
-        await asyncio.sleep(1.5)
-        return target, during, await asyncio.to_thread(stack.inflight), body
-
-    target, during, after, body = asyncio.run(go())
+    target, during, after, body = streamed(stack, headers)
     assert target == "cloud-hipaa" and body.count(b"data:") == 10
     assert during[target] == 1 and after[target] == 0

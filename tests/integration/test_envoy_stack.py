@@ -173,12 +173,9 @@ def test_an_upstream_failure_says_envoy_answered_not_the_routers_reason(stack: S
     assert h_own["x-route-reason"] in ("affinity", "balance")
 
 
-def test_a_streamed_body_holds_its_slot_until_it_ends(stack: Stack) -> None:
-    # The response headers arrive at once and the body streams for 2 s: the node's load
-    # must count the request until the body's end, not until its headers.
-    headers = {"x-affinity-key": "stream-1", "x-affinity-residency": "CCPA",
-               "x-emulate-stream-ms": "2000"}
-
+def streamed(stack: Stack, headers: dict[str, str]
+             ) -> tuple[str, dict[str, float], dict[str, float], bytes]:
+    """One streamed request: (x-route-node, in-flight gauges mid-body and after, the body)."""
     async def go() -> tuple[str, dict[str, float], dict[str, float], bytes]:
         async with aiohttp.ClientSession() as s, \
                 s.get(stack.url + "/infer", headers=headers) as resp:
@@ -189,7 +186,16 @@ def test_a_streamed_body_holds_its_slot_until_it_ends(stack: Stack) -> None:
         await asyncio.sleep(1.5)
         return node, during, await asyncio.to_thread(stack.inflight), body
 
-    node, during, after, body = asyncio.run(go())
+    return asyncio.run(go())
+
+
+def test_a_streamed_body_holds_its_slot_until_it_ends(stack: Stack) -> None:
+    # The response headers arrive at once and the body streams for 2 s: the node's load
+    # must count the request until the body's end, not until its headers.
+    headers = {"x-affinity-key": "stream-1", "x-affinity-residency": "CCPA",
+               "x-emulate-stream-ms": "2000"}
+
+    node, during, after, body = streamed(stack, headers)
     assert body.count(b"data:") == 10
     assert during[node] == 1 and after[node] == 0
 
