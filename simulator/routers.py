@@ -20,7 +20,7 @@ from router.core.feed import FeedSnapshot
 from router.core.model import CloudPool, EdgeNode, Policy, TenantBudget
 from router.core.request import RouteRequest
 from router.core.ring import cap
-from router.core.table import marginal_usd_per_hour
+from router.core.pools import marginal_usd_per_hour
 from router.runtime import Routed, Runtime
 from simulator.scenario import TrafficClass
 

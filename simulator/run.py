@@ -49,6 +49,7 @@ class Result:
     slots: dict[str, int] = field(default_factory=dict)
     event_times: list[float] = field(default_factory=list)
     settle_s: float = 30.0  # after an event, how long until windows count as steady
+    preempted: int = 0  # requests caught in flight when spot capacity was reclaimed
     owns_edge: bool = True  # whether the edge fleet's fixed cost is this run's (not cloud-only's)
     wall_seconds: float = 0.0
 
@@ -109,6 +110,7 @@ def simulate(scenario: Scenario, policy: Policy, router: Router, *,
     finally:
         if collecting:
             gc.enable()
+    out.preempted = world.preempted
     out.wall_seconds = time.perf_counter() - wall
     return out
 
@@ -242,13 +244,20 @@ def apply_world_event(kind: str, args: dict[str, Any], world: World) -> bool:
         pool_ = world.pools.get(str(args["pool"]))
         if pool_ is not None:
             pool_.partitioned_until = world.now + float(args["for_s"])
+    elif kind == "preempt":
+        pool_ = world.pools.get(str(args["pool"]))
+        if pool_ is not None:
+            world.notice(pool_, float(args["fraction"]), float(args["notice_s"]))
     else:
         return False
     return True
 
 
 def _apply(kind: str, args: dict[str, Any], world: World, router: Router, out: Result) -> None:
-    if not apply_world_event(kind, args, world) and kind == "budget":
+    if kind == "preempt" and apply_world_event(kind, args, world):
+        # the feed pushes a reclaim notice the moment it has one (a gRPC Watch does)
+        router.refresh(world.feed(EPOCH + world.now), world.now)
+    elif not apply_world_event(kind, args, world) and kind == "budget":
         tenant, limit = str(args["tenant"]), float(args["limit_usd"])
         router.set_limit(tenant, limit)
         out.limits.setdefault(tenant, [(0.0, limit)]).append((world.now, limit))

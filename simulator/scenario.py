@@ -42,7 +42,8 @@ from simulator.worldconfig import Site, WorldConfig
 __all__ = ["Event", "Keys", "Scenario", "Site", "Traffic", "TrafficClass", "WorldConfig",
            "load_scenario", "parse_scenario"]
 
-EVENT_KINDS = ("node_down", "node_up", "throttle", "spot_price", "partition", "budget")
+EVENT_KINDS = ("node_down", "node_up", "throttle", "spot_price", "partition", "budget",
+               "preempt")
 Points = tuple[tuple[float, float], ...]
 
 
@@ -127,6 +128,14 @@ class Partition(Schema):
     for_s: Num = Field(gt=0)
 
 
+class Preempt(Schema):
+    """`preempt: {pool, fraction, notice_s}`: a spot reclaim notice."""
+
+    pool: Text
+    fraction: Num = Field(gt=0, le=1)
+    notice_s: Num = Field(default=120.0, ge=0)
+
+
 class BudgetChange(Schema):
     """`budget: {tenant, limit_usd}`."""
 
@@ -144,6 +153,7 @@ class Event(Schema):
     spot_price: dict[Text, Annotated[Num, Field(ge=0)]] | None = None
     partition: Partition | None = None
     budget: BudgetChange | None = None
+    preempt: Preempt | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Event:

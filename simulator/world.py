@@ -38,15 +38,22 @@ BLOCK = 1 << 16  # random draws made at once
 
 
 class Pool:
-    """A cloud pool: elastic, unless partitioned."""
+    """A cloud pool: elastic (or up to its capacity), unless partitioned or reclaimed."""
 
-    __slots__ = ("partitioned_until", "price", "spec")
+    __slots__ = ("available", "busy", "cap", "partitioned_until", "price", "spec")
 
     def __init__(self, spec: CloudPool) -> None:
-        """The pool at its policy price, reachable."""
+        """The pool at its policy price, reachable, all its capacity offered."""
         self.spec = spec
         self.price = spec.usd_per_hour
         self.partitioned_until = -1.0
+        self.available = 1.0  # share of the capacity a spot notice leaves (what the feed says)
+        self.cap: int | None = spec.capacity or None  # requests at once; None: elastic
+        self.busy = 0  # requests it is computing
+
+    def full(self) -> bool:
+        """Whether a request arriving now finds no capacity (a reclaimed or full pool)."""
+        return self.cap is not None and self.busy >= self.cap
 
 
 Done = Callable[[int, float, bool | None], None]
@@ -77,6 +84,9 @@ class World:
         self.feature_fraction = policy.split.payload_fraction
         self.compute_fraction = policy.split.cloud_compute_fraction
         self.on_done: Done = lambda row, ms, warm: None
+        self.computing: dict[int, Pool] = {}  # row -> the pool computing it now
+        self.preempted = 0  # requests caught in flight when spot capacity was reclaimed
+        self._dead: set[int] = set()  # rows preempted whose pending events are ignored
         self._exp: list[float] = []
         self._ln: list[float] = []
         self._ei = self._li = 0
@@ -118,6 +128,12 @@ class World:
             self._feature_end(a, b)
         elif kind in (CLOUD_END, TIMEOUT):
             row, t0 = b
+            pool = self.computing.pop(row, None)
+            if pool is not None:
+                pool.busy -= 1
+            elif row in self._dead:  # caught by a reclaim, already ended there
+                self._dead.discard(row)
+                return
             self.on_done(row, min((when - t0) * 1000.0, self.deadline_ms), None)
         elif kind == SWEEP:
             self._sweep()
@@ -247,12 +263,39 @@ class World:
         now = self.now
         for token in link.finish(now):
             row, t0, p, compute = cast(tuple[int, float, Pool, float], token)
-            if now < p.partitioned_until:
+            if now < p.partitioned_until or p.full():
                 self.at(max(now, t0 + self.timeout_s), TIMEOUT, None, (row, t0))
             else:
+                self.computing[row] = p
+                p.busy += 1
                 ms = cloud_ms(p.spec.latency_ms, compute, self.draw_jitter())
                 self.at(now + ms / 1000.0, CLOUD_END, None, (row, t0))
         self._schedule(link)
+
+    # -- spot preemption ------------------------------------------------------------------------
+
+    def notice(self, pool: Pool, fraction: float, notice_s: float) -> None:
+        """A spot reclaim notice: from now the feed offers only (1 - fraction) of the pool;
+        `notice_s` later the instances go, with whatever they were computing."""
+        pool.available = max(0.0, pool.available * (1.0 - fraction))
+        self.at(self.now + notice_s, EVENT, lambda: self._reclaim(pool, fraction))
+
+    def _reclaim(self, pool: Pool, fraction: float) -> None:
+        """The reclaimed instances stop: the requests on them end unanswered (no latency)."""
+        rows = sorted(r for r, q in self.computing.items() if q is pool)
+        if pool.cap is not None:
+            pool.cap = int(pool.cap * (1.0 - fraction))
+            caught = max(0, len(rows) - pool.cap)
+        elif fraction >= 1.0:
+            pool.cap, caught = 0, len(rows)
+        else:  # elastic: the load was spread evenly over the instances
+            caught = round(fraction * len(rows))
+        for row in self.rng.choice(rows, size=caught, replace=False).tolist() if caught else []:
+            del self.computing[row]
+            pool.busy -= 1
+            self._dead.add(row)
+            self.preempted += 1
+            self.on_done(row, float("nan"), None)
 
     # -- what the router sees ---------------------------------------------------------------
 
@@ -263,8 +306,9 @@ class World:
         states = {nid: n.state(now, seen[id(self.node_link[nid])])
                   for nid, n in self.nodes.items()}
         prices = {p.spec.instance_type: p.price for p in self.pools.values()}
+        left = {pid: p.available for pid, p in self.pools.items() if p.available < 1.0}
         return FeedSnapshot(generated_at=t_epoch, received_at=t_epoch, nodes=states,
-                            prices=prices)
+                            prices=prices, pools=left)
 
     def utilization(self) -> dict[str, float]:
         """Busy slot-seconds per node since the last call."""

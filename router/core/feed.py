@@ -7,7 +7,8 @@ past `MAX_INT_DIGITS` digits, validates the document against the declarative
 in force. It returns an immutable `FeedSnapshot` or raises `FeedError`; a snapshot that
 fails any check is dropped whole by the caller, which keeps the last good one.
 `parse_feed` does the same from an already-decoded document.
-Reason codes: invalid, bad-json, oversize, future, older, unknown-node. A `FeedError`
+Reason codes: invalid, bad-json, oversize, future, older, unknown-node (a node or a pool the
+policy does not have). A `FeedError`
 names the JSON path of what it refuses (`nodes[0].slots`), and for bad JSON its line.
 """
 
@@ -80,6 +81,9 @@ class FeedSnapshot:
     nodes: Mapping[str, NodeState] = field(default_factory=dict)
     prices: Mapping[str, float] = field(default_factory=dict)
     spend: Mapping[str, float] = field(default_factory=dict)
+    # per pool id, the share of its capacity the provider still offers (a spot notice lowers
+    # it); a pool not named offers all of it
+    pools: Mapping[str, float] = field(default_factory=dict)
 
     def age(self, now: float) -> float:
         """Seconds since this snapshot was generated."""
@@ -155,6 +159,13 @@ class PriceReport(_Decoded):
     usd_per_hour: Num = Field(gt=0)
 
 
+class PoolReport(_Decoded):
+    """A cloud pool's capacity now (`pools[]`): what a spot reclaim notice leaves of it."""
+
+    id: Text
+    available_fraction: Num = Field(default=1.0, ge=0, le=1)
+
+
 class SpendReport(_Decoded):
     """A tenant's billed spend this period (`spend[]`)."""
 
@@ -194,11 +205,13 @@ class FeedDocument(_Decoded):
     nodes: tuple[NodeReport, ...] = ()
     prices: tuple[PriceReport, ...] = ()
     spend: tuple[SpendReport, ...] = ()
+    pools: tuple[PoolReport, ...] = ()
 
     @model_validator(mode="after")
     def _no_repeats(self) -> FeedDocument:
         enforce(_unique(self.nodes, "nodes", "id") + _unique(self.prices, "prices",
-                "instance_type") + _unique(self.spend, "spend", "tenant"))
+                "instance_type") + _unique(self.spend, "spend", "tenant")
+                + _unique(self.pools, "pools", "id"))
         return self
 
 
@@ -228,6 +241,9 @@ def parse_feed(doc: Any, policy: Policy, *, now: float,
     known = {n.id for n in policy.nodes}
     unknown = [Finding(("nodes", i, "id"), f"'{n.id}' is not in the policy")
                for i, n in enumerate(feed.nodes) if n.id not in known]
+    pools = {p.id for p in policy.pools}
+    unknown += [Finding(("pools", i, "id"), f"'{p.id}' is not a pool of the policy")
+                for i, p in enumerate(feed.pools) if p.id not in pools]
     if unknown:
         raise _refuse("unknown-node", unknown)
     nodes = {n.id: NodeState(healthy=n.healthy, compute_score=n.compute_score, slots=n.slots,
@@ -235,7 +251,8 @@ def parse_feed(doc: Any, policy: Policy, *, now: float,
                              p95_ms=n.p95_ms, uplink_mbps=n.uplink_mbps) for n in feed.nodes}
     return FeedSnapshot(generated_at=generated, received_at=now, nodes=nodes,
                         prices={p.instance_type: p.usd_per_hour for p in feed.prices},
-                        spend={s.tenant: s.usd for s in feed.spend})
+                        spend={s.tenant: s.usd for s in feed.spend},
+                        pools={p.id: p.available_fraction for p in feed.pools})
 
 
 def _no_constants(name: str) -> Any:

@@ -14,13 +14,13 @@ Quality floors (VRAM pressure, with hysteresis and a gradual way back) are
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from router import wire
 from router.core.feed import FeedSnapshot, NodeState
 from router.core.loads import LoadTracker
-from router.core.model import CloudPool, EdgeNode, Policy
+from router.core.model import EdgeNode, Policy
+from router.core.pools import PoolRt, compile_pool
 from router.core.quality import full_share, quality_floor
 from router.core.ring import PointCache, Ring, build_ring, filter_ring
 
@@ -58,29 +58,6 @@ class NodeRt:
     full_share: float = 1.0  # share of keys allowed full quality while leaving a floor
     state: NodeState | None = None  # the feed's reading it was built from
     own_seen: int = 0  # this router's in-flight count on the node when it was built
-
-
-@dataclass(frozen=True, slots=True)
-class PoolRt:
-    """A cloud pool as the request path sees it."""
-
-    idx: int
-    id: str
-    address: str
-    slot: int
-    est_ms: float  # latency_ms + compute_ms, before the payload's transfer
-    usd_per_hour: float
-    compute_usd: float  # per request, before egress
-    egress_usd_per_byte: float
-    max_inflight: int
-    spec: CloudPool
-    latency_ms: float = 0.0
-    compute_ms: float = 0.0
-    cluster: str = ""  # its Envoy cluster (x-route-cluster)
-
-    def cost(self, payload_bytes: int) -> float:
-        """Estimated cost of one request with `payload_bytes` of payload."""
-        return self.compute_usd + self.egress_usd_per_byte * payload_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +161,8 @@ class Snapshot:
                 excluded.append((pool.id, f"residency {missing} not met"))
             elif not pool.spec.serves(model):
                 excluded.append((pool.id, f"does not serve model {model}"))
+            elif pool.closed:
+                excluded.append((pool.id, pool.closed))
             else:
                 pools.append(pool)
         # cheapest to bill first (a reservation with room costs nothing more), then fastest:
@@ -255,28 +234,6 @@ def _unchanged(previous: NodeRt | None, idx: int, spec: EdgeNode, state: NodeSta
                 policy, state.vram_used_fraction, previous.quality_floor, previous)))
 
 
-def marginal_usd_per_hour(spec: CloudPool, prices: Mapping[str, float]) -> float:
-    """What one more instance-hour of `spec` bills: a spot pool at the feed's price (else its
-    own), on-demand at its price, a reservation nothing (its fee is paid whether used or not)."""
-    if spec.pricing == "reserved":
-        return 0.0
-    if spec.pricing == "spot":
-        return prices.get(spec.instance_type, spec.usd_per_hour)
-    return spec.usd_per_hour
-
-
-def _pool(idx: int, spec: CloudPool, feed: FeedSnapshot | None, tracker: LoadTracker) -> PoolRt:
-    price = marginal_usd_per_hour(spec, feed.prices if feed is not None else {})
-    return PoolRt(
-        idx=idx, id=spec.id, address=spec.address, slot=tracker.slot(spec.id),
-        est_ms=spec.latency_ms + spec.compute_ms, usd_per_hour=price,
-        compute_usd=price / 3600.0 * spec.compute_ms / 1000.0,
-        egress_usd_per_byte=spec.egress_usd_per_gb / 1e9,
-        max_inflight=spec.capacity, spec=spec, latency_ms=spec.latency_ms,
-        compute_ms=spec.compute_ms, cluster=wire.pool_cluster(spec.id),
-    )
-
-
 def build_table(policy: Policy, feed: FeedSnapshot | None, tracker: LoadTracker,
                 cache: PointCache, *, now: float, previous: Snapshot | None = None) -> Snapshot:
     """Compile `policy` and `feed` into a snapshot (pure but for slot allocation).
@@ -303,7 +260,8 @@ def build_table(policy: Policy, feed: FeedSnapshot | None, tracker: LoadTracker,
             nodes.append(prev)
         else:
             nodes.append(_node(idx, spec, state, policy, tracker, weight, prev, fresh))
-    pools = [_pool(idx, pspec, feed, tracker) for idx, pspec in enumerate(policy.pools)]
+    pools = [compile_pool(idx, pspec, feed, tracker.slot(pspec.id))
+             for idx, pspec in enumerate(policy.pools)]
     ring = build_ring([n.id for n in nodes], [n.weight if n.healthy else 0.0 for n in nodes],
                       cache)
     return Snapshot(policy=policy, feed=feed, built_at=now, stale=stale, nodes=tuple(nodes),

@@ -50,6 +50,8 @@ KEYS: dict[str, tuple[str, str, str]] = {
     "budget_overrun_usd": ("budget overrun", "usd",
                            "cloud spend past a tenant's hard limit (must be 0)"),
     "refused": ("refused", "count", "requests refused (429 or 503)"),
+    "preempted_in_flight": ("preempted in flight", "count",
+                            "requests a spot reclaim ended unanswered (counted as SLO missed)"),
     "wall_seconds": ("wall time", "seconds", "real time the simulation took"),
     "mode_counts": ("requests per mode", "count", "where requests went"),
     "latency_ms": ("latency percentiles", "ms", "over served requests, refused ones left out"),

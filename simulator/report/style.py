@@ -67,6 +67,9 @@ def event_label(event: Event) -> str:
         return f"{a['pool']} cut off {float(a['for_s']):g} s"
     if event.kind == "budget":
         return f"{a['tenant']} limit → {usd(float(a['limit_usd']))}"
+    if event.kind == "preempt":
+        return (f"{a['pool']} spot notice: {100 * float(a['fraction']):g} % reclaimed in "
+                f"{float(a['notice_s']):g} s")
     return event.kind
 
 

@@ -75,6 +75,7 @@ def summarize(r: Result, policy: Policy) -> dict[str, Any]:
         "residency_violations": r.violations,
         "budget_overrun_usd": round(overrun, 6),
         "refused": modes.get("refused", 0),
+        "preempted_in_flight": r.preempted,
         "wall_seconds": round(r.wall_seconds, 3),
     }
 

@@ -110,6 +110,11 @@ def test_hostile_feed_is_invalid_at_its_path(policy: Policy, raw: bytes,
     pytest.param(b'{"version": 1,', "bad-json", id="truncated"),
     pytest.param(b'\xff\xfe{"version": 1}', "bad-json", id="not-utf8"),
     pytest.param(doc(nodes='[{"id": "ghost"}]'), "unknown-node", id="unknown-node"),
+    pytest.param(doc(pools='[{"id": "ghost-pool"}]'), "unknown-node", id="unknown-pool"),
+    pytest.param(doc(pools='[{"id": "neo-eu", "available_fraction": 1.5}]'), "invalid",
+                 id="pool-fraction-over-1"),
+    pytest.param(doc(pools='[{"id": "neo-eu"}, {"id": "neo-eu"}]'), "invalid",
+                 id="pool-twice"),
     pytest.param(doc(generated_at='"2999-01-01T00:00:00Z"'), "future", id="future"),
     pytest.param(b"[]", "invalid", id="not-an-object"),
 ])
@@ -184,3 +189,9 @@ def test_validate_locates_a_bad_feed_from_the_outside(tmp_path: Path, old: str, 
     value = new.rsplit(": ", 1)[1] if "duplicate" not in fragment else '"nodes"'
     assert row[col - 1:].startswith(value[:20]), (row, col)
     assert json.loads(DEMO.read_text())  # the base document itself is fine
+
+
+def test_a_reclaim_notice_reaches_the_snapshot(policy: Policy) -> None:
+    snap = decode_feed(doc(pools='[{"id": "neo-eu", "available_fraction": 0.25}]'), policy,
+                       now=NOW)
+    assert dict(snap.pools) == {"neo-eu": 0.25}
