@@ -18,9 +18,9 @@ from router.control import MAX_OPEN, RequestControl
 from router.core.budget import BudgetLedger
 from router.core.feed import FeedSnapshot
 from router.core.model import CloudPool, EdgeNode, Policy, TenantBudget
+from router.core.pools import marginal_usd_per_hour
 from router.core.request import RouteRequest
 from router.core.ring import cap
-from router.core.pools import marginal_usd_per_hour
 from router.runtime import Routed, Runtime
 from simulator.scenario import TrafficClass
 
