@@ -97,3 +97,10 @@ def edge_cluster(residency: frozenset[str]) -> str:
 def pool_cluster(pool_id: str) -> str:
     """The cluster of one cloud pool."""
     return POOL_CLUSTER_PREFIX + pool_id
+
+
+def cluster_stat_name(cluster: str) -> str:
+    """The name a cluster's Envoy stats carry (`envoy_cluster_name`): dots become `_`, since
+    Envoy's tag extraction ends a cluster name at its first dot (`edge.CCPA` would be
+    reported as cluster `edge`, its stats renamed `envoy_cluster_CCPA_*`)."""
+    return cluster.replace(".", "_")

@@ -34,9 +34,12 @@ SERVICES: dict[str, Any] = COMPOSE["services"]
 CONTRACT_METRICS = {"router_decisions_total", "router_decision_seconds", "router_node_inflight",
                     "router_node_weight", "router_budget_spend_usd", "router_feed_age_seconds",
                     "router_feed_refresh_total", "router_policy_reload_total"}
-# What the dashboard shows besides: loop lag, refusals, and spend against the budget limits.
+# What the dashboard shows besides: loop lag, refusals, spend against the budget limits,
+# in-flight against cap and slots, the policy version per instance and store errors.
 DASHBOARD_METRICS = CONTRACT_METRICS | {"router_event_loop_lag_seconds", "router_refusals_total",
-                                        "router_budget_limit_usd"}
+                                        "router_budget_limit_usd", "router_node_cap",
+                                        "router_node_slots", "router_policy_info",
+                                        "router_store_errors_total"}
 
 
 def mounts(service: str) -> dict[str, Path]:

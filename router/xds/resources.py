@@ -147,7 +147,8 @@ def _assignment(name: str, members: Iterable[tuple[str, float]]
 
 def _edge_cluster(name: str, factor: int, opts: Options,
                   assignment: endpoint_pb2.ClusterLoadAssignment) -> cluster_pb2.Cluster:
-    doc: dict[str, Any] = {"name": name, "connect_timeout": _duration(opts.connect_timeout_s),
+    doc: dict[str, Any] = {"name": name, "alt_stat_name": wire.cluster_stat_name(name),
+                           "connect_timeout": _duration(opts.connect_timeout_s),
                            "load_balancing_policy": _lb_policy(factor)}
     if opts.xds:
         doc |= {"type": "EDS", "eds_cluster_config": {
@@ -160,7 +161,8 @@ def _edge_cluster(name: str, factor: int, opts: Options,
 
 def _pool_cluster(name: str, address: str, opts: Options) -> cluster_pb2.Cluster:
     return json_format.ParseDict({
-        "name": name, "type": "STATIC", "connect_timeout": _duration(opts.connect_timeout_s),
+        "name": name, "alt_stat_name": wire.cluster_stat_name(name), "type": "STATIC",
+        "connect_timeout": _duration(opts.connect_timeout_s),
         "load_assignment": {"cluster_name": name, "endpoints": [
             {"lb_endpoints": [{"endpoint": {"address": _address(address)}}]}]},
     }, cluster_pb2.Cluster())

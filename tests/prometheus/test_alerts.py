@@ -52,7 +52,8 @@ def test_every_alert_has_a_unit_test_where_it_fires_and_one_where_it_does_not() 
     names = {str(r["alert"]) for r in rules()}
     assert fires == names and quiet == names
     wanted = {"HybridRouterBudgetSoftLimit", "HybridRouterBudgetHardLimit",
-              "HybridRouterFeedStale", "HybridRouterFailOpen", "HybridRouterEventLoopLag"}
+              "HybridRouterFeedStale", "HybridRouterFailOpen", "HybridRouterEventLoopLag",
+              "HybridRouterStoreErrors", "HybridRouterErrors", "HybridRouterReloadErrors"}
     assert wanted <= names
 
 

@@ -47,6 +47,7 @@ REQUESTS = [  # one round of traffic: edge, cloud (spend), and each kind of refu
     {"x-affinity-key": "rec-2", "x-affinity-residency": "HIPAA", "x-affinity-tenant": "tight"},
     {"x-affinity-key": "bad", "x-affinity-slo-ms": "soon"},
     {"x-affinity-key": "nowhere", "x-affinity-residency": "PCI"},
+    {"x-affinity-key": "cam-3", "x-affinity-residency": "CCPA", "x-emulate-status": "500"},
 ]
 
 
@@ -216,7 +217,24 @@ def panel_targets() -> list[tuple[str, str]]:
 
 def test_traffic_reached_every_kind_of_answer(observed: tuple[Prometheus, Traffic]) -> None:
     _, traffic = observed
-    until(lambda: {200, 400, 429, 503} <= set(traffic.statuses), "200, 400, 429 and 503")
+    until(lambda: {200, 400, 429, 500, 503} <= set(traffic.statuses),
+          "200, 400, 429, 500 and 503")
+
+
+def test_the_board_shows_envoys_upstream_latency_and_5xx_per_cluster(
+        observed: tuple[Prometheus, Traffic]) -> None:
+    """Named series, not just any data: the 5xx panel sees the CCPA edge cluster's 500s and
+    the latency panel has a p99 for each cluster traffic reached."""
+    prom, _ = observed
+    exprs = dict(panel_targets())
+    errors = grafana_expr(exprs["Envoy upstream 5xx per second per cluster [A]"], [])
+    until(lambda: any(r["metric"].get("envoy_cluster_name") == "edge_CCPA"
+                      and float(r["value"][1]) > 0 for r in prom.query(errors)),
+          "5xx on edge_CCPA (edge.CCPA)")
+    p99 = grafana_expr(exprs["Envoy upstream latency p50 / p99 per cluster [B]"], [])
+    until(lambda: {"edge_GDPR", "edge_CCPA"} <= {r["metric"].get("envoy_cluster_name")
+                                                 for r in prom.query(p99)},
+          "p99 latency for edge_GDPR and edge_CCPA")
 
 
 @pytest.mark.parametrize(("name", "expr"), panel_targets(), ids=[n for n, _ in panel_targets()])
@@ -253,4 +271,4 @@ def test_shipped_alert_rules_evaluate_without_errors(observed: tuple[Prometheus,
 
     rules = until(health, "evaluation of every alert rule")
     shipped = re.findall(r"^\s+- alert: (\S+)$", RULES.read_text(), flags=re.M)
-    assert sorted(rules) == sorted(shipped) and len(shipped) == 7
+    assert sorted(rules) == sorted(shipped) and len(shipped) >= 11
