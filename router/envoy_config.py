@@ -48,7 +48,10 @@ DETAILS_PREFIX = "hybrid_router"  # ImmediateResponse.details of the router's ow
 # trailers in the response, no message) but keeps the stream open until the HTTP stream
 # ends: body complete, upstream reset mid-body, route timeout (504), connection failure
 # (503 local reply) and client reset all end it at that instant. One message per request,
-# and the stream's end is the request's end (tests/integration/test_envoy_stack.py).
+# and the stream's end is the request's end (tests/integration/test_envoy_stack.py). Cloud
+# and split answers override response headers to SEND: a second message carrying the
+# status (Envoy's own 503/504 included), and still the stream ends with the body
+# (tests/integration/test_billing.py).
 PROCESSING_MODE = {"request_header_mode": "SEND", "response_header_mode": "SKIP",
                    "request_body_mode": "NONE", "response_body_mode": "NONE",
                    "request_trailer_mode": "SKIP", "response_trailer_mode": "SEND"}
