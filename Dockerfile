@@ -7,12 +7,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
 WORKDIR /app
 
 # Build context: the project's sources only; setup.py compiles protos/ during the build.
-COPY pyproject.toml setup.py README.md ./
+COPY pyproject.toml setup.py README.md requirements.lock ./
 COPY protos ./protos
 COPY router ./router
 COPY simulator ./simulator
 COPY policies ./policies
-RUN pip install . \
+# The lock's versions as constraints (its hashes dropped: with them pip would want every
+# locked test tool too); PIP_CONSTRAINT also pins the build's own isolated environment.
+RUN sed -e '/--hash=/d' -e 's/ \\$//' requirements.lock > /tmp/constraints.txt \
+    && PIP_CONSTRAINT=/tmp/constraints.txt pip install . \
     && useradd --system --uid 10001 --home-dir /var/lib/hybrid-router router \
     && mkdir -p /var/lib/hybrid-router && chown router /var/lib/hybrid-router
 

@@ -3,18 +3,41 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# Every version the venv gets, with hashes: the project's dependencies, its test tools and its
+# build requirements (the project itself installs with --no-deps --no-build-isolation).
+LOCK := requirements.lock
+# The resolver that writes the lock; only `make lock` and `make upgrade-check` install it.
+UV_VERSION := 0.13.8
+UV := $(VENV)/bin/uv
+UV_COMPILE = $(PY) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))' \
+	| $(UV) pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	  --extra test --custom-compile-command 'make lock' pyproject.toml -
 GEN := router/_gen
 PROTOS := $(wildcard protos/*.proto)
 
-.PHONY: all demo test check lint type fmt bench protos clean sysdeps
+.PHONY: all demo test check lint type fmt bench protos clean sysdeps lock upgrade-check
 
 all: test
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --require-hashes -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
+
+$(UV):
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q uv==$(UV_VERSION)
+
+# Re-resolve after editing pyproject.toml: versions already locked stay unless they must move.
+lock: $(UV)
+	$(UV_COMPILE) -o $(LOCK)
+
+# What the newest versions allowed by pyproject.toml would be, against the lock; the lock is
+# left as it is (to take them: `make lock` after deleting the lines to move, or all of it).
+upgrade-check: $(UV)
+	$(UV_COMPILE) --upgrade --no-header -o $(VENV)/upgrade.lock
+	$(PY) scripts/lockdiff.py $(LOCK) $(VENV)/upgrade.lock
 
 $(GEN)/.stamp: $(PROTOS) $(STAMP)
 	$(PY) -m router.protos_build
