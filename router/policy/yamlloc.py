@@ -253,6 +253,19 @@ def _events(text: str) -> Any:
         parser.dispose()
 
 
+def _syntax_message(exc: yaml.MarkedYAMLError) -> str:
+    """libyaml's own message, except the nesting limit (1000 levels since libyaml 0.2.6).
+
+    libyaml's scanner reads every `[`/`{` ahead while it looks for a simple key, so text
+    nested past its limit fails before the builder sees level MAX_DEPTH + 1: the same
+    refusal, said the same way whichever parser (or libyaml version) got there first.
+    """
+    text = exc.problem or exc.context or ""
+    if "maximum nesting depth" in text:
+        return f"nested deeper than {MAX_DEPTH} levels"
+    return f"YAML syntax error: {text}"
+
+
 def load_located(text: str, file: str, *, max_bytes: int = MAX_BYTES
                  ) -> tuple[Located, list[Problem]]:
     """Parse `text`; every problem comes back located, nothing is raised."""
@@ -274,7 +287,7 @@ def load_located(text: str, file: str, *, max_bytes: int = MAX_BYTES
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         at = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        builder.problem(at, f"YAML syntax error: {exc.problem or exc.context}")
+        builder.problem(at, _syntax_message(exc))
     except yaml.reader.ReaderError as exc:
         index = exc.position
         if _PARSER is not yaml.SafeLoader:  # libyaml counts bytes of the UTF-8 text

@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from router.policy import yamlloc
 from router.policy.loader import parse_policy
 from router.policy.yamlloc import MAX_BYTES, MAX_DEPTH
 from tests.policy.test_loader import GOOD
@@ -69,6 +71,25 @@ HOSTILE = [
 def test_hostile_policy_is_a_located_error(tmp_path: Path, line: str, fragment: str) -> None:
     code, lines, path = validate(tmp_path, GOOD + line + "\n")
     assert_located(code, lines, path, fragment)
+
+
+PARSERS = [pytest.param(yaml.SafeLoader, id="python")] + (
+    [pytest.param(yaml.CSafeLoader, id="libyaml")] if hasattr(yaml, "CSafeLoader") else [])
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 999, 1000, 3000])
+@pytest.mark.parametrize("style", ["flow", "block"])
+def test_deep_nesting_is_refused_the_same_by_every_parser(
+        monkeypatch: pytest.MonkeyPatch, parser: type, depth: int, style: str) -> None:
+    """libyaml (1000 levels since 0.2.6) or the builder (MAX_DEPTH): one message either way."""
+    monkeypatch.setattr(yamlloc, "_PARSER", parser)
+    if style == "flow":
+        text = "defaults: " + "[" * depth + "]" * depth + "\n"
+    else:
+        text = "defaults:\n" + "".join(" " * (i + 1) + "- \n" for i in range(depth))
+    _, problems = yamlloc.load_located(text, "p.yaml")
+    assert [p.message for p in problems] == [f"nested deeper than {MAX_DEPTH} levels"]
 
 
 def test_billion_laughs_is_refused_not_expanded(tmp_path: Path) -> None:
