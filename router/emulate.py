@@ -9,7 +9,11 @@ in request headers: `x-emulate-delay-ms` (fixed latency), `x-emulate-status`
 that many milliseconds, as a streamed inference answer would).
 `GET /_stats` returns hits, in-flight and max in-flight as JSON.
 
-    python -m router.emulate --policy FILE [--speed 1.0]
+    python -m router.emulate --policy FILE [--speed 1.0] [--any-port --ports-file OUT]
+
+With `--any-port` every target listens on a port the kernel picks (the policy's ports are
+ignored) and OUT gets `{"target id": port}` once all listen: a caller that writes the real
+policy afterwards hands no port over between closing it and the emulator binding it.
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import signal
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -53,6 +60,9 @@ class Target:
         return {"id": self.id, "hits": self.hits, "inflight": self.inflight,
                 "max_inflight": self.max_inflight, "features": self.features,
                 "max_features": self.max_features, "modes": self.modes}
+
+
+TARGET = web.AppKey("target", Target)
 
 
 def targets(policy: Policy) -> list[Target]:
@@ -110,6 +120,7 @@ def make_app(target: Target, *, speed: float = 1.0, seed: int = 0) -> web.Applic
                 target.inflight -= 1
 
     app = web.Application(client_max_size=64 * 1024 * 1024)  # camera frames, documents
+    app[TARGET] = target
     app.router.add_get("/_stats", stats)
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
@@ -127,20 +138,42 @@ async def _stream(request: web.Request, status: int, headers: dict[str, str],
     return resp
 
 
-async def serve(policy: Policy, *, speed: float = 1.0) -> list[web.AppRunner]:
-    """Start a server for every target; returns the runners (cleanup() each to stop)."""
+async def serve(policy: Policy, *, speed: float = 1.0, any_port: bool = False
+                ) -> list[web.AppRunner]:
+    """Start a server for every target; returns the runners (cleanup() each to stop).
+
+    With `any_port` each binds port 0 and its target's `address` becomes the bound one.
+    """
     runners = []
     for target in targets(policy):
         host, _, port = target.address.rpartition(":")
         runner = web.AppRunner(make_app(target, speed=speed), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, host, int(port)).start()
+        site = web.TCPSite(runner, host, 0 if any_port else int(port))
+        await site.start()
+        if any_port:
+            server: Any = site._server  # aiohttp keeps the bound socket only here
+            target.address = f"{host}:{server.sockets[0].getsockname()[1]}"
         runners.append(runner)
     return runners
 
 
-async def _main(policy: Policy, speed: float) -> None:
-    runners = await serve(policy, speed=speed)
+def write_ports(path: str, runners: list[web.AppRunner]) -> None:
+    """`{"target id": port}` for every target, written whole (rename) so a reader never
+    sees half of it."""
+    ports = {}
+    for runner in runners:
+        target = runner.app[TARGET]
+        ports[target.id] = int(target.address.rpartition(":")[2])
+    tmp = Path(f"{path}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(ports))
+    tmp.replace(path)
+
+
+async def _main(policy: Policy, speed: float, ports_file: str | None) -> None:
+    runners = await serve(policy, speed=speed, any_port=ports_file is not None)
+    if ports_file is not None:
+        write_ports(ports_file, runners)
     print(f"emulate: {len(runners)} targets up", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -158,13 +191,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy", required=True)
     parser.add_argument("--speed", type=float, default=1.0,
                         help="divide every latency by this (default 1)")
+    parser.add_argument("--any-port", action="store_true",
+                        help="listen on ports the kernel picks instead of the policy's")
+    parser.add_argument("--ports-file", metavar="OUT",
+                        help="with --any-port: write {target id: port} as JSON once all listen")
     args = parser.parse_args(argv)
+    if args.any_port != (args.ports_file is not None):
+        parser.error("--any-port and --ports-file go together")
     try:
         policy = load_policy(args.policy)
     except PolicyError as exc:
         print(exc, file=sys.stderr)
         return 2
-    asyncio.run(_main(policy, args.speed))
+    asyncio.run(_main(policy, args.speed, args.ports_file))
     return 0
 
 

@@ -98,6 +98,8 @@ class _Parts:
     xds_options: Any
     health: Any
     request_log: RequestLog | None
+    grpc_address: str  # as bound: a port 0 asked for is the kernel's pick here
+    metrics_address: str = "off"
 
 
 def _build(args: argparse.Namespace, runtime: Runtime, metrics: RouterMetrics, keeper: Any,
@@ -129,8 +131,10 @@ def _build(args: argparse.Namespace, runtime: Runtime, metrics: RouterMetrics, k
     health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else \
         health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    server.add_insecure_port(args.grpc)
-    return _Parts(server, processor, ads, xds_options, health_servicer, request_log)
+    port = server.add_insecure_port(args.grpc)
+    host = args.grpc.rpartition(":")[0]
+    bound = f"{host}:{port}" if port and not args.grpc.startswith("unix:") else args.grpc
+    return _Parts(server, processor, ads, xds_options, health_servicer, request_log, bound)
 
 
 async def serve(args: argparse.Namespace, policy: Policy) -> int:
@@ -160,10 +164,13 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
         from router.capmetrics import CapacityCollector
 
         metrics.registry.register(CapacityCollector(capacity.stats))
+    metrics_address = "off"
     if args.metrics != "off":
         host, _, port = args.metrics.rpartition(":")
-        start_http_server(int(port) + index, addr=host, registry=metrics.registry)
+        httpd, _ = start_http_server(int(port) + index, addr=host, registry=metrics.registry)
+        metrics_address = f"{host}:{httpd.server_port}"
     parts = _build(args, runtime, metrics, keeper, index, workers)
+    parts.metrics_address = metrics_address
     # Everything built so far lives as long as the process: keep it out of the cyclic
     # collector's full passes, which otherwise walk it over and over under load. Before the
     # port opens, so the first requests do not wait behind a full collection and time out.
@@ -198,9 +205,11 @@ async def _run_until_stopped(args: argparse.Namespace, runtime: Runtime,
     loop.add_signal_handler(signal.SIGINT, stop.set)
     if refresher is not None:
         loop.add_signal_handler(signal.SIGHUP, refresher.request_reload)
-    log.info("serving ext_proc on %s (policy %s, worker %d/%d)", args.grpc,
+    log.info("serving ext_proc on %s (policy %s, worker %d/%d)", parts.grpc_address,
              runtime.policy.digest, index + 1, workers)
-    print(f"hybrid-router: ext_proc on {args.grpc}, metrics on {args.metrics}", flush=True)
+    # the addresses as bound (port 0 = the kernel's pick): a caller reads them from here
+    print(f"hybrid-router: ext_proc on {parts.grpc_address}, metrics on "
+          f"{parts.metrics_address}", flush=True)
     await stop.wait()
 
 

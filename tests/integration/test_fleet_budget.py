@@ -24,13 +24,12 @@ from router.stores.redis import RedisBudgetStore
 from tests.stores.conftest import RedisServer, TcpProxy
 
 from .stack import (
-    ENVOY,
     ROOT,
     Stack,
     fail_opens,
-    free_port,
+    start_envoy,
     stop,
-    wait_port,
+    wait_line,
     wait_serving,
 )
 
@@ -76,34 +75,35 @@ class Fleet:
         self.stack = Stack(tmp, store=f"{redis_url}?replicas={replicas}&retry=0.1{options}",
                            policy=policy, message_timeout_s=MESSAGE_TIMEOUT_S)
         self.replicas = replicas
-        self.urls = [self.stack.url]
-        self.admins = [self.stack.admin]
-        self.metrics = [self.stack.metrics_port]
+        self.urls: list[str] = []
+        self.admins: list[int] = []
+        self.metrics: list[int] = []
         self.extra: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> Fleet:
         self.stack.start()
+        self.urls, self.admins = [self.stack.url], [self.stack.admin]
+        self.metrics = [self.stack.metrics_port]
         for i in range(1, self.replicas):
-            grpc, metrics, listen, admin = (free_port() for _ in range(4))
+            # each replica binds port 0 and says what it got: no port changes hands
             router = self.stack._spawn(f"router{i}", [
                 sys.executable, "-m", "router", "serve", "--policy", str(self.stack.policy),
-                "--grpc", f"127.0.0.1:{grpc}", "--metrics", f"127.0.0.1:{metrics}",
-                "--grace", "2"])
+                "--grpc", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--grace", "2"])
             self.extra.append(router)
+            said = wait_line(self.stack.tmp / f"router{i}.log",
+                             r"ext_proc on 127\.0\.0\.1:(\d+), metrics on 127\.0\.0\.1:(\d+)",
+                             router)
+            grpc, metrics = int(said[1]), int(said[2])
             wait_serving(grpc, router)
             self.metrics.append(metrics)
             config = self.stack.tmp / f"envoy{i}.yaml"
             subprocess.run([sys.executable, "-m", "router", "envoy-config", "--policy",
                             str(self.stack.policy), "--router", f"127.0.0.1:{grpc}",
-                            "--listen", f"127.0.0.1:{listen}", "--admin",
-                            f"127.0.0.1:{admin}", "-o", str(config), "--message-timeout",
+                            "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "-o",
+                            str(config), "--message-timeout",
                             str(int(MESSAGE_TIMEOUT_S * 1000))], check=True, cwd=ROOT)
-            assert ENVOY
-            envoy = self.stack._spawn(f"envoy{i}", [ENVOY, "-c", str(config), "-l", "warning",
-                                                    "--base-id", str(listen),
-                                                    "--concurrency", "1"])
-            self.extra.append(envoy)
-            wait_port(listen, envoy)
+            listen, admin = start_envoy(self.stack, f"envoy{i}", config, concurrency=1)
+            self.extra.append(self.stack.procs[f"envoy{i}"])
             self.urls.append(f"http://127.0.0.1:{listen}")
             self.admins.append(admin)
         return self

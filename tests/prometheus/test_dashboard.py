@@ -102,9 +102,13 @@ class Prometheus:
     """Debian's prometheus on a free 127.0.0.1 port, scraping the stack every second."""
 
     def __init__(self, tmp: Path, stack: Stack) -> None:
-        """Write its config; nothing runs until `start`."""
-        self.tmp, self.port = tmp, free_port()
+        """Nothing runs until `start` (after the stack's, whose ports it scrapes)."""
+        self.tmp, self.port, self.stack = tmp, free_port(), stack
         self.config = tmp / "prometheus.yml"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _write_config(self) -> None:
+        stack = self.stack
         self.config.write_text(json.dumps({  # JSON is YAML
             "global": {"scrape_interval": f"{SCRAPE_S}s", "evaluation_interval": f"{SCRAPE_S}s"},
             "rule_files": [str(RULES)],
@@ -113,10 +117,10 @@ class Prometheus:
                  "static_configs": [{"targets": [f"127.0.0.1:{stack.metrics_port}"]}]},
                 {"job_name": "envoy", "metrics_path": "/stats/prometheus",
                  "static_configs": [{"targets": [f"127.0.0.1:{stack.admin}"]}]}]}))
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         """Start it and wait until it says it is ready (its port opens before that)."""
+        self._write_config()
         binary = shutil.which("prometheus")
         assert binary, "prometheus missing: run `make sysdeps` (apt-get install prometheus)"
         log = open(self.tmp / "prometheus.log", "ab")  # noqa: SIM115
