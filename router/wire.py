@@ -83,6 +83,10 @@ STATUS_UNSERVABLE = 503
 STATUS_ROUTER_ERROR = 503
 
 
+# gRPC streams past `serve --max-streams` the router accepts on one connection, and Envoy's
+# circuit breakers on the router allow: the ADS stream and health checks.
+STREAM_HEADROOM = 64
+
 # Envoy cluster names (the router's x-route-cluster answers and router.xds agree on these).
 EDGE_CLUSTER_PREFIX = "edge."
 POOL_CLUSTER_PREFIX = "cloud."

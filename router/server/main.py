@@ -24,6 +24,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from router import wire
 from router.core.model import Policy
 from router.metrics import RouterMetrics, probe_loop_lag, runtime_state
 from router.policy import isolated
@@ -74,13 +75,12 @@ KEEPALIVE_MS, KEEPALIVE_TIMEOUT_MS = 20_000, 10_000
 # Largest message a peer may send: an ext_proc request-headers message is at most Envoy's
 # 64 KB of headers plus framing; ADS requests are smaller. gRPC's default is 4 MiB.
 MAX_MESSAGE_BYTES = 1024 * 1024
-STREAM_HEADROOM = 64  # streams per connection past --max-streams: ADS, health
 
 
 def grpc_options(max_streams: int) -> list[tuple[str, int]]:
     """The gRPC server's limits: streams per connection, message size, keepalive."""
     return [("grpc.so_reuseport", 1),
-            ("grpc.max_concurrent_streams", max_streams + STREAM_HEADROOM),
+            ("grpc.max_concurrent_streams", max_streams + wire.STREAM_HEADROOM),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.keepalive_time_ms", KEEPALIVE_MS),
             ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),

@@ -64,6 +64,14 @@ FAIL_OPEN_DETAIL = ("the router did not answer and Envoy cannot establish this r
                     "satisfy it, and cloud pools need the router's budget check")
 
 
+# The router admits by node slots and pool `max_inflight`; Envoy's default breaker (1,024
+# requests per cluster) would answer 503 past it on a large fleet whatever the router said.
+# Retries stay at Envoy's default: the route sets no retry policy.
+INFERENCE_LIMITS = {"thresholds": [{"max_connections": 1_000_000,
+                                    "max_pending_requests": 1_000_000,
+                                    "max_requests": 1_000_000}]}
+
+
 @dataclass(frozen=True, slots=True)
 class Options:
     """Envoy-side settings that are not in the policy."""
@@ -149,6 +157,7 @@ def _edge_cluster(name: str, factor: int, opts: Options,
                   assignment: endpoint_pb2.ClusterLoadAssignment) -> cluster_pb2.Cluster:
     doc: dict[str, Any] = {"name": name, "alt_stat_name": wire.cluster_stat_name(name),
                            "connect_timeout": _duration(opts.connect_timeout_s),
+                           "circuit_breakers": INFERENCE_LIMITS,
                            "load_balancing_policy": _lb_policy(factor)}
     if opts.xds:
         doc |= {"type": "EDS", "eds_cluster_config": {
@@ -163,6 +172,7 @@ def _pool_cluster(name: str, address: str, opts: Options) -> cluster_pb2.Cluster
     return json_format.ParseDict({
         "name": name, "alt_stat_name": wire.cluster_stat_name(name), "type": "STATIC",
         "connect_timeout": _duration(opts.connect_timeout_s),
+        "circuit_breakers": INFERENCE_LIMITS,
         "load_assignment": {"cluster_name": name, "endpoints": [
             {"lb_endpoints": [{"endpoint": {"address": _address(address)}}]}]},
     }, cluster_pb2.Cluster())
