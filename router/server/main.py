@@ -79,8 +79,14 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 
 def grpc_options(max_streams: int) -> list[tuple[str, int]]:
     """The gRPC server's limits: streams per connection, message size, keepalive."""
+    streams = max_streams + wire.STREAM_HEADROOM
     return [("grpc.so_reuseport", 1),
-            ("grpc.max_concurrent_streams", max_streams + wire.STREAM_HEADROOM),
+            ("grpc.max_concurrent_streams", streams),
+            # Streams that arrived but that the loop has not picked up yet: gRPC's default
+            # of 1,000 reset a burst of 2,000 new streams (a fail-open in Envoy) while the
+            # router was still under --max-streams, where it must answer them itself.
+            ("grpc.server.max_pending_requests", streams),
+            ("grpc.server.max_pending_requests_hard_limit", 2 * streams),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.keepalive_time_ms", KEEPALIVE_MS),
             ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),

@@ -59,6 +59,7 @@ async def test_junk_route_header_names_never_enter_the_response_cache() -> None:
 def test_server_limits_streams_per_connection_message_size_and_keeps_alive() -> None:
     opts = dict(grpc_options(4096))
     assert opts["grpc.max_concurrent_streams"] == 4096 + 64
+    assert opts["grpc.server.max_pending_requests"] == 4096 + 64  # a burst is never reset
     assert opts["grpc.max_receive_message_length"] == MAX_MESSAGE_BYTES
     assert opts["grpc.keepalive_time_ms"] == KEEPALIVE_MS
     assert opts["grpc.keepalive_permit_without_calls"] == 1
