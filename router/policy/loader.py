@@ -100,6 +100,16 @@ def _reachability_warnings(policy: Policy, loc: Located) -> list[Problem]:
     model = policy.defaults.model
     if model and not any(t.serves(model) for t in targets):
         warn(("defaults", "model"), f"model '{model}' is served by no node or pool")
+    for name, rules in policy.budgets.tenants.items():
+        floor = policy.defaults.residency | rules.residency
+        if rules.residency and not any(floor <= t.residency for t in targets):
+            warn(("budgets", "tenants", name, "residency"),
+                 f"no node or pool satisfies [{', '.join(sorted(floor))}] together (the "
+                 "tenant's floor and defaults.residency); its requests will be refused (503)")
+        for model in sorted(rules.models or ()):
+            if not any(t.serves(model) for t in targets):
+                warn(("budgets", "tenants", name, "models"),
+                     f"model '{model}' is served by no node or pool")
     pool_tags = set().union(*(p.residency for p in policy.pools))
     warned: set[str] = set()
     for i, node in enumerate(policy.nodes):

@@ -93,6 +93,20 @@ def test_unsatisfiable_residency_is_a_warning_not_an_error() -> None:
     assert "HIPAA" in problems[0].message and "no cloud pool" in problems[0].message
 
 
+def test_a_tenant_floor_or_model_nothing_serves_is_a_located_warning() -> None:
+    text = GOOD + ("budgets:\n  tenants:\n    acme: {limit_usd: 1, residency: [CCPA], "
+                   "models: [llm]}\n    ok: {limit_usd: 1, residency: [GDPR]}\n")
+    text = text.replace('residency: [GDPR]}\n', 'residency: [GDPR], models: [vision]}\n')
+    policy, problems = parse_policy(text, "p.yaml")
+    assert policy is not None
+    assert [str(p) for p in problems] == [
+        "p.yaml:10:37: warning: budgets.tenants.acme.residency: no node or pool satisfies "
+        "[CCPA] together (the tenant's floor and defaults.residency); its requests will be "
+        "refused (503)",
+        "p.yaml:10:53: warning: budgets.tenants.acme.models: model 'llm' is served by no node "
+        "or pool"]
+
+
 def test_load_policy_raises_with_all_problems(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(GOOD.replace("weight: 2", "wieght: -2").replace("slots: 4", "slots: -1"))
