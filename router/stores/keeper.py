@@ -221,9 +221,11 @@ class BudgetKeeper:
         if self.on_lost is not None:
             self.on_lost()
         self._rebuild = True
-        log.error("%s; admitting cloud spend only within what this router already holds until "
-                  "the period's spend is rebuilt from the routers' journals (%d updates "
-                  "queued)", exc, len(self._queue))
+        leased = self.backend is not None and self.backend.leased
+        then = ("admitting cloud spend only within the lease this router holds until the "
+                "period's spend is rebuilt from the routers' journals") if leased else \
+            "admission goes on from this router's memory, which is whole; writing it back"
+        log.error("%s; %s (%d updates queued)", exc, then, len(self._queue))
 
     async def wait_topup(self, timeout: float) -> bool:
         """Wait (at most `timeout` s) for the keeper's next round with the store.

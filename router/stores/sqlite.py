@@ -24,6 +24,10 @@ Durability: WAL with `synchronous=NORMAL` keeps every committed transaction
 through a process crash or kill; `sqlite:PATH?synchronous=FULL` also survives
 power loss, at the cost of an fsync per group.
 
+A file deleted or replaced under a running router is found at its next write
+or keeper round and written again from memory (`sqlite_file`); nothing the
+process held is lost, and the loss is logged and counted.
+
 One writer per file: the store holds an exclusive `flock` on PATH.lock while it
 is open, so a second router on the same file fails to start (an error naming
 the file and the holder's pid) rather than both spending one limit. A fleet
@@ -35,7 +39,6 @@ with `reserve` live in memory only.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import math
 import os
@@ -53,7 +56,8 @@ from router.core.budget import (
     Reservation,
     Settled,
 )
-from router.stores.keeper import BudgetStoreError, StoreDown
+from router.stores import sqlite_file
+from router.stores.keeper import BudgetStoreError, StoreDown, StoreLost
 
 __all__ = ["BudgetStoreError", "SqliteBudgetStore"]
 log = logging.getLogger(__name__)
@@ -73,38 +77,6 @@ Stmt = tuple[str, tuple[object, ...]]
 Key = tuple[str, str, int]
 
 
-def _spec(path: str | Path, synchronous: str) -> tuple[Path, str]:
-    text = str(path)
-    if "?" in text:
-        text, _, query = text.partition("?")
-        for part in query.split("&"):
-            name, _, value = part.partition("=")
-            if name != "synchronous":
-                raise BudgetStoreError(f"sqlite:{path}: unknown option {name!r}")
-            synchronous = value
-    if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
-        raise BudgetStoreError(f"sqlite:{path}: synchronous must be NORMAL, FULL or EXTRA")
-    return Path(text), synchronous.upper()
-
-
-def _lock(path: Path) -> int:
-    """Hold PATH.lock exclusively (one writer per file); the fd, or BudgetStoreError."""
-    lock = path.with_name(path.name + ".lock")
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise BudgetStoreError(
-            f"budget store sqlite:{path} is in use by another process (pid {holder}, lock "
-            f"{lock}): one router per sqlite: file; stop that one, or share the budget "
-            "through a redis:// store") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
 def _key(res: Reservation) -> Key:
     return res.tenant, res.period, res.rid
 
@@ -119,19 +91,16 @@ class SqliteBudgetStore(MemoryBudgetStore):
                  busy_timeout: float = 0.5) -> None:
         """Open (creating it and its directory if needed) and lock the store at `path`."""
         super().__init__()
-        self.path, synchronous = _spec(path, synchronous)
+        self.path, self._sync = sqlite_file.spec(path, synchronous)
+        self._busy = busy_timeout
         self._lock = threading.RLock()
         self.recovered: list[Reservation] = []  # holds of a dead process, counted at open
+        self._held: dict[Key, Reservation] = {}  # hold rows written, not yet settled
         self._fd = -1
         self._db: sqlite3.Connection | None = None
+        self._ident: tuple[int, int] | None = None  # the file's (device, inode) once open
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = _lock(self.path)
-            self._db = sqlite3.connect(self.path, check_same_thread=False,
-                                       isolation_level=None, timeout=busy_timeout)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={synchronous}")
-            self._db.executescript(SCHEMA)
+            self._connect()
             self._load()
             self._recover()
         except (OSError, sqlite3.Error, BudgetStoreError) as exc:
@@ -140,6 +109,23 @@ class SqliteBudgetStore(MemoryBudgetStore):
                 raise
             raise BudgetStoreError(
                 f"cannot open budget store sqlite:{self.path}: {exc}") from exc
+
+    def _connect(self) -> None:
+        """Lock and open the file at the path (creating it), and stamp a new epoch in it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = sqlite_file.lock(self.path)
+        self._db = sqlite3.connect(self.path, check_same_thread=False,
+                                   isolation_level=None, timeout=self._busy)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={self._sync}")
+        self._db.executescript(SCHEMA)
+        self._ident = sqlite_file.identity(self.path)
+
+    def _intact(self) -> None:
+        """StoreLost when the file at the path is no longer the one this store opened."""
+        why = sqlite_file.loss(self.path, self._ident)
+        if why is not None:
+            raise StoreLost(f"budget store sqlite:{self.path} lost its state: {why}")
 
     def _load(self) -> None:
         """Rebuild the in-memory accounts from the file."""
@@ -178,6 +164,7 @@ class SqliteBudgetStore(MemoryBudgetStore):
     def write(self, entries: list[Entry]) -> None:
         """One transaction for `entries`, in order; memory follows only if it commits."""
         with self._lock:
+            self._intact()
             saved: dict[tuple[str, str], Account | None] = {}
             statements = self._apply(entries, saved)
             try:
@@ -189,6 +176,11 @@ class SqliteBudgetStore(MemoryBudgetStore):
                     else:
                         self.accounts[key] = old
                 raise
+            for entry in entries:  # what a rebuild must write again
+                if isinstance(entry, Held):
+                    self._held[_key(entry.reservation)] = entry.reservation
+                elif isinstance(entry, Settled):
+                    self._held.pop(_key(entry.reservation), None)
 
     def _touch(self, saved: dict[tuple[str, str], Account | None], tenant: str,
                period: str) -> Account:
@@ -297,14 +289,28 @@ class SqliteBudgetStore(MemoryBudgetStore):
             raise StoreDown(f"cannot write budget store sqlite:{self.path}: {exc}") from exc
 
     def maintain(self, ledger: BudgetLedger, mono: float) -> None:
-        """Nothing to keep: the ledger is authoritative."""
+        """Check the file is still this store's (the ledger is authoritative: nothing else)."""
+        with self._lock:
+            self._intact()
 
     def release(self, ledger: BudgetLedger) -> None:
         """Nothing held elsewhere."""
 
     def rebuild(self, ledger: BudgetLedger) -> str:
-        """Nothing to rebuild: this store never reports a loss (the ledger is authoritative)."""
-        return "nothing to rebuild"
+        """Open the file now at the path and write every account and hold held in memory."""
+        with self._lock:
+            self._release()  # the old file: its connection, its lock
+            try:
+                self._connect()
+                self._commit(sqlite_file.rows(self.accounts, self._held.values()))
+            except (OSError, sqlite3.Error, BudgetStoreError) as exc:
+                self._release()
+                raise StoreDown(f"cannot rebuild budget store sqlite:{self.path}: {exc}") \
+                    from exc
+            usd = math.fsum(a.committed for a in self.accounts.values())
+            return (f"rebuilt sqlite:{self.path} from this process's memory: "
+                    f"{len(self.accounts)} accounts ({usd:.6f} USD committed in all) and "
+                    f"{len(self._held)} holds in flight")
 
     def _release(self) -> None:
         if self._db is not None:
