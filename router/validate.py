@@ -6,8 +6,9 @@ import argparse
 import os
 import sys
 
-from router.policy.loader import parse_policy
-from router.policy.yamlloc import MAX_BYTES, Problem, read_text
+from router.crosscheck import feed_file_problem, scenario_tenants, tenant_problem
+from router.policy.loader import PolicyError, load_policy, parse_policy
+from router.policy.yamlloc import MAX_BYTES, Problem, load_located, read_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,10 +41,7 @@ def check_file(path: str, policy_path: str | None = None, routers: int = 1) -> l
     if text is None:
         return problems
     if _kind(path, text) == "scenario":
-        from simulator.scenario import parse_scenario
-
-        _, problems = parse_scenario(text, path)
-        return problems
+        return _check_scenario(path, text)
     policy, problems = parse_policy(text, path)
     if policy is not None and routers > 1:
         from router.server.fleet import unshared_problem
@@ -51,7 +49,27 @@ def check_file(path: str, policy_path: str | None = None, routers: int = 1) -> l
         problem = unshared_problem(policy, f"--routers {routers} deploys {routers} routers")
         if problem is not None:
             problems.append(Problem(path, *_store_at(text), problem))
+    if policy is not None:
+        missing = feed_file_problem(policy, load_located(text, path)[0])
+        problems += [missing] if missing is not None else []
     return problems
+
+
+def _check_scenario(path: str, text: str) -> list[Problem]:
+    """The scenario's own problems, then the tenants its policy does not name."""
+    from simulator.scenario import parse_scenario
+
+    scenario, problems = parse_scenario(text, path)
+    if scenario is None:
+        return problems
+    try:
+        policy = load_policy(scenario.policy)
+    except PolicyError:
+        return problems  # `simulate` reports the policy's own problems
+    loc = load_located(text, path)[0]
+    found = (tenant_problem(path, loc.where(where), tenant, policy.budgets, str(scenario.policy))
+             for tenant, where in scenario_tenants(loc))
+    return problems + [p for p in found if p is not None]
 
 
 def _store_at(text: str) -> tuple[int, int]:
@@ -67,8 +85,6 @@ def _check_feed(path: str, policy_path: str | None) -> list[Problem]:
 
     from router.core.feed import FeedError, decode_feed
     from router.policy.jsonloc import json_where
-    from router.policy.loader import PolicyError, load_policy
-
     candidate = policy_path or "policies/example.yaml"
     try:
         policy = load_policy(candidate)
@@ -88,13 +104,16 @@ def _check_feed(path: str, policy_path: str | None) -> list[Problem]:
         return problems
     try:
         # The same checks the running router applies: size limit, NaN refusal, schema.
-        decode_feed(text.encode(), policy, now=time.time())
+        snap = decode_feed(text.encode(), policy, now=time.time())
     except FeedError as exc:
         if exc.at is not None:
             return [Problem(path, *exc.at, f"feed rejected ({exc.reason}): {exc.detail}")]
         return [Problem(path, *json_where(text, f.path, key=f.key),
                         f"feed rejected ({exc.reason}): {f.text()}") for f in exc.findings]
-    return []
+    found = (tenant_problem(path, json_where(text, ("spend", i, "tenant")), tenant,
+                            policy.budgets, candidate, feed=True)
+             for i, tenant in enumerate(snap.spend))
+    return [p for p in found if p is not None]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -45,3 +45,74 @@ def test_bad_feed_is_refused_with_exit_2(tmp_path: Path, capsys: pytest.CaptureF
     err = capsys.readouterr().err
     col = 1 if value is None else text.index(value) + value.index(": ") + 3
     assert err.startswith(f"{bad}:1:{col}: feed rejected") and fragment in err
+
+
+EXAMPLE = ROOT / "policies" / "example.yaml"
+SCENARIO = """\
+version: 1
+policy: {policy}
+duration_s: 60
+traffic:
+  rate_rps: 10
+  classes:
+    - {{name: eu, weight: 1, tenant: acmee, residency: [GDPR], slo_ms: 100}}
+    - {{name: us, weight: 1, tenant: fintech, slo_ms: 100}}
+events:
+  - {{at_s: 30, budget: {{tenant: fintek, limit_usd: 10}}}}
+"""
+
+
+def test_a_scenario_tenant_the_policy_does_not_name_is_a_located_warning(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A warning, not an error: such a tenant is legal (it shares 'default'), but never
+    silent, and a near miss names the tenant meant."""
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(SCENARIO.format(policy=EXAMPLE))
+    assert main(["validate", str(scenario)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (f"{scenario}:7:37: warning: tenant 'acmee' is not in budgets.tenants of "
+                      f"{EXAMPLE}: its requests share the 'default' account (limit $5,000) "
+                      "(did you mean 'acme'?)")
+    assert out[1].startswith(f"{scenario}:10:33: warning: tenant 'fintek' is not in") and \
+        out[1].endswith("(did you mean 'fintech'?)")
+    assert out[2] == f"{scenario}: ok"
+
+
+def test_feed_spend_for_a_tenant_the_policy_does_not_name_is_a_located_warning(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = json.loads((ROOT / "policies" / "feeds" / "demo.json").read_text())
+    doc["spend"] = [{"tenant": "acme", "usd": 1.0}, {"tenant": "acmee", "usd": 5.0}]
+    feed = tmp_path / "feed.json"
+    text = json.dumps(doc)
+    feed.write_text(text)
+    assert main(["validate", "--policy", str(EXAMPLE), str(feed)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    col = text.index('"acmee"') + 1
+    assert out == [f"{feed}:1:{col}: warning: tenant 'acmee' is not in budgets.tenants of "
+                   f"{EXAMPLE}: its spend is ignored (not this router's account to merge) "
+                   "(did you mean 'acme'?)", f"{feed}: ok"]
+
+
+def test_a_feed_file_that_does_not_exist_is_a_located_warning(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "feed.json").write_text("{}")
+    policy = tmp_path / "p.yaml"
+    policy.write_text(EXAMPLE.read_text().replace("file:policies/feeds/demo.json",
+                                                  f"file:{tmp_path}/fede.json"))
+    assert main(["validate", str(policy)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (f"{policy}:6:16: warning: feed.source: {tmp_path}/fede.json does not "
+                      "exist: the router serves on the policy alone and counts the feed "
+                      "unreachable until it appears (did you mean 'feed.json'?)")
+
+
+def test_a_residency_typo_names_the_tag_meant(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    policy = tmp_path / "p.yaml"
+    text = EXAMPLE.read_text()
+    first = text.index("residency: [GDPR]")
+    policy.write_text(text[:first] + text[first:].replace("[GDPR]", "[GPDR]", 1))
+    assert main(["validate", str(policy)]) == 0
+    out = capsys.readouterr().out
+    assert ("edge.nodes[0].residency: residency tag 'GPDR' (written once) looks like 'GDPR' "
+            "(written 6 times): did you mean 'GDPR'?") in out

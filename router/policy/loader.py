@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from router.core.model import CloudPool, EdgeNode, Policy, valid_hostport
 from router.core.schema import Finding, KeyPath, findings
+from router.policy.typos import residency_typos
 from router.policy.yamlloc import MAX_BYTES, Located, Problem, YMap, load_located, read_text
 
 __all__ = ["PolicyError", "load_policy", "load_policy_or_report", "parse_policy",
@@ -124,6 +125,8 @@ def _reachability_warnings(policy: Policy, loc: Located) -> list[Problem]:
                 warn(("edge", "nodes", i, "models"),
                      f"model '{name}' is served by no cloud pool; when its edge nodes are "
                      "full or down these requests are refused (503)")
+    for path, message in residency_typos(policy):
+        warn(path, message)
     return out
 
 

@@ -140,3 +140,17 @@ def test_validate_example_as_a_user_runs_it() -> None:
                           capture_output=True, text=True, cwd=ROOT, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith(": ok")
+
+
+def test_tags_used_alike_are_not_taken_for_typos() -> None:
+    from router.policy.typos import residency_typos
+    from tests.core.factory import node, policy, pool
+
+    fleet = policy([node(0, residency=["EU-1"]), node(1, residency=["EU-2"])],
+                   [pool(residency=["EU-1", "EU-2"])])
+    assert residency_typos(fleet) == []
+    typo = policy([node(0, residency=["GDPR"]), node(1, residency=["GPDR"])],
+                  [pool(residency=["GDPR"])])
+    assert residency_typos(typo) == [(("edge", "nodes", 1, "residency"),
+                                      "residency tag 'GPDR' (written once) looks like 'GDPR' "
+                                      "(written 2 times): did you mean 'GDPR'?")]
