@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from router.stores.capkeeper import CapacityStats
+if TYPE_CHECKING:
+    from router.stores.capkeeper import CapacityStats
 
 PER = (("router_capacity_held", "Slots this router may admit onto, per leased resource"),
        ("router_capacity_used", "Requests this router has in flight, per leased resource"),
@@ -25,30 +27,34 @@ PER = (("router_capacity_held", "Slots this router may admit onto, per leased re
 class CapacityCollector:
     """Gauges and counters of one router's capacity keeper."""
 
-    def __init__(self, stats: CapacityStats) -> None:
-        """Read `stats` (the keeper's, updated by its thread) at each scrape."""
+    def __init__(self, stats: CapacityStats | None = None) -> None:
+        """Read `stats` (the keeper's, updated by its thread; None: a router alone, no
+        samples) at each scrape."""
         self.stats = stats
 
     def collect(self) -> Iterator[Metric]:
         """The families, computed now."""
         st = self.stats
         families = [GaugeMetricFamily(name, text, labels=["resource"]) for name, text in PER]
-        for name, values in sorted(dict(st.per).items()):
-            for family, value in zip(families, values, strict=True):
-                family.add_metric([name], value)
+        scalars: list[GaugeMetricFamily | CounterMetricFamily] = [
+            GaugeMetricFamily("router_capacity_routers",
+                              "Live routers in the fleet, from the store's heartbeats"),
+            GaugeMetricFamily("router_capacity_sync_lag_seconds",
+                              "Round trip of the last answered lease sync"),
+            GaugeMetricFamily("router_capacity_sync_age_seconds",
+                              "Seconds since the store last answered a lease sync (-1: never)"),
+            CounterMetricFamily("router_capacity_grants", "Slots granted to this router"),
+            CounterMetricFamily("router_capacity_returns", "Slots this router handed back"),
+            CounterMetricFamily("router_capacity_sync_errors",
+                                "Lease syncs the store did not answer")]
+        if st is not None:
+            for name, row in sorted(dict(st.per).items()):
+                for family, count in zip(families, row, strict=True):
+                    family.add_metric([name], count)
+            age = time.monotonic() - st.last_ok
+            values: tuple[float, ...] = (st.members, st.lag, age if age != float("inf")
+                                         else -1.0, st.grants, st.returns, st.errors)
+            for scalar, value in zip(scalars, values, strict=True):
+                scalar.add_metric([], value)
         yield from families
-        yield GaugeMetricFamily("router_capacity_routers",
-                                "Live routers in the fleet, from the store's heartbeats",
-                                value=st.members)
-        yield GaugeMetricFamily("router_capacity_sync_lag_seconds",
-                                "Round trip of the last answered lease sync", value=st.lag)
-        age = time.monotonic() - st.last_ok
-        yield GaugeMetricFamily("router_capacity_sync_age_seconds",
-                                "Seconds since the store last answered a lease sync",
-                                value=age if age != float("inf") else -1.0)
-        yield CounterMetricFamily("router_capacity_grants", "Slots granted to this router",
-                                  value=st.grants)
-        yield CounterMetricFamily("router_capacity_returns",
-                                  "Slots this router handed back", value=st.returns)
-        yield CounterMetricFamily("router_capacity_sync_errors",
-                                  "Lease syncs the store did not answer", value=st.errors)
+        yield from scalars

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from router.capmetrics import CapacityCollector
 from router.core import ring
 from router.core.table import FEATURES, Snapshot
 
@@ -75,6 +76,9 @@ class RouterMetrics:
                                            registry=r)
         self.xds_push = Counter("router_xds_push_total", "xDS pushes to Envoy by result",
                                 ["result"], registry=r)
+        # capacity leases (router.capmetrics): empty until a keeper's stats are named
+        self.capacity = CapacityCollector()
+        r.register(self.capacity)
         for result in FEED_RESULTS:
             self.feed_refresh.labels(result=result)
         for result in RELOAD_RESULTS:

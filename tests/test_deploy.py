@@ -35,11 +35,16 @@ CONTRACT_METRICS = {"router_decisions_total", "router_decision_seconds", "router
                     "router_node_weight", "router_budget_spend_usd", "router_feed_age_seconds",
                     "router_feed_refresh_total", "router_policy_reload_total"}
 # What the dashboard shows besides: loop lag, refusals, spend against the budget limits,
-# in-flight against cap and slots, the policy version per instance and store errors.
+# in-flight against cap and slots, the policy version per instance and store errors, and
+# the fleet's capacity leases.
 DASHBOARD_METRICS = CONTRACT_METRICS | {"router_event_loop_lag_seconds", "router_refusals_total",
                                         "router_budget_limit_usd", "router_node_cap",
                                         "router_node_slots", "router_policy_info",
-                                        "router_store_errors_total"}
+                                        "router_store_errors_total", "router_capacity_slots",
+                                        "router_capacity_fleet_leased", "router_capacity_used",
+                                        "router_capacity_unmet", "router_capacity_held",
+                                        "router_capacity_sync_lag_seconds",
+                                        "router_capacity_sync_age_seconds"}
 
 
 def mounts(service: str) -> dict[str, Path]:

@@ -167,9 +167,7 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
         if workers > 1 else Runtime(policy, keeper.ledger)
     capacity = start_capacity(policy, runtime, keeper.backend, args.capacity_store)
     if capacity is not None:
-        from router.capmetrics import CapacityCollector
-
-        metrics.registry.register(CapacityCollector(capacity.stats))
+        metrics.capacity.stats = capacity.stats
     metrics_address = "off"
     if args.metrics != "off":
         host, _, port = args.metrics.rpartition(":")

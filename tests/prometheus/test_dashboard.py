@@ -189,7 +189,10 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prometh
     tmp = Path(tmp_path_factory.mktemp("prometheus"))
     feed_port = free_port()
     (tmp / "feed.json").write_text(json.dumps(feed_doc()))
-    stack = Stack(tmp, policy=feed_policy(feed_port))
+    # the router leases its slots from a host-local file (as a worker of serve --workers
+    # does), so the capacity panels have series to show
+    stack = Stack(tmp, policy=feed_policy(feed_port),
+                  router_args=("--capacity-store", f"sqlite:{tmp / 'capacity.db'}"))
     prom = Prometheus(tmp, stack)
     feed: subprocess.Popen[bytes] | None = None
     try:
