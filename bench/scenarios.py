@@ -98,7 +98,7 @@ def fmt(value: float | None, spec: str) -> str:
 
 def pct(value: float | None) -> str:
     """A 0..1 share as a percentage, or – when there is none."""
-    return "–" if value is None else f"{100 * value:.0f}%"
+    return "–" if value is None else f"{100 * value:.1f}%" if value < 0.1 else f"{100 * value:.0f}%"
 
 
 def scenario_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:

@@ -13,8 +13,11 @@ from router.policy.loader import load_policy_or_report
 from simulator import tracecli
 from simulator.baselines import BASELINES, make_baseline
 from simulator.report import ReportInput, html_report, summarize, table, write_decisions
+from simulator.report.data import Run
 from simulator.report.summary import add_break_even
-from simulator.routers import Adaptive, Router
+from simulator.report.verdict import text as verdict_text
+from simulator.report.verdict import versus
+from simulator.routers import Adaptive
 from simulator.run import Result, simulate
 from simulator.scenario import Scenario
 from simulator.sites import load_checked
@@ -27,8 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replay a request log (serve --request-log FILE) through --policy: "
                              "FILE, its rotated FILE.N and per-worker FILE.w<i>[.N], merged by "
                              "arrival time")
-    parser.add_argument("--policy", metavar="CANDIDATE", help="with --trace: the policy to "
-                                                               "replay the log through")
+    parser.add_argument("--policy", metavar="CANDIDATE",
+                        help="the policy to run instead of the scenario's; with --trace, the "
+                             "policy to replay the log through")
     parser.add_argument("--last", type=float, metavar="SECONDS",
                         help="with --trace: only the lines within SECONDS of the newest")
     parser.add_argument("--seed", type=int, metavar="N",
@@ -39,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                      "report.html here")
     parser.add_argument("--decisions-out", metavar="FILE", help="decisions as JSON lines")
     parser.add_argument("--compare", nargs="*", metavar="POLICY", default=None,
-                        help="also run these policies, plus every baseline, on the same "
-                             "traffic and events, and print one table")
+                        help="also run these candidate policies on the same traffic and events: "
+                             "their charts beside the current ones, and each one's difference "
+                             "from the current policy with a verdict per goal")
     parser.add_argument("--baselines", action="store_true",
                         help="compare with every baseline: " + ", ".join(BASELINES))
     parser.add_argument("--progress", action="store_true", help="progress on stderr")
@@ -53,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _inputs(args: argparse.Namespace) -> tuple[Scenario, Policy, list[tuple[str, Policy]]] | None:
     """The scenario, its policy and the policies to compare, or None after reporting why."""
-    loaded = load_checked(args.scenario)
+    loaded = load_checked(args.scenario, args.policy)
     if loaded is None:
         return None
     scenario, policy = loaded
@@ -64,15 +69,15 @@ def _inputs(args: argparse.Namespace) -> tuple[Scenario, Policy, list[tuple[str,
 
 
 def _write(out: Path, main: Result, reports: list[dict[str, Any]], policy: Policy,
-           scenario: Scenario) -> None:
-    """report.json, decisions.jsonl and report.html of the main run."""
+           scenario: Scenario, candidates: tuple[Run, ...]) -> None:
+    """report.json, decisions.jsonl and report.html of the main run (and its candidates')."""
     out.mkdir(parents=True, exist_ok=True)
     summary = reports[0]
     (out / "report.json").write_text(json.dumps(
         {**summary, "comparison": reports[1:]} if len(reports) > 1 else summary, indent=2))
     write_decisions(main, out / "decisions.jsonl")
     page = html_report(ReportInput(main, summary, policy, scenario, tuple(reports[1:]),
-                                   main.caps or None))
+                                   main.caps or None, candidates=candidates))
     (out / "report.html").write_text(page, encoding="utf-8")
 
 
@@ -81,9 +86,9 @@ def run(args: argparse.Namespace) -> int:
     input."""
     if args.trace is not None:
         return tracecli.run(args)
-    if args.scenario is None or any(x is not None for x in (args.policy, args.last, args.seed)):
-        print("hybrid-router simulate: give --scenario FILE (which names its policy and seed) or "
-              "--trace FILE --policy CANDIDATE", file=sys.stderr)
+    if args.scenario is None or any(x is not None for x in (args.last, args.seed)):
+        print("hybrid-router simulate: give --scenario FILE [--policy CANDIDATE] (the scenario "
+              "names its policy and seed) or --trace FILE --policy CANDIDATE", file=sys.stderr)
         return 2
     if args.live or args.seconds is not None:
         from simulator.live.run import run_live  # the live twin's processes, only when asked
@@ -103,20 +108,27 @@ def run(args: argparse.Namespace) -> int:
     main = simulate(scenario, policy, Adaptive(policy), requests=args.requests,
                     progress=progress)
     reports = [summarize(main, policy)]
-    if args.compare is not None or args.baselines:
-        routers: list[tuple[Router, Policy]] = [(Adaptive(pol, name=name), pol)
-                                                for name, pol in compares]
-        routers += [(make_baseline(policy, kind, scenario.seed), policy) for kind in BASELINES]
-        for router, pol in routers:
-            res = simulate(scenario, pol, router, requests=args.requests, progress=progress)
-            reports.append(summarize(res, pol))
+    candidates: list[Run] = []
+    for name, pol in compares:
+        res = simulate(scenario, pol, Adaptive(pol, name=name), requests=args.requests,
+                       progress=progress)
+        reports.append(summarize(res, pol))
+        reports[-1]["versus_current"] = versus(reports[0], reports[-1])
+        candidates.append(Run(res, reports[-1], pol))
+    for kind in BASELINES if args.baselines else ():
+        res = simulate(scenario, policy, make_baseline(policy, kind, scenario.seed),
+                       requests=args.requests, progress=progress)
+        reports.append(summarize(res, policy))
     add_break_even(reports)
     if args.decisions_out:
         write_decisions(main, Path(args.decisions_out))
     if out is not None:
-        _write(out, main, reports, policy, scenario)
+        _write(out, main, reports, policy, scenario, tuple(candidates))
     print(json.dumps(reports[0], indent=2))
     if len(reports) > 1:
         print()
         print(table(reports))
+    if candidates:
+        print()
+        print(verdict_text(reports))
     return 0

@@ -46,6 +46,8 @@ class Result:
     limits: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     util: list[tuple[float, dict[str, float]]] = field(default_factory=list)  # slot-seconds
     caps: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    # per node, inference requests in flight (queued included) at the same instants as caps
+    loads: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     slots: dict[str, int] = field(default_factory=dict)
     event_times: list[float] = field(default_factory=list)
     settle_s: float = 30.0  # after an event, how long until windows count as steady
@@ -214,6 +216,8 @@ def schedule_refreshes(world: World, policy: Policy, router: Router, out: Result
         out.util.append((world.now, world.utilization()))
         for node, limit in router.caps().items():
             out.caps.setdefault(node, []).append((world.now, limit))
+        for nid, n in world.nodes.items():
+            out.loads.setdefault(nid, []).append((world.now, float(n.busy + len(n.queue))))
         if world.now + SAMPLE_S <= horizon:
             world.at(world.now + SAMPLE_S, SAMPLE, sample)
 

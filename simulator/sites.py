@@ -54,14 +54,17 @@ def check_world(cfg: WorldConfig, policy: Policy) -> list[str]:
     return out
 
 
-def load_checked(path: str | Path) -> tuple[Scenario, Policy] | None:
-    """A scenario file, the policy it names and its world checked against that policy, or
-    None after printing every problem (FILE:LINE:COL) on stderr."""
+def load_checked(path: str | Path, policy_file: str | None = None
+                 ) -> tuple[Scenario, Policy] | None:
+    """A scenario file, the policy it names (or `policy_file` instead) and its world checked
+    against that policy, or None after printing every problem (FILE:LINE:COL) on stderr."""
     scenario, problems = load_scenario(path)
     for problem in problems:
         print(problem, file=sys.stderr)
     if scenario is None or any(p.severity == "error" for p in problems):
         return None
+    if policy_file is not None:
+        scenario = scenario.model_copy(update={"policy": Path(policy_file)})
     policy = load_policy_or_report(scenario.policy)
     if policy is None:
         return None

@@ -104,7 +104,7 @@ def run_live(args: argparse.Namespace) -> int:
         print(f"hybrid-router simulate: --out {out} exists and is not a directory",
               file=sys.stderr)
         return 2
-    inputs = load_checked(args.scenario)
+    inputs = load_checked(args.scenario, getattr(args, "policy", None))
     if inputs is None:
         return 2
     scenario, policy = inputs

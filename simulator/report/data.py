@@ -37,12 +37,22 @@ def nice_step(raw: float) -> float:
 
 
 @dataclass(frozen=True)
+class Run:
+    """A compared candidate policy's own run: its columns, its summary and the policy."""
+
+    result: Result
+    summary: Mapping[str, Any]
+    policy: Policy
+
+
+@dataclass(frozen=True)
 class ReportInput:
     """Everything the HTML report shows: the main run, its context and optional extras.
 
     `comparison`: other runs' summaries on the same traffic (policies, baselines).
     `caps`: per node, the router's bounded-load cap over time as (t_s, cap) points.
     `trace`: with `simulate --trace`, the replay's report (production beside the candidate).
+    `candidates`: with `--compare`, each candidate policy's own run, charted beside this one.
     """
 
     result: Result
@@ -52,6 +62,12 @@ class ReportInput:
     comparison: Sequence[Mapping[str, Any]] = ()
     caps: Mapping[str, Sequence[tuple[float, float]]] | None = None
     trace: Mapping[str, Any] | None = None  # a trace replay's report.json (simulate --trace)
+    candidates: Sequence[Run] = ()  # compared policies' runs, charted beside this one
+
+    def of(self, run: Run) -> ReportInput:
+        """The same page's input for a candidate's own run (its charts)."""
+        return ReportInput(run.result, run.summary, run.policy, self.scenario,
+                           caps=run.result.caps or None)
 
     @cached_property
     def t(self) -> np.ndarray:

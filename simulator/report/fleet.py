@@ -1,8 +1,10 @@
 """Charts per node and per tenant: load against slots (and the router's cap), budget burn.
 
-A node's load is counted from the requests themselves: a request holds its
-node from arrival until it ends (queueing included), so the peak in flight
-per time bin is exact, not a sample taken at refreshes.
+A node's load is drawn as the same statistic as what it is read against: with
+the router's caps recorded (sampled every 10 s), the node's in-flight count at
+those same instants; without them, the peak in flight per time bin counted from
+the requests themselves (a request holds its node from arrival until it ends,
+queueing included), against its slots.
 """
 
 from __future__ import annotations
@@ -61,17 +63,23 @@ def node_peaks(data: ReportInput) -> dict[str, np.ndarray]:
                                 data.bins) for n in data.policy.nodes}
 
 
-def _cap_trace(points: Sequence[tuple[float, float]], span: float, show: bool) -> go.Scatter:
-    xs = [t for t, _ in points] + [span]
-    ys = [c for _, c in points] + [points[-1][1]]
-    return go.Scatter(x=xs, y=ys, mode="lines", line={"color": SERIES_COLORS[1], "width": 1.8,
-                                                      "shape": "hv"},
-                      name="router's bounded-load cap", legendgroup="cap", showlegend=show,
-                      hovertemplate="cap %{y:g}<extra></extra>")
+def _cap_trace(points: Sequence[tuple[float, float]], show: bool) -> go.Scatter:
+    return go.Scatter(x=[t for t, _ in points], y=[c for _, c in points], mode="lines",
+                      line={"color": SERIES_COLORS[1], "width": 1.8},
+                      name="router's bounded-load cap (sampled)", legendgroup="cap",
+                      showlegend=show, hovertemplate="cap %{y:g}<extra></extra>")
+
+
+def _sampled_load(points: Sequence[tuple[float, float]], show: bool) -> go.Scatter:
+    return go.Scatter(x=[t for t, _ in points], y=[v for _, v in points], mode="lines",
+                      line={"color": SERIES_COLORS[0], "width": 1.6},
+                      name="in flight (sampled at the same instants)", legendgroup="load",
+                      showlegend=show, hovertemplate="%{y:g} in flight<extra></extra>")
 
 
 def node_load(data: ReportInput) -> Figure | None:
-    """Per-node peak in flight against its slots and, when recorded, the router's cap."""
+    """Per node: in flight against the router's cap at the same sampled instants (peak in
+    flight per bin when no caps were recorded), and its slots."""
     nodes = data.policy.nodes
     if not nodes or not len(data.t):
         return None
@@ -84,6 +92,7 @@ def node_load(data: ReportInput) -> Figure | None:
                         subplot_titles=[f"{n.id} ({n.slots} slots)" for n in nodes])
     x = data.bins[:-1]
     caps = data.caps or {}
+    loads = data.result.loads if caps else {}
     for i, n in enumerate(nodes):
         r, c = i // COLS + 1, i % COLS + 1
         first = i == 0
@@ -91,15 +100,20 @@ def node_load(data: ReportInput) -> Figure | None:
                                  name="slots", line={"color": "#d62728", "dash": "dash"},
                                  legendgroup="slots", showlegend=first,
                                  hovertemplate="%{y} slots<extra></extra>"), row=r, col=c)
-        fig.add_trace(go.Scatter(x=x, y=peaks[n.id], mode="lines", name="peak in flight",
-                                 line={"color": SERIES_COLORS[0], "width": 1.6, "shape": "hv"},
-                                 legendgroup="load", showlegend=first,
-                                 hovertemplate="%{y:g} in flight<extra></extra>"), row=r, col=c)
-        top = max(float(peaks[n.id].max(initial=0)), n.slots)
-        if caps.get(n.id):
-            fig.add_trace(_cap_trace(caps[n.id], data.span, not any(
+        if caps.get(n.id) and loads.get(n.id):
+            fig.add_trace(_sampled_load(loads[n.id], first), row=r, col=c)
+            fig.add_trace(_cap_trace(caps[n.id], not any(
                 caps.get(m.id) for m in nodes[:i])), row=r, col=c)
-            top = max(top, max(v for _, v in caps[n.id]))
+            top = max([float(n.slots)] + [v for _, v in caps[n.id]]
+                      + [v for _, v in loads[n.id]])
+        else:
+            fig.add_trace(go.Scatter(x=x, y=peaks[n.id], mode="lines", name="peak in flight",
+                                     line={"color": SERIES_COLORS[0], "width": 1.6,
+                                           "shape": "hv"},
+                                     legendgroup="peak", showlegend=first,
+                                     hovertemplate="%{y:g} in flight<extra></extra>"),
+                          row=r, col=c)
+            top = max(float(peaks[n.id].max(initial=0)), n.slots)
         fig.update_yaxes(range=[0, top * 1.15], row=r, col=c)
     add_events(fig, data.events, data.span, labels=False, grid=True)
     layout(fig, height=150 + 220 * rows, top=64)  # room for the toolbar

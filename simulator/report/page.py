@@ -23,7 +23,7 @@ from pathlib import Path
 
 from plotly.offline import get_plotlyjs
 
-from simulator.report import charts, compare, fleet, replaypage
+from simulator.report import charts, compare, fleet, replaypage, verdict
 from simulator.report.data import ReportInput
 from simulator.report.fmt import MODE_ORDER, comparison_html, summary_html
 from simulator.report.style import FONT, Figure, event_label, mode_color
@@ -53,10 +53,11 @@ CHARTS: tuple[Chart, ...] = (
           "Where the requests of each time bin went; dotted lines mark the scenario's events "
           "(shaded while a pool is cut off).", charts.mode_mix, wide=False),
     Chart("node-load", "Load per edge node",
-          "Most inference requests (edge and edge-degraded) in flight at once on each node per "
-          "time bin, queued ones included, against its slots and, for hybrid-router, its "
-          "bounded-load cap (the largest any request class would give the node, sampled every "
-          "10 s). Splits hold feature slots, counted apart, and are not drawn.",
+          "Inference requests (edge and edge-degraded, queued ones included) in flight on each "
+          "node and the router's bounded-load cap (the largest any request class would give the "
+          "node), both sampled at the same instants every 10 s, against its slots; without "
+          "caps, the peak in flight per time bin. Splits hold feature slots, counted apart, "
+          "and are not drawn.",
           fleet.node_load),
     Chart("budget-burn", "Cloud spend per tenant against its budget",
           "Cumulative cloud and split spend (what budgets count) against the soft and hard "
@@ -102,6 +103,10 @@ table.compare{width:100%%;font-size:13px}.card{overflow-x:auto}
 table.compare tr.main{background:#e8f5f2;font-weight:600}
 .swatch{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:6px}
 .note{color:#555;font-size:13px}
+table.delta{margin:0 0 12px;min-width:560px}td.verdict{font-weight:600}
+td.better,td.held{color:#1a7f37}td.worse,td.broken{color:#c62828}td.same{color:#555}
+.runs{display:grid;gap:16px;grid-template-columns:repeat(var(--runs),minmax(0,1fr))}
+.run-head{font-weight:600;margin:0 0 4px}
 """
 
 
@@ -109,21 +114,42 @@ def _swatches() -> str:
     return "".join(f".mode-{m}{{background:{mode_color(m)}}}" for m in MODE_ORDER)
 
 
-def _chart_html(chart: Chart, data: ReportInput) -> str:
+def _chart_html(chart: Chart, data: ReportInput, run: str = "", wide: bool | None = None) -> str:
+    """One chart as a figure; `run` names whose run it is when runs stand side by side."""
     fig = chart.build(data)
-    head = (f"<figcaption><h3>{html.escape(chart.title)}</h3>"
+    title = f"{chart.title}: {run}" if run else chart.title
+    head = (f"<figcaption><h3>{html.escape(title)}</h3>"
             f"<p>{html.escape(chart.caption)}</p></figcaption>")
+    cls = " wide" if (chart.wide if wide is None else wide) else ""
     if fig is None:
         if not chart.empty:
             return ""
-        return (f"<figure class='chart{' wide' if chart.wide else ''}' data-chart='{chart.id}' "
+        return (f"<figure class='chart{cls}' data-chart='{chart.id}' "
                 f"data-empty='1'>{head}"
                 f"<p class='note'>{html.escape(chart.empty)}</p></figure>")
-    wide = " wide" if chart.wide else ""
-    div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"chart-{chart.id}",
-                      config=CONFIG, default_width="100%",
+    suffix = f"-{_slug(run)}" if run else ""
+    div = fig.to_html(full_html=False, include_plotlyjs=False,
+                      div_id=f"chart-{chart.id}{suffix}", config=CONFIG, default_width="100%",
                       default_height=f"{int(fig.layout.height or 420)}px")
-    return f"<figure class='chart{wide}' data-chart='{chart.id}'>{head}{div}</figure>"
+    return f"<figure class='chart{cls}' data-chart='{chart.id}'>{head}{div}</figure>"
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name)
+
+
+def _charts(data: ReportInput) -> str:
+    """Every chart; with candidates, each chart of the current run beside each candidate's."""
+    if not data.candidates:
+        return f"<div class='grid'>{''.join(_chart_html(c, data) for c in CHARTS)}</div>"
+    runs = [("current", data)] + [(str(c.summary.get("router", "candidate")), data.of(c))
+                                  for c in data.candidates]
+    rows = []
+    for chart in CHARTS:
+        cells = [_chart_html(chart, d, name, wide=False) for name, d in runs]
+        if any(cells):
+            rows.append("".join(cell or "<div></div>" for cell in cells))
+    return (f"<div class='runs' style='--runs:{len(runs)}'>" + "".join(rows) + "</div>")
 
 
 def _header(data: ReportInput) -> str:
@@ -172,13 +198,15 @@ def html_report(data: ReportInput, extra: str = "") -> str:
     """
     parts = _replay(data) if data.trace else [_header(data)]
     parts += ["<h2>Summary</h2>", summary_html(data.summary)]
+    if data.candidates:
+        parts += ["<h2>Should I ship it? Candidate minus current</h2><div class='card'>",
+                  verdict.delta_html(data.runs), "</div>"]
     if data.comparison:
         parts += ["<h2>Side by side</h2><div class='card'>", comparison_html(data.runs),
                   "</div><div class='grid' style='margin-top:16px'>",
                   _chart_html(BASELINES_CHART, data), "</div>"]
     parts.append(extra)
-    cards = "".join(_chart_html(c, data) for c in CHARTS)
-    parts += ["<h2>Charts</h2>", _late(data), f"<div class='grid'>{cards}</div>"]
+    parts += ["<h2>Charts</h2>", _late(data), _charts(data)]
     title = html.escape(f"What-if: {data.summary.get('router', '')}")
     return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>{title}</title><style>{CSS % {'font': FONT}}{_swatches()}</style>"

@@ -8,6 +8,7 @@ page ran quietly rather than that logging was off.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -175,3 +176,32 @@ def test_trace_replay_report_renders_in_headless_chromium(tmp_path: Path) -> Non
     assert [line for line in console if "report-probe: loaded" not in line] == []
     assert "Uncaught" not in log_text
     assert png_size(shot) == (1400, 3000) and shot.stat().st_size > 50_000
+
+
+def test_a_candidate_gets_its_own_charts_and_a_verdict_per_goal(tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    (tmp_path / "scenario.yaml").write_text(SCENARIO)
+    bigger = POLICY.replace(
+        "    - {id: edge-b,", '    - {id: edge-c, address: "127.0.0.1:9103", slots: 8, '
+        "residency: [EU], base_latency_ms: 20}\n    - {id: edge-b,")
+    (tmp_path / "bigger.yaml").write_text(bigger)
+    out = tmp_path / "out"
+    assert main(["simulate", "--scenario", str(tmp_path / "scenario.yaml"), "--compare",
+                 str(tmp_path / "bigger.yaml"), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [r["router"] for r in report["comparison"]] == ["bigger"]  # no baselines unasked
+    said = report["comparison"][0]["versus_current"]["verdict"]
+    assert set(said) == {"slo", "p95", "cost", "load_bound"}
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "edge-c" in page  # the node the candidate adds appears in its own charts
+    assert page.count("<td class='verdict ") == 4
+    probe = out / "probe.html"
+    probe.write_text(page.replace("<head>", "<head>" + PROBE, 1), encoding="utf-8")
+    dom, log = chromium(probe, tmp_path / "profile", tmp_path / "report.png")
+    plots = Plots()
+    plots.feed(dom)
+    # the current run's charts and the candidate's (which spent nothing on cloud: no burn)
+    for chart in ALL_CHARTS - {"baselines", "budget-burn"}:
+        assert {f"{chart}-current", f"{chart}-bigger"} <= set(plots.svgs), chart
+        assert plots.traces[f"{chart}-bigger"] >= 1, chart
+    assert "Uncaught" not in log

@@ -176,3 +176,18 @@ def test_scenario_errors_are_located(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert f"{bad}:3:1: duraton_s: unknown key 'duraton_s' (did you mean 'duration_s'?)" in err
     assert f"{bad}:5:13: traffic.rate_rps: must be greater than 0" in err
     assert "wieght" in err and "did you mean 'weight'" in err
+
+
+def test_a_scenario_runs_through_the_policy_given_instead_of_its_own(tmp_path: Path) -> None:
+    own = (SCENARIOS / "policies" / "camera.yaml").read_text()
+    extra = own.replace("  nodes:\n", '  nodes:\n    - {id: cam-new, address: "127.0.0.1:9499", '
+                        "hardware: a100-80g, slots: 16, base_latency_ms: 14}\n", 1)
+    (tmp_path / "candidate.yaml").write_text(extra)
+    out = tmp_path / "out"
+    assert main(["simulate", "--scenario", str(SCENARIOS / "camera.yaml"), "--policy",
+                 str(tmp_path / "candidate.yaml"), "--requests", "3000", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "decisions.jsonl").read_text().splitlines()]
+    assert any(r["node"] == "cam-new" for r in rows)
+    report = json.loads((out / "report.json").read_text())
+    assert "comparison" not in report  # no baseline unless --baselines
+    assert "candidate.yaml" in (out / "report.html").read_text()  # the page names the policy run
