@@ -171,10 +171,17 @@ def test_node_load_draws_slots_and_the_routers_cap_only_when_recorded() -> None:
     assert {t.name for t in fig.data} == {"peak in flight", "slots"}
     slots = [max(t.y) for t in fig.data if t.name == "slots"]
     assert slots == [4, 6]
-    caps = {"n0001": [(0.0, 2.0), (5.0, 3.0)]}
-    fig = node_load(report_input(caps=caps))
-    cap = [t for t in fig.data if t.name == "router's bounded-load cap"]
-    assert len(cap) == 1 and list(cap[0].y) == [2.0, 3.0, 3.0]
+    r = result()
+    r.caps = {"n0001": [(0.0, 2.0), (5.0, 3.0)]}
+    r.loads = {"n0001": [(0.0, 1.0), (5.0, 3.0)]}
+    fig = node_load(report_input(r, caps=r.caps))
+    # the load and the cap of a node are the same statistic: samples at the same instants
+    cap = [t for t in fig.data if t.name == "router's bounded-load cap (sampled)"]
+    load = [t for t in fig.data if t.name == "in flight (sampled at the same instants)"]
+    assert len(cap) == len(load) == 1
+    assert (list(cap[0].x), list(cap[0].y)) == ([0.0, 5.0], [2.0, 3.0])
+    assert (list(load[0].x), list(load[0].y)) == ([0.0, 5.0], [1.0, 3.0])
+    assert {t.name for t in fig.data} >= {"peak in flight", "slots"}  # the node without caps
 
 
 def test_many_nodes_read_as_one_heatmap() -> None:
