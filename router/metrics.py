@@ -72,8 +72,11 @@ class RouterMetrics:
                                   ["store"], registry=r)
         self.request_log_dropped = Counter("router_request_log_dropped_total",
                                            "Request-log lines dropped because the writer fell "
-                                           "behind (the request path never waits for it)",
-                                           registry=r)
+                                           "behind or a write failed (the request path never "
+                                           "waits for it)", registry=r)
+        self.request_log_truncated = Counter("router_request_log_truncated_total",
+                                             "Request-log lines cut to the line size cap "
+                                             "(marked truncated: true)", registry=r)
         self.xds_push = Counter("router_xds_push_total", "xDS pushes to Envoy by result",
                                 ["result"], registry=r)
         # capacity leases (router.capmetrics): empty until a keeper's stats are named

@@ -5,7 +5,7 @@ ADS stream (`router.xds`): Envoy learns the inference clusters from the
 router, so a policy reload or a feed refresh reaches Envoy's fail-open routing too.
 
 SIGTERM drains: health turns NOT_SERVING, new streams are refused, streams in
-flight get `--grace` seconds to finish. SIGHUP re-reads the policy.
+flight get `--grace` seconds to finish. SIGHUP re-reads the policy and reopens the request log.
 `--workers N` runs N processes on one port (SO_REUSEPORT), each with its own
 metrics port; they lease node slots from the shared store, or from a host-local
 file without one (`router.server.fleet`).
@@ -31,7 +31,7 @@ from router.policy import isolated
 from router.policy.loader import load_policy_or_report
 from router.runtime import Runtime
 from router.server.fleet import host_local_store, start_capacity, workers_note
-from router.server.requestlog import RequestLog
+from router.server.requestlog import RequestLog, path_problem
 from router.server.workers import WorkerRuntime, store_problem
 from router.stores import BudgetStoreError, open_keeper
 
@@ -127,7 +127,8 @@ def _build(args: argparse.Namespace, runtime: Runtime, metrics: RouterMetrics, k
         path = args.request_log if workers == 1 else f"{args.request_log}.w{index}"
         request_log = RequestLog(path, max_bytes=int(args.request_log_max_mb * 1024 * 1024),
                                  backups=args.request_log_backups,
-                                 on_drop=metrics.request_log_dropped.inc)
+                                 on_drop=metrics.request_log_dropped.inc,
+                                 on_truncate=metrics.request_log_truncated.inc)
     processor = Processor(runtime, metrics, max_streams=args.max_streams,
                           budget_wait=keeper.wait_topup, request_log=request_log)
     pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)
@@ -193,7 +194,7 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
 async def _run_until_stopped(args: argparse.Namespace, runtime: Runtime,
                              metrics: RouterMetrics, parts: _Parts, tasks: list[Any],
                              index: int, workers: int) -> None:
-    """Start the feed refresher, then wait for SIGTERM/SIGINT (SIGHUP reloads)."""
+    """Start the feed refresher, then wait for SIGTERM/SIGINT (SIGHUP reloads, reopens)."""
     refresher: Any = None
     try:
         from router.feed.refresh import Refresher
@@ -209,12 +210,33 @@ async def _run_until_stopped(args: argparse.Namespace, runtime: Runtime,
     loop.add_signal_handler(signal.SIGINT, stop.set)
     if refresher is not None:
         loop.add_signal_handler(signal.SIGHUP, refresher.request_reload)
+    if parts.request_log is not None:  # logrotate's postrotate: kill -HUP
+        loop.add_signal_handler(signal.SIGHUP, _on_hup(refresher, parts.request_log))
     log.info("serving ext_proc on %s (policy %s, worker %d/%d)", parts.grpc_address,
              runtime.policy.digest, index + 1, workers)
     # the addresses as bound (port 0 = the kernel's pick): a caller reads them from here
     print(f"hybrid-router: ext_proc on {parts.grpc_address}, metrics on "
           f"{parts.metrics_address}", flush=True)
     await stop.wait()
+
+
+def _on_hup(refresher: Any, request_log: RequestLog) -> Any:
+    """SIGHUP: re-read the policy and reopen the request log."""
+    def hup() -> None:
+        if refresher is not None:
+            refresher.request_reload()
+        request_log.reopen()
+    return hup
+
+
+def _request_log_problem(args: argparse.Namespace) -> str | None:
+    """Why a request log path (each worker's) cannot be one, before anything starts."""
+    if not args.request_log:
+        return None
+    paths = [args.request_log] if args.workers <= 1 or args.worker_index >= 0 else \
+        [f"{args.request_log}.w{i}" for i in range(args.workers)]
+    problems = [p for p in map(path_problem, paths) if p is not None]
+    return f"--request-log {problems[0]}" if problems else None
 
 
 async def _drain(args: argparse.Namespace, parts: _Parts, tasks: list[Any], keeper: Any,
@@ -266,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
     policy = load_policy_or_report(args.policy)
     if policy is None:
         return 2
-    problem = store_problem(policy, args.workers)
+    problem = store_problem(policy, args.workers) or _request_log_problem(args)
     if problem is not None:
         print(f"hybrid-router serve: {problem}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -48,15 +49,14 @@ def test_rotates_past_max_bytes_keeping_backups(tmp_path: Path) -> None:
 
 def test_a_stalled_disk_drops_and_counts_but_never_blocks_the_caller(tmp_path: Path) -> None:
     drops: list[int] = []
-    log = RequestLog(tmp_path / "req.jsonl", max_queue=100, on_drop=drops.append)
     gate = threading.Event()
-    real_write = log._fh.write
 
-    def stalled(text: str) -> int:
+    def stalled(fd: int, data: bytes) -> int:
         gate.wait()  # the disk hangs
-        return real_write(text)
+        return os.write(fd, data)
 
-    log._fh.write = stalled  # type: ignore[method-assign]
+    log = RequestLog(tmp_path / "req.jsonl", max_queue=100, on_drop=drops.append,
+                     write=stalled)
     log.record(entry(-1))
     time.sleep(0.05)  # the writer is now stuck in write()
     for i in range(1000):  # returns while the writer is stuck: a blocking append would hang here
