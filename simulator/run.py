@@ -16,7 +16,7 @@ import numpy as np
 from router.core.model import Policy
 from simulator.routers import EPOCH, WAIT, Choice, Router, resume
 from simulator.scenario import Scenario
-from simulator.traffic import arrivals
+from simulator.traffic import draw
 from simulator.world import EVENT, REFRESH, SAMPLE, World
 
 SAMPLE_S = 10.0  # utilization and caps are sampled this often (the report's steady windows)
@@ -86,8 +86,11 @@ def simulate(scenario: Scenario, policy: Policy, router: Router, *,
     """Run the scenario through `router`; same scenario and seed, same result."""
     wall = time.perf_counter()
     rng = np.random.default_rng(scenario.seed)
-    times, cls_idx, key_idx = arrivals(scenario, rng, requests)
+    drawn = draw(scenario, rng, requests)
+    times, cls_idx, key_idx = drawn.times, drawn.cls, drawn.keys
     world = World(policy, np.random.default_rng(scenario.seed + 1), scenario.world)
+    if drawn.demand is not None:
+        world.demand = drawn.demand.tolist()
     out = Result(router.name, settle_s=policy.refresh_seconds + SAMPLE_S)
     out.slots = {n.id: n.slots for n in policy.nodes}
     out.owns_edge = getattr(router, "owns_edge", True)
@@ -106,8 +109,9 @@ def simulate(scenario: Scenario, policy: Policy, router: Router, *,
     # growing result columns again and again: off for the run, it costs a tenth of the time.
     gc.disable()
     try:
+        scale = None if drawn.payload is None else drawn.payload.tolist()
         _loop(world, scenario, policy, router, out, (tl, cl, kl, names), choices, waited,
-              progress)
+              progress, scale)
         world.run_until(math.inf)
     finally:
         if collecting:
@@ -129,8 +133,10 @@ def _done(latency: list[float], warm: list[bool | None], choices: list[Choice | 
 
 def _loop(world: World, scenario: Scenario, policy: Policy, router: Router, out: Result,
           cols: tuple[list[float], list[int], list[int], list[str]],
-          choices: list[Choice | None], waited: dict[int, float], progress: bool) -> None:
-    """Every arrival in order: the events due before it, then its decision and its start."""
+          choices: list[Choice | None], waited: dict[int, float], progress: bool,
+          scale: list[float] | None = None) -> None:
+    """Every arrival in order: the events due before it, then its decision and its start
+    (`scale`: per arrival, a factor on its class's payload)."""
     tl, cl, kl, names = cols
     classes = scenario.classes
     payloads = [int(c.payload_kb * 1024) for c in classes]
@@ -161,7 +167,8 @@ def _loop(world: World, scenario: Scenario, policy: Policy, router: Router, out:
                 not (allowed[c][pool] if pool is not None else True):
             out.violations += 1
         choices[i] = choice
-        submit(i, mode, node, pool, choice[3], kl[i], payloads[c])
+        submit(i, mode, node, pool, choice[3], kl[i],
+               payloads[c] if scale is None else int(payloads[c] * scale[i]))
 
     n = len(tl)
     step = max(1, n // 50)
@@ -171,7 +178,8 @@ def _loop(world: World, scenario: Scenario, policy: Policy, router: Router, out:
             run_until(t)
         world.now = t
         c = cl[i]
-        start(i, route(classes[c], names[kl[i]], t, payloads[c]))
+        size = payloads[c] if scale is None else int(payloads[c] * scale[i])
+        start(i, route(classes[c], names[kl[i]], t, size))
         if progress and i % step == 0:
             print(f"\r{router.name}: {100 * i / n:5.1f}%", end="", file=sys.stderr, flush=True)
     if progress:

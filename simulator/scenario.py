@@ -37,6 +37,7 @@ from router.core.schema import (
 )
 from router.policy.loader import validate_located
 from router.policy.yamlloc import MAX_BYTES, Problem, load_located, read_text
+from simulator.publictrace import TraceSource
 from simulator.worldconfig import Site, WorldConfig
 
 __all__ = ["Event", "Keys", "Scenario", "Site", "Traffic", "TrafficClass", "WorldConfig",
@@ -62,6 +63,8 @@ class TrafficClass(Schema):
 
 
 def _rate(value: Any) -> Any:
+    if value is None:
+        return None
     if isinstance(value, int | float) and not isinstance(value, bool):
         if value <= 0:
             raise ValueError(f"must be greater than 0, got {value!r}")
@@ -72,7 +75,9 @@ def _rate(value: Any) -> Any:
     return value
 
 
-def _ascending(points: Points) -> Points:
+def _ascending(points: Points | None) -> Points | None:
+    if points is None:
+        return None
     out = [Breach((i,), f"expected [t_s, rps] with t ascending and rps >= 0, got {list(p)}")
            for i, p in enumerate(points)
            if p[1] < 0 or (i > 0 and p[0] < points[i - 1][0])]
@@ -92,9 +97,11 @@ class Keys(Schema):
 class Traffic(Schema):
     """Arrivals (`traffic`)."""
 
-    rate_rps: Annotated[tuple[tuple[Num, Num], ...], BeforeValidator(_rate),
+    rate_rps: Annotated[tuple[tuple[Num, Num], ...] | None, BeforeValidator(_rate),
                         AfterValidator(_ascending)] = Field(
+        default=None,
         description="requests/s: one number, or [t_s, rps] points, piecewise linear")
+    trace: TraceSource | None = Field(default=None, description="a public trace's arrivals")
     keys: Annotated[Keys, Sect] = Field(
         default_factory=lambda: Keys(), description="the key population")
     classes: tuple[TrafficClass, ...] = Field(description="the request classes (at least one)")
@@ -112,6 +119,12 @@ class Traffic(Schema):
     def _some(cls, classes: tuple[TrafficClass, ...]) -> tuple[TrafficClass, ...]:
         enforce([] if classes else [Breach((), "must list at least one class")])
         return classes
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Traffic:
+        if (self.rate_rps is None) == (self.trace is None):
+            enforce([Breach((), "give exactly one of rate_rps and trace")])
+        return self
 
 
 class Throttle(Schema):
@@ -227,8 +240,13 @@ class Scenario(Schema):
 
     @property
     def rate(self) -> Points:
-        """Rate points [(t_s, rps), ...]."""
-        return self.traffic.rate_rps
+        """Rate points [(t_s, rps), ...] (a trace's mean rate when it drives the arrivals)."""
+        if self.traffic.rate_rps is not None:
+            return self.traffic.rate_rps
+        src = self.traffic.trace
+        assert src is not None
+        tr = src.trace
+        return ((0.0, src.rate_scale * len(tr.t) / (tr.period_s * src.time_scale)),)
 
     @property
     def keys(self) -> int:
@@ -265,6 +283,13 @@ def parse_scenario(text: str, file: str = "<scenario>") -> tuple[Scenario | None
     if not isinstance(scenario, Scenario):
         return None, problems
     scenario._file = file
+    src = scenario.traffic.trace
+    if src is not None and src.trace.skipped:
+        tr = src.trace
+        at = loc.where(("traffic", "trace", "path"))
+        problems.append(Problem(file, at[0], at[1], f"traffic.trace.path: {tr.skipped} of "
+                                f"{tr.rows} rows broken, skipped (first: {tr.first_broken})",
+                                "warning"))
     return scenario, problems
 
 

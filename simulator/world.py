@@ -90,6 +90,8 @@ class World:
         self._exp: list[float] = []
         self._ln: list[float] = []
         self._ei = self._li = 0
+        # per row, a unit-mean service demand (a trace's tokens); None: every request alike
+        self.demand: list[float] | None = None
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -193,7 +195,7 @@ class World:
                 return
             split = (row, now, p, payload_bytes)
             if n.feature_arrive(split):
-                self.at(now + n.feature_ms * self.draw_service() / 1000.0, FEATURE_END, n, split)
+                self.at(now + self._feature_s(n, row), FEATURE_END, n, split)
             else:
                 self._watch()
         else:
@@ -206,16 +208,22 @@ class World:
             i = 0
         self._ei = i + 1
         now = self.now
-        ms, warm = n.start(now, req[2], req[3], self._exp[i])
+        draw = self._exp[i] if self.demand is None else self._exp[i] * self.demand[req[0]]
+        ms, warm = n.start(now, req[2], req[3], draw)
         heapq.heappush(self.heap, (now + ms / 1000.0, EDGE_END, next(self.seq), n, req, warm))
 
     def _feature_end(self, n: Node, req: tuple[int, float, Pool, float]) -> None:
         nxt = n.feature_end()
         if nxt is not None:
-            self.at(self.now + n.feature_ms * self.draw_service() / 1000.0, FEATURE_END, n, nxt)
+            self.at(self.now + self._feature_s(n, nxt[0]), FEATURE_END, n, nxt)  # type: ignore[index]
         row, t0, p, payload = req
         self._send(self.node_link[n.id], payload * self.feature_fraction,
                    (row, t0, p, p.spec.compute_ms * self.compute_fraction))
+
+    def _feature_s(self, n: Node, row: int) -> float:
+        """Seconds a feature extraction of request `row` takes on `n`."""
+        demand = 1.0 if self.demand is None else self.demand[row]
+        return n.feature_ms * self.draw_service() * demand / 1000.0
 
     def _send(self, link: Link, nbytes: float, token: tuple[int, float, Pool, float]) -> None:
         link.start(self.now, nbytes, token)
@@ -268,6 +276,8 @@ class World:
             else:
                 self.computing[row] = p
                 p.busy += 1
+                if self.demand is not None:
+                    compute *= self.demand[row]
                 ms = cloud_ms(p.spec.latency_ms, compute, self.draw_jitter())
                 self.at(now + ms / 1000.0, CLOUD_END, None, (row, t0))
         self._schedule(link)
