@@ -12,12 +12,13 @@ from router.core.model import Policy
 from router.policy.loader import load_policy_or_report
 from simulator import tracecli
 from simulator.baselines import BASELINES, make_baseline
+from simulator.gateways import Gateways
 from simulator.report import ReportInput, html_report, summarize, table, write_decisions
 from simulator.report.data import Run
 from simulator.report.summary import add_break_even
 from simulator.report.verdict import text as verdict_text
 from simulator.report.verdict import versus
-from simulator.routers import Adaptive
+from simulator.routers import Adaptive, Router
 from simulator.run import Result, simulate
 from simulator.scenario import Scenario
 from simulator.sites import load_checked
@@ -81,6 +82,14 @@ def _write(out: Path, main: Result, reports: list[dict[str, Any]], policy: Polic
     (out / "report.html").write_text(page, encoding="utf-8")
 
 
+def router_for(scenario: Scenario, policy: Policy, name: str = "hybrid-router") -> Router:
+    """hybrid-router as the scenario deploys it: one router, or its `gateways` on leases."""
+    if scenario.gateways:
+        return Gateways(policy, [g.share for g in scenario.gateways],
+                        sync_s=scenario.lease_sync_s, name=name)
+    return Adaptive(policy, name=name)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the scenario (and comparisons, or its live twin), or replay a trace; exit 2 on bad
     input."""
@@ -105,12 +114,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     scenario, policy, compares = inputs
     progress = args.progress or sys.stderr.isatty()
-    main = simulate(scenario, policy, Adaptive(policy), requests=args.requests,
+    main = simulate(scenario, policy, router_for(scenario, policy), requests=args.requests,
                     progress=progress)
     reports = [summarize(main, policy)]
     candidates: list[Run] = []
     for name, pol in compares:
-        res = simulate(scenario, pol, Adaptive(pol, name=name), requests=args.requests,
+        res = simulate(scenario, pol, router_for(scenario, pol, name), requests=args.requests,
                        progress=progress)
         reports.append(summarize(res, pol))
         reports[-1]["versus_current"] = versus(reports[0], reports[-1])

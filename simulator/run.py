@@ -266,7 +266,11 @@ def apply_world_event(kind: str, args: dict[str, Any], world: World) -> bool:
 
 
 def _apply(kind: str, args: dict[str, Any], world: World, router: Router, out: Result) -> None:
-    if kind == "preempt" and apply_world_event(kind, args, world):
+    if kind in ("gateway_down", "gateway_up"):
+        switch = getattr(router, "gateway", None)  # only a gateways run has them
+        if switch is not None:
+            switch(int(args["gateway"]), kind == "gateway_up", world.now)
+    elif kind == "preempt" and apply_world_event(kind, args, world):
         # the feed pushes a reclaim notice the moment it has one (a gRPC Watch does)
         router.refresh(world.feed(EPOCH + world.now), world.now)
     elif not apply_world_event(kind, args, world) and kind == "budget":

@@ -40,11 +40,11 @@ from router.policy.yamlloc import MAX_BYTES, Problem, load_located, read_text
 from simulator.publictrace import TraceSource
 from simulator.worldconfig import Site, WorldConfig
 
-__all__ = ["Event", "Keys", "Scenario", "Site", "Traffic", "TrafficClass", "WorldConfig",
+__all__ = ["Event", "Gateway", "Keys", "Scenario", "Site", "Traffic", "TrafficClass", "WorldConfig",
            "load_scenario", "parse_scenario"]
 
 EVENT_KINDS = ("node_down", "node_up", "throttle", "spot_price", "partition", "budget",
-               "preempt")
+               "preempt", "gateway_down", "gateway_up")
 Points = tuple[tuple[float, float], ...]
 
 
@@ -156,6 +156,12 @@ class BudgetChange(Schema):
     limit_usd: Num = Field(ge=0)
 
 
+class Gateway(Schema):
+    """One gateway (router) in front of the fleet (`gateways[]`)."""
+
+    share: Num = Field(gt=0, description="its share of the traffic (keys)")
+
+
 class Event(Schema):
     """A timed change to the world (`events[]`): `at_s` and exactly one kind."""
 
@@ -167,6 +173,8 @@ class Event(Schema):
     partition: Partition | None = None
     budget: BudgetChange | None = None
     preempt: Preempt | None = None
+    gateway_down: Int | None = Field(default=None, ge=0, description="index into gateways")
+    gateway_up: Int | None = Field(default=None, ge=0, description="index into gateways")
 
     @model_validator(mode="after")
     def _one_kind(self) -> Event:
@@ -188,6 +196,8 @@ class Event(Schema):
         value = getattr(self, self.kind)
         if isinstance(value, str):
             return {"node": value}
+        if isinstance(value, int):
+            return {"gateway": value}
         if isinstance(value, dict):
             return {"prices": dict(value)}
         return dict(value)
@@ -221,6 +231,9 @@ class Scenario(Schema):
     events: tuple[Event, ...] = Field(default=(), description="timed changes, any order")
     world: Annotated[WorldConfig, Sect] = Field(
         default_factory=lambda: WorldConfig(), description="how the simulated world behaves")
+    gateways: tuple[Gateway, ...] = Field(
+        default=(), description="routers leasing the edge's slots; none: one router")
+    lease_sync_s: Num = Field(default=0.25, gt=0, description="gateways' lease sync period")
     _file: str = PrivateAttr("<scenario>")
 
     @field_validator("events", mode="before")
@@ -232,6 +245,15 @@ class Scenario(Schema):
     @classmethod
     def _in_time_order(cls, events: tuple[Event, ...]) -> tuple[Event, ...]:
         return tuple(sorted(events, key=lambda e: e.at_s))
+
+    @model_validator(mode="after")
+    def _known_gateways(self) -> Scenario:
+        bad = [Breach(("events", i, e.kind), f"gateway {e.args['gateway']} is not one of the "
+                      f"{len(self.gateways)} in gateways")
+               for i, e in enumerate(self.events) if e.kind.startswith("gateway_")
+               and e.args["gateway"] >= len(self.gateways)]
+        enforce(bad)
+        return self
 
     @property
     def file(self) -> str:
