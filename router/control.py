@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
+from typing import Protocol
 
 from router import wire
 from router.core.decision import Decision, refusal
@@ -56,6 +57,14 @@ def request_id(headers: Mapping[str, str]) -> str:
     rid = headers.get(wire.H_REQUEST_ID, "")
     ok = len(rid) <= MAX_REQUEST_ID and rid.isascii() and rid.isprintable()
     return rid if ok else ""
+
+
+class EnvoyView(Protocol):
+    """What the Envoy that sent a request holds of the published clusters and endpoints."""
+
+    def allows(self, d: Decision) -> bool:
+        """Whether that Envoy can send `d` to the cluster and target it names."""
+        ...
 
 
 class RequestControl:
@@ -95,6 +104,17 @@ class RequestControl:
         if routed.decision.status == 200:
             self.held += 1
         return routed
+
+    def synced(self, routed: Routed, envoy: EnvoyView | None) -> Routed:
+        """`routed`, or a 503 `xds-pending` (its hold handed back) when the Envoy that asked
+        does not hold its cluster or target yet: Envoy would silently send it elsewhere."""
+        d = routed.decision
+        if envoy is None or not d.routed or envoy.allows(d):
+            return routed
+        self.release(routed)
+        return Routed(refusal(wire.STATUS_UNSERVABLE, wire.E_XDS_PENDING, wire.R_XDS_PENDING,
+                              f"this Envoy does not hold {d.cluster} {d.target} yet; retry",
+                              d.policy, retry_after=1), routed.snapshot)
 
     def wait_s(self, routed: Routed) -> float | None:
         """How long a first decision may wait for a budget top-up before `decide` again;

@@ -34,12 +34,14 @@ import yaml
 from router import envoy_auth, wire
 from router.core.model import Policy
 from router.core.table import build_table
+from router.envoy_link import DEFAULT_LINK, ROUTER_CLUSTER, RouterLink, name_envoy, router_cluster
+from router.envoy_link import ads as _ads
+from router.envoy_link import socket as _socket
 from router.policy.loader import load_policy_or_report
 from router.xds import resources as xds
 
 GRACEFUL_CLOSE = "envoy.reloadable_features.ext_proc_graceful_grpc_close"
 T = "type.googleapis.com/"
-ROUTER_CLUSTER = "hybrid_router"
 DETAILS_PREFIX = "hybrid_router"  # ImmediateResponse.details of the router's own refusals
 
 # Measured with Envoy 1.40: with response headers SEND the ext_proc stream ends when the
@@ -55,13 +57,6 @@ DETAILS_PREFIX = "hybrid_router"  # ImmediateResponse.details of the router's ow
 PROCESSING_MODE = {"request_header_mode": "SEND", "response_header_mode": "SKIP",
                    "request_body_mode": "NONE", "response_body_mode": "NONE",
                    "request_trailer_mode": "SKIP", "response_trailer_mode": "SEND"}
-
-
-def _socket(hostport: str) -> dict[str, Any]:
-    if hostport.startswith("unix:"):
-        return {"pipe": {"path": hostport.removeprefix("unix:")}}
-    host, _, port = hostport.rpartition(":")
-    return {"socket_address": {"address": host.strip("[]"), "port_value": int(port)}}
 
 
 def local_replies() -> dict[str, Any]:
@@ -135,52 +130,21 @@ def _hcm(mode: str, message_timeout_ms: int, request_timeout_s: float,
     }
 
 
-def router_limits(max_streams: int, workers: int) -> dict[str, Any]:
-    """Circuit breakers for the router's cluster, sized to what the router can hold.
-
-    Envoy holds one ext_proc stream per HTTP request in flight, and a request its
-    breaker turns away is forwarded without the router (`failure_mode_allow`): the
-    fail-safe route, edge only, no slot or budget check. At Envoy's default of 1,024
-    that bypass begins long before the router is full. Sized to every worker's
-    `--max-streams` plus headroom, the router is the one that says no (503
-    `router_overloaded`, counted), and Envoy's breaker trips only past that; when it
-    does, `upstream_rq_active_overflow` counts it and `HybridRouterBypassed` fires.
-    """
-    total = max_streams * max(1, workers) + wire.STREAM_HEADROOM
-    return {"thresholds": [{"priority": "DEFAULT", "max_connections": total,
-                            "max_pending_requests": total, "max_requests": total,
-                            "max_retries": total, "track_remaining": True}]}
-
-
-def _router_cluster(router: str, max_streams: int = 4096, workers: int = 1) -> dict[str, Any]:
-    """The router's own cluster: ext_proc and ADS over HTTP/2, limits sized to the router."""
-    per_connection = max_streams + wire.STREAM_HEADROOM  # what `serve` allows per connection
-    return {
-        "name": ROUTER_CLUSTER, "type": "STATIC", "connect_timeout": "0.25s",
-        "circuit_breakers": router_limits(max_streams, workers),
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {
-                    "max_concurrent_streams": per_connection}}}},
-        "load_assignment": {"cluster_name": ROUTER_CLUSTER, "endpoints": [
-            {"lb_endpoints": [{"endpoint": {"address": _socket(router)}}]}]}}
-
-
 def build(policy: Policy, *, mode: str, listen: str, router: str, admin: str,
           static: bool = False, message_timeout_ms: int = 200,
           upstream_timeout_s: float = 30.0, request_timeout_s: float = 60.0,
           max_request_bytes: int = 8 * 1024 * 1024,
-          auth: envoy_auth.JwtAuth | None = None, max_streams: int = 4096,
-          workers: int = 1) -> dict[str, Any]:
+          auth: envoy_auth.JwtAuth | None = None,
+          link: RouterLink = DEFAULT_LINK) -> dict[str, Any]:
     """The whole bootstrap as plain data; `auth`: the tenant from a verified JWT."""
     opts = xds.Options(upstream_timeout_s=upstream_timeout_s, xds=not static)
     hcm = _hcm(mode, message_timeout_ms, request_timeout_s, max_request_bytes)
-    clusters: list[dict[str, Any]] = [_router_cluster(router, max_streams, workers)]
+    clusters: list[dict[str, Any]] = [router_cluster(router, link.max_streams, link.workers)]
     if auth is not None:
         envoy_auth.apply(hcm, clusters, auth)
+    node_id = link.node_id or f"hybrid-router-{mode}"
     doc: dict[str, Any] = {
-        "node": {"id": f"hybrid-router-{mode}", "cluster": "hybrid-router"},
+        "node": {"id": node_id, "cluster": "hybrid-router"},
         "admin": {"address": _socket(admin)},
         "layered_runtime": {"layers": [{"name": "static", "static_layer": {GRACEFUL_CLOSE: True}}]},
     }
@@ -195,11 +159,8 @@ def build(policy: Policy, *, mode: str, listen: str, router: str, admin: str,
     else:  # clusters and routes from the router's ADS
         hcm["rds"] = {"route_config_name": xds.ROUTE_CONFIG,
                       "config_source": {"ads": {}, "resource_api_version": "V3"}}
-        doc["dynamic_resources"] = {
-            "ads_config": {"api_type": "GRPC", "transport_api_version": "V3",
-                           "set_node_on_first_message_only": True,
-                           "grpc_services": [{"envoy_grpc": {"cluster_name": ROUTER_CLUSTER}}]},
-            "cds_config": {"ads": {}, "resource_api_version": "V3"}}
+        doc["dynamic_resources"] = _ads(link, clusters)
+        name_envoy(hcm, node_id)
     doc["static_resources"] = {
         "listeners": [{"name": mode, "address": _socket(listen), "filter_chains": [{
             "filters": [{"name": "envoy.filters.network.http_connection_manager",
@@ -216,15 +177,14 @@ def render(policy: Policy, mode: str, *, listen: str | None = None, router: str 
            admin: str | None = None, source: str = "", static: bool = False,
            upstream_timeout_s: float = 30.0, request_timeout_s: float = 60.0,
            max_request_bytes: int = 8 * 1024 * 1024, message_timeout_ms: int = 200,
-           auth: envoy_auth.JwtAuth | None = None, max_streams: int = 4096,
-           workers: int = 1) -> str:
+           auth: envoy_auth.JwtAuth | None = None, link: RouterLink = DEFAULT_LINK) -> str:
     """The config as YAML text with a header saying where it came from."""
     listen = listen or DEFAULTS[mode][0]
     admin = admin or DEFAULTS[mode][1]
     doc = build(policy, mode=mode, listen=listen, router=router, admin=admin, static=static,
                 message_timeout_ms=message_timeout_ms, upstream_timeout_s=upstream_timeout_s,
                 request_timeout_s=request_timeout_s, max_request_bytes=max_request_bytes,
-                auth=auth, max_streams=max_streams, workers=workers)
+                auth=auth, link=link)
     how = "inline (--static)" if static else f"from the router's xDS server at {router}"
     head = (f"# Envoy 1.40 {mode} config generated by `hybrid-router envoy-config"
             f"{' --policy ' + source if source else ''} --mode {mode}"
@@ -266,6 +226,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the router are sized to it (default 4096)")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="the router's `serve --workers` (default 1)")
+    parser.add_argument("--xds", metavar="HOST:PORT|unix:PATH",
+                        help="the router's `serve --xds`, when ADS has an address of its own "
+                             "(default: ADS on --router)")
+    parser.add_argument("--node-id", metavar="ID",
+                        help="this Envoy's node id, which the router tells Envoys apart by; "
+                             "give each Envoy its own (default hybrid-router-<mode>)")
     parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
 
 
@@ -290,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
                   request_timeout_s=args.request_timeout,
                   max_request_bytes=args.max_request_bytes,
                   message_timeout_ms=args.message_timeout, auth=auth,
-                  max_streams=args.max_streams, workers=args.workers)
+                  link=RouterLink(args.max_streams, args.workers, args.xds, args.node_id))
     if args.output:
         with open(args.output, "w", encoding="utf-8") as fh:
             fh.write(text)

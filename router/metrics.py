@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from router.capmetrics import CapacityCollector
@@ -82,6 +82,14 @@ class RouterMetrics:
         # capacity leases (router.capmetrics): empty until a keeper's stats are named
         self.capacity = CapacityCollector()
         r.register(self.capacity)
+        self.xds_streams = Gauge("router_xds_streams", "ADS streams open (Envoys subscribed)",
+                                 registry=r)
+        self.xds_synced = Gauge("router_xds_synced_envoys", "Envoy node ids whose every ADS "
+                                "stream holds the clusters and endpoints now published",
+                                registry=r)
+        self.xds_refused = Counter("router_xds_refused_total", "ADS streams refused: over "
+                                   "--xds-max-streams (limit) or asking for a type this router "
+                                   "does not serve (unknown_type)", ["reason"], registry=r)
         for result in FEED_RESULTS:
             self.feed_refresh.labels(result=result)
         for result in RELOAD_RESULTS:

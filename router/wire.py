@@ -63,6 +63,7 @@ R_FAIL_OPEN = "fail-open"  # set by Envoy's route table when the router did not 
 R_UNKNOWN_TENANT = "unknown-tenant"  # tenant not in the policy, unknown_tenant: refuse (403)
 R_TENANT_MODEL = "tenant-model"  # the tenant may not use the model asked for (403)
 R_ROUTER_ERROR = "router-error"  # the router failed unexpectedly (503, logged with a trace id)
+R_XDS_PENDING = "xds-pending"  # the Envoy asking does not hold the endpoint yet (503)
 
 # Refusal error codes (JSON body "error").
 E_BAD_TAG = "bad_affinity_tag"
@@ -74,6 +75,7 @@ E_OVERLOAD = "router_overloaded"
 E_UNKNOWN_TENANT = "unknown_tenant"
 E_MODEL_NOT_ALLOWED = "model_not_allowed"
 E_ROUTER_ERROR = "router_error"
+E_XDS_PENDING = "envoy_not_synced"
 
 STATUS_BAD_TAG = 400
 STATUS_UNKNOWN_TENANT = 403
@@ -82,6 +84,10 @@ STATUS_BUDGET = 429
 STATUS_UNSERVABLE = 503
 STATUS_ROUTER_ERROR = 503
 
+
+# gRPC metadata Envoy sends on each ext_proc stream: its node id, so the router answers
+# with endpoints that Envoy has ACKed over ADS (envoy-config writes it).
+H_ENVOY_NODE = "x-hybrid-router-envoy"
 
 # gRPC streams past `serve --max-streams` the router accepts on one connection, and Envoy's
 # circuit breakers on the router allow: the ADS stream and health checks.

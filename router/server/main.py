@@ -1,8 +1,9 @@
-"""`hybrid-router serve`: ext_proc and xDS on one gRPC port, health, metrics, refresh, reload.
+"""`hybrid-router serve`: ext_proc and xDS, health, metrics, refresh, reload.
 
-The same port serves Envoy's ext_proc streams (one per HTTP request) and its
-ADS stream (`router.xds`): Envoy learns the inference clusters from the
-router, so a policy reload or a feed refresh reaches Envoy's fail-open routing too.
+The gRPC port serves Envoy's ext_proc streams (one per HTTP request) and, unless
+`--xds` gives it an address of its own, its ADS stream (`router.xds`): Envoy learns
+the inference clusters from the router, so a policy reload or a feed refresh reaches
+Envoy's fail-open routing too.
 
 SIGTERM drains: health turns NOT_SERVING, new streams are refused, streams in
 flight get `--grace` seconds to finish. SIGHUP re-reads the policy and reopens the request log.
@@ -64,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rotate the request log past this size (default 64)")
     parser.add_argument("--request-log-backups", type=int, default=3, metavar="N",
                         help="rotated request logs kept: FILE.1 .. FILE.N (default 3)")
+    parser.add_argument("--xds", default="shared", metavar="HOST:PORT|unix:PATH|shared",
+                        help="ADS (xDS) listen address, apart from ext_proc; shared: on the "
+                             "--grpc port (default)")
+    parser.add_argument("--xds-max-streams", type=int, default=256, metavar="N",
+                        help="ADS streams (one per Envoy) before refusing more (default 256)")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--worker-index", type=int, default=-1, help=argparse.SUPPRESS)
     parser.add_argument("--capacity-store", help=argparse.SUPPRESS)
@@ -106,17 +112,18 @@ class _Parts:
     request_log: RequestLog | None
     grpc_address: str  # as bound: a port 0 asked for is the kernel's pick here
     metrics_address: str = "off"
+    xds_server: Any = None  # ADS on its own address (`--xds`), else on `server`
 
 
 def _build(args: argparse.Namespace, runtime: Runtime, metrics: RouterMetrics, keeper: Any,
            index: int, workers: int) -> _Parts:
     """The gRPC server with ext_proc, ADS and health on it, and the optional request log."""
     import grpc
-    from envoy.service.discovery.v3 import ads_pb2_grpc
     from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
     from grpc_health.v1 import health, health_pb2_grpc
 
     from router.server.servicer import Processor
+    from router.xds.acks import AckBook
     from router.xds.resources import Options as XdsOptions
     from router.xds.resources import build as build_resources
     from router.xds.server import AdsServer
@@ -129,19 +136,30 @@ def _build(args: argparse.Namespace, runtime: Runtime, metrics: RouterMetrics, k
                                  backups=args.request_log_backups,
                                  on_drop=metrics.request_log_dropped.inc,
                                  on_truncate=metrics.request_log_truncated.inc)
-    processor = Processor(runtime, metrics, max_streams=args.max_streams,
-                          budget_wait=keeper.wait_topup, request_log=request_log)
-    pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)
     xds_options = XdsOptions(upstream_timeout_s=args.upstream_timeout)
-    ads = AdsServer(build_resources(runtime.snapshot, xds_options), metrics)
-    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
+    # with --workers N an Envoy's ADS stream lives on one worker: the others cannot know
+    # what it holds, so they check only the Envoys whose stream they serve
+    ads = AdsServer(build_resources(runtime.snapshot, xds_options), metrics,
+                    max_streams=args.xds_max_streams, acks=AckBook(strict=workers == 1))
+    processor = Processor(runtime, metrics, max_streams=args.max_streams,
+                          budget_wait=keeper.wait_topup, request_log=request_log,
+                          envoys=ads.acks.view)
+    pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)
+    xds_server = None
+    if args.xds == "shared":
+        ads.add_to(server)
+    else:  # its own server: whoever reaches the ext_proc port cannot read the fleet
+        xds_server = grpc.aio.server(options=grpc_options(args.xds_max_streams))
+        ads.add_to(xds_server)
+        xds_server.add_insecure_port(args.xds)
     health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else \
         health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(args.grpc)
     host = args.grpc.rpartition(":")[0]
     bound = f"{host}:{port}" if port and not args.grpc.startswith("unix:") else args.grpc
-    return _Parts(server, processor, ads, xds_options, health_servicer, request_log, bound)
+    return _Parts(server, processor, ads, xds_options, health_servicer, request_log, bound,
+                  xds_server=xds_server)
 
 
 async def serve(args: argparse.Namespace, policy: Policy) -> int:
@@ -182,6 +200,8 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
     gc.collect()
     gc.freeze()
     await parts.server.start()
+    if parts.xds_server is not None:
+        await parts.xds_server.start()
     isolated.warm()  # the policy worker process, ready before the first reload
     await _set_health(parts.health, health_pb2.HealthCheckResponse.SERVING)
     metrics.watch(lambda: runtime_state(runtime))  # read at scrape time, off the loop
@@ -247,6 +267,8 @@ async def _drain(args: argparse.Namespace, parts: _Parts, tasks: list[Any], keep
     log.info("draining: health NOT_SERVING, %d streams open", parts.processor.open_streams)
     await _set_health(parts.health, health_pb2.HealthCheckResponse.NOT_SERVING)
     await parts.server.stop(grace=args.grace)
+    if parts.xds_server is not None:
+        await parts.xds_server.stop(grace=None)
     for task in tasks:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -310,7 +332,8 @@ def _rebuild_argv(args: argparse.Namespace) -> list[str]:
     return ["--policy", args.policy, "--grpc", args.grpc, "--metrics", args.metrics,
             "--workers", str(args.workers), "--max-streams", str(args.max_streams),
             "--grace", str(args.grace), "--upstream-timeout", str(args.upstream_timeout),
-            "--log-level", args.log_level,
+            "--log-level", args.log_level, "--xds", args.xds,
+            "--xds-max-streams", str(args.xds_max_streams),
             *(["--request-log", args.request_log, "--request-log-max-mb",
                str(args.request_log_max_mb), "--request-log-backups",
                str(args.request_log_backups)] if args.request_log else [])]

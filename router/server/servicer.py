@@ -26,7 +26,7 @@ from typing import Any
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from router import wire
-from router.control import MAX_OPEN, RequestControl, payload_bytes, request_id
+from router.control import MAX_OPEN, EnvoyView, RequestControl, payload_bytes, request_id
 from router.core.decision import Decision
 from router.core.request import HeaderMap
 from router.metrics import RouterMetrics
@@ -43,18 +43,21 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
 
     def __init__(self, runtime: Runtime, metrics: RouterMetrics, *, max_streams: int = MAX_OPEN,
                  budget_wait: Callable[[float], Awaitable[bool]] | None = None,
-                 request_log: RequestLog | None = None) -> None:
+                 request_log: RequestLog | None = None,
+                 envoys: Callable[[str], EnvoyView | None] | None = None) -> None:
         """Serve decisions from `runtime`; refuse with 503 past `max_streams` open streams.
 
         `budget_wait(timeout)`: wait for the budget keeper's next round with the store
         (True: plan again), for requests throttled by a short lease. `request_log`: one
         JSON line per request, queued when its stream ends (off the request path).
+        `envoys(node id)`: what the Envoy that opened a stream holds (`router.xds.acks`).
         """
         self.runtime = runtime
         self.control = RequestControl(runtime, max_open=max_streams)
         self.request_log = request_log
         self.budget_wait = budget_wait
         self.metrics = metrics
+        self.envoys = envoys
         self._counters: dict[tuple[str, str], Any] = {}
 
     @property
@@ -80,7 +83,8 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                 kind = msg.WhichOneof("request")
                 if kind == "request_headers" and not answered:
                     answered = True
-                    routed, answer, logged = await self._answer(msg.request_headers)
+                    routed, answer, logged = await self._answer(msg.request_headers,
+                                                                self._envoy(context))
                     yield answer
                 elif kind == "response_headers":  # asked for by cloud and split answers
                     failed = extproc.upstream_failed(msg.response_headers)
@@ -94,7 +98,17 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                 ms = (time.perf_counter() - began) * 1000.0
                 self.request_log.record(self.control.entry(*logged, t=t, duration_ms=ms))
 
-    async def _answer(self, msg: Any) -> tuple[Routed | None, Any, Logged | None]:
+    def _envoy(self, context: Any) -> EnvoyView | None:
+        """What the Envoy that opened this stream holds (None: not checked)."""
+        if self.envoys is None:
+            return None
+        for key, value in context.invocation_metadata() or ():
+            if key == wire.H_ENVOY_NODE:
+                return self.envoys(str(value))
+        return None
+
+    async def _answer(self, msg: Any, envoy: EnvoyView | None = None
+                      ) -> tuple[Routed | None, Any, Logged | None]:
         """Decide and build the reply: (what the stream now holds, the reply, the log inputs).
 
         Any unexpected exception becomes a 503 `router_error` rather than a failed
@@ -116,6 +130,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                 t1 = time.perf_counter()
                 routed = self.control.decide(req)
                 spent += time.perf_counter() - t1
+            routed = self.control.synced(routed, envoy)
             d = routed.decision
             self._record(d, spent, request_id(headers))
             if not d.routed:

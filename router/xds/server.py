@@ -16,6 +16,15 @@ that stream. When the router goes away Envoy keeps the last resources it
 accepted (Envoy's own behaviour) and reconnects with backoff; the first
 request on the new stream gets the current set. Clusters and the route table
 are sent whole (SotW); endpoints and routes as the resource names Envoy asks for.
+
+Guards: at most `max_streams` ADS streams (more are refused with
+RESOURCE_EXHAUSTED and counted), a stream asking for a type this server does not
+serve is ended with INVALID_ARGUMENT (nothing is kept for it), and each response
+body is serialized once per publish and shared by every stream that asks the
+same (only the nonce, appended as its own field, differs per stream), so a push
+to thousands of subscribers costs one serialization, not thousands. What each
+Envoy ACKed is kept in `router.xds.acks`, so the router names only endpoints
+that Envoy has.
 """
 
 from __future__ import annotations
@@ -28,15 +37,24 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2
 
 from router.metrics import RouterMetrics
+from router.xds.acks import AckBook
 from router.xds.resources import CLUSTER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE, Resources
 
 log = logging.getLogger("hybrid_router.xds")
 ORDER = (CLUSTER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE)
 WILDCARD = (CLUSTER_TYPE,)  # SotW types sent whole whatever names are asked for
+SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+MAX_STREAMS = 256  # ADS streams per router process: one per Envoy, with room to spare
+_MAX_BODIES = 64  # serialized bodies kept per publish (distinct type x names asked)
+
+
+class UnknownType(Exception):
+    """A request for a type URL this server does not serve."""
 
 
 @dataclass
@@ -55,17 +73,26 @@ class _Stream:
     subs: dict[str, _Sub] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     node: str = ""
+    id: int = 0
 
 
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
     """Serves the latest published `Resources` to every Envoy on its ADS stream."""
 
-    def __init__(self, resources: Resources, metrics: RouterMetrics | None = None) -> None:
-        """Start with `resources` (the snapshot the router starts on)."""
+    def __init__(self, resources: Resources, metrics: RouterMetrics | None = None, *,
+                 max_streams: int = MAX_STREAMS, acks: AckBook | None = None) -> None:
+        """Start with `resources` (the snapshot the router starts on); at most
+        `max_streams` streams; what Envoys ACK goes into `acks`."""
         self._resources = resources
         self._packed = _pack(resources)
+        self._bodies: dict[tuple[str, tuple[str, ...] | None], bytes] = {}
         self._streams: set[_Stream] = set()
         self._nonces = itertools.count(1)
+        self._ids = itertools.count(1)
+        self.max_streams = max_streams
+        self.serializations = 0  # response bodies built (one per publish and names asked)
+        self.acks = acks if acks is not None else AckBook()
+        self.acks.published(resources)
         self.metrics = metrics
 
     @property
@@ -73,20 +100,42 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         """Version of each resource type now published."""
         return dict(self._resources.versions)
 
+    @property
+    def open_streams(self) -> int:
+        """ADS streams open now."""
+        return len(self._streams)
+
     def publish(self, resources: Resources) -> None:
         """Make `resources` current and wake every stream (call on the event loop)."""
         if resources.versions == self._resources.versions:
             return
         self._resources = resources
         self._packed = _pack(resources)
+        self._bodies = {}
+        self.acks.published(resources)
+        self._gauge()
         for stream in self._streams:
             stream.wake.set()
+
+    def add_to(self, server: Any) -> None:
+        """Serve ADS on `server`, responses sent as the bytes `_due` shares among streams."""
+        handler = grpc.stream_stream_rpc_method_handler(
+            self.StreamAggregatedResources,
+            request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+            response_serializer=bytes)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            SERVICE, {"StreamAggregatedResources": handler}),))
 
     async def StreamAggregatedResources(self, request_iterator: AsyncIterator[Any],
                                         context: Any) -> AsyncIterator[Any]:
         """One Envoy's ADS stream: answer requests, push every publish."""
-        stream = _Stream()
+        if len(self._streams) >= self.max_streams:
+            self._refused("limit")
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"this router serves at most {self.max_streams} ADS streams")
+        stream = _Stream(id=next(self._ids))
         self._streams.add(stream)
+        self._gauge()
         reader = asyncio.create_task(self._read(request_iterator, stream))
         try:
             while not reader.done():
@@ -98,8 +147,13 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
                 stream.wake.clear()
+            if not reader.cancelled() and isinstance(reader.exception(), UnknownType):
+                self._refused("unknown_type")
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(reader.exception()))
         finally:
             self._streams.discard(stream)
+            self.acks.closed(stream.node, stream.id)
+            self._gauge()
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
@@ -107,6 +161,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
 
     async def _read(self, requests: AsyncIterator[Any], stream: _Stream) -> None:
         async for req in requests:
+            if req.type_url not in ORDER:
+                raise UnknownType(f"type_url {req.type_url[:200]!r} is not served here; "
+                                  f"ask for one of {', '.join(ORDER)}")
             if req.node.id:
                 stream.node = req.node.id
             sub = stream.subs.setdefault(req.type_url, _Sub())
@@ -118,11 +175,20 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                           sub.sent, req.error_detail.message)
             elif req.response_nonce and req.response_nonce == sub.nonce:
                 self._count("ack")
+                self._held(stream, req.type_url, req.version_info)
+            elif not req.response_nonce:  # a (re)connecting Envoy says what it already holds
+                self._held(stream, req.type_url, req.version_info)
             if names != sub.names or not req.response_nonce:
                 sub.names, sub.dirty = names, True
             stream.wake.set()
 
-    def _due(self, stream: _Stream, type_url: str) -> Any | None:
+    def _held(self, stream: _Stream, type_url: str, version: str) -> None:
+        if type_url in (CLUSTER_TYPE, ENDPOINT_TYPE) and stream.node:
+            known = version if self.acks.known(type_url, version) else None
+            self.acks.acked(stream.node, stream.id, type_url, known)
+            self._gauge()
+
+    def _due(self, stream: _Stream, type_url: str) -> bytes | None:
         sub = stream.subs.get(type_url)
         if sub is None:
             return None
@@ -130,19 +196,48 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         if not sub.dirty and (version == sub.sent or version == sub.nacked):
             return None
         packed = self._packed.get(type_url, {})
-        if type_url in WILDCARD or not sub.names:
-            chosen = [packed[n] for n in sorted(packed)]
-        else:
-            chosen = [packed[n] for n in sorted(sub.names) if n in packed]
+        chosen = None if type_url in WILDCARD or not sub.names else \
+            tuple(sorted(n for n in sub.names if n in packed))
+        body = self._bodies.get((type_url, chosen))
+        if body is None:
+            resources = [packed[n] for n in (sorted(packed) if chosen is None else chosen)]
+            body = discovery_pb2.DiscoveryResponse(version_info=version, resources=resources,
+                                                   type_url=type_url).SerializeToString()
+            self.serializations += 1
+            if len(self._bodies) >= _MAX_BODIES:
+                self._bodies.clear()
+            self._bodies[(type_url, chosen)] = body
         sub.sent, sub.dirty = version, False
         sub.nonce = str(next(self._nonces))
         self._count("sent")
-        return discovery_pb2.DiscoveryResponse(version_info=version, resources=chosen,
-                                               type_url=type_url, nonce=sub.nonce)
+        return body + _nonce_field(sub.nonce)
 
     def _count(self, result: str) -> None:
         if self.metrics is not None:
             self.metrics.xds_push.labels(result=result).inc()
+
+    def _refused(self, reason: str) -> None:
+        log.warning("xds stream refused: %s", reason)
+        if self.metrics is not None:
+            self.metrics.xds_refused.labels(reason=reason).inc()
+
+    def _gauge(self) -> None:
+        if self.metrics is not None:
+            self.metrics.xds_streams.set(len(self._streams))
+            self.metrics.xds_synced.set(sum(self.acks.nodes().values()))
+
+
+def _nonce_field(nonce: str) -> bytes:
+    """DiscoveryResponse.nonce (field 5, length-delimited) on its own: protobuf merges
+    fields appended to a serialized message, so a shared body plus this is the response."""
+    raw = nonce.encode()
+    length = len(raw)
+    varint = bytearray()
+    while length > 0x7F:
+        varint.append((length & 0x7F) | 0x80)
+        length >>= 7
+    varint.append(length)
+    return b"\x2a" + bytes(varint) + raw
 
 
 def _pack(resources: Resources) -> dict[str, dict[str, Any]]:

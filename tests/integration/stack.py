@@ -267,6 +267,19 @@ class Stack:
             self.grpc, self.metrics_port = int(said[1]), int(said[2])
         wait_serving(self.grpc, proc)
         wait_port(self.metrics_port, proc)
+        if "envoy" in self.procs:
+            self.wait_synced()
+
+    def wait_synced(self, timeout: float = 15.0) -> None:
+        """Wait until Envoy holds what the router publishes (it ACKed over ADS): before that
+        the router refuses its requests with 503 xds-pending rather than misroute them."""
+        if self.workers > 1:  # each worker's metrics port: the ADS stream is on one of them
+            return
+        deadline = time.monotonic() + timeout
+        while self.metrics().get("router_xds_synced_envoys", 0) < 1:
+            if time.monotonic() > deadline:
+                raise TimeoutError("Envoy never held the router's clusters and endpoints")
+            time.sleep(0.05)
 
     def stop_router(self, sig: int = signal.SIGTERM) -> None:
         """Stop the router (SIGKILL to simulate a crash)."""
@@ -292,6 +305,7 @@ class Stack:
         self.listen, self.admin = start_envoy(self, "envoy", config,
                                               concurrency=self.envoy_concurrency)
         self.url = f"http://127.0.0.1:{self.listen}"
+        self.wait_synced()
         return self
 
     def close(self) -> None:

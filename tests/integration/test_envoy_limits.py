@@ -139,7 +139,7 @@ def test_past_envoys_breaker_requests_are_counted_and_take_the_fail_safe_route(
 
 
 def test_breaker_flags_reach_the_generated_config() -> None:
-    from router.envoy_config import router_limits
+    from router.envoy_link import router_limits
 
     limits = router_limits(4096, 2)["thresholds"][0]
     assert limits["max_requests"] == limits["max_pending_requests"] == 2 * 4096 + 64

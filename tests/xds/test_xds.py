@@ -145,7 +145,7 @@ async def ads() -> AsyncIterator[tuple[AdsServer, grpc.aio.Channel, RouterMetric
     metrics = RouterMetrics()
     server_impl = AdsServer(xds.build(table(FLEET)), metrics)
     server = grpc.aio.server()
-    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(server_impl, server)
+    server_impl.add_to(server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
