@@ -12,7 +12,7 @@ from router.policy.loader import load_policy_or_report
 from simulator.report import ReportInput, html_report, write_decisions
 from simulator.report.replay import replay_report
 from simulator.trace import replay
-from simulator.tracelog import TraceError, read_trace
+from simulator.tracelog import Trace, TraceError, read_trace
 
 PROG = "hybrid-router simulate"
 
@@ -46,6 +46,23 @@ def _write(out: Path, report: dict[str, Any], page: str) -> None:
     (out / "report.html").write_text(page, encoding="utf-8")
 
 
+def _warn(trace: Trace, last: float | None) -> None:
+    """What was left out of the replay, on stderr."""
+    def lines(n: int) -> str:
+        return f"{n} request-log line{'s' if n != 1 else ''}"
+
+    if trace.skipped:
+        print(f"{PROG}: warning: skipped {trace.skipped} malformed "
+              f"{lines(trace.skipped).partition(' ')[2]} ({'; '.join(trace.problems)})",
+              file=sys.stderr)
+    if trace.outliers:
+        print(f"{PROG}: warning: skipped {lines(trace.outliers)} whose time lies far outside "
+              f"the rest of the log ({'; '.join(trace.outlier_shown)})", file=sys.stderr)
+    if last is not None and trace.before_window:
+        print(f"{PROG}: --last {last:g}: replaying {len(trace.entries)} lines; "
+              f"{lines(trace.before_window)} arrived earlier", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     """Replay the log through the candidate; exit 2 on a bad log, policy or argument."""
     problem = _check(args)
@@ -55,10 +72,7 @@ def run(args: argparse.Namespace) -> int:
         trace = read_trace(args.trace, last_s=args.last)
     except TraceError as exc:
         return _fail(str(exc))
-    if trace.skipped:
-        where = "; ".join(trace.problems)
-        print(f"{PROG}: warning: skipped {trace.skipped} malformed request-log "
-              f"line{'s' if trace.skipped != 1 else ''} ({where})", file=sys.stderr)
+    _warn(trace, args.last)
     policy = load_policy_or_report(args.policy)
     if policy is None:
         return 2

@@ -77,6 +77,8 @@ def replay_report(rep: Replay, policy: Policy, policy_file: str, seed: int) -> d
             "files": [str(f) for f in rep.trace.files],
             "lines": len(rep.trace.entries),
             "skipped_lines": rep.trace.skipped,
+            "outlier_lines": rep.trace.outliers,
+            "before_window": rep.trace.before_window,
             "parse_refused": rep.parse_refused,
             "replayed": len(t),
             "span_s": round(t[-1] - t[0], 3) if t else 0.0,
