@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("router.server.main", "the ext_proc server, Prometheus metrics and gRPC health"),
     "validate": ("router.validate", "check policies, scenarios and feed files; exit 0 or 2"),
     "simulate": ("simulator.cli", "a what-if run through the same routing core"),
+    "plan": ("simulator.plan.cli", "the cheapest fleet and policy meeting an SLO, by "
+                                   "simulation"),
     "feed": ("router.feed.cli", "feed tools: `feed serve --from FILE`"),
     "envoy-config": ("router.envoy_config", "print the Envoy config for a policy"),
     "explain": ("router.explain", "one request's decision, every candidate and why"),
