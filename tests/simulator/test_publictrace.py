@@ -162,3 +162,22 @@ def test_a_trace_scenario_runs_and_repeats_under_its_seed(tmp_path: Path) -> Non
     a.pop("wall_seconds")
     b.pop("wall_seconds")
     assert a == b and a["requests"] == len(arrivals.times)
+
+
+def test_a_request_with_more_tokens_takes_longer_in_proportion(tmp_path: Path) -> None:
+    rows = ["TIMESTAMP,ContextTokens,GeneratedTokens"]
+    rows += [f"2023-11-16 18:17:{i // 10:02d}.{i % 10}000000,0,{1 if i % 2 else 9}"
+             for i in range(200)]  # 10 requests/s, alternately 1 and 9 generated tokens
+    (tmp_path / "a.csv").write_text("\n".join(rows) + "\n")
+    scenario, problems = parsed(tmp_path, "path: a.csv, format: azure-llm, context_weight: 0")
+    assert scenario is not None, problems
+    demand = draw(scenario, np.random.default_rng(scenario.seed), None).demand
+    assert demand is not None and sorted(set(demand.round(6))) == [0.2, 1.8]
+    policy = load_policy(scenario.policy)
+    result = simulate(scenario, policy, Adaptive(policy))
+    latency = np.asarray(result.latency_ms)
+    edge = np.asarray(result.mode) == "edge"
+    heavy, light = latency[edge & (demand > 1)], latency[edge & (demand < 1)]
+    assert len(heavy) > 50 and len(light) > 50
+    # at 10 requests/s nothing queues: latency follows demand (9x), with the gamma draw's noise
+    assert 5.0 < float(np.median(heavy) / np.median(light)) < 15.0
