@@ -9,7 +9,7 @@ the other (docs/reference.md, "Request log").
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 MAX_INT = 10 ** 15  # the server reads at most 15 digits of content-length
@@ -36,12 +36,12 @@ class LogEntry:
 
     def as_json(self) -> dict[str, Any]:
         """The line as a JSON object, numbers rounded as written."""
-        out = asdict(self)
-        out["t"] = round(self.t, 6)
-        out["cost_usd"] = round(self.cost_usd, 9)
-        out["est_ms"] = round(self.est_ms, 3)
-        out["duration_ms"] = round(self.duration_ms, 3)
-        return out
+        return {"t": round(self.t, 6), "request_id": self.request_id, "tags": self.tags,
+                "content_length": self.content_length, "status": self.status,
+                "mode": self.mode, "node": self.node, "quality": self.quality,
+                "cost_usd": round(self.cost_usd, 9), "est_ms": round(self.est_ms, 3),
+                "reason": self.reason, "policy": self.policy,
+                "duration_ms": round(self.duration_ms, 3)}
 
 
 def _num(value: Any) -> bool:
