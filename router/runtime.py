@@ -5,6 +5,14 @@ cache, the budget ledger — and the current `Snapshot` (policy + feed + the
 compiled table), replaced whole by `commit` and read once per request. The
 policy and the feed in force are the snapshot's; nothing else keeps a copy.
 
+A feed is `offer`ed: the runtime says what it asks for (an `Intake`: bills
+to merge, and a rebuild or only a restamp); `tick` says when the feed in
+force has aged past `stale_after_seconds` (a rebuild, with no new feed).
+`apply` carries an intake out at once (the simulator, explain); the server's
+refresher does the same with the build in a worker thread (`prepare`) and
+the swap on its event loop (`commit`). Whoever needs each committed snapshot
+(the xDS server) subscribes with `on_commit`.
+
 A request is parsed (`parse`), planned against the snapshot (pure), then
 admitted (slots and a budget hold, in memory). `route` does all three for
 the server, `decide` the last two for the simulator, and `explain` calls
@@ -21,7 +29,7 @@ from typing import NamedTuple
 
 from router import wire
 from router.core import admit as admission
-from router.core.budget import BudgetLedger
+from router.core.budget import BudgetLedger, account_of
 from router.core.decision import Candidate, Decision, refusal
 from router.core.feed import FeedSnapshot
 from router.core.loads import LoadTracker
@@ -32,6 +40,24 @@ from router.core.ring import PointCache
 from router.core.table import Snapshot, build_table
 
 WARM_CLASSES = 32  # request classes prebuilt on a swap; the rest build on first use
+# Subscribed to commits: called where a snapshot is prepared (a worker thread), it returns
+# what to run once that snapshot is committed (on the routing thread), or None.
+CommitListener = Callable[[Snapshot], Callable[[], None] | None]
+
+
+class Intake(NamedTuple):
+    """What a feed offer or a tick asks of the runtime (`Runtime.offer`, `Runtime.tick`)."""
+
+    feed: FeedSnapshot | None  # the new feed; None: a tick (the feed in force aged)
+    rebuild: bool  # build and swap a table; False: only record the feed (restamp)
+    bills: tuple[tuple[str, float], ...] = ()  # (account, usd) billed, to merge
+
+
+class Prepared(NamedTuple):
+    """A snapshot built off the routing thread, and what its listeners run once it is in."""
+
+    snapshot: Snapshot
+    then: tuple[Callable[[], None], ...] = ()
 
 
 class Routed(NamedTuple):
@@ -60,6 +86,7 @@ class Runtime:
         self.ledger = ledger if ledger is not None else BudgetLedger()
         self.snapshot = build_table(policy, None, self.tracker, self.cache, now=clock())
         self.rebuilds = 0
+        self._listeners: list[CommitListener] = []
 
     @property
     def policy(self) -> Policy:
@@ -71,15 +98,19 @@ class Runtime:
         """The feed snapshot in force (the snapshot's)."""
         return self.snapshot.feed
 
+    def on_commit(self, listener: CommitListener) -> None:
+        """Call `listener` with every snapshot prepared from now on (see `CommitListener`)."""
+        self._listeners.append(listener)
+
     def install(self, policy: Policy | None = None, feed: FeedSnapshot | None = None, *,
                 now: float | None = None) -> Snapshot:
         """Build the snapshot for a new policy and/or feed and swap it in."""
-        snap = self.prepare(policy, feed, now=now)
-        self.commit(snap)
-        return snap
+        prepared = self.prepare(policy, feed, now=now)
+        self.commit(prepared)
+        return prepared.snapshot
 
     def prepare(self, policy: Policy | None = None, feed: FeedSnapshot | None = None, *,
-                now: float | None = None) -> Snapshot:
+                now: float | None = None) -> Prepared:
         """Build, without swapping, the snapshot for a new policy and/or feed.
 
         Safe in a worker thread while requests run (it only allocates load
@@ -91,13 +122,61 @@ class Runtime:
                            feed if feed is not None else current.feed,
                            self.tracker, self.cache, now=now, previous=current)
         snap.prebuild(current.class_keys()[:WARM_CLASSES])
-        return snap
+        then = (listener(snap) for listener in self._listeners)
+        return Prepared(snap, tuple(t for t in then if t is not None))
 
-    def commit(self, snap: Snapshot) -> None:
-        """Swap `snap` in, the classes in use finished first (call on the routing thread)."""
+    def commit(self, prepared: Prepared) -> None:
+        """Swap a prepared snapshot in, the classes in use finished first, then tell its
+        listeners (call on the routing thread)."""
+        snap = prepared.snapshot
         snap.warm(self.snapshot.class_keys()[:WARM_CLASSES])
         self.snapshot = snap
         self.rebuilds += 1
+        for then in prepared.then:
+            then()
+
+    def offer(self, feed: FeedSnapshot, now: float) -> Intake:
+        """What a new, decoded feed asks for: the bills to merge, and a rebuild unless only
+        its timestamps moved (same nodes and prices, same staleness)."""
+        current = self.snapshot
+        old = current.feed
+        stale = feed.age(now) > current.policy.feed.stale_after_seconds
+        same = (old is not None and feed.nodes == old.nodes and feed.prices == old.prices
+                and stale == current.stale)
+        return Intake(feed, not same, self._bills(feed))
+
+    def _bills(self, feed: FeedSnapshot) -> tuple[tuple[str, float], ...]:
+        """Bills for the policy's own accounts; spend of tenants it does not name is not ours
+        to merge (they share the default account, whose bill the feed reports as 'default')."""
+        budgets = self.snapshot.policy.budgets
+        return tuple((tenant, usd) for tenant, usd in feed.spend.items()
+                     if account_of(budgets, tenant) == tenant)
+
+    def tick(self, now: float) -> Intake | None:
+        """A rebuild when the feed in force crossed `stale_after_seconds` since its table was
+        built (its nodes weighted down, or back); None: nothing to do."""
+        current = self.snapshot
+        feed = current.feed
+        if feed is None:
+            return None
+        stale = feed.age(now) > current.policy.feed.stale_after_seconds
+        return Intake(None, True) if stale != current.stale else None
+
+    def merge_bills(self, intake: Intake) -> None:
+        """Merge the bills an offered feed carries into the ledger."""
+        if intake.feed is not None:
+            budgets = self.snapshot.policy.budgets
+            for account, usd in intake.bills:
+                self.ledger.apply_billing(budgets, account, usd,
+                                          as_of=intake.feed.generated_at)
+
+    def apply(self, intake: Intake, now: float) -> None:
+        """Carry an intake out here and now: bills, then a rebuild or a restamp."""
+        self.merge_bills(intake)
+        if intake.rebuild:
+            self.install(feed=intake.feed, now=now)
+        elif intake.feed is not None:
+            self.restamp(intake.feed)
 
     def restamp(self, feed: FeedSnapshot) -> None:
         """Record a feed whose routing inputs did not change (only its timestamps moved)."""

@@ -56,6 +56,9 @@ class Baseline:
         self._eligible: dict[tuple[frozenset[str], str | None], list[EdgeNode]] = {}
         self._rings: dict[tuple[frozenset[str], str | None], EnvoyRing] = {}
 
+    def tick(self, now: float) -> None:
+        """No feed came: a baseline keeps the last one, however old (it has no staleness)."""
+
     def refresh(self, feed: FeedSnapshot, now: float) -> None:
         """Health, compute scores (Envoy's endpoint weights) and prices."""
         self.healthy = {n for n, s in feed.nodes.items() if s.healthy}

@@ -59,6 +59,9 @@ class Router(Protocol):
     def refresh(self, feed: FeedSnapshot, now: float) -> None:
         """A new feed snapshot arrived."""
 
+    def tick(self, now: float) -> None:
+        """Time passed with no feed (a late feed): age what the router holds."""
+
     def route(self, cls: TrafficClass, key: str, now: float, payload_bytes: int) -> Choice:
         """Where this request goes."""
 
@@ -86,8 +89,15 @@ class Adaptive:
         self._requests: dict[tuple[int, str, int], RouteRequest] = {}
 
     def refresh(self, feed: FeedSnapshot, now: float) -> None:
-        """Rebuild the snapshot from the feed (as the refresher does)."""
-        self.runtime.install(feed=feed, now=EPOCH + now)
+        """Offer the feed and do what the runtime asks, as the server's refresher does."""
+        rt = self.runtime
+        rt.apply(rt.offer(feed, EPOCH + now), EPOCH + now)
+
+    def tick(self, now: float) -> None:
+        """The server's refresher tick: a rebuild once the feed in force has gone stale."""
+        intake = self.runtime.tick(EPOCH + now)
+        if intake is not None:
+            self.runtime.apply(intake, EPOCH + now)
 
     def route(self, cls: TrafficClass, key: str, now: float, payload_bytes: int) -> Choice:
         """One decision through the shared plan and admission."""

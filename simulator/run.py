@@ -20,6 +20,7 @@ from simulator.traffic import draw
 from simulator.world import EVENT, REFRESH, SAMPLE, World
 
 SAMPLE_S = 10.0  # utilization and caps are sampled this often (the report's steady windows)
+TICK_S = 1.0  # the server's refresher tick: how soon it sees the feed in force go stale
 
 
 @dataclass
@@ -213,12 +214,26 @@ def _schedule(world: World, scenario: Scenario, policy: Policy, router: Router, 
 def schedule_refreshes(world: World, policy: Policy, router: Router, out: Result,
                        horizon: float) -> None:
     """The world's feed to `router` every refresh_seconds and the report's 10-s samples,
-    up to `horizon` (a scenario run and a trace replay alike)."""
+    up to `horizon` (a scenario run and a trace replay alike). While the feed is late
+    (`feed_delay`) the router is only ticked, every TICK_S, as the server's refresher is."""
+
+    ticking = [False]  # a tick chain runs (only while the feed is late)
 
     def refresh() -> None:
-        router.refresh(world.feed(EPOCH + world.now), world.now)
+        if world.now >= world.feed_late_until:
+            router.refresh(world.feed(EPOCH + world.now), world.now)
+        elif not ticking[0]:  # the feed is late: the router only ages what it has
+            ticking[0] = True
+            tick()
         if world.now + policy.refresh_seconds <= horizon:
             world.at(world.now + policy.refresh_seconds, REFRESH, refresh)
+
+    def tick() -> None:
+        """As the server's refresher: every TICK_S, staleness applied, until the feed is back."""
+        router.tick(world.now)
+        ticking[0] = world.now + TICK_S < min(world.feed_late_until, horizon)
+        if ticking[0]:
+            world.at(world.now + TICK_S, REFRESH, tick)
 
     def sample() -> None:
         out.util.append((world.now, world.utilization()))
@@ -260,6 +275,8 @@ def apply_world_event(kind: str, args: dict[str, Any], world: World) -> bool:
         pool_ = world.pools.get(str(args["pool"]))
         if pool_ is not None:
             world.notice(pool_, float(args["fraction"]), float(args["notice_s"]))
+    elif kind == "feed_delay":
+        world.feed_late_until = world.now + float(args["for_s"])
     else:
         return False
     return True

@@ -44,7 +44,7 @@ __all__ = ["Event", "Gateway", "Keys", "Scenario", "Site", "Traffic", "TrafficCl
            "load_scenario", "parse_scenario"]
 
 EVENT_KINDS = ("node_down", "node_up", "throttle", "spot_price", "partition", "budget",
-               "preempt", "gateway_down", "gateway_up")
+               "preempt", "gateway_down", "gateway_up", "feed_delay")
 Points = tuple[tuple[float, float], ...]
 
 
@@ -149,6 +149,12 @@ class Preempt(Schema):
     notice_s: Num = Field(default=120.0, ge=0)
 
 
+class FeedDelay(Schema):
+    """`feed_delay: {for_s}`."""
+
+    for_s: Num = Field(gt=0)
+
+
 class BudgetChange(Schema):
     """`budget: {tenant, limit_usd}`."""
 
@@ -175,6 +181,7 @@ class Event(Schema):
     preempt: Preempt | None = None
     gateway_down: Int | None = Field(default=None, ge=0, description="index into gateways")
     gateway_up: Int | None = Field(default=None, ge=0, description="index into gateways")
+    feed_delay: FeedDelay | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Event:

@@ -49,6 +49,9 @@ class SeedCostAware:
         self.spend: dict[str, float] = {}
         self.limits = {t: b.limit_usd for t, b in policy.budgets.tenants.items()}
 
+    def tick(self, now: float) -> None:
+        """No feed came: a baseline keeps the last one, however old (it has no staleness)."""
+
     def refresh(self, feed: FeedSnapshot, now: float) -> None:
         """A new feed: every class's mode is decided again on its next request."""
         self.feed = feed

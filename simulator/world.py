@@ -87,6 +87,7 @@ class World:
         self.computing: dict[int, Pool] = {}  # row -> the pool computing it now
         self.preempted = 0  # requests caught in flight when spot capacity was reclaimed
         self._dead: set[int] = set()  # rows preempted whose pending events are ignored
+        self.feed_late_until = -1.0  # no feed reaches the router before then (feed_delay)
         self._exp: list[float] = []
         self._ln: list[float] = []
         self._ei = self._li = 0

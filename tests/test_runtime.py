@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 from router import wire
 from router.core.feed import NodeState
 from router.core.request import HeaderMap
+from router.core.table import Snapshot
 from router.runtime import Routed, Runtime
 
 from .core.factory import NOW, feed, node, policy, pool
@@ -66,3 +70,54 @@ def test_a_restamped_feed_routes_exactly_as_before() -> None:
     rt.restamp(feed({"n0001": NodeState(compute_score=0.5)}))  # only the timestamps moved
     after = [rt.route({"x-affinity-key": f"k{i}"}).decision for i in range(8)]
     assert [(d.node, d.mode, d.fill) for d in after] == [(d.node, d.mode, d.fill) for d in before]
+
+
+def test_an_offer_asks_a_restamp_only_when_nothing_routing_reads_moved() -> None:
+    rt = make()
+    first = rt.offer(feed({"n0001": NodeState(compute_score=0.5)}), NOW)
+    assert first.rebuild and first.bills == ()  # the first feed always builds
+    rt.apply(first, NOW)
+    again = rt.offer(feed({"n0001": NodeState(compute_score=0.5)}), NOW + 5)
+    assert not again.rebuild  # only its timestamps moved
+    built = rt.rebuilds
+    rt.apply(again, NOW + 5)
+    assert rt.rebuilds == built and rt.feed is again.feed
+    assert rt.offer(feed({"n0001": NodeState(compute_score=0.4)}), NOW + 6).rebuild
+
+
+def test_bills_for_the_policys_own_accounts_only_are_merged() -> None:
+    rt = make()
+    billed = dataclasses.replace(feed({}), spend={"default": 3.0, "stranger": 9.0})
+    intake = rt.offer(billed, NOW)
+    assert intake.bills == (("default", 3.0),)  # 'stranger' shares the default account
+    rt.apply(intake, NOW)
+    assert rt.ledger.state(rt.policy.budgets, "default", NOW).used_usd == 3.0
+
+
+def test_tick_rebuilds_once_when_the_feed_in_force_goes_stale() -> None:
+    rt = make()
+    assert rt.tick(NOW) is None  # no feed yet: nothing to age
+    rt.apply(rt.offer(feed({}), NOW), NOW)
+    after = rt.policy.feed.stale_after_seconds
+    assert rt.tick(NOW + after) is None and not rt.snapshot.stale
+    intake = rt.tick(NOW + after + 1)
+    assert intake is not None and intake.rebuild and intake.feed is None
+    rt.apply(intake, NOW + after + 1)
+    assert rt.snapshot.stale and rt.tick(NOW + after + 2) is None
+
+
+def test_commit_listeners_prepare_with_the_build_and_run_after_the_swap() -> None:
+    rt = make()
+    seen: list[tuple[str, object]] = []
+
+    def listener(snap: Snapshot) -> Callable[[], None]:
+        seen.append(("prepared", snap))
+        return lambda: seen.append(("committed", rt.snapshot))
+
+    rt.on_commit(listener)
+    prepared = rt.prepare(feed=feed({}), now=NOW)
+    assert seen == [("prepared", prepared.snapshot)] and rt.snapshot is not prepared.snapshot
+    rt.commit(prepared)
+    assert seen[1] == ("committed", prepared.snapshot)
+    rt.restamp(feed({}))  # a restamp swaps no table: no listener runs
+    assert len(seen) == 2

@@ -107,7 +107,6 @@ class _Parts:
     server: Any
     processor: Any
     ads: Any
-    xds_options: Any
     health: Any
     request_log: RequestLog | None
     grpc_address: str  # as bound: a port 0 asked for is the kernel's pick here
@@ -141,6 +140,7 @@ def _build(args: argparse.Namespace, runtime: Runtime, metrics: RouterMetrics, k
     # what it holds, so they check only the Envoys whose stream they serve
     ads = AdsServer(build_resources(runtime.snapshot, xds_options), metrics,
                     max_streams=args.xds_max_streams, acks=AckBook(strict=workers == 1))
+    runtime.on_commit(ads.follower(xds_options))  # every swap reaches Envoy too
     processor = Processor(runtime, metrics, max_streams=args.max_streams,
                           budget_wait=keeper.wait_topup, request_log=request_log,
                           envoys=ads.acks.view)
@@ -158,7 +158,7 @@ def _build(args: argparse.Namespace, runtime: Runtime, metrics: RouterMetrics, k
     port = server.add_insecure_port(args.grpc)
     host = args.grpc.rpartition(":")[0]
     bound = f"{host}:{port}" if port and not args.grpc.startswith("unix:") else args.grpc
-    return _Parts(server, processor, ads, xds_options, health_servicer, request_log, bound,
+    return _Parts(server, processor, ads, health_servicer, request_log, bound,
                   xds_server=xds_server)
 
 
@@ -219,8 +219,7 @@ async def _run_until_stopped(args: argparse.Namespace, runtime: Runtime,
     try:
         from router.feed.refresh import Refresher
 
-        refresher = Refresher(runtime, args.policy, metrics, xds=parts.ads,
-                              xds_options=parts.xds_options)
+        refresher = Refresher(runtime, args.policy, metrics)
         tasks.append(asyncio.create_task(refresher.run()))
     except ImportError:
         log.warning("feed refresh unavailable; serving the policy without a feed")

@@ -29,7 +29,7 @@ from router.core.budget import BudgetLedger
 from router.core.feed import FeedSnapshot
 from router.core.model import Policy
 from router.core.table import Snapshot
-from router.runtime import Runtime
+from router.runtime import Prepared, Runtime
 
 
 def store_problem(policy: Policy, workers: int) -> str | None:
@@ -62,7 +62,7 @@ class WorkerRuntime(Runtime):
         super().__init__(share(policy, workers, index), ledger)
 
     def prepare(self, policy: Policy | None = None, feed: FeedSnapshot | None = None, *,
-                now: float | None = None) -> Snapshot:
+                now: float | None = None) -> Prepared:
         """Build the table for this worker's share of a new policy and/or a feed."""
         if policy is not None:
             self.source_policy = policy

@@ -33,17 +33,19 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2
 
+from router.core.table import Snapshot
 from router.metrics import RouterMetrics
 from router.xds.acks import AckBook
-from router.xds.resources import CLUSTER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE, Resources
+from router.xds.resources import CLUSTER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE, Options, Resources, build
 
 log = logging.getLogger("hybrid_router.xds")
 ORDER = (CLUSTER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE)
@@ -125,6 +127,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             response_serializer=bytes)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
             SERVICE, {"StreamAggregatedResources": handler}),))
+
+    def follower(self, options: Options) -> Callable[[Snapshot], Callable[[], None]]:
+        """A `Runtime.on_commit` listener: each snapshot's resources are built where it is
+        prepared (a worker thread) and published once it is committed, so Envoy follows
+        what the router routes."""
+        return lambda snap: partial(self.publish, build(snap, options))
 
     async def StreamAggregatedResources(self, request_iterator: AsyncIterator[Any],
                                         context: Any) -> AsyncIterator[Any]:

@@ -96,7 +96,8 @@ class Upstreams:
         refresh = self.policy.refresh_seconds
 
         def feed_at(k: int) -> None:
-            self.write_feed()
+            if self.live.tick() >= self.live.world.feed_late_until:  # else late (feed_delay)
+                self.write_feed()
             loop.call_at(origin + (k + 1) * refresh, feed_at, k + 1)
 
         loop.call_at(origin, feed_at, 0)

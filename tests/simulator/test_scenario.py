@@ -80,8 +80,8 @@ events:
                  ["s.yaml:5:12: traffic.classes: must list at least one class"], id="no-class"),
     pytest.param(("version: 1", "version: 1\nevents: [{at_s: 1, node_down: a, node_up: a}]"),
                  ["s.yaml:2:10: events[0]: an event needs exactly one of node_down, node_up, "
-                  "throttle, spot_price, partition, budget, preempt, gateway_down, gateway_up"],
-                 id="two-kinds"),
+                  "throttle, spot_price, partition, budget, preempt, gateway_down, gateway_up, "
+                  "feed_delay"], id="two-kinds"),
     pytest.param(("version: 1", "version: 1\nevents: [{at_s: 1, throttle: {node: a}}]"),
                  ["s.yaml:2:30: events[0].throttle: missing required key 'compute_score'"],
                  id="missing-arg"),
