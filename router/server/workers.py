@@ -28,7 +28,6 @@ from types import MappingProxyType
 from router.core.budget import BudgetLedger
 from router.core.feed import FeedSnapshot
 from router.core.model import Policy
-from router.core.table import Snapshot
 from router.runtime import Prepared, Runtime
 
 
