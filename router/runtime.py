@@ -137,12 +137,12 @@ class Runtime:
 
     def offer(self, feed: FeedSnapshot, now: float) -> Intake:
         """What a new, decoded feed asks for: the bills to merge, and a rebuild unless only
-        its timestamps moved (same nodes and prices, same staleness)."""
+        its timestamps moved (same nodes, prices and pool availability, same staleness)."""
         current = self.snapshot
         old = current.feed
         stale = feed.age(now) > current.policy.feed.stale_after_seconds
         same = (old is not None and feed.nodes == old.nodes and feed.prices == old.prices
-                and stale == current.stale)
+                and feed.pools == old.pools and stale == current.stale)
         return Intake(feed, not same, self._bills(feed))
 
     def _bills(self, feed: FeedSnapshot) -> tuple[tuple[str, float], ...]:

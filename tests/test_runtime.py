@@ -83,6 +83,9 @@ def test_an_offer_asks_a_restamp_only_when_nothing_routing_reads_moved() -> None
     rt.apply(again, NOW + 5)
     assert rt.rebuilds == built and rt.feed is again.feed
     assert rt.offer(feed({"n0001": NodeState(compute_score=0.4)}), NOW + 6).rebuild
+    notice = dataclasses.replace(feed({"n0001": NodeState(compute_score=0.5)}),
+                                 pools={"cloud": 0.0})  # a spot reclaim notice, nothing else
+    assert rt.offer(notice, NOW + 7).rebuild
 
 
 def test_bills_for_the_policys_own_accounts_only_are_merged() -> None:
