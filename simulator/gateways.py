@@ -84,6 +84,11 @@ class Gateways:
         for r in self.routers:
             r.refresh(feed, now)
 
+    def tick(self, now: float) -> None:
+        """No feed came: every gateway's router ages the one it has."""
+        for r in self.routers:
+            r.tick(now)
+
     def route(self, cls: TrafficClass, key: str, now: float, payload_bytes: int) -> Choice:
         """Sync leases when due, then route through the key's gateway."""
         if now >= self.next_sync:
