@@ -247,9 +247,10 @@ class Stack:
         self.procs[name] = proc
         return proc
 
-    def start_router(self) -> None:
+    def start_router(self, *, wait_synced: bool = True) -> None:
         """(Re)start hybrid-router serve: first on ports it picks (one worker; workers sharing
-        a port need it chosen for them), then again on the same ones, where Envoy looks."""
+        a port need it chosen for them), then again on the same ones, where Envoy looks;
+        with Envoy running, until Envoy holds what it publishes (`wait_synced`)."""
         if not self.grpc and self.workers > 1:
             self.grpc, self.metrics_port = free_port(), free_port()
         first = not self.grpc
@@ -267,7 +268,7 @@ class Stack:
             self.grpc, self.metrics_port = int(said[1]), int(said[2])
         wait_serving(self.grpc, proc)
         wait_port(self.metrics_port, proc)
-        if "envoy" in self.procs:
+        if "envoy" in self.procs and wait_synced:
             self.wait_synced()
 
     def wait_synced(self, timeout: float = 15.0) -> None:
