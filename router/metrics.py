@@ -19,11 +19,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from router.capmetrics import CapacityCollector
 from router.core import ring
 from router.core.table import FEATURES, Snapshot
+from router.tally import DECISION_BUCKETS, DecisionTally
 
 if TYPE_CHECKING:
     from router.runtime import Runtime
 
-DECISION_BUCKETS = (10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3)
 # 0.1 ms .. 1 s, with 5 ms a bucket bound so the lag alert's p99 > 5 ms is exact, not interpolated.
 LOOP_LAG_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5,
                     1.0)
@@ -40,14 +40,9 @@ class RouterMetrics:
         """Create every series on `registry` (a fresh one by default)."""
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.decisions = Counter("router_decisions_total", "Routing decisions by mode and reason",
-                                 ["mode", "reason"], registry=r)
-        self.decision_seconds = Histogram("router_decision_seconds",
-                                          "Time to decide one request", buckets=DECISION_BUCKETS,
-                                          registry=r)
-        self.refusals = Counter("router_refusals_total",
-                                "Refused requests by HTTP status code and reason",
-                                ["code", "reason"], registry=r)
+        # the request path's series: plain counters, folded in at scrape time
+        self.tally = DecisionTally(DECISION_BUCKETS)
+        r.register(self.tally)
         # state gauges, read off the router at scrape time (StateCollector)
         self.state = StateCollector()
         r.register(self.state)

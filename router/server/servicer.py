@@ -58,7 +58,6 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         self.budget_wait = budget_wait
         self.metrics = metrics
         self.envoys = envoys
-        self._counters: dict[tuple[str, str], Any] = {}
 
     @property
     def open_streams(self) -> int:
@@ -143,19 +142,14 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             return None, self._router_error(headers), None
 
     def _record(self, d: Decision, seconds: float, rid: str) -> None:
-        self.metrics.decision_seconds.observe(seconds)
-        self._count(d.mode, d.reason)
+        tally = self.metrics.tally
+        tally.observe(seconds)
+        tally.decided(d.mode, d.reason)
         if d.routed:
             log.debug("%s -> %s %s (%s)", rid, d.mode, d.node, d.reason)
         else:
-            self.metrics.refusals.labels(str(d.status), d.reason).inc()
+            tally.refused(str(d.status), d.reason)
             log.info("%s refused %d %s: %s", rid, d.status, d.reason, d.detail)
-
-    def _count(self, mode: str, reason: str) -> None:
-        counter = self._counters.get((mode, reason))
-        if counter is None:
-            counter = self._counters[(mode, reason)] = self.metrics.decisions.labels(mode, reason)
-        counter.inc()
 
     def _router_error(self, headers: HeaderMap) -> Any:
         """The 503 for an unexpected failure, logged with the trace id its body carries."""
@@ -163,7 +157,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         log.exception("router error, trace id %s (request %s); answered 503", trace,
                       request_id(headers) or "-")
         try:
-            self._count(wire.MODE_REFUSED, wire.R_ROUTER_ERROR)
+            self.metrics.tally.decided(wire.MODE_REFUSED, wire.R_ROUTER_ERROR)
         except Exception:
             log.exception("counting router error %s failed", trace)
         try:
