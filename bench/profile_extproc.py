@@ -101,6 +101,9 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        print("py-spy is not installed: .venv/bin/pip install py-spy", file=sys.stderr)
+        return 2
     tmp = Path(tempfile.mkdtemp(prefix="bench-profile-"))
     out = args.out or tmp
     out.mkdir(parents=True, exist_ok=True)
