@@ -128,9 +128,12 @@ def _verdict(today: dict[str, Any], picked: Trial | None, slo: float,
                 "Widen the space (more nodes, reserved slots) or ask for less.")
     cost, got, p95 = picked.objectives
     change = f"{100 * (cost / now - 1):+.1f} %" if now else "n/a"
-    cheaper = cost < now and got >= today["slo_attainment"]
-    head = ("Cheaper than today's policy at the same or better SLO: " if cheaper else
-            "The cheapest trial meeting the SLO (not cheaper than today at today's SLO): ")
+    if cost < now and got >= today["slo_attainment"]:
+        head = "Cheaper than today's policy at the same or better SLO: "
+    else:
+        head = (f"No trial of {len(trials)} is cheaper than today's policy at the same or "
+                "better SLO attainment (today's configuration may already be the cheapest the "
+                "space allows, or more trials may find one); the cheapest meeting the SLO is ")
     return (f"{head}trial {picked.number + 1}, {usd(cost)}/h against today's {usd(now)}/h "
             f"({change}), SLO attainment {100 * got:.2f} % (today "
             f"{100 * today['slo_attainment']:.2f} %), p95 {p95:,.1f} ms (today "
