@@ -31,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replay a request log (serve --request-log FILE) through --policy: "
                              "FILE, its rotated FILE.N and per-worker FILE.w<i>[.N], merged by "
                              "arrival time")
+    parser.add_argument("--access-log", metavar="FILE",
+                        help="Envoy's JSON access log (envoy-config --access-log FILE): with "
+                             "--trace, production's status and duration come from it, joined by "
+                             "request id; alone, it is the trace")
     parser.add_argument("--policy", metavar="CANDIDATE",
                         help="the policy to run instead of the scenario's; with --trace, the "
                              "policy to replay the log through")
@@ -93,7 +97,7 @@ def router_for(scenario: Scenario, policy: Policy, name: str = "hybrid-router") 
 def run(args: argparse.Namespace) -> int:
     """Run the scenario (and comparisons, or its live twin), or replay a trace; exit 2 on bad
     input."""
-    if args.trace is not None:
+    if args.trace is not None or args.access_log is not None:
         return tracecli.run(args)
     if args.scenario is None or any(x is not None for x in (args.last, args.seed)):
         print("hybrid-router simulate: give --scenario FILE [--policy CANDIDATE] (the scenario "

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from router.policy.loader import load_policy_or_report
+from simulator.accesslog import join, parse_access
 from simulator.report import ReportInput, html_report, write_decisions
 from simulator.report.replay import replay_report
 from simulator.trace import replay
@@ -26,6 +27,8 @@ def _check(args: argparse.Namespace) -> str | None:
     """Why these arguments cannot run (None: they can), before anything is read."""
     if args.scenario is not None:
         return "--trace replays a request log; it does not take --scenario"
+    if args.trace is None and args.access_log is None:
+        return "give --trace FILE, --access-log FILE or both"
     if args.policy is None:
         return "--trace needs --policy CANDIDATE (the policy to replay the log through)"
     if args.compare is not None or args.baselines or args.requests is not None:
@@ -46,6 +49,24 @@ def _write(out: Path, report: dict[str, Any], page: str) -> None:
     (out / "report.html").write_text(page, encoding="utf-8")
 
 
+def _read(args: argparse.Namespace) -> Trace:
+    """The request log, joined with Envoy's access log when given, or the access log alone."""
+    if args.trace is None:
+        trace = read_trace(args.access_log, last_s=args.last, parse=parse_access)
+        trace.source = "access_log"
+        return trace
+    trace = read_trace(args.trace, last_s=args.last)
+    if args.access_log is not None:
+        try:
+            joined = join(trace.entries, args.access_log)
+        except OSError as exc:
+            raise TraceError(f"{args.access_log}: {exc.strerror or exc}") from None
+        trace.entries, trace.joined, trace.unmatched = joined.entries, joined.joined, \
+            joined.unmatched
+        trace.source = "request_log+access_log"
+    return trace
+
+
 def _warn(trace: Trace, last: float | None) -> None:
     """What was left out of the replay, on stderr."""
     def lines(n: int) -> str:
@@ -58,6 +79,9 @@ def _warn(trace: Trace, last: float | None) -> None:
     if trace.outliers:
         print(f"{PROG}: warning: skipped {lines(trace.outliers)} whose time lies far outside "
               f"the rest of the log ({'; '.join(trace.outlier_shown)})", file=sys.stderr)
+    if trace.unmatched:
+        print(f"{PROG}: warning: {lines(trace.unmatched)} had no access-log line with their "
+              "request id: their status and duration are the router's", file=sys.stderr)
     if last is not None and trace.before_window:
         print(f"{PROG}: --last {last:g}: replaying {len(trace.entries)} lines; "
               f"{lines(trace.before_window)} arrived earlier", file=sys.stderr)
@@ -69,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if problem is not None:
         return _fail(problem)
     try:
-        trace = read_trace(args.trace, last_s=args.last)
+        trace = _read(args)
     except TraceError as exc:
         return _fail(str(exc))
     _warn(trace, args.last)

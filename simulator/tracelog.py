@@ -26,8 +26,10 @@ import json
 import math
 import re
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +55,9 @@ class Trace:
     outliers: int = 0  # usable lines whose time lies far outside the bulk, skipped
     outlier_shown: list[str] = field(default_factory=list)  # the first SHOWN of them
     before_window: int = 0  # usable lines older than the --last window, not read
+    source: str = "request_log"  # request_log, request_log+access_log or access_log
+    joined: int = 0  # request-log lines whose status and duration Envoy's access log gave
+    unmatched: int = 0  # request-log lines the access log had no line for
 
 
 def siblings(path: Path) -> list[Path]:
@@ -63,22 +68,25 @@ def siblings(path: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
-def _time(raw: bytes) -> float:
+Parse = Callable[[Any], LogEntry | str]
+
+
+def _time(raw: bytes, parse: Parse) -> float:
     """A line's `t` if it is a well-formed entry, else NaN (pass one)."""
     try:
-        parsed = parse_entry(json.loads(raw.decode("utf-8")))
+        parsed = parse(json.loads(raw.decode("utf-8")))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return math.nan
     return parsed.t if isinstance(parsed, LogEntry) else math.nan
 
 
-def _times(path: Path) -> array[float]:
+def _times(path: Path, parse: Parse) -> array[float]:
     """Every non-blank line's `t` (NaN when unusable), in file order."""
     out = array("d")
     with path.open("rb") as fh:
         for raw in fh:
             if raw.strip():
-                out.append(_time(raw))
+                out.append(_time(raw, parse))
     return out
 
 
@@ -98,7 +106,7 @@ def bounds(times: list[array[float]], last_s: float | None) -> tuple[float, floa
 
 
 def _read_file(path: Path, times: array[float], fences: tuple[float, float, float],
-               out: Trace) -> None:
+               out: Trace, parse: Parse) -> None:
     low, high, start = fences
     with path.open("rb") as fh:
         index = 0
@@ -111,7 +119,7 @@ def _read_file(path: Path, times: array[float], fences: tuple[float, float, floa
             if math.isnan(t):
                 out.skipped += 1
                 if len(out.problems) < SHOWN:
-                    out.problems.append(f"{path}:{number}: {_why(raw)}")
+                    out.problems.append(f"{path}:{number}: {_why(raw, parse)}")
             elif not low <= t <= high:
                 out.outliers += 1
                 if len(out.outlier_shown) < SHOWN:
@@ -119,26 +127,28 @@ def _read_file(path: Path, times: array[float], fences: tuple[float, float, floa
             elif t < start:
                 out.before_window += 1
             else:
-                entry = parse_entry(json.loads(raw.decode("utf-8")))
+                entry = parse(json.loads(raw.decode("utf-8")))
                 assert isinstance(entry, LogEntry)  # pass one found it well-formed
                 out.entries.append(entry)
 
 
-def _why(raw: bytes) -> str:
+def _why(raw: bytes, parse: Parse) -> str:
     """Why a line pass one found unusable is not an entry."""
     try:
-        parsed = parse_entry(json.loads(raw.decode("utf-8")))
+        parsed = parse(json.loads(raw.decode("utf-8")))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return "torn line (no newline at the end)" if not raw.endswith(b"\n") else "not JSON"
     return parsed if isinstance(parsed, str) else "unusable"
 
 
-def read_trace(path: str | Path, *, last_s: float | None = None) -> Trace:
+def read_trace(path: str | Path, *, last_s: float | None = None,
+               parse: Parse = parse_entry) -> Trace:
     """Every usable line of the log at `path` and its siblings, in arrival order.
 
     Lines far outside the log's bulk are counted in `outliers` and skipped. `last_s`:
     keep only the lines that arrived within `last_s` seconds of the bulk's newest line.
-    Raises `TraceError` when `path` is missing or nothing usable is left.
+    Raises `TraceError` when `path` is missing or nothing usable is left. `parse`: how a
+    line becomes an entry (`simulator.accesslog.parse_access` for Envoy's access log).
     """
     path = Path(path)
     if path.exists() and not path.is_file():
@@ -148,10 +158,10 @@ def read_trace(path: str | Path, *, last_s: float | None = None) -> Trace:
         raise TraceError(f"{path}: no such file (nor {path.name}.N or {path.name}.w<i>)")
     out = Trace(files=files, entries=[])
     try:
-        times = [_times(file) for file in files]
+        times = [_times(file, parse) for file in files]
         fences = bounds(times, last_s)
         for file, file_times in zip(files, times, strict=True):
-            _read_file(file, file_times, fences, out)
+            _read_file(file, file_times, fences, out, parse)
     except OSError as exc:
         raise TraceError(f"{exc.filename or path}: {exc.strerror or exc}") from None
     out.entries.sort(key=lambda e: e.t)  # stable: a tie keeps file and line order

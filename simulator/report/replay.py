@@ -79,6 +79,11 @@ def replay_report(rep: Replay, policy: Policy, policy_file: str, seed: int) -> d
             "skipped_lines": rep.trace.skipped,
             "outlier_lines": rep.trace.outliers,
             "before_window": rep.trace.before_window,
+            "source": rep.trace.source,
+            "joined": rep.trace.joined,
+            "unmatched": rep.trace.unmatched,
+            "production_failed": sum(1 for e in rep.trace.entries
+                                     if e.mode != "refused" and e.status >= 500),
             "parse_refused": rep.parse_refused,
             "replayed": len(t),
             "span_s": round(t[-1] - t[0], 3) if t else 0.0,

@@ -17,8 +17,21 @@ import plotly.graph_objects as go
 from simulator.report.fmt import MODE_ORDER, number, usd
 from simulator.report.style import Figure, layout, mode_color
 
-SIDES = (("production", "production (logged)", "#7f7f7f"),
-         ("candidate", "candidate (simulated)", "#2a9d8f"))
+SIDES = (("production", "production (measured)", "#7f7f7f"),
+         ("candidate", "candidate (modelled)", "#2a9d8f"))
+# What production's numbers were measured by, per trace source: the page says it under the
+# table, next to the candidate's being a model, so a latency difference is never read as two
+# measurements.
+MEASURED_BY = {
+    "request_log": "the router's request log: its own decision, and the time from the request "
+                   "headers reaching the router to the end of its stream. Envoy's answer is not "
+                   "in it: a request an upstream failed (a 503 Envoy sent) counts as routed. "
+                   "Replay with --access-log to take what the client got from Envoy",
+    "request_log+access_log": "Envoy's access log, joined to the router's request log by "
+                              "request id: the status and duration the client got",
+    "access_log": "Envoy's access log alone: the status and duration the client got, the "
+                  "decision from the route headers Envoy logged",
+}
 Row = tuple[str, Callable[[Mapping[str, Any]], Any], str, Callable[[Mapping[str, Any]], str]]
 
 
@@ -77,9 +90,20 @@ def side_by_side_html(report: Mapping[str, Any]) -> str:
         f"<td class='num'>{_esc(number(kind, get(cand)))}</td>"
         f"<td class='num'>{_esc(delta(diff))}</td></tr>"
         for name, get, kind, delta in _rows(report))
-    return ("<table class='compare replay'><thead><tr><th>measure</th><th>production (logged)</th>"
-            "<th>candidate (simulated)</th><th>candidate − production</th></tr></thead>"
-            f"<tbody>{body}</tbody></table>")
+    info = report.get("trace", {})
+    source = MEASURED_BY.get(info.get("source", "request_log"), "")
+    unmatched = info.get("unmatched", 0)
+    note = (f"<p class='note'><b>Production is measured</b> by {_esc(source)}"
+            + (f" ({info.get('joined', 0):,} lines joined; {unmatched:,} without an access-log "
+               "line keep the router's own)" if info.get("source") == "request_log+access_log"
+               else "")
+            + f"; {info.get('production_failed', 0):,} routed requests failed (5xx). <b>The "
+            "candidate is modelled</b>: the simulator's world (latencies drawn from each node's "
+            "and pool's profile, no real upstream), so a latency difference compares a "
+            "measurement with a model.</p>")
+    return ("<table class='compare replay'><thead><tr><th>measure</th>"
+            f"<th>{SIDES[0][1]}</th><th>{SIDES[1][1]}</th><th>candidate − production</th>"
+            f"</tr></thead><tbody>{body}</tbody></table>{note}")
 
 
 def _bars(report: Mapping[str, Any], key: str, names: list[str], x_title: str) -> Figure:
