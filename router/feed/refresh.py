@@ -1,22 +1,14 @@
 """The refresh pump: fetch, decode, offer, prepare in a thread, commit.
 
-Theory of operation
--------------------
-Every `refresh_seconds` (±10 % jitter, so a fleet of routers does not hit the
-feed in step) the source is asked for the document; an unchanged one (same
-stat, ETag or version) costs nothing further. A new document is decoded and
-validated whole against the policy in force (`router.core.feed.decode_feed`);
-a failure keeps the last good snapshot and counts `invalid`, an unreachable
-source counts `unreachable`. A `grpc://` source is also watched: each push is
-handled the same way at once. Every `tick` the runtime is asked whether the
-feed in force has gone stale. What a feed or a tick changes is the runtime's
-rule (`Runtime.offer`, `Runtime.tick`); this loop only carries it out: the
-table is built in a worker thread and swapped in on the event loop with one
-reference assignment, so a request sees the old table or the new one and
-releases its load on the table that admitted it. Whoever follows committed
-snapshots (the xDS server) subscribed with `Runtime.on_commit`. Policy edits
-(file change or `request_reload()`) go through the same lock, so a rebuild
-never mixes a new feed with an old policy or the other way round.
+Every `refresh_seconds` (±10 % jitter, so a fleet of routers does not poll in step) the
+source is asked for the document; an unchanged one (same stat, ETag or version) costs
+nothing more, and a `grpc://` source's pushes are handled at once. A document is decoded
+whole against the policy in force (a failure keeps the last good one: `invalid`) and
+offered; every `tick` the runtime is asked whether its feed went stale. What a feed or a
+tick changes is the runtime's rule (`Runtime.offer`, `Runtime.tick`); this loop carries it
+out: the table is built in a worker thread and swapped in on the event loop, and whoever
+follows commits (xDS, the staleness log) subscribed with `Runtime.on_commit`. Policy
+edits take the same lock, so a rebuild never mixes a new feed with an old policy.
 """
 
 from __future__ import annotations
@@ -29,57 +21,37 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from router.core.feed import FeedError, FeedSnapshot, decode_feed, format_time
-from router.core.model import Policy
-from router.core.table import Snapshot
+from router.core.feed import FeedError, decode_feed
 from router.feed.follow import Follow
-from router.feed.reload import PolicyReloader, quiet_gc
+from router.feed.reload import PolicyReloader
 from router.feed.sources import FeedUnreachable, Fetched
+from router.feed.staleness import staleness_listener
+from router.feed.swap import Swapper
 from router.metrics import RouterMetrics, runtime_state
-from router.runtime import Intake, Runtime
+from router.runtime import Runtime
 
 log = logging.getLogger("router.feed.refresh")
 OK, UNCHANGED, INVALID, UNREACHABLE = "ok", "unchanged", "invalid", "unreachable"
 JITTER = 0.1
 
 
-def weighted_down(snap: Snapshot) -> bool:
-    """Whether `snap` routes on a stale feed (no feed at all is not a stale one)."""
-    return snap.stale and snap.feed is not None
-
-
-def log_staleness(snap: Snapshot, now: float) -> None:
-    """Say that the feed in force turned stale (at start, on arrival or by age) or fresh."""
-    if snap.feed is None:
-        return
-    limit = snap.policy.feed.stale_after_seconds
-    if snap.stale:
-        log.warning("feed snapshot in force is %.0f s old (generated %s; stale after %.0f s): "
-                    "nodes weighted down by %g", snap.feed.age(now),
-                    format_time(snap.feed.generated_at), limit, snap.policy.feed.stale_weight)
-    else:
-        log.info("feed snapshot in force is fresh again (%.0f s old)", snap.feed.age(now))
-
-
-class Refresher:
+class Refresher(Swapper):
     """Keeps one `Runtime` current with its feed and its policy file."""
 
     def __init__(self, runtime: Runtime, policy_path: str, metrics: RouterMetrics | None = None,
                  *, clock: Callable[[], float] = time.time, rng: random.Random | None = None,
                  tick: float = 1.0) -> None:
         """Refresh `runtime` from its policy's feed; watch `policy_path` every `tick` s."""
-        self.runtime = runtime
+        super().__init__(runtime, PolicyReloader(policy_path, runtime, metrics), clock)
+        runtime.on_commit(staleness_listener(runtime))
         if metrics is not None:
             metrics.watch(lambda: runtime_state(runtime))
         self.metrics = metrics
-        self.clock = clock
         self.rng = rng if rng is not None else random.Random()
         self.tick = tick
-        self.reloader = PolicyReloader(policy_path, runtime, metrics)
         self.follow = Follow(lambda: runtime.policy.feed, Path(policy_path).resolve().parent,
                              self._pushed)
         self.last_error = ""
-        self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
 
     @property
@@ -166,57 +138,6 @@ class Refresher:
         log.warning("feed snapshot refused (%s): %s; keeping the last good one",
                     exc.reason, exc.detail)
         return INVALID
-
-    async def check_staleness(self) -> bool:
-        """Rebuild when the snapshot's age crossed stale_after_seconds; True if it did."""
-        now = self.clock()
-        if self.runtime.tick(now) is None:
-            return False
-        async with self._lock:
-            intake = self.runtime.tick(now)
-            if intake is None:
-                return False
-            await self._apply(intake, now)
-            return True
-
-    async def reload_policy(self) -> bool:
-        """Install the policy file if it changed (or a reload was asked for); True if it did.
-
-        The file is read and validated in a worker process (`router.policy.isolated`) and
-        installed from a worker thread, so a large or hostile policy never holds the loop.
-        """
-        if not self.reloader.changed():
-            return False
-        with quiet_gc():
-            policy = await asyncio.to_thread(self.reloader.check)
-            if policy is None:
-                return False
-            await self.install_policy(policy)
-        return True
-
-    async def install_policy(self, policy: Policy) -> None:
-        """Swap in a validated policy under the refresh lock."""
-        async with self._lock:
-            old = self.runtime.policy.digest
-            with quiet_gc():
-                await self._rebuild(policy, None, self.clock())
-            self.reloader.installed(policy, old)
-
-    async def _apply(self, intake: Intake, now: float) -> None:
-        """`Runtime.apply`, with the table built in a worker thread."""
-        self.runtime.merge_bills(intake)
-        if intake.rebuild:
-            await self._rebuild(None, intake.feed, now)
-        elif intake.feed is not None:
-            self.runtime.restamp(intake.feed)  # only the timestamps moved
-
-    async def _rebuild(self, policy: Policy | None, feed: FeedSnapshot | None,
-                       now: float) -> None:
-        prepared = await asyncio.to_thread(self.runtime.prepare, policy, feed, now=now)
-        was_stale = weighted_down(self.runtime.snapshot)
-        self.runtime.commit(prepared)  # on the event loop: one reference swap, then listeners
-        if weighted_down(prepared.snapshot) != was_stale:
-            log_staleness(prepared.snapshot, now)
 
     def _count(self, result: str) -> None:
         if self.metrics is not None:

@@ -129,3 +129,11 @@ def router_error(trace: str, policy: str) -> Any:
 LAST_RESORT = immediate(refusal(wire.STATUS_ROUTER_ERROR, wire.E_ROUTER_ERROR,
                                 wire.R_ROUTER_ERROR, "the router failed to decide this request",
                                 "unknown"))
+
+
+def envoy_node(context: Any) -> str | None:
+    """The node id of the Envoy that opened an ext_proc stream (its gRPC metadata), if sent."""
+    for key, value in context.invocation_metadata() or ():
+        if key == wire.H_ENVOY_NODE:
+            return str(value)
+    return None

@@ -6,9 +6,8 @@ back exactly once when the stream ends. In the processing mode `router.envoy_con
 generates (response headers SKIP, response trailers SEND) Envoy keeps the stream open
 until the HTTP stream ends, however it ends, so the stream's end is the request's end.
 Cloud and split answers also ask for the response headers (`extproc.OUTCOME_MODE`): a
-5xx there means the pool failed the request, charged as its `bill_failed` says.
-Every rule (the open-stream bound, the budget wait, the log line) is `router.control`'s;
-this module only translates and awaits.
+5xx there means the pool failed the request, charged as its `bill_failed` says. Every
+rule (open-stream bound, budget wait, xDS sync, log line) is `router.control`'s.
 
 The stream never fails: a failed gRPC stream is a fail-open in Envoy, so any unexpected
 exception while deciding or answering becomes a 503 `router_error` whose body carries a
@@ -32,6 +31,7 @@ from router.core.request import HeaderMap
 from router.metrics import RouterMetrics
 from router.runtime import Routed, Runtime
 from router.server import extproc
+from router.server.counts import record
 from router.server.requestlog import RequestLog
 
 log = logging.getLogger("hybrid_router.server")
@@ -47,9 +47,8 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                  envoys: Callable[[str], EnvoyView | None] | None = None) -> None:
         """Serve decisions from `runtime`; refuse with 503 past `max_streams` open streams.
 
-        `budget_wait(timeout)`: wait for the budget keeper's next round with the store
-        (True: plan again), for requests throttled by a short lease. `request_log`: one
-        JSON line per request, queued when its stream ends (off the request path).
+        `budget_wait(timeout)`: the budget keeper's next round (True: plan again);
+        `request_log`: one line per request, queued when its stream ends;
         `envoys(node id)`: what the Envoy that opened a stream holds (`router.xds.acks`).
         """
         self.runtime = runtime
@@ -82,8 +81,9 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                 kind = msg.WhichOneof("request")
                 if kind == "request_headers" and not answered:
                     answered = True
-                    routed, answer, logged = await self._answer(msg.request_headers,
-                                                                self._envoy(context))
+                    node = extproc.envoy_node(context) if self.envoys is not None else None
+                    envoy = self.envoys(node) if self.envoys and node is not None else None
+                    routed, answer, logged = await self._answer(msg.request_headers, envoy)
                     yield answer
                 elif kind == "response_headers":  # asked for by cloud and split answers
                     failed = extproc.upstream_failed(msg.response_headers)
@@ -96,15 +96,6 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             if logged is not None and self.request_log is not None:
                 ms = (time.perf_counter() - began) * 1000.0
                 self.request_log.record(self.control.entry(*logged, t=t, duration_ms=ms))
-
-    def _envoy(self, context: Any) -> EnvoyView | None:
-        """What the Envoy that opened this stream holds (None: not checked)."""
-        if self.envoys is None:
-            return None
-        for key, value in context.invocation_metadata() or ():
-            if key == wire.H_ENVOY_NODE:
-                return self.envoys(str(value))
-        return None
 
     async def _answer(self, msg: Any, envoy: EnvoyView | None = None
                       ) -> tuple[Routed | None, Any, Logged | None]:
@@ -131,7 +122,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                 spent += time.perf_counter() - t1
             routed = self.control.synced(routed, envoy)
             d = routed.decision
-            self._record(d, spent, request_id(headers))
+            record(self.metrics.tally, d, spent, request_id(headers))
             if not d.routed:
                 return None, extproc.immediate(d), (headers, size, d)  # a refusal holds nothing
             return routed, extproc.routed_response(d, headers), (headers, size, d)
@@ -140,16 +131,6 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             if routed is not None and routed.decision.routed:
                 self.control.release(routed)
             return None, self._router_error(headers), None
-
-    def _record(self, d: Decision, seconds: float, rid: str) -> None:
-        tally = self.metrics.tally
-        tally.observe(seconds)
-        tally.decided(d.mode, d.reason)
-        if d.routed:
-            log.debug("%s -> %s %s (%s)", rid, d.mode, d.node, d.reason)
-        else:
-            tally.refused(str(d.status), d.reason)
-            log.info("%s refused %d %s: %s", rid, d.status, d.reason, d.detail)
 
     def _router_error(self, headers: HeaderMap) -> Any:
         """The 503 for an unexpected failure, logged with the trace id its body carries."""
