@@ -139,8 +139,11 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         """One Envoy's ADS stream: answer requests, push every publish."""
         if len(self._streams) >= self.max_streams:
             self._refused("limit")
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"this router serves at most {self.max_streams} ADS streams")
+            # the status set and the generator returned: abort() from a streaming handler
+            # sometimes reached the client as INTERNAL instead
+            context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
+            context.set_details(f"this router serves at most {self.max_streams} ADS streams")
+            return
         stream = _Stream(id=next(self._ids))
         self._streams.add(stream)
         self._gauge()
@@ -157,7 +160,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 stream.wake.clear()
             if not reader.cancelled() and isinstance(reader.exception(), UnknownType):
                 self._refused("unknown_type")
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(reader.exception()))
+                context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+                context.set_details(str(reader.exception()))
         finally:
             self._streams.discard(stream)
             self.acks.closed(stream.node, stream.id)
