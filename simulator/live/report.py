@@ -1,7 +1,8 @@
 """The live twin's report: the live run as a `Result`, both sides' figures, their fidelity.
 
 `report.json` holds `sim` and `live` (each: `mode_counts`, `node_counts`, `latency_ms`
-percentiles, `cost_usd`, and the simulator's other summary keys) and `fidelity`.
+percentiles, the fixed, variable and total costs, and the simulator's other summary keys) and
+`fidelity`.
 Shares are of all requests of the run (the same arrivals on both sides), in
 percentage points. Latency is compared twice: `latency_ratio` is the client's
 end-to-end latency live over the simulator's, and `upstream_latency_ratio` the time

@@ -81,22 +81,44 @@ def mode_mix(data: ReportInput) -> Figure | None:
     return fig
 
 
-def cost_rate(data: ReportInput) -> Figure | None:
-    """What the run cost per minute, stacked by mode, with the events."""
-    if not len(data.t) or not float(np.sum(data.cost)):
-        return None
+POOL_COLORS = ("#1f4e79", "#7b3294", "#008837", "#a6611a", "#c51b7d")  # none a mode's colour
+
+
+def _cost_series(data: ReportInput) -> list[tuple[str, np.ndarray]]:
+    """Variable cost per bin: per mode, and pure cloud per pool when several pools bill."""
     which = np.clip(np.digitize(data.t, data.bins) - 1, 0, len(data.bins) - 2)
+    nb = len(data.bins) - 1
+    out = []
+    for m in _modes(data, refused=False):
+        sel = data.mode == m
+        pools = sorted(set(data.node[sel].tolist())) if m == "cloud" else []
+        for pool in pools if len(pools) > 1 else [None]:
+            part = sel if pool is None else sel & (data.node == pool)
+            usd = np.bincount(which[part], weights=data.cost[part], minlength=nb)
+            if usd.any():
+                out.append((m if pool is None else f"cloud · {pool}", usd))
+    return out
+
+
+def cost_rate(data: ReportInput) -> Figure | None:
+    """What the run cost per minute: the fixed part, then the variable part stacked by mode
+    (pure cloud by pool when several bill), with the events."""
+    fixed = float(data.summary.get("fixed_cost_per_hour_usd") or 0.0) / 60.0
+    if not len(data.t) or not (float(np.sum(data.cost)) or fixed):
+        return None
     x = data.bins[:-1] + data.bin_width / 2
     per_minute = 60.0 / data.bin_width
     fig = go.Figure()
-    for m in _modes(data, refused=False):
-        sel = data.mode == m
-        usd = np.bincount(which[sel], weights=data.cost[sel], minlength=len(x)) * per_minute
-        if not usd.any():
-            continue
-        fig.add_trace(go.Bar(x=x, y=usd, name=m, marker={"color": mode_color(m)},
+    if fixed:
+        fig.add_trace(go.Bar(x=x, y=np.full(len(x), fixed), name="fixed (owned, reserved)",
+                             marker={"color": "#c9ced6"}, width=data.bin_width * 0.9,
+                             hovertemplate="fixed: $%{y:,.4g}/min<extra></extra>"))
+    shades = itertools.cycle(POOL_COLORS)
+    for name, usd in _cost_series(data):
+        color = mode_color(name) if "·" not in name else next(shades)
+        fig.add_trace(go.Bar(x=x, y=usd * per_minute, name=name, marker={"color": color},
                              width=data.bin_width * 0.9,
-                             hovertemplate=f"{m}: $%{{y:,.4g}}/min<extra></extra>"))
+                             hovertemplate=f"{name}: $%{{y:,.4g}}/min<extra></extra>"))
     rows = add_events(fig, data.events, data.span, plot_px=1150)  # a full-width chart
     layout(fig, height=400, x_title=f"{TIME_AXIS}, {data.bin_width:g}-s bins",
            y_title="cost (USD per minute)", top=30 + 18 * rows)

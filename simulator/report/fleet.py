@@ -86,15 +86,16 @@ def node_load(data: ReportInput) -> Figure | None:
     peaks = node_peaks(data)
     if len(nodes) > SMALL_MULTIPLES:
         return _load_heatmap(data, peaks)
-    rows = math.ceil(len(nodes) / COLS)
-    fig = make_subplots(rows=rows, cols=COLS, shared_xaxes=True, vertical_spacing=0.28 / rows,
+    cols = min(COLS, len(nodes))
+    rows = math.ceil(len(nodes) / cols)
+    fig = make_subplots(rows=rows, cols=cols, shared_xaxes=True, vertical_spacing=0.28 / rows,
                         horizontal_spacing=0.06,
                         subplot_titles=[f"{n.id} ({n.slots} slots)" for n in nodes])
     x = data.bins[:-1]
     caps = data.caps or {}
     loads = data.result.loads if caps else {}
     for i, n in enumerate(nodes):
-        r, c = i // COLS + 1, i % COLS + 1
+        r, c = i // cols + 1, i % cols + 1
         first = i == 0
         fig.add_trace(go.Scatter(x=[0, data.span], y=[n.slots, n.slots], mode="lines",
                                  name="slots", line={"color": "#d62728", "dash": "dash"},

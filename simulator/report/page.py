@@ -64,8 +64,10 @@ CHARTS: tuple[Chart, ...] = (
           "limits; a limit far above the spend is named, not drawn, so the spend stays legible.",
           fleet.budget_burn, "No tenant spent anything on cloud or split in this run."),
     Chart("cost-rate", "Cost over time",
-          "What the run cost per minute, by mode: edge is the nodes' amortized cost per "
-          "inference, cloud and split what the pools bill.", charts.cost_rate),
+          "What the run cost per minute: the fixed part (the owned edge fleet and reserved "
+          "capacity, paid whether used or not), then the variable part by mode — the edge "
+          "nodes' marginal cost per inference, what the pools bill for split and cloud (by "
+          "pool when several bill).", charts.cost_rate),
 )
 BASELINES_CHART = Chart(
     "baselines", "The same traffic through each router",

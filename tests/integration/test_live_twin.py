@@ -88,7 +88,7 @@ def test_live_twin_reports_both_runs_close_to_each_other(tmp_path: Path) -> None
         assert s["requests"] == n
         assert sum(s["mode_counts"].values()) == n
         assert sum(s["node_counts"].values()) == n - s["mode_counts"].get("refused", 0)
-        assert set(s["latency_ms"]) == {"p50", "p95", "p99"} and s["cost_usd"] > 0
+        assert set(s["latency_ms"]) == {"p50", "p95", "p99"} and s["total_cost_usd"] > 0
     live = doc["live"]
     assert live["errors"] == 0 and live["status_counts"].get("200", 0) > 0.9 * n
     assert 0 < live["proxy_overhead_ms"]["p50"] < live["latency_ms"]["p50"]
