@@ -45,6 +45,7 @@ class CapacityCollector:
                               "Seconds since the store last answered a lease sync (-1: never)"),
             CounterMetricFamily("router_capacity_grants", "Slots granted to this router"),
             CounterMetricFamily("router_capacity_returns", "Slots this router handed back"),
+            CounterMetricFamily("router_capacity_syncs", "Lease syncs the store answered"),
             CounterMetricFamily("router_capacity_sync_errors",
                                 "Lease syncs the store did not answer")]
         if st is not None:
@@ -53,7 +54,8 @@ class CapacityCollector:
                     family.add_metric([name], count)
             age = time.monotonic() - st.last_ok
             values: tuple[float, ...] = (st.members, st.lag, age if age != float("inf")
-                                         else -1.0, st.grants, st.returns, st.errors)
+                                         else -1.0, st.grants, st.returns, st.syncs,
+                                         st.errors)
             for scalar, value in zip(scalars, values, strict=True):
                 scalar.add_metric([], value)
         yield from families

@@ -129,8 +129,8 @@ class Gateways:
             leases = self.table.leases.setdefault(r.name, {})
             demands = self.table.demands.setdefault(r.name, {})
             load, held = tracker.loads[r.slot], tracker.held[r.slot]
-            demands[me] = demand(tracker.peaks[r.slot], held)
-            tracker.peaks[r.slot] = load
+            demands[me] = demand(load, tracker.blocked[r.slot])
+            tracker.blocked[r.slot] = 0
             lease, target = settle(r.capacity, leases, demands, me, keep(held, load))
             leases[me] = lease
             tracker.held[r.slot] = held_after(lease, target)

@@ -23,17 +23,21 @@ Fairness. Every call also computes the router's *target* (`fair`): max-min fair
 by demand (water-filling: each router gets min(demand, level), the level as
 high as C allows); what demand leaves over is spread evenly, so at low load
 every router holds room on every node and a key reaches its home node through
-any gateway. A router over its target does not give slots back in the store at
-once: it stops admitting above its target at the reply, and hands the rest back
+any gateway. A router over its target keeps the excess while no other router
+is short of its own target (beyond the free slots); when one is, it does not
+give slots back in the store at once: it stops admitting above its target at
+the reply, and hands the rest back
 as `keep` at its next call (less what is still in flight above the target,
 which goes back at a later call), where a busy router can grow into it at that
 router's next call. A demand shift is followed within about three sync periods
 plus the time requests take.
 
-Demand (`demand`): the peak in flight over the last sync period plus one of
-headroom; a router whose lease was full at that peak cannot see its true
-demand, so it asks for twice its lease (doubling reaches any fair share in
-log2(C) periods).
+Demand (`demand`): what the router has in flight at the sync, plus the
+requests its walk turned away from the resource for want of lease since the
+last one (each wanted a slot there; `router.core.pick` counts a walk once). A
+busy router's demand is then large and an idle one's small, so max-min
+fairness hands the busy one what the idle ones do not use, and a router that
+asked too little finds its turned-away requests in its next demand.
 """
 
 from __future__ import annotations
@@ -74,7 +78,8 @@ def fair(capacity: int, demands: Mapping[str, int]) -> dict[str, int]:
     """Max-min fair whole-slot targets of `demands` on `capacity`, leftover spread evenly.
 
     Ties (fewer slots than routers still short) go to the largest shortfall, then by
-    name; the even spread's remainder goes by name. The store's Lua mirrors this.
+    name; the even spread's remainder goes to the largest demands first (then by
+    name), so a spare slot goes where it is used. The store's Lua mirrors this.
     """
     names = sorted(demands)
     alloc = dict.fromkeys(names, 0)
@@ -96,7 +101,7 @@ def fair(capacity: int, demands: Mapping[str, int]) -> dict[str, int]:
         active = [n for n in active if alloc[n] < want[n]]
     if left > 0 and names:
         each, extra = divmod(left, len(names))
-        for i, n in enumerate(names):
+        for i, n in enumerate(sorted(names, key=lambda n: (-want[n], n))):
             alloc[n] += each + (1 if i < extra else 0)
     return alloc
 
@@ -106,14 +111,21 @@ def settle(capacity: int, leases: Mapping[str, int], demands: Mapping[str, int],
     """(new lease, target) of `member` after one call; see the module docstring.
 
     `leases` and `demands` are every live router's, `member`'s own included
-    (its demand already updated); `keep` is what `member` still admits on.
+    (its demand already updated); `keep` is what `member` still admits on. The
+    target is the fair one, raised to what `member` may keep because nobody is
+    short of theirs (beyond the free slots): a slot is given back only when
+    another router wants it, so demand that moves faster than the syncs leaves
+    no slot idle.
     """
     own = min(leases.get(member, 0), max(0, keep))
-    target = fair(capacity, demands).get(member, 0)
+    targets = fair(capacity, demands)
     others = sum(v for m, v in leases.items() if m != member)
     free = capacity - others - own
+    target = targets.get(member, 0)
     new = own + max(0, min(target - own, free)) if target > own else own
-    return new, target
+    short = sum(max(0, t - leases.get(m, 0)) for m, t in targets.items() if m != member)
+    wanted = max(0, short - (capacity - others - new))
+    return new, max(target, new - wanted)
 
 
 def held_after(lease: int, target: int) -> int:
@@ -131,11 +143,10 @@ def keep(held: int, load: int) -> int:
     return max(held, load)
 
 
-def demand(peak: int, held: int) -> int:
-    """The demand a router reports for a resource: peak in flight + 1, or twice a full lease."""
-    if held < UNLEASED and peak >= held:
-        return max(2 * held, peak + 1, 1)
-    return peak + 1
+def demand(load: int, blocked: int) -> int:
+    """The demand a router reports for a resource: what it has in flight now, plus the
+    requests its walk turned away from it for want of lease since its last sync."""
+    return load + blocked
 
 
 def safe_share(capacity: int, members: int) -> int:

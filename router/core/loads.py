@@ -8,8 +8,9 @@ over nodes on the request path.
 
 With capacity leases (`router.core.capacity`) each slot also has `held`, the
 most this router may have in flight there (its lease; UNLEASED when no lease
-limits it), set by the capacity keeper's thread, and `peaks`, the most it had
-in flight since the keeper last looked (its demand).
+limits it), set by the capacity keeper's thread, and `blocked`, how many
+requests the walk turned away from it for want of lease since the keeper last
+looked (with what is in flight, this router's demand for it).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class LoadTracker:
         self._group_members: list[tuple[int, ...]] = []
         self.group_totals: list[int] = []
         self.held: list[int] = []
-        self.peaks: list[int] = []
+        self.blocked: list[int] = []
         self.default_held = UNLEASED  # `held` of a slot allocated from now on
 
     def slot(self, name: str) -> int:
@@ -45,7 +46,7 @@ class LoadTracker:
             self.names.append(name)
             self.loads.append(0)
             self.held.append(self.default_held)
-            self.peaks.append(0)
+            self.blocked.append(0)
             self._node_groups.append([])
         return slot
 
@@ -78,9 +79,7 @@ class LoadTracker:
 
     def acquire(self, slot: int) -> None:
         """One more request in flight on `slot`."""
-        load = self.loads[slot] = self.loads[slot] + 1
-        if load > self.peaks[slot]:
-            self.peaks[slot] = load
+        self.loads[slot] += 1
         totals = self.group_totals
         for gid in self._node_groups[slot]:
             totals[gid] += 1

@@ -2,7 +2,10 @@
 
 The walk starts at hash64(key) and takes the first member node that is under
 its bounded-load cap (with the utilization floor), its physical slots and this
-router's lease of them (`router.core.capacity`; unlimited for a router alone). The
+router's lease of them (`router.core.capacity`; unlimited for a router alone).
+The first node a walk passes for want of lease only is counted in the
+tracker's `blocked` (once per walk): the one thing a walk writes, read by the
+capacity keeper as unmet demand (explain's walk counts nothing). The
 first node on the ring is the key's *home*; a key leaves its home only while
 the home is at its cap. The same walk over the nodes' feature slots (counted
 apart from inference slots) places split extractions, so a split is possible
@@ -58,7 +61,8 @@ def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: boo
         return None
     if notes is not None:
         return _walk_explained(entry, snap, key, total, features, notes)
-    loads, held = snap.tracker.loads, snap.tracker.held
+    tracker = snap.tracker
+    loads, held, blocked = tracker.loads, tracker.held, tracker.blocked
     where = snap.walk_features if features else snap.walk_inference
     weights, floors = snap.walk_weights, snap.walk_floors
     wsum = entry.weight_sum
@@ -69,7 +73,7 @@ def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: boo
     start = bisect_right(keys, _key_hash(key))
     want = len(entry.members)
     seen: set[int] = set()
-    first = True
+    first = unmet = True
     for pos in range(start, start + n):
         owner = owners[pos - n if pos >= n else pos]
         if owner in seen:
@@ -77,16 +81,21 @@ def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: boo
         seen.add(owner)
         slot, size = where[owner]
         load = loads[slot]
-        if load < size and load < held[slot]:
-            value = scale * weights[owner] / wsum if wsum > 0 else 0.0
-            limit = int(value)
-            if limit != value:
-                limit += 1
-            floor = floors[owner]
-            if floor > limit:
-                limit = floor
-            if load < limit:
-                return Pick(snap.nodes[owner], first, load, limit)
+        if load < size:
+            if load >= held[slot]:
+                if unmet:  # room on the node, none in this router's lease: counted once
+                    blocked[slot] += 1
+                    unmet = False
+            else:
+                value = scale * weights[owner] / wsum if wsum > 0 else 0.0
+                limit = int(value)
+                if limit != value:
+                    limit += 1
+                floor = floors[owner]
+                if floor > limit:
+                    limit = floor
+                if load < limit:
+                    return Pick(snap.nodes[owner], first, load, limit)
         first = False
         if len(seen) == want:
             break

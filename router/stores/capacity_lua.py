@@ -71,7 +71,13 @@ local function fair(cap, names, want)
   end
   if left > 0 and #names > 0 then
     local each, extra = math.floor(left / #names), left % #names
-    for i, n in ipairs(names) do
+    local order = {}
+    for i, n in ipairs(names) do order[i] = n end
+    table.sort(order, function(a, b)
+      if want[a] ~= want[b] then return want[a] > want[b] end
+      return a < b
+    end)
+    for i, n in ipairs(order) do
       alloc[n] = alloc[n] + each + ((i <= extra) and 1 or 0)
     end
   end
@@ -100,9 +106,16 @@ for i = 3, #KEYS do
   local own = math.min(leases[me] or 0, math.max(0, keep))
   local others = 0
   for m, v in pairs(leases) do if m ~= me then others = others + v end end
-  local target = fair(cap, names, want)[me]
+  local targets = fair(cap, names, want)
+  local target = targets[me]
   local new = own
   if target > own then new = own + math.max(0, math.min(target - own, cap - others - own)) end
+  local short = 0
+  for m, t in pairs(targets) do
+    if m ~= me then short = short + math.max(0, t - (leases[m] or 0)) end
+  end
+  local wanted = math.max(0, short - (cap - others - new))
+  target = math.max(target, new - wanted)
   if new > 0 then redis.call('HSET', h, 'L:' .. me, new)
   else redis.call('HDEL', h, 'L:' .. me) end
   redis.call('HSET', h, 'D:' .. me, want[me])

@@ -7,8 +7,9 @@ The request path admits onto a node only within `tracker.held` (the walk in
 store. Every `period` seconds this thread:
 
 1. reads, per leased resource (`router.core.capacity.resources` of the
-   snapshot in force), what is in flight, the peak since last time and what
-   is held, and turns them into (capacity, keep, demand);
+   snapshot in force), what is in flight, what is held and the requests
+   turned away for want of lease since last time, and turns them into
+   (capacity, keep, demand);
 2. makes one call to the store for all of them (`router.stores.capacity`);
 3. sets `held` to the new lease, or to the fair target if that is less.
 
@@ -97,12 +98,13 @@ class CapacityKeeper:
         """One sync with the store; False (and the fallback when due) when it did not answer."""
         res = resources(self.snapshot())
         tracker = self.tracker
-        loads, held, peaks = tracker.loads, tracker.held, tracker.peaks
+        loads, held, blocked = tracker.loads, tracker.held, tracker.blocked
         asks = []
         for r in res:
-            load, h = loads[r.slot], held[r.slot]
-            asks.append(Ask(r.name, r.capacity, keep(h, load), demand(peaks[r.slot], h)))
-            peaks[r.slot] = load
+            load = loads[r.slot]
+            asks.append(Ask(r.name, r.capacity, keep(held[r.slot], load),
+                            demand(load, blocked[r.slot])))
+            blocked[r.slot] = 0
         sent = time.monotonic()
         try:
             members, grants = self.backend.sync(self.member, self.ttl, asks)
@@ -175,6 +177,8 @@ def open_capacity(spec: str, tracker: LoadTracker, snapshot: Callable[[], Snapsh
         from router.stores.redis import split_options
 
         url, opts = split_options(spec)
+        if opts["capacity_sync"] <= 0:
+            return None  # leases off: this router holds every slot (one router on the store)
         backend: CapacityBackend = RedisCapacity(url, timeout=opts["timeout"])
         keeper = CapacityKeeper(backend, tracker, snapshot, period=opts["capacity_sync"],
                                 ttl=opts["capacity_ttl"], routers=int(opts["replicas"]),

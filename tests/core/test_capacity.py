@@ -7,7 +7,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from router.core.capacity import (
-    UNLEASED,
     demand,
     fair,
     held_after,
@@ -65,28 +64,29 @@ class Fleet:
         self.demands: dict[str, int] = {}
         self.held = [0] * 4
         self.load = [0] * 4
-        self.peak = [0] * 4
+        self.blocked = [0] * 4
         self.gone = [0] * 4  # requests of a dead router still running on the node
 
     def sync(self, r: int) -> None:
         name = f"r{r}"
-        self.demands[name] = demand(self.peak[r], self.held[r])
+        self.demands[name] = demand(self.load[r], self.blocked[r])
+        self.blocked[r] = 0
         new, target = settle(self.capacity, self.leases, self.demands, name,
                              keep(self.held[r], self.load[r]))
         self.leases[name] = new
         self.held[r] = held_after(new, target)
-        self.peak[r] = self.load[r]
 
     def admit(self, r: int) -> None:
         if self.load[r] < self.held[r]:
             self.load[r] += 1
-            self.peak[r] = max(self.peak[r], self.load[r])
+        else:
+            self.blocked[r] += 1
 
     def die(self, r: int) -> None:
         """Its lease lapses; in this model its requests end with it (TTL > request time)."""
         self.leases.pop(f"r{r}", None)
         self.demands.pop(f"r{r}", None)
-        self.held[r] = self.load[r] = self.peak[r] = 0
+        self.held[r] = self.load[r] = 0
 
 
 @SETTINGS
@@ -120,7 +120,7 @@ def test_demand_is_followed_to_a_fair_share(capacity: int, wants: list[int]) -> 
     for _ in range(3 * capacity.bit_length() + 6):
         for r, want in enumerate(wants):
             f.load[r] = 0  # requests shorter than a sync period: the last ones ended
-            while f.load[r] < min(want, f.held[r]):
+            for _ in range(want):  # every client tries once: admitted or turned away
                 f.admit(r)
             f.sync(r)
     n = len(wants)
@@ -130,11 +130,10 @@ def test_demand_is_followed_to_a_fair_share(capacity: int, wants: list[int]) -> 
         min(capacity, sum(wants)) - n
 
 
-def test_demand_doubles_a_full_lease_and_adds_headroom_otherwise() -> None:
-    assert demand(3, 3) == 6
-    assert demand(0, 0) == 1
-    assert demand(2, 5) == 3
-    assert demand(4, UNLEASED) == 5
+def test_demand_is_use_plus_requests_turned_away() -> None:
+    assert demand(3, 9) == 12
+    assert demand(0, 0) == 0
+    assert demand(2, 0) == 2
 
 
 def test_safe_share_keeps_every_router_falling_back_together_within_capacity() -> None:
@@ -171,4 +170,8 @@ def test_the_walk_admits_only_within_the_lease_and_goes_on_over_leased_room() ->
     notes: list[Candidate] = []
     plan(request("k"), snap, led, now=0.0, notes=notes)
     assert sum("out of leased slots" in n.verdict for n in notes) == 2
-    assert snap.tracker.peaks[first.slot] == 1
+    decide(request("k"), snap, led, now=0.0)  # both leases full: turned away
+    home = next(n for n in snap.nodes if n.id == d1.node)
+    away = next(n for n in snap.nodes if n.id != d1.node)
+    # each walk counts once, at the first node it found leased out: the key's home
+    assert (snap.tracker.blocked[home.slot], snap.tracker.blocked[away.slot]) == (3, 0)

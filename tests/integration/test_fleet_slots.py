@@ -69,13 +69,16 @@ class Gateways:
     def __init__(self, tmp: Path, store: str) -> None:
         self.stack = Stack(tmp, store=store, policy=POLICY, message_timeout_s=MESSAGE_TIMEOUT_S,
                            envoy_concurrency=1)
-        self.urls = [self.stack.url]
-        self.admins = [self.stack.admin]
-        self.metrics = [self.stack.metrics_port]
+        self.urls: list[str] = []
+        self.admins: list[int] = []
+        self.metrics: list[int] = []
         self.procs: list[list[subprocess.Popen[bytes]]] = []
 
     def start(self, count: int = 3) -> Gateways:
-        self.stack.start()
+        self.stack.start()  # its ports are known once it runs
+        self.urls.append(self.stack.url)
+        self.admins.append(self.stack.admin)
+        self.metrics.append(self.stack.metrics_port)
         self.procs.append([self.stack.procs["router"], self.stack.procs["envoy"]])
         for i in range(1, count):
             grpc, metrics, listen, admin = (free_port() for _ in range(4))
@@ -102,8 +105,10 @@ class Gateways:
         return self
 
     def kill(self, index: int) -> None:
-        """SIGKILL a gateway's router and its Envoy: the gateway is gone."""
-        for proc in self.procs[index]:
+        """SIGKILL a gateway's Envoy and its router: the gateway is gone. Envoy first: an
+        Envoy that outlived its router a moment would fail open (by design: edge only, no
+        lease) the requests it was waiting on the router for."""
+        for proc in reversed(self.procs[index]):
             stop(proc, signal.SIGKILL)
 
     def close(self) -> None:

@@ -52,5 +52,5 @@ def test_every_capacity_series_is_documented() -> None:
     names = set()
     for family in CapacityCollector(stats).collect():
         names.add(family.name + "_total" if family.type == "counter" else family.name)
-    assert len(names) == 11
+    assert len(names) == 12
     assert sorted(names - SPANS) == []

@@ -1,0 +1,205 @@
+"""One edge fleet, many routers: edge use, recovery after a gateway dies, store calls, and
+ext_proc throughput with leases against a router alone, through real processes.
+
+(1) Three gateways (router + Envoy) on one redis-server, four emulated nodes with
+2/4/4/8 slots holding each request 250 ms, 36 closed-loop clients at 30/4/2: twice
+the edge's 18 slots. The nodes' own in-flight counts are sampled every 100 ms: the
+share of the edge's slots in use once settled, then after gateway A is SIGKILLed
+(its clients move to B and C) how long until the edge is 90% used again, against
+the lease TTL + 1 s. Redis' commandstats give the store calls per router per second.
+(2) ext_proc throughput: one router with slot leases off (`capacity_sync=0`) and one
+leasing, both on the same Redis budget store, interleaved rounds of 32 closed-loop
+clients through Envoy, medians.
+Writes docs/BENCHMARKS.md.
+
+    .venv/bin/python bench/fleet.py [--seconds 10] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._report import write_section
+from tests.integration.stack import Stack
+from tests.integration.test_fleet_slots import POLICY, SLOTS, Gateways, closed_loop
+from tests.stores.conftest import RedisServer
+
+TTL_S = 2.0
+EDGE = sum(SLOTS.values())
+
+
+def in_flight(stack: Stack) -> int:
+    """Requests in flight on the emulated edge nodes now, by their own count."""
+    total = 0
+    for node in SLOTS:
+        with urllib.request.urlopen(f"http://{stack.address[node]}/_stats", timeout=2) as r:
+            total += int(json.load(r)["inflight"])
+    return total
+
+
+async def sample(stack: Stack, until: float, into: list[tuple[float, int]]) -> None:
+    """(time, edge in flight) every 100 ms until `until` (monotonic)."""
+    while time.monotonic() < until:
+        into.append((time.monotonic(), await asyncio.to_thread(in_flight, stack)))
+        await asyncio.sleep(0.1)
+
+
+def syncs(port: int) -> float:
+    """A router's router_capacity_syncs_total."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("router_capacity_syncs_total "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def evalsha_calls(url: str) -> int:
+    """Scripts Redis has run (every budget and capacity store call is one)."""
+    stats = redis.Redis.from_url(url).info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k in ("cmdstat_evalsha",
+                                                                   "cmdstat_eval"))
+
+
+def utilization(seconds: float, tmp: Path) -> dict[str, float]:
+    """Part 1: edge use at 2x offered load, recovery after a gateway dies, store calls."""
+    (tmp / "redis").mkdir()
+    server = RedisServer(tmp / "redis")
+    server.start()
+    fleet = Gateways(tmp, f"{server.url}?capacity_ttl={TTL_S}")
+    try:
+        fleet.start()
+        a, b, c = fleet.urls
+        routes = [a] * 30 + [b] * 4 + [c] * 2
+        samples: list[tuple[float, int]] = []
+        counts: Counter[str] = Counter()
+        calls0 = evalsha_calls(server.url)
+        syncs0 = [syncs(p) for p in fleet.metrics[1:]]
+
+        async def run() -> tuple[float, float, float]:
+            began = time.monotonic()
+            load = asyncio.create_task(closed_loop(routes, 2 * seconds + 4, counts, []))
+            watch = asyncio.create_task(sample(fleet.stack, began + 2 * seconds + 4, samples))
+            await asyncio.sleep(seconds)
+            killed = time.monotonic()
+            await asyncio.to_thread(fleet.kill, 0)
+            for i in range(30):
+                routes[i] = b if i % 2 else c
+            await asyncio.gather(load, watch)
+            return began, killed, time.monotonic()
+
+        began, killed, ended = asyncio.run(run())
+        calls = evalsha_calls(server.url) - calls0
+        synced = sum(syncs(p) for p in fleet.metrics[1:]) - sum(syncs0)
+    finally:
+        fleet.close()
+        server.kill()
+    steady = [n for t, n in samples if began + 2 <= t < killed]
+    after = [(t - killed, n) for t, n in samples if t >= killed]
+    back = next((t for i, (t, _) in enumerate(after)
+                 if all(n >= 0.9 * EDGE for _, n in after[i:i + 5])), float("inf"))
+    # A ran for `killed - began` s, B and C for the whole run
+    router_seconds = (killed - began) + 2 * (ended - began)
+    return {"steady": statistics.mean(steady) / EDGE, "back_s": back,
+            "calls": calls / router_seconds, "syncs": synced / (2 * (ended - began)),
+            "edge": counts["edge"], "cloud": counts["cloud"]}
+
+
+async def throughput_once(url: str, seconds: float) -> float:
+    """Requests/s of 32 closed-loop clients through one Envoy."""
+    done = 0
+    deadline = time.monotonic() + seconds
+
+    async def client(i: int, session: aiohttp.ClientSession) -> None:
+        nonlocal done
+        n = 0
+        while time.monotonic() < deadline:
+            async with session.get(url + "/infer", headers={
+                    "x-affinity-key": f"k{i}-{n % 50}", "x-affinity-residency": "GDPR",
+                    "x-emulate-delay-ms": "0"}) as r:
+                await r.read()
+            n += 1
+            done += 1
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        await asyncio.gather(*(client(i, session) for i in range(32)))
+    return done / seconds
+
+
+def throughput(seconds: float, rounds: int, tmp: Path) -> dict[str, float]:
+    """Part 2: one router alone against one leasing from Redis, interleaved."""
+    for sub in ("redis2", "alone", "leased"):
+        (tmp / sub).mkdir()
+    server = RedisServer(tmp / "redis2")
+    server.start()
+    # the same Redis budget store for both; slot leases off for the router alone
+    stacks = {"alone": Stack(tmp / "alone", policy=POLICY, store=f"{server.url}?capacity_sync=0",
+                             message_timeout_s=10.0),
+              "leased": Stack(tmp / "leased", policy=POLICY, store=server.url,
+                              message_timeout_s=10.0)}
+    runs: dict[str, list[float]] = {k: [] for k in stacks}
+    try:
+        for s in stacks.values():
+            s.start()
+        for _ in range(rounds):
+            for name, s in stacks.items():
+                runs[name].append(asyncio.run(throughput_once(s.url, seconds)))
+    finally:
+        for s in stacks.values():
+            s.close()
+        server.kill()
+    return {k: statistics.median(v) for k, v in runs.items()}
+
+
+def main() -> None:
+    """Run both parts and write the section."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        u = utilization(args.seconds, Path(tmp))
+        t = throughput(args.seconds, args.rounds, Path(tmp))
+    ratio = t["leased"] / t["alone"]
+    rows = "\n".join(f"| {goal} | {got} | {'yes' if ok else 'no'} |" for goal, got, ok in (
+        ("≥ 90% of the edge's slots in use at 2× offered load",
+         f"{100 * u['steady']:.0f}% (the nodes' own in-flight counts, every 100 ms)",
+         u["steady"] >= 0.9),
+        (f"back to ≥ 90% within TTL + 1 s ({TTL_S + 1:g} s) after a gateway is SIGKILLed",
+         f"{u['back_s']:.1f} s", u["back_s"] <= TTL_S + 1),
+        ("≤ 10 store calls/s per router (capacity syncs: one round trip each)",
+         f"{u['syncs']:.1f} capacity + {u['calls'] - u['syncs']:.1f} budget scripts",
+         u["syncs"] <= 10),
+        ("ext_proc throughput with leases ≥ 0.95× a router alone",
+         f"{t['leased']:.0f} vs {t['alone']:.0f} req/s: {ratio:.2f}×", ratio >= 0.95)))
+    body = f"""
+Three gateways (router + Envoy) on one Redis, nodes of 2/4/4/8 slots holding each
+request 250 ms, 36 closed-loop clients at 30/4/2 (twice the edge's {EDGE} slots);
+`bench/fleet.py`, lease TTL {TTL_S:g} s.
+
+| goal | measured | met |
+|---|---|---|
+{rows}
+Requests in the utilization run: {u['edge']} edge, {u['cloud']} cloud (the overflow).
+Throughput: 32 closed-loop clients through one Envoy, medians of {args.rounds} interleaved
+rounds of {args.seconds:g} s.
+"""
+    write_section("fleet", "Many routers, one fleet: leased slots", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
