@@ -18,7 +18,7 @@ from router.envoy_config import PROCESSING_MODE
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _READ_PREFIXES = (wire.AFFINITY_PREFIX, wire.ROUTE_PREFIX)
 _READ_NAMES = frozenset({"content-length", wire.H_REQUEST_ID})
-_RESPONSES: dict[tuple[tuple[str, str], ...], Any] = {}
+_RESPONSES: dict[tuple[object, ...], Any] = {}
 _MAX_CACHED = 4096  # responses are ~200-400 bytes; the cache is bounded whatever clients send
 # The answer to every message after the request headers, by message kind.
 # Cloud and split requests also send their response headers (a mode override of the
@@ -68,23 +68,27 @@ def _mutation(headers: list[tuple[str, str]], remove: list[str]) -> Any:
 def routed_response(decision: Decision, sent: dict[str, str]) -> Any:
     """Header mutations: set the route headers, remove any other client-sent x-route-*.
 
-    A fleet has few distinct header sets (target × mode × quality × reason × cost), so
-    the built protobuf response is cached per set: it is never mutated after building.
-    The key is the router's own headers only, never a name the client chose: Envoy strips
-    client `x-route-*` headers before the router sees them, so a request that still
-    carries one came from a direct client and gets a response built for it alone.
+    A fleet has few distinct answers (target × mode × quality × reason × cost), so the
+    built protobuf response is cached by the decision's own fields, looked up before any
+    header is formatted: it is never mutated after building. The key is the router's own
+    values only, never a name the client chose: Envoy strips client `x-route-*` headers
+    before the router sees them, so a request that still carries one came from a direct
+    client and gets a response built for it alone.
     """
-    headers = decision.headers()
-    ours = {k for k, _ in headers}
-    extra = [k for k in sent if k.startswith(wire.ROUTE_PREFIX) and k not in ours]
-    if extra:
-        return _routed(headers, extra)
-    key = tuple(headers)
+    if any(k.startswith(wire.ROUTE_PREFIX) for k in sent):
+        headers = decision.headers()
+        ours = {k for k, _ in headers}
+        extra = [k for k in sent if k.startswith(wire.ROUTE_PREFIX) and k not in ours]
+        if extra:
+            return _routed(headers, extra)
+    d = decision
+    key = (d.target, d.node, d.mode, d.cost_usd, d.reason, d.policy, d.quality, d.split_cloud,
+           d.cluster)
     cached = _RESPONSES.get(key)
     if cached is None:
         if len(_RESPONSES) >= _MAX_CACHED:
             _RESPONSES.clear()
-        cached = _RESPONSES[key] = _routed(headers, [])
+        cached = _RESPONSES[key] = _routed(d.headers(), [])
     return cached
 
 

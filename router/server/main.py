@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--upstream-timeout", type=float, default=30.0, metavar="SECONDS",
                         help="route timeout to the inference upstreams, in the route table "
                              "this router serves Envoy over xDS (default 30)")
+    parser.add_argument("--no-echo", dest="echo", action="store_false",
+                        help="the route table this router serves Envoy does not echo the "
+                             "decision's x-route-* headers in routed responses")
     parser.add_argument("--request-log", metavar="FILE",
                         help="one JSON line per request (tags, decision, duration) for "
                              "`simulate --trace`; off by default; worker i of --workers N "
@@ -135,7 +138,7 @@ def _build(args: argparse.Namespace, runtime: Runtime, metrics: RouterMetrics, k
                                  backups=args.request_log_backups,
                                  on_drop=metrics.request_log_dropped.inc,
                                  on_truncate=metrics.request_log_truncated.inc)
-    xds_options = XdsOptions(upstream_timeout_s=args.upstream_timeout)
+    xds_options = XdsOptions(upstream_timeout_s=args.upstream_timeout, echo=args.echo)
     # with --workers N an Envoy's ADS stream lives on one worker: the others cannot know
     # what it holds, so they check only the Envoys whose stream they serve
     ads = AdsServer(build_resources(runtime.snapshot, xds_options), metrics,
@@ -333,6 +336,7 @@ def _rebuild_argv(args: argparse.Namespace) -> list[str]:
             "--grace", str(args.grace), "--upstream-timeout", str(args.upstream_timeout),
             "--log-level", args.log_level, "--xds", args.xds,
             "--xds-max-streams", str(args.xds_max_streams),
+            *([] if args.echo else ["--no-echo"]),
             *(["--request-log", args.request_log, "--request-log-max-mb",
                str(args.request_log_max_mb), "--request-log-backups",
                str(args.request_log_backups)] if args.request_log else [])]

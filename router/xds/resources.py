@@ -80,6 +80,7 @@ class Options:
     connect_timeout_s: float = 0.5
     balance_factor_pct: int | None = None  # ring hash_balance_factor; default from the policy
     xds: bool = True  # EDS over ADS; False: STATIC clusters with inline endpoints
+    echo: bool = True  # echo the decision (ECHO) in every routed response; False: Envoy skips it
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,12 +243,13 @@ def route_table(policy: Policy, served: set[frozenset[str]], opts: Options
     """The inference route table (see the module docstring for the order)."""
     echo = [{"header": {"key": h, "value": f"%REQ({h})%"},
              "append_action": "OVERWRITE_IF_EXISTS_OR_ADD", "keep_empty_value": False}
-            for h in ECHO]
+            for h in ECHO] if opts.echo else []
     absent = {"name": wire.H_RESIDENCY, "present_match": False}
     routes: list[dict[str, Any]] = [
         {"name": "router-answer",
          "match": {"prefix": "/", "headers": [{"name": wire.H_CLUSTER, "present_match": True}]},
-         "route": _route_action(None, opts), "response_headers_to_add": echo},
+         "route": _route_action(None, opts)} | ({"response_headers_to_add": echo} if echo
+                                                 else {}),
         _refuse("fail-open:residency-in-json", [absent, {
             "name": wire.H_TAGS, "string_match": {"contains": '"data_residency"'}}]),
     ]
