@@ -181,3 +181,13 @@ def test_a_request_with_more_tokens_takes_longer_in_proportion(tmp_path: Path) -
     assert len(heavy) > 50 and len(light) > 50
     # at 10 requests/s nothing queues: latency follows demand (9x), with the gamma draw's noise
     assert 5.0 < float(np.median(heavy) / np.median(light)) < 15.0
+
+
+def test_burstgpt_with_session_columns_is_read_by_column_name(tmp_path: Path) -> None:
+    (tmp_path / "b.csv").write_text(
+        "Timestamp,Session ID,Elapsed time,Model,Request tokens,Response tokens,Total tokens,"
+        "Log Type\n5,s1,0.8,ChatGPT,400,100,500,Conversation log\n"
+        "7,s2,1.1,GPT-4,800,50,850,API log\n")
+    trace = read_trace(tmp_path / "b.csv", "burstgpt")
+    assert trace.t.tolist() == [0.0, 2.0]
+    assert trace.context.tolist() == [400, 800] and trace.generated.tolist() == [100, 50]
