@@ -9,6 +9,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from router.demo.procs import free_port
 from tests.integration.stack import ROOT, stop, wait_file
 
 POLICY = """\
@@ -48,3 +49,9 @@ def test_any_port_without_a_ports_file_is_a_usage_error(tmp_path: Path) -> None:
                            "--any-port"], cwd=ROOT, capture_output=True, text=True, timeout=60,
                           check=False)
     assert proc.returncode == 2 and "go together" in proc.stderr
+
+
+def test_free_port_never_hands_out_a_number_twice() -> None:
+    """What must be told its port gets one no earlier call in this process returned."""
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)

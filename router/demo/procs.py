@@ -11,12 +11,26 @@ import sys
 import time
 from pathlib import Path
 
+_HANDED: set[int] = set()
+
 
 def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 free now and never handed out before by this process.
+
+    For a child that must be told its port before it starts: the port is free again the
+    moment it is closed here, so without the memory two calls could return the same number
+    (two policy addresses on one port: an invalid policy, the emulator exiting 2). A child
+    that can bind port 0 and report what it got needs none of this (`router.emulate
+    --any-port`, `serve --grpc 127.0.0.1:0`).
+    """
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED:
+            _HANDED.add(port)
+            return port
+    raise RuntimeError("no fresh free port in 100 tries")
 
 
 def wait_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None

@@ -16,6 +16,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from router.demo.procs import free_port  # one memory of handed-out ports per process
+
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY = shutil.which("envoy", path=str(Path(sys.executable).parent)) or shutil.which("envoy")
 
@@ -49,26 +51,6 @@ budgets:
 UPSTREAM_TIMEOUT_S = 2.5  # Envoy's route timeout here, so a test can provoke a 504
 NODES = {"eu-a": ("GDPR", 2.0, 8), "eu-b": ("GDPR", 1.0, 4), "us-a": ("CCPA", 2.0, 8),
          "us-b": ("CCPA", 4.0, 16)}
-
-
-_HANDED: set[int] = set()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 free now and never handed out before by this process.
-
-    Only for what cannot bind port 0 itself (a second worker on a shared port, a server
-    restarted on its old port): the port is free again the moment it is closed, so the next
-    call could return it twice. `Stack` lets each process bind port 0 and report its pick.
-    """
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _HANDED:
-            _HANDED.add(port)
-            return port
-    raise RuntimeError("no fresh free port in 100 tries")
 
 
 def wait_file(path: Path, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> str:

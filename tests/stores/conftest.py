@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import redis
 
 from router.core.budget import THROTTLED, Reservation
 from router.core.model import BudgetConfig, TenantBudget
+from router.demo.procs import free_port
 from router.stores.keeper import BudgetKeeper
 from router.stores.redis import RedisBudgetStore
 
@@ -35,13 +35,6 @@ def timed(durations: list[float], fn: Callable[[], Any]) -> Any:
         return fn()
     finally:
         durations.append(time.perf_counter() - began)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class RedisServer:
