@@ -166,6 +166,7 @@ def test_a_reconnect_checks_persistence_again(fleet: list[Replica], redis_server
     settle_down(fleet)
     after += spend(fleet, 60)
     assert (before + after) * COST <= LIMIT + 1e-9, (before, after)
+    assert all(r.flushed() for r in fleet)
     assert committed(redis_server) == pytest.approx((before + after) * COST)
 
 
