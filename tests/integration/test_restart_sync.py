@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -25,6 +26,7 @@ from .stack import POLICY, Stack, free_port, wait_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 Result = tuple[float, int, dict[str, str]]  # (start time, status, response headers)
+Marks = dict[str, float]  # moments of the scenario, time.monotonic()
 
 
 def with_eu_c(stack: Stack) -> str:
@@ -66,31 +68,42 @@ async def load(stack: Stack, stop: asyncio.Event, out: list[Result]) -> None:
         await asyncio.gather(*(client(i, session) for i in range(12)))
 
 
+def restart_under_load(stack: Stack, policy: str, then: Callable[[Marks], Awaitable[None]],
+                       router_args: tuple[str, ...] | None = None) -> tuple[list[Result], Marks]:
+    """Under load, kill the router and start it on `policy` (and `router_args`) without
+    waiting for Envoy to sync (mark "up"), then run `then`; every request's result."""
+    results: list[Result] = []
+    marks: Marks = {}
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        traffic = asyncio.create_task(load(stack, stop, results))
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(stack.stop_router, signal.SIGKILL)
+        stack.policy.write_text(policy)
+        if router_args is not None:
+            stack.router_args = router_args
+        await asyncio.to_thread(stack.start_router, wait_synced=False)
+        marks["up"] = time.monotonic()
+        await then(marks)
+        stop.set()
+        await traffic
+
+    asyncio.run(scenario())
+    return results, marks
+
+
 def test_restart_with_a_changed_policy_under_load_serves_nothing_on_the_removed_node(
         tmp_path: Path) -> None:
     # a 2 s message timeout: the subject is the restart, not the 200 ms deadline
     stack = Stack(tmp_path, message_timeout_s=2.0).start()
     try:
-        edited = with_eu_c(stack)
-        results: list[Result] = []
-        marks: dict[str, float] = {}
-
-        async def scenario() -> None:
-            stop = asyncio.Event()
-            traffic = asyncio.create_task(load(stack, stop, results))
-            await asyncio.sleep(1.5)
-            await asyncio.to_thread(stack.stop_router, signal.SIGKILL)
-            stack.policy.write_text(edited)
-            # the new router serves before Envoy has reconnected its ADS stream
-            await asyncio.to_thread(stack.start_router, wait_synced=False)
-            marks["up"] = time.monotonic()
+        async def then(marks: Marks) -> None:  # the new router serves; Envoy reconnects
             await asyncio.to_thread(stack.wait_synced)
             marks["synced"] = time.monotonic()
             await asyncio.sleep(2.0)
-            stop.set()
-            await traffic
 
-        asyncio.run(scenario())
+        results, marks = restart_under_load(stack, with_eu_c(stack), then)
         after = [(s, h) for t, s, h in results if t > marks["up"]]
         served = Counter(h.get("x-served-by") for s, h in after if s == 200)
         assert len(after) > 100 and served["eu-c"] > 0, served
@@ -117,19 +130,7 @@ def test_until_envoy_holds_the_new_endpoints_the_router_refuses_rather_than_misr
     stack = Stack(tmp_path, message_timeout_s=2.0, router_args=("--xds", xds),
                   envoy_args=("--xds", xds)).start()
     try:
-        edited = with_eu_c(stack)
-        results: list[Result] = []
-        marks: dict[str, float] = {}
-
-        async def scenario() -> None:
-            stop = asyncio.Event()
-            traffic = asyncio.create_task(load(stack, stop, results))
-            await asyncio.sleep(1.0)
-            await asyncio.to_thread(stack.stop_router, signal.SIGKILL)
-            stack.policy.write_text(edited)
-            stack.router_args = ("--xds", f"127.0.0.1:{free_port()}")
-            await asyncio.to_thread(stack.start_router, wait_synced=False)
-            marks["up"] = time.monotonic()
+        async def then(marks: Marks) -> None:
             await asyncio.sleep(2.0)
             marks["fixed"] = time.monotonic()
             await asyncio.to_thread(stack.stop_router)
@@ -137,10 +138,9 @@ def test_until_envoy_holds_the_new_endpoints_the_router_refuses_rather_than_misr
             await asyncio.to_thread(stack.start_router)  # until Envoy holds the new set
             marks["synced"] = time.monotonic()
             await asyncio.sleep(1.5)
-            stop.set()
-            await traffic
 
-        asyncio.run(scenario())
+        results, marks = restart_under_load(stack, with_eu_c(stack), then,
+                                            ("--xds", f"127.0.0.1:{free_port()}"))
         unsynced = [(s, h) for t, s, h in results if marks["up"] < t < marks["fixed"] - 0.5]
         assert len(unsynced) > 50
         # Envoy never held eu-c: every answer the router gave was a refusal that says why

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -140,20 +141,27 @@ class Envoy:
         return await asyncio.wait_for(self.call.read(), timeout)
 
 
-@pytest.fixture
-async def ads() -> AsyncIterator[tuple[AdsServer, grpc.aio.Channel, RouterMetrics]]:
-    metrics = RouterMetrics()
-    server_impl = AdsServer(xds.build(table(FLEET)), metrics)
+@contextlib.asynccontextmanager
+async def serving(impl: AdsServer) -> AsyncIterator[grpc.aio.Channel]:
+    """`impl` on a real gRPC server; a channel to it."""
     server = grpc.aio.server()
-    server_impl.add_to(server)
+    impl.add_to(server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
-        yield server_impl, channel, metrics
+        yield channel
     finally:
         await channel.close()
         await server.stop(None)
+
+
+@pytest.fixture
+async def ads() -> AsyncIterator[tuple[AdsServer, grpc.aio.Channel, RouterMetrics]]:
+    metrics = RouterMetrics()
+    server_impl = AdsServer(xds.build(table(FLEET)), metrics)
+    async with serving(server_impl) as channel:
+        yield server_impl, channel, metrics
 
 
 def counted(metrics: RouterMetrics, result: str) -> float:
