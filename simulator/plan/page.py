@@ -37,7 +37,7 @@ def _changes(readable: Mapping[str, Any]) -> str:
     """A choice in a few words: what it adds, removes, reserves and sets."""
     out = [f"+{n} {k.split('#')[0]}" for k, n in readable.get("add_nodes", {}).items() if n]
     out += [f"-{n}" for n in readable.get("remove_nodes", [])]
-    out += [f"{p}: {n} reserved" for p, n in readable.get("reserved_slots", {}).items()]
+    out += [f"{p}: {n} reserved" for p, n in readable.get("reserved_slots", {}).items() if n]
     out += [f"{k}={v:.3g}" for k, v in readable.get("knobs", {}).items()]
     return ", ".join(out)
 
