@@ -27,33 +27,15 @@ from typing import Any, cast
 import numpy as np
 
 from router.core.feed import FeedSnapshot
-from router.core.model import CloudPool, Policy
+from router.core.model import Policy
 from simulator.model import Link, Node, cloud_ms
+from simulator.pools import Pool
 from simulator.scenario import WorldConfig
 from simulator.sites import site_links
 
 EDGE_END, FEATURE_END, LINK_END, CLOUD_END, TIMEOUT, SWEEP, SAMPLE, REFRESH, EVENT = range(9)
 SWEEP_S = 1.0  # how often requests past the deadline are given up on
 BLOCK = 1 << 16  # random draws made at once
-
-
-class Pool:
-    """A cloud pool: elastic (or up to its capacity), unless partitioned or reclaimed."""
-
-    __slots__ = ("available", "busy", "cap", "partitioned_until", "price", "spec")
-
-    def __init__(self, spec: CloudPool) -> None:
-        """The pool at its policy price, reachable, all its capacity offered."""
-        self.spec = spec
-        self.price = spec.usd_per_hour
-        self.partitioned_until = -1.0
-        self.available = 1.0  # share of the capacity a spot notice leaves (what the feed says)
-        self.cap: int | None = spec.capacity or None  # requests at once; None: elastic
-        self.busy = 0  # requests it is computing
-
-    def full(self) -> bool:
-        """Whether a request arriving now finds no capacity (a reclaimed or full pool)."""
-        return self.cap is not None and self.busy >= self.cap
 
 
 Done = Callable[[int, float, bool | None], None]
@@ -294,13 +276,7 @@ class World:
     def _reclaim(self, pool: Pool, fraction: float) -> None:
         """The reclaimed instances stop: the requests on them end unanswered (no latency)."""
         rows = sorted(r for r, q in self.computing.items() if q is pool)
-        if pool.cap is not None:
-            pool.cap = int(pool.cap * (1.0 - fraction))
-            caught = max(0, len(rows) - pool.cap)
-        elif fraction >= 1.0:
-            pool.cap, caught = 0, len(rows)
-        else:  # elastic: the load was spread evenly over the instances
-            caught = round(fraction * len(rows))
+        caught = pool.reclaim(fraction, len(rows))
         for row in self.rng.choice(rows, size=caught, replace=False).tolist() if caught else []:
             del self.computing[row]
             pool.busy -= 1

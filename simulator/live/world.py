@@ -31,9 +31,10 @@ import numpy as np
 from router.core.feed import FeedSnapshot
 from router.core.model import Policy
 from simulator.model import Link, Node, cloud_ms
+from simulator.pools import Pool
 from simulator.run import apply_world_event
 from simulator.scenario import WorldConfig
-from simulator.world import SWEEP_S, Pool, World
+from simulator.world import SWEEP_S, World
 
 OK, GAVE_UP, TIMED_OUT = 200, 408, 504
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from router.core.model import CloudPool
 from simulator.baselines import make_baseline
+from simulator.pools import Pool
 from simulator.report import summarize
 from simulator.routers import Adaptive, Router
 from simulator.run import Result, simulate
@@ -56,3 +59,16 @@ def test_a_router_that_ignores_the_notice_loses_what_was_in_flight(tmp_path: Pat
     lost = [i for i, t in enumerate(res.t) if 14.0 < t < 15.0]
     assert all(res.mode[i] == "cloud" for i in lost)
     assert report["slo_attainment"] < 0.5  # after the reclaim every request times out
+
+
+@pytest.mark.parametrize(("bound", "fraction", "computing", "caught", "cap"), [
+    pytest.param(16, 0.5, 6, 0, 8, id="bounded-router-obeyed"),
+    pytest.param(16, 0.5, 12, 4, 8, id="bounded-over-what-is-left"),
+    pytest.param(0, 0.25, 12, 3, None, id="elastic-spread-evenly"),
+    pytest.param(0, 1.0, 12, 12, 0, id="elastic-all-gone"),
+])
+def test_a_reclaim_ends_what_the_instances_that_went_were_computing(
+        bound: int, fraction: float, computing: int, caught: int, cap: int | None) -> None:
+    pool = Pool(CloudPool(id="spot", address="127.0.0.1:9902", max_inflight=bound))
+    assert pool.reclaim(fraction, computing) == caught
+    assert pool.cap == cap
