@@ -193,6 +193,7 @@ request 250 ms, 36 closed-loop clients at 30/4/2 (twice the edge's {EDGE} slots)
 | goal | measured | met |
 |---|---|---|
 {rows}
+
 Requests in the utilization run: {u['edge']} edge, {u['cloud']} cloud (the overflow).
 Throughput: 32 closed-loop clients through one Envoy, medians of {args.rounds} interleaved
 rounds of {args.seconds:g} s.
