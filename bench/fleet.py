@@ -79,7 +79,7 @@ def utilization(seconds: float, tmp: Path) -> dict[str, float]:
     (tmp / "redis").mkdir()
     server = RedisServer(tmp / "redis")
     server.start()
-    fleet = Gateways(tmp, f"{server.url}?capacity_ttl={TTL_S}")
+    fleet = Gateways(tmp, server.url, f"&capacity_ttl={TTL_S:g}")
     try:
         fleet.start()
         a, b, c = fleet.urls

@@ -14,15 +14,11 @@ half of the slots (the old static split's ceiling), never more than all of them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -30,89 +26,43 @@ import pytest
 
 from tests.stores.conftest import RedisServer
 
-from .stack import ENVOY, ROOT, Stack, fail_opens, free_port, stop, wait_port, wait_serving
+from .stack import Stack, fail_opens, stop
+from .test_fleet_budget import Fleet, redis_server
 
+__all__ = ["redis_server"]  # the fixture, shared with the fleet budget tests
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SLOTS = {"eu-a": 2, "eu-b": 4, "us-a": 4, "us-b": 8}
 HOLD_MS = 250
 MESSAGE_TIMEOUT_S = 10.0  # the subject is the lease, not Envoy's deadline on busy cores
-POLICY = """\
-version: 1
-refresh_seconds: 30
-slo: {{default_latency_ms: 2000, degraded_slack: 1.5}}
-edge:
-  nodes:
-    - {{id: eu-a, address: "127.0.0.1:{p0}", hardware: rtx-4090, weight: 1, slots: 2,
-       residency: [GDPR], base_latency_ms: 5}}
-    - {{id: eu-b, address: "127.0.0.1:{p1}", hardware: rtx-4090, weight: 2, slots: 4,
-       residency: [GDPR], base_latency_ms: 5}}
-    - {{id: us-a, address: "127.0.0.1:{p2}", hardware: rtx-4090, weight: 2, slots: 4,
-       residency: [GDPR], base_latency_ms: 5}}
-    - {{id: us-b, address: "127.0.0.1:{p3}", hardware: rtx-4090, weight: 4, slots: 8,
-       residency: [GDPR], base_latency_ms: 5}}
+NODE = ('    - {{{{id: {id}, address: "127.0.0.1:{{p{i}}}", hardware: rtx-4090, weight: {w},'
+        ' slots: {slots}, residency: [GDPR], base_latency_ms: 5}}}}')
+POLICY = ("version: 1\nrefresh_seconds: 30\n"
+          "slo: {{default_latency_ms: 2000, degraded_slack: 1.5}}\nedge:\n  nodes:\n"
+          + "\n".join(NODE.format(id=n, i=i, w=s // 2, slots=s)
+                      for i, (n, s) in enumerate(SLOTS.items()))
+          + """
 cloud:
   pools:
     - {{id: cloud-eu, address: "127.0.0.1:{p4}", residency: [GDPR], models: ["*"],
        instance_type: h100-spot, latency_ms: 20, compute_ms: 100, usd_per_hour: 3.6}}
     - {{id: cloud-hipaa, address: "127.0.0.1:{p5}", residency: [HIPAA], models: ["*"],
        instance_type: h100-spot, latency_ms: 20, compute_ms: 100, usd_per_hour: 3.6}}
-budgets:
-  period: month
-  store: "{store}"
-  tenants: {{default: {{limit_usd: 100000}}}}
-"""
+budgets: {{period: month, store: "{store}", tenants: {{default: {{limit_usd: 100000}}}}}}
+""")
 
 
-class Gateways:
-    """Gateway A is the Stack's router and Envoy (and the emulated nodes); B, C are added."""
+class Gateways(Fleet):
+    """Three gateways (router + Envoy) on one Redis, before the emulated 2/4/4/8-slot nodes."""
 
-    def __init__(self, tmp: Path, store: str) -> None:
-        self.stack = Stack(tmp, store=store, policy=POLICY, message_timeout_s=MESSAGE_TIMEOUT_S,
-                           envoy_concurrency=1)
-        self.urls: list[str] = []
-        self.admins: list[int] = []
-        self.metrics: list[int] = []
-        self.procs: list[list[subprocess.Popen[bytes]]] = []
-
-    def start(self, count: int = 3) -> Gateways:
-        self.stack.start()  # its ports are known once it runs
-        self.urls.append(self.stack.url)
-        self.admins.append(self.stack.admin)
-        self.metrics.append(self.stack.metrics_port)
-        self.procs.append([self.stack.procs["router"], self.stack.procs["envoy"]])
-        for i in range(1, count):
-            grpc, metrics, listen, admin = (free_port() for _ in range(4))
-            router = self.stack._spawn(f"router{i}", [
-                sys.executable, "-m", "router", "serve", "--policy", str(self.stack.policy),
-                "--grpc", f"127.0.0.1:{grpc}", "--metrics", f"127.0.0.1:{metrics}",
-                "--grace", "1"])
-            wait_serving(grpc, router)
-            config = self.stack.tmp / f"envoy{i}.yaml"
-            subprocess.run([sys.executable, "-m", "router", "envoy-config", "--policy",
-                            str(self.stack.policy), "--router", f"127.0.0.1:{grpc}",
-                            "--listen", f"127.0.0.1:{listen}", "--admin", f"127.0.0.1:{admin}",
-                            "-o", str(config), "--message-timeout",
-                            str(int(MESSAGE_TIMEOUT_S * 1000))], check=True, cwd=ROOT)
-            assert ENVOY
-            envoy = self.stack._spawn(f"envoy{i}", [ENVOY, "-c", str(config), "-l", "warning",
-                                                    "--base-id", str(listen),
-                                                    "--concurrency", "1"])
-            wait_port(listen, envoy)
-            self.urls.append(f"http://127.0.0.1:{listen}")
-            self.admins.append(admin)
-            self.metrics.append(metrics)
-            self.procs.append([router, envoy])
-        return self
+    def __init__(self, tmp: Path, redis_url: str, options: str = "") -> None:
+        super().__init__(tmp, redis_url, 3, options, policy=POLICY)
 
     def kill(self, index: int) -> None:
         """SIGKILL a gateway's Envoy and its router: the gateway is gone. Envoy first: an
         Envoy that outlived its router a moment would fail open (by design: edge only, no
         lease) the requests it was waiting on the router for."""
-        for proc in reversed(self.procs[index]):
-            stop(proc, signal.SIGKILL)
-
-    def close(self) -> None:
-        self.stack.close()
+        for name in ("envoy", "router"):
+            stop(self.stack.procs[f"{name}{index or ''}"], signal.SIGKILL)
 
 
 async def closed_loop(routes: list[str], seconds: float, counts: Counter[str],
@@ -142,23 +92,9 @@ async def closed_loop(routes: list[str], seconds: float, counts: Counter[str],
         await asyncio.gather(*(client(i, session) for i in range(len(routes))))
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    (tmp_path / "redis").mkdir()
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(server.proc.pid, signal.SIGCONT)
-        server.kill()
-
-
 def test_three_gateways_never_put_a_node_over_its_slots(tmp_path: Path,
                                                         redis_server: RedisServer) -> None:
-    fleet = Gateways(tmp_path, f"{redis_server.url}?capacity_ttl=2&retry=0.1")
+    fleet = Gateways(tmp_path, redis_server.url, "&capacity_ttl=2")
     counts: Counter[str] = Counter()
     try:
         fleet.start()
@@ -177,8 +113,10 @@ def test_three_gateways_never_put_a_node_over_its_slots(tmp_path: Path,
             await asyncio.sleep(4.0)
             assert redis_server.proc is not None
             os.killpg(redis_server.proc.pid, signal.SIGSTOP)  # past the 2-s TTL
-            await asyncio.sleep(3.0)
-            os.killpg(redis_server.proc.pid, signal.SIGCONT)
+            try:
+                await asyncio.sleep(3.0)
+            finally:
+                os.killpg(redis_server.proc.pid, signal.SIGCONT)
             await load
 
         asyncio.run(run())
