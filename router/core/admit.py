@@ -37,6 +37,8 @@ def admit(p: Plan, ledger: BudgetLedger, *, now: float) -> Decision:
     """Hold the first option whose budget fits; acquire its slots."""
     if p.refusal is not None:
         return p.refusal
+    if p.home_slot >= 0:
+        p.snapshot.tracker.arrive(p.home_slot)  # the demand router.core.shed reads
     options = p.options
     if options and options[0].cloud_usd <= 0:
         # the common case: the first option holds no budget, so it is taken as it is

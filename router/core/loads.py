@@ -10,7 +10,9 @@ With capacity leases (`router.core.capacity`) each slot also has `held`, the
 most this router may have in flight there (its lease; UNLEASED when no lease
 limits it), set by the capacity keeper's thread, and `blocked`, how many
 requests the walk turned away from it for want of lease since the keeper last
-looked (with what is in flight, this router's demand for it).
+looked (with what is in flight, this router's demand for it). `arrivals` counts,
+per node, the requests whose key's home it was (`router.core.shed` turns the
+count between two refreshes into the shares of keys the node keeps).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class LoadTracker:
         self.group_totals: list[int] = []
         self.held: list[int] = []
         self.blocked: list[int] = []
+        self.arrivals: list[int] = []
         self.default_held = UNLEASED  # `held` of a slot allocated from now on
 
     def slot(self, name: str) -> int:
@@ -47,6 +50,7 @@ class LoadTracker:
             self.loads.append(0)
             self.held.append(self.default_held)
             self.blocked.append(0)
+            self.arrivals.append(0)
             self._node_groups.append([])
         return slot
 
@@ -83,6 +87,10 @@ class LoadTracker:
         totals = self.group_totals
         for gid in self._node_groups[slot]:
             totals[gid] += 1
+
+    def arrive(self, slot: int) -> None:
+        """One more request whose key's home is the node counted on `slot`."""
+        self.arrivals[slot] += 1
 
     def release(self, slot: int) -> None:
         """One request on `slot` ended; never goes below zero."""

@@ -53,6 +53,15 @@ def pick_feature(entry: ClassEntry, snap: Snapshot, key: str,
     return _walk(entry, snap, key, total, True, notes)
 
 
+def home_of(entry: ClassEntry, snap: Snapshot, key: str) -> NodeRt | None:
+    """The key's home: the first node on the class's ring from its hash (None: no members)."""
+    keys = entry.ring.keys
+    if not keys:
+        return None
+    pos = bisect_right(keys, _key_hash(key))
+    return snap.nodes[entry.ring.owners[pos if pos < len(keys) else 0]]
+
+
 def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: bool,
           notes: list[Candidate] | None) -> Pick | None:
     keys = entry.ring.keys

@@ -27,8 +27,9 @@ from router.core import estimate
 from router.core.budget import BudgetState, account_of
 from router.core.decision import Candidate, Decision, refusal
 from router.core.model import QUALITY_LEVELS, BudgetConfig
-from router.core.pick import Pick, pick_edge, pick_feature
+from router.core.pick import Pick, home_of, pick_edge, pick_feature
 from router.core.request import RouteRequest
+from router.core.shed import tier
 from router.core.table import ClassEntry, NodeRt, PoolRt, Snapshot
 from router.core.tenancy import narrow
 
@@ -74,12 +75,15 @@ class Plan(NamedTuple):
     cost_blocked: bool = False  # an option was dropped for the request's max cost
     refusal: Decision | None = None  # refused at plan time (unknown tenant)
     notes: tuple[Candidate, ...] = ()
+    home_slot: int = -1  # load slot of the key's home node, where admission counts it
 
 
-def _full_option(pick: Pick, req: RouteRequest, key: str) -> Option | None:
-    """The full-quality edge rung on the picked node (None when VRAM forbids full quality)."""
+def _full_option(pick: Pick, req: RouteRequest, key: str, demoted: bool) -> Option | None:
+    """The full-quality edge rung on the picked node (None when VRAM forbids full quality,
+    or the key's home serves it degraded and it accepts that)."""
     node = pick.node
-    if node.quality_floor != 0 or not estimate.full_quality(key, node):
+    if node.quality_floor != 0 or not estimate.full_quality(key, node) or \
+            (demoted and req.accept_degradation):
         return None
     full_ms = estimate.edge_ms(node, pick.load)
     fill = (pick.load + 1) / pick.cap if pick.cap else 1.0
@@ -161,31 +165,38 @@ def plan(req: RouteRequest, snap: Snapshot, budget: BudgetView, *, now: float,
         notes.extend(Candidate(t, "-", why) for t, why in entry.excluded)
     key = req.key if req.key is not None else req.request_id
     pick = pick_edge(entry, snap, key, notes)
+    home = pick.node if pick is not None and pick.home else home_of(entry, snap, key)
+    home_slot = home.slot if home is not None else -1
+    # the key's tier at its home (router.core.shed): degraded first, or split and cloud first
+    # (when they meet its SLO)
+    level = tier(key, home.id, home.full_keep, home.keep_share) if home is not None else 0
+    shed = level == 2 and bool(entry.pools)
     max_cost = INF if req.max_cost_usd is None else req.max_cost_usd
     slo = req.slo_ms
     ladder: list[Option] = []
     if pick is not None:
-        first = _full_option(pick, req, key)
+        first = _full_option(pick, req, key, level > 0)
         if first is not None:
             # the common case: the home node at full quality, within the SLO (decided before
             # the degraded rungs are even built)
-            if notes is None and (first.est_ms <= slo or first.held) \
+            if notes is None and not shed and (first.est_ms <= slo or first.held) \
                     and first.cost_usd <= max_cost + 1e-12:
-                return Plan(req, snap, account, entry, (first,))
+                return Plan(req, snap, account, entry, (first,), home_slot=home_slot)
             ladder.append(first)
         ladder += _degraded_options(pick, req, snap, key)
-    if pick is not None:
+    if pick is not None and not shed:
         edge_why = wire.R_SLO
     elif entry.members:
         edge_why = wire.R_CAPACITY
     else:
         edge_why = wire.R_RESIDENCY
-    ladder += _cloud_options(entry, req, snap, key, edge_why, notes)
+    off_edge = _cloud_options(entry, req, snap, key, edge_why, notes)
+    ladder = off_edge + ladder if shed else ladder + off_edge
     within, beyond, cost_blocked = _sort(ladder, snap, slo, max_cost, notes)
     if beyond:
         within += _best_effort(beyond, budget, budgets, account, now)
     return Plan(req, snap, account, entry, tuple(within), cost_blocked,
-                notes=tuple(notes) if notes is not None else ())
+                notes=tuple(notes) if notes is not None else (), home_slot=home_slot)
 
 
 def _sort(ladder: list[Option], snap: Snapshot, slo: float, max_cost: float,

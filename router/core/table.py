@@ -9,7 +9,7 @@ weight sum, the load group and the cloud pools ordered by latency, so a
 decision is a dict lookup, one bounded-load walk and a budget check.
 
 Quality floors (VRAM pressure, with hysteresis and a gradual way back) are
-`router.core.quality`'s.
+`router.core.quality`'s; the share of its keys a node keeps, `router.core.shed`'s.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from dataclasses import dataclass, field, replace
 from router import wire
 from router.core.feed import FeedSnapshot, NodeState
 from router.core.loads import LoadTracker
-from router.core.model import EdgeNode, Policy
+from router.core.model import LATENCY_FACTOR, QUALITY_LEVELS, EdgeNode, Policy
 from router.core.pools import PoolRt, compile_pool
 from router.core.quality import full_share, quality_floor
 from router.core.ring import PointCache, Ring, build_ring, filter_ring
+from router.core.shed import MIN_WINDOW_S, shares
 
 __all__ = ["ClassEntry", "NodeRt", "PoolRt", "Snapshot", "build_table", "full_share",
            "node_ineligible", "quality_floor"]
@@ -58,6 +59,10 @@ class NodeRt:
     full_share: float = 1.0  # share of keys allowed full quality while leaving a floor
     state: NodeState | None = None  # the feed's reading it was built from
     own_seen: int = 0  # this router's in-flight count on the node when it was built
+    keep_share: float = 1.0  # share of its home keys kept on the edge (router.core.shed)
+    full_keep: float = 1.0  # share of its home keys kept at full quality (router.core.shed)
+    arrivals_seen: int = 0  # the tracker's arrival count when the share was last set
+    seen_at: float = 0.0  # when the share was last set
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,8 +191,23 @@ def node_ineligible(node: NodeRt, residency: frozenset[str], model: str | None) 
     return ""
 
 
+def _keeping(slot: int, slots: int, base: float, tracker: LoadTracker, previous: NodeRt | None,
+             fresh: bool, now: float) -> tuple[float, float, int, float]:
+    """(full_keep, keep_share, arrivals_seen, seen_at) of a node rebuilt at `now`."""
+    count = tracker.arrivals[slot]
+    if previous is None:
+        return 1.0, 1.0, count, now
+    elapsed = now - previous.seen_at
+    if not fresh or elapsed < MIN_WINDOW_S:  # a policy reload, or too short a window
+        return previous.full_keep, previous.keep_share, previous.arrivals_seen, previous.seen_at
+    full, keep = shares(min(slots, tracker.held[slot]), base, LATENCY_FACTOR[QUALITY_LEVELS[1]],
+                        count - previous.arrivals_seen, elapsed,
+                        (previous.full_keep, previous.keep_share))
+    return full, keep, count, now
+
+
 def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: LoadTracker,
-          weight: float, previous: NodeRt | None, fresh: bool) -> NodeRt:
+          weight: float, previous: NodeRt | None, fresh: bool, now: float) -> NodeRt:
     score = max(state.compute_score, 1e-3)
     base = spec.base_latency_ms / score
     est = base if state.p95_ms is None else max(base, state.p95_ms)
@@ -200,6 +220,7 @@ def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: L
         min(spec.uplink_mbps, state.uplink_mbps)
     floor = quality_floor(policy, state.vram_used_fraction,
                           previous.quality_floor if previous else 0)
+    full_keep, keep, arrived, seen_at = _keeping(slot, slots, base, tracker, previous, fresh, now)
     return NodeRt(
         idx=idx, id=spec.id, address=spec.address, slot=slot, weight=weight, slots=slots,
         est_ms=est, quality_floor=floor,
@@ -213,23 +234,28 @@ def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: L
         feature_ms=spec.feature_ms, uplink_mbps=uplink, base_ms=base,
         excess_ms=est - base,
         others_seen=max(0.0, state.inflight - own) if est > base else 0.0, load_seen=seen,
-        min_cap=int(policy.hashing.min_cap_fraction * slots), state=state, own_seen=own)
+        min_cap=int(policy.hashing.min_cap_fraction * slots), state=state, own_seen=own,
+        keep_share=keep, full_keep=full_keep, arrivals_seen=arrived, seen_at=seen_at)
 
 
 def _unchanged(previous: NodeRt | None, idx: int, spec: EdgeNode, state: NodeState,
-               weight: float, tracker: LoadTracker, policy: Policy, fresh: bool) -> bool:
+               weight: float, tracker: LoadTracker, policy: Policy, fresh: bool,
+               now: float) -> bool:
     """Whether `previous` is exactly what `_node` would build now (most nodes, most refreshes).
 
     Same policy entry, same feed reading, same weight: every field follows, the quality
     floor included (hysteresis gives the same floor for a repeated reading). The one live
     input, this router's own load at build time, matters only when the feed reported
     latency above the node's base. A node easing its keys back to full quality
-    (`router.core.quality`) moves its share at each new reading, so it is rebuilt.
+    (`router.core.quality`) moves its share at each new reading, so it is rebuilt; so is
+    a node read afresh at a new time (`router.core.shed` starts its demand window there).
     """
     return (previous is not None and previous.spec is spec and previous.idx == idx
             and previous.state == state and previous.weight == weight
             and (previous.excess_ms <= 0.0
                  or tracker.loads[previous.slot] == previous.own_seen)
+            and (not fresh or (previous.full_keep >= 1.0 and previous.seen_at == now
+                 and tracker.arrivals[previous.slot] == previous.arrivals_seen))
             and (not fresh or previous.full_share == full_share(
                 policy, state.vram_used_fraction, previous.quality_floor, previous)))
 
@@ -256,10 +282,10 @@ def build_table(policy: Policy, feed: FeedSnapshot | None, tracker: LoadTracker,
         weight = spec.weight * state.compute_score * health
         prev = before.get(spec.id)
         if prev is not None and _unchanged(prev, idx, spec, state, weight, tracker, policy,
-                                           fresh):
+                                           fresh, now):
             nodes.append(prev)
         else:
-            nodes.append(_node(idx, spec, state, policy, tracker, weight, prev, fresh))
+            nodes.append(_node(idx, spec, state, policy, tracker, weight, prev, fresh, now))
     pools = [compile_pool(idx, pspec, feed, tracker.slot(pspec.id))
              for idx, pspec in enumerate(policy.pools)]
     ring = build_ring([n.id for n in nodes], [n.weight if n.healthy else 0.0 for n in nodes],

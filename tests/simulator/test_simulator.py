@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,6 @@ import pytest
 from router.cli import main
 from router.core.model import EdgeNode
 from router.policy.loader import load_policy
-from simulator import metrics
 from simulator.baselines import make_baseline
 from simulator.report import summarize
 from simulator.routers import Adaptive
@@ -99,11 +99,11 @@ def test_no_residency_violation_or_budget_overrun(name: str) -> None:
 
 
 def test_camera_frames_split_rather_than_cross_the_uplink_whole_when_the_edge_is_full() -> None:
-    # the first ~300 s: the frame rate climbs past what the six boxes serve
+    # the first ~300 s: the frame rate climbs past what the six boxes serve, even degraded
     _, _, result = run("camera.yaml", 100_000)
-    saturated = metrics.saturated_modes(result, 0.8)  # 80 % of all slots busy on average
-    assert saturated.get("split", 0) > 1000  # the edge was full for a while, and split took it
-    assert saturated.get("split", 0) >= saturated.get("cloud", 0)
+    modes = Counter(result.mode)
+    assert modes["split"] > 1000  # the edge had no room for some keys, and split took them
+    assert modes["split"] >= modes["cloud"]
     report = summarize(result, load_policy(SCENARIOS / "policies" / "camera.yaml"))
     assert report["split_fraction"] > report["cloud_fraction"] - report["split_fraction"]
 

@@ -1,0 +1,132 @@
+"""Keys keep their mode: a hash-stable share of each node's keys, set per refresh from demand."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from router.core.admit import decide, finish
+from router.core.feed import FeedSnapshot, NodeState
+from router.core.loads import LoadTracker
+from router.core.plan import plan
+from router.core.ring import PointCache
+from router.core.shed import TARGET, shares, tier
+from router.core.table import Snapshot, build_table
+
+from .factory import NOW, ledger, node, policy, pool, request
+
+SETTINGS = settings(max_examples=40, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+KEYS = [f"cam-{i}" for i in range(300)]
+WINDOW = 30.0
+
+
+def _feed(at: float, n: int) -> FeedSnapshot:
+    states = {f"n{i:04d}": NodeState() for i in range(n)}
+    return FeedSnapshot(generated_at=at, received_at=at, nodes=states)
+
+
+def _refreshes(n: int, rates: list[list[float]], slots: int = 4) -> list[Snapshot]:
+    """One snapshot per window; in window w every node is the home of rates[w][i] req/s."""
+    pol = policy([node(i, slots=slots, latency=60.0) for i in range(n)],
+                 [pool(latency=40.0, compute_ms=20.0)], slo_ms=300.0)
+    tracker, cache = LoadTracker(), PointCache()
+    snap = build_table(pol, _feed(NOW, n), tracker, cache, now=NOW)
+    out = []
+    for w, window in enumerate(rates):
+        for i, rate in enumerate(window):
+            slot = tracker.slot(f"n{i:04d}")
+            for _ in range(round(rate * WINDOW)):
+                tracker.arrive(slot)
+        at = NOW + (w + 1) * WINDOW
+        snap = build_table(pol, _feed(at, n), tracker, cache, now=at, previous=snap)
+        out.append(snap)
+    return out
+
+
+def _modes(snap: Snapshot) -> list[tuple[str, str | None]]:
+    """Each key's first-ranked rung with nothing in flight (plan holds nothing)."""
+    led = ledger(snap.policy)
+    out = []
+    for k in KEYS:
+        first = plan(request(k, slo=300.0), snap, led, now=NOW).options[0]
+        out.append((first.mode, first.quality))
+    return out
+
+
+def test_a_node_degrades_a_share_of_its_keys_before_it_sheds_any() -> None:
+    # 4 slots at 60 ms, constrained at 0.6 of that: TARGET × 4 slot-seconds per second fit
+    room = TARGET * 4
+    assert shares(4, 60.0, 0.6, round(room / 0.06 * 30), 30.0, (0.0, 0.0)) == (1.0, 1.0)
+    need = 1.2 * room  # over by a fifth: a share d degraded saves d × 0.4 of the need
+    full, keep = shares(4, 60.0, 0.6, round(need / 0.06 * 30), 30.0, (1.0, 1.0))
+    assert keep == 1.0 and need * (full + (1 - full) * 0.6) == pytest.approx(room, rel=1e-3)
+    need = 3 * room  # even all degraded it does not fit: the rest is shed
+    full, keep = shares(4, 60.0, 0.6, round(need / 0.06 * 30), 30.0, (1.0, 1.0))
+    assert full == 0.0 and need * 0.6 * keep == pytest.approx(room, rel=1e-3)
+    assert shares(4, 60.0, 0.6, 9000, 1.0, (0.3, 0.4)) == (0.3, 0.4)  # too short a window
+    assert shares(0, 60.0, 0.6, 9000, 30.0, (0.3, 0.4)) == (1.0, 1.0)  # no slots: walk on
+
+
+def test_each_key_is_served_as_its_tier_at_home_says() -> None:
+    snap = _refreshes(3, [[200.0, 20.0, 20.0]])[0]
+    busy = snap.nodes[0]
+    assert busy.full_keep == 0.0 and 0.0 < busy.keep_share < 1.0
+    assert (snap.nodes[1].keep_share, snap.nodes[2].full_keep) == (1.0, 1.0)
+    led = ledger(snap.policy)
+    seen = set()
+    for k in KEYS:
+        p = plan(request(k, slo=300.0), snap, led, now=NOW)
+        level = tier(k, busy.id, busy.full_keep, busy.keep_share) \
+            if p.home_slot == busy.slot else 0
+        seen.add(level)
+        assert p.options[0].mode in (("edge",), ("edge-degraded",), ("split", "cloud"))[level]
+    assert seen == {0, 1, 2}
+
+
+@SETTINGS
+@given(n=st.integers(1, 6), rates=st.lists(st.floats(0.0, 300.0), min_size=6, max_size=6))
+def test_same_key_same_snapshot_same_mode(n: int, rates: list[float]) -> None:
+    snap = _refreshes(n, [rates[:n]])[0]
+    assert _modes(snap) == _modes(snap)
+    led = ledger(snap.policy)
+    for k in KEYS[:40]:  # admitted and finished one at a time: the same answer each time
+        answers = set()
+        for _ in range(2):
+            d = decide(request(k, slo=300.0), snap, led, now=NOW)
+            answers.add((d.mode, d.quality, d.node))
+            finish(d, snap, led)
+        assert len(answers) == 1
+
+
+@SETTINGS
+@given(n=st.integers(1, 6), rates=st.lists(st.floats(0.0, 300.0), min_size=6, max_size=6),
+       windows=st.integers(2, 4))
+def test_under_a_steady_load_no_key_changes_mode_between_refreshes(
+        n: int, rates: list[float], windows: int) -> None:
+    snaps = _refreshes(n, [rates[:n]] * windows)
+    first = _modes(snaps[0])
+    for snap in snaps[1:]:
+        assert [x.keep_share for x in snap.nodes] == [x.keep_share for x in snaps[0].nodes]
+        assert _modes(snap) == first
+
+
+@SETTINGS
+@given(before=st.floats(0.0, 300.0), after=st.floats(0.0, 300.0))
+def test_after_a_shock_the_shares_settle_in_one_step(before: float, after: float) -> None:
+    snaps = _refreshes(1, [[before], [before], [after], [after], [after]])
+    steady = shares(4, 60.0, 0.6, round(after * WINDOW), WINDOW, (1.0, 1.0))
+    assert [(s.nodes[0].full_keep, s.nodes[0].keep_share) for s in snaps[2:]] == [steady] * 3
+
+
+def test_arrivals_are_counted_by_the_key_s_home() -> None:
+    pol = policy([node(i, slots=1) for i in range(3)], [pool()])
+    tracker = LoadTracker()
+    snap = build_table(pol, None, tracker, PointCache(), now=NOW)
+    led = ledger(pol)
+    for k in KEYS[:30]:  # never finished: the homes fill, keys walk on, homes still count
+        decide(request(k), snap, led, now=NOW)
+    homes = [plan(request(k), snap, led, now=NOW).home_slot for k in KEYS[:30]]
+    assert [tracker.arrivals[n.slot] for n in snap.nodes] == \
+        [homes.count(n.slot) for n in snap.nodes]
