@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from router import wire
 from router.cli import main
 from tests.integration.stack import ENVOY
 
@@ -89,4 +90,9 @@ def test_bad_authentication_flags_are_refused_with_a_clear_message(
 
 def test_without_the_flags_the_tenant_header_is_left_to_the_front(tmp_path: Path) -> None:
     code, text = generate(tmp_path)
-    assert code == 0 and "jwt_authn" not in text and "x-affinity-tenant" not in text
+    # The access log still records the tenant header as sent; nothing removes or sets it.
+    assert code == 0 and "jwt_authn" not in text and "claim_to_headers" not in text
+    manager = hcm(text)
+    mutations = [m for ext in manager.get("early_header_mutation_extensions", [])
+                 for m in ext["typed_config"]["mutations"]]
+    assert {"remove": wire.H_TENANT} not in mutations
