@@ -25,13 +25,13 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from router import wire
 from router.core.model import Policy
 from router.metrics import RouterMetrics, probe_loop_lag, runtime_state
 from router.policy import isolated
 from router.policy.loader import load_policy_or_report
 from router.runtime import Runtime
 from router.server.fleet import host_local_store, start_capacity, workers_note
+from router.server.limits import grpc_options
 from router.server.requestlog import RequestLog, path_problem
 from router.server.workers import WorkerRuntime, store_problem
 from router.stores import BudgetStoreError, open_keeper
@@ -76,31 +76,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--worker-index", type=int, default=-1, help=argparse.SUPPRESS)
     parser.add_argument("--capacity-store", help=argparse.SUPPRESS)
-
-
-# A vanished peer (no FIN, no RST) would hold its streams, and their slots, until TCP
-# gives up; a ping every 20 s answered within 10 s ends them within 30 s instead.
-KEEPALIVE_MS, KEEPALIVE_TIMEOUT_MS = 20_000, 10_000
-# Largest message a peer may send: an ext_proc request-headers message is at most Envoy's
-# 64 KB of headers plus framing; ADS requests are smaller. gRPC's default is 4 MiB.
-MAX_MESSAGE_BYTES = 1024 * 1024
-
-
-def grpc_options(max_streams: int) -> list[tuple[str, int]]:
-    """The gRPC server's limits: streams per connection, message size, keepalive."""
-    streams = max_streams + wire.STREAM_HEADROOM
-    return [("grpc.so_reuseport", 1),
-            ("grpc.max_concurrent_streams", streams),
-            # Streams that arrived but that the loop has not picked up yet: gRPC's default
-            # of 1,000 reset a burst of 2,000 new streams (a fail-open in Envoy) while the
-            # router was still under --max-streams, where it must answer them itself.
-            ("grpc.server.max_pending_requests", streams),
-            ("grpc.server.max_pending_requests_hard_limit", 2 * streams),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.keepalive_time_ms", KEEPALIVE_MS),
-            ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.max_pings_without_data", 0)]
 
 
 @dataclass

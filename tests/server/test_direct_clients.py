@@ -18,7 +18,7 @@ import pytest
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from router.server import extproc
-from router.server.main import KEEPALIVE_MS, MAX_MESSAGE_BYTES, grpc_options
+from router.server.limits import KEEPALIVE_MS, MAX_MESSAGE_BYTES, grpc_options
 from tests.integration.stack import free_port, wait_serving
 from tests.server.test_servicer import Client, raw_msg
 
