@@ -219,6 +219,17 @@ def _verdict(med: dict[str, dict[str, float]]) -> str:
     return text
 
 
+def _baseline_tree(rev: str, tmp: Path) -> Path:
+    """A checkout of `rev` to run (d0) from, with this tree's generated protos."""
+    tree = tmp / "baseline"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev],
+                   check=True, capture_output=True)
+    gen = tree / "router" / "_gen"
+    if not gen.exists():
+        gen.symlink_to(ROOT / "router" / "_gen")
+    return tree
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=8)
@@ -226,7 +237,10 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=300.0)
     parser.add_argument("--ways", default="a,b,c,d,d2", help="comma list (default all)")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also run (d0): the router as of git revision REV, side by side")
     args = parser.parse_args()
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
     if not shutil.which("wrk"):
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-envoy-"))
@@ -236,10 +250,10 @@ def main() -> int:
     policy = load_policy(tmp / "policy.yaml")
     procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def spawn(name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def spawn(name: str, argv: list[str], cwd: Path = ROOT) -> subprocess.Popen[bytes]:
         log = open(tmp / f"{name}.log", "ab")  # noqa: SIM115
         procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True, cwd=ROOT)
+                                       start_new_session=True, cwd=cwd)
         return procs[name]
 
     assert ENVOY
@@ -250,8 +264,11 @@ def main() -> int:
                                 "--concurrency", "1", "-l", "error"])
         for p in ports:
             wait_port(p, up)
-        ways = {w: b for w, b in (("a", None), ("b", None), ("c", "noop"), ("d", "router"),
-                                  ("d2", "router2")) if w in args.ways.split(",")}
+        chosen = args.ways.split(",") + (["d0"] if args.baseline else [])
+        ways = {w: b for w, b in (("a", None), ("b", None), ("c", "noop"), ("d0", "router0"),
+                                  ("d", "router"), ("dn", "router"), ("d2", "router2"))
+                if w in chosen}
+        base = _baseline_tree(args.baseline, tmp) if args.baseline else ROOT
         for rnd in range(args.rounds):
             for way, backend in ways.items():
                 grpc_port, listen = free_port(), free_port()
@@ -262,12 +279,14 @@ def main() -> int:
                                       str(tmp / "policy.yaml"), "--grpc",
                                       f"127.0.0.1:{grpc_port}", "--metrics", "off",
                                       "--workers", "2" if backend == "router2" else "1",
-                                      "--log-level", "WARNING"])
+                                      "--log-level", "WARNING"],
+                          cwd=base if backend == "router0" else ROOT)
                 if backend is not None:
                     wait_port(grpc_port, procs["backend"])
                 cfg = variant(build(policy, mode="gateway", listen=f"127.0.0.1:{listen}",
                                     router=f"127.0.0.1:{grpc_port}",
-                                    admin=f"127.0.0.1:{free_port()}", static=True), way)
+                                    admin=f"127.0.0.1:{free_port()}", static=True,
+                                    echo=way != "dn", access_log="off"), way)
                 (tmp / f"{way}.yaml").write_text(yaml.safe_dump(cfg))
                 env = spawn("envoy", [ENVOY, "-c", str(tmp / f"{way}.yaml"), "--base-id",
                                       str(902 + rnd), "--concurrency", "1", "-l", "error"])
@@ -295,9 +314,15 @@ def main() -> int:
     finally:
         for p in procs.values():
             stop(p)
+        if args.baseline:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                            str(tmp / "baseline")], check=False, capture_output=True)
+    load_after = Path("/proc/loadavg").read_text().split()[:3]
     med = {w: {k: statistics.median(v) for k, v in r.items()} for w, r in results.items()}
     names = {"a": "(a) Envoy → upstream", "b": "(b) Envoy ring hash + hash_balance_factor",
              "c": "(c) do-nothing Python ext_proc", "d": "(d) hybrid-router",
+             "d0": f"(d0) hybrid-router as of {args.baseline}",
+             "dn": "(dn) hybrid-router, `--no-echo`",
              "d2": "(d2) hybrid-router --workers 2"}
     lines = ["| setup | closed loop req/s | ÷ (a) | ÷ (c) | p50 / p99 ms (32 conns) | "
              f"open loop {args.rate:.0f}/s p50 / p99 ms | added p50 / p99 vs (a) ms | "
@@ -310,7 +335,10 @@ def main() -> int:
                      f"{m['o50'] - med['a']['o50']:+.2f} / {m['o99'] - med['a']['o99']:+.2f} | "
                      f"{m['envoy_us']:.0f} / {m['backend_us']:.0f} |")
     verdict = _verdict(med)
-    body = "\n".join(lines) + verdict + f"""
+    load = (f"\n\nLoad average (1, 5, 15 min) before the run {' '.join(load_before)}, after it "
+            f"{' '.join(load_after)}: on a busy machine every figure is low and only the ratios "
+            "within this run compare.")
+    body = "\n".join(lines) + load + verdict + f"""
 
 Medians of {args.rounds} interleaved rounds of {args.seconds} s each (a, b, c, d, d2, a, b, …):
 the machine has 2 cores shared with other people's work, so single runs are noisy and only

@@ -79,12 +79,15 @@ class RequestControl:
         self.open = 0  # requests begun and not yet ended
         self.held = 0  # routed requests whose slots and budget are not handed back yet
 
-    def parse(self, headers: Mapping[str, str], size: int | None) -> RouteRequest | Decision:
+    def parse(self, headers: Mapping[str, str], size: int | None, rid: str | None = None
+              ) -> RouteRequest | Decision:
         """The request's tags under the policy in force, or its 400 refusal.
 
-        `size` is the body's length: 0 without a body, None when unknown.
+        `size` is the body's length: 0 without a body, None when unknown; `rid` the
+        request id when the caller has read it already (`request_id`).
         """
-        return self.runtime.parse(headers, payload_bytes=size, request_id=request_id(headers))
+        return self.runtime.parse(headers, payload_bytes=size,
+                                  request_id=request_id(headers) if rid is None else rid)
 
     def begin(self) -> None:
         """A request opened: it counts against `max_open` until `end`."""

@@ -57,9 +57,10 @@ class HeaderMap(dict[str, str]):
 
     __slots__ = ("repeated",)
 
-    def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
-        """Collect `(name, value)` pairs in order, names lower-cased."""
-        items = [(name.lower(), value) for name, value in pairs]
+    def __init__(self, pairs: Iterable[tuple[str, str]] = (), *, lowered: bool = False) -> None:
+        """Collect `(name, value)` pairs in order, names lower-cased (`lowered`: they are)."""
+        items = pairs if lowered and isinstance(pairs, list) else \
+            [(name.lower(), value) for name, value in pairs]
         super().__init__(items)
         self.repeated: frozenset[str] = frozenset()
         if len(self) == len(items):

@@ -47,11 +47,13 @@ def request_headers(msg: Any) -> HeaderMap:
     """
     pairs = []
     for h in msg.headers.headers:
-        name = h.key.lower()
+        name = h.key  # Envoy sends names lower-case; a direct client may not
+        if not name.islower():
+            name = name.lower()
         if name.startswith(_READ_PREFIXES) or name in _READ_NAMES:
-            pairs.append((name, h.raw_value.decode("utf-8", "surrogateescape") if h.raw_value
-                          else h.value))
-    return HeaderMap(pairs)
+            raw = h.raw_value
+            pairs.append((name, raw.decode("utf-8", "surrogateescape") if raw else h.value))
+    return HeaderMap(pairs, lowered=True)
 
 
 def _option(key: str, value: str) -> Any:

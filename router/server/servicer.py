@@ -36,6 +36,7 @@ from router.server.requestlog import RequestLog
 
 log = logging.getLogger("hybrid_router.server")
 Logged = tuple[HeaderMap, int | None, Decision]  # what a request's log line is made from
+_NO_HEADERS = HeaderMap()  # the error path's headers before any were read; never written
 
 
 class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
@@ -104,14 +105,15 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         Any unexpected exception becomes a 503 `router_error` rather than a failed
         stream, which Envoy would turn into a fail-open.
         """
-        headers: HeaderMap = HeaderMap([])
+        headers: HeaderMap = _NO_HEADERS
         size: int | None = None
         routed: Routed | None = None
         try:
             headers = extproc.request_headers(msg)
             size = 0 if msg.end_of_stream else payload_bytes(headers)
             t0 = time.perf_counter()
-            req = self.control.parse(headers, size)
+            rid = request_id(headers)
+            req = self.control.parse(headers, size, rid)
             routed = self.control.decide(req)
             spent = time.perf_counter() - t0
             wait = self.control.wait_s(routed)
@@ -122,7 +124,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                 spent += time.perf_counter() - t1
             routed = self.control.synced(routed, envoy)
             d = routed.decision
-            record(self.metrics.tally, d, spent, request_id(headers))
+            record(self.metrics.tally, d, spent, rid)
             if not d.routed:
                 return None, extproc.immediate(d), (headers, size, d)  # a refusal holds nothing
             return routed, extproc.routed_response(d, headers), (headers, size, d)
