@@ -151,7 +151,7 @@ def explain(args: argparse.Namespace) -> dict[str, Any]:
         decision = parsed
     else:
         req = parsed
-        plan = rt.plan(req, notes=[])
+        plan = rt.plan(req)
         decision = rt.preview(plan)
         if plan.account is not None:
             budget = _budget_info(rt.ledger.state(policy.budgets, plan.account, now), req.tenant)

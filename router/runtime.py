@@ -30,11 +30,11 @@ from typing import NamedTuple
 from router import wire
 from router.core import admit as admission
 from router.core.budget import BudgetLedger, account_of
-from router.core.decision import Candidate, Decision, refusal
+from router.core.decision import Decision, refusal
 from router.core.feed import FeedSnapshot
 from router.core.loads import LoadTracker
 from router.core.model import Policy
-from router.core.plan import Plan, plan
+from router.core.plan import Plan, plan_whole
 from router.core.request import RouteRequest, TagError, parse_request
 from router.core.ring import PointCache
 from router.core.table import Snapshot, build_table
@@ -215,11 +215,11 @@ class Runtime:
         now = self.clock() if now is None else now
         return Routed(admission.decide(req, snap, self.ledger, now=now), snap)
 
-    def plan(self, req: RouteRequest, *, now: float | None = None,
-             notes: list[Candidate] | None = None) -> Plan:
-        """The ranked options for `req`, holding nothing (explain, what-ifs)."""
+    def plan(self, req: RouteRequest, *, now: float | None = None) -> Plan:
+        """Every option for `req` ranked, and why the others were dropped, holding nothing
+        (explain, what-ifs)."""
         now = self.clock() if now is None else now
-        return plan(req, self.snapshot, self.ledger, now=now, notes=notes)
+        return plan_whole(req, self.snapshot, self.ledger, now=now)
 
     def preview(self, p: Plan, *, now: float | None = None) -> Decision:
         """What admission would decide for plan `p`, holding nothing."""

@@ -20,7 +20,8 @@ from collections.abc import Callable
 from router import wire
 from router.core.budget import HARD, THROTTLED, BudgetLedger, Reservation
 from router.core.decision import Candidate, Decision, refusal
-from router.core.plan import Option, Plan, note, plan
+from router.core.pick import Walk
+from router.core.plan import Option, Plan, explained, note, plan
 from router.core.request import RouteRequest
 from router.core.table import Snapshot
 
@@ -39,10 +40,13 @@ def admit(p: Plan, ledger: BudgetLedger, *, now: float) -> Decision:
         return p.refusal
     if p.home_slot >= 0:
         p.snapshot.tracker.arrive(p.home_slot)  # the demand router.core.shed reads
+    walks = p.walks
+    if walks and (walks[0].passed or len(walks) > 1):  # a walk passed nodes: any for lease?
+        _count_unmet(walks, p.snapshot.tracker.blocked)
     options = p.options
     if options and options[0].cloud_usd <= 0:
         # the common case: the first option holds no budget, so it is taken as it is
-        return _routed(p, options[0], None, True, None)
+        return _routed(p, options[0], None, True, ())
     budgets = p.snapshot.policy.budgets
     account = p.account
     assert account is not None
@@ -53,12 +57,25 @@ def admit(p: Plan, ledger: BudgetLedger, *, now: float) -> Decision:
         held = ledger.hold(budgets, account, opt.cloud_usd, now)
         return (held, None) if isinstance(held, str) else (None, held)
 
-    return _choose(p, ledger, hold, now, acquire=True, notes=None)
+    opt, held, blocked, _ = _choose(p, hold)
+    if opt is None:
+        return _refuse(p, ledger, blocked, now, ())
+    return _routed(p, opt, held, True, ())
+
+
+def _count_unmet(walks: tuple[Walk, ...], blocked: list[int]) -> None:
+    """Each walk's first node passed for want of lease only, counted in the tracker's
+    `blocked`: the capacity keeper reads it as demand this router's lease did not meet."""
+    for walk in walks:
+        for step in walk.passed:
+            if step.short:
+                blocked[step.slot] += 1
+                break
 
 
 def preview(p: Plan, ledger: BudgetLedger, *, now: float) -> Decision:
-    """What `admit` would decide, holding nothing; the decision carries the plan's notes."""
-    notes = list(p.notes)
+    """What `admit` would decide, holding nothing; its candidates say what the plan walked,
+    dropped and tried (for explain)."""
     if p.refusal is not None:
         return p.refusal
     budgets = p.snapshot.policy.budgets
@@ -70,27 +87,30 @@ def preview(p: Plan, ledger: BudgetLedger, *, now: float) -> Decision:
             return None, None
         return ledger.check(budgets, account, opt.cloud_usd, now), None
 
-    return _choose(p, ledger, fits, now, acquire=False, notes=notes)
+    opt, held, blocked, tried = _choose(p, fits)
+    seen = (*explained(p), *(note(o, why) for o, why in tried))
+    if opt is None:
+        return _refuse(p, ledger, blocked, now, seen)
+    return _routed(p, opt, held, False, (*seen, note(opt, "chosen")))
 
 
-def _choose(p: Plan, ledger: BudgetLedger, hold: Hold, now: float, *, acquire: bool,
-            notes: list[Candidate] | None) -> Decision:
+def _choose(p: Plan, hold: Hold) -> tuple[Option | None, Reservation | None, set[str],
+                                          list[tuple[Option, str]]]:
+    """The first option whose budget `hold` can hold, and its hold; else None. Then why
+    each option before it could not be held, as a set and in order."""
     blocked: set[str] = set()
+    tried: list[tuple[Option, str]] = []
     for opt in p.options:
         why, held = hold(opt)
-        if why is not None:
-            blocked.add(why)
-            if notes is not None:
-                notes.append(note(opt, why))
-            continue
-        if notes is not None:
-            notes.append(note(opt, "chosen"))
-        return _routed(p, opt, held, acquire, notes)
-    return _refuse(p, ledger, blocked, now, tuple(notes) if notes is not None else ())
+        if why is None:
+            return opt, held, blocked, tried
+        blocked.add(why)
+        tried.append((opt, why))
+    return None, None, blocked, tried
 
 
 def _routed(p: Plan, opt: Option, held: Reservation | None, acquire: bool,
-            notes: list[Candidate] | None) -> Decision:
+            candidates: tuple[Candidate, ...]) -> Decision:
     node, pool = opt.node, opt.pool
     split = opt.mode == wire.MODE_SPLIT
     slots: tuple[int, ...] = ()
@@ -116,8 +136,7 @@ def _routed(p: Plan, opt: Option, held: Reservation | None, acquire: bool,
         200, opt.mode, opt.reason, p.snapshot.policy.digest, target_address, target_id,
         opt.quality, split_pool.address if split_pool is not None else None,
         split_pool.id if split_pool is not None else None, cluster, opt.cost_usd, opt.est_ms,
-        None, None, None, slots, held, tuple(notes) if notes is not None else (),
-        opt.home, opt.fill)
+        None, None, None, slots, held, candidates, opt.home, opt.fill)
 
 
 def _refuse(p: Plan, ledger: BudgetLedger, blocked: set[str], now: float,

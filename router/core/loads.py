@@ -9,7 +9,7 @@ over nodes on the request path.
 With capacity leases (`router.core.capacity`) each slot also has `held`, the
 most this router may have in flight there (its lease; UNLEASED when no lease
 limits it), set by the capacity keeper's thread, and `blocked`, how many
-requests the walk turned away from it for want of lease since the keeper last
+requests admission saw the walk pass it for want of lease since the keeper last
 looked (with what is in flight, this router's demand for it). `arrivals` counts,
 per node, the requests whose key's home it was (`router.core.shed` turns the
 count between two refreshes into the shares of keys the node keeps).

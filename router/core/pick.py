@@ -3,26 +3,26 @@
 The walk starts at hash64(key) and takes the first member node that is under
 its bounded-load cap (with the utilization floor), its physical slots and this
 router's lease of them (`router.core.capacity`; unlimited for a router alone).
-The first node a walk passes for want of lease only is counted in the
-tracker's `blocked` (once per walk): the one thing a walk writes, read by the
-capacity keeper as unmet demand (explain's walk counts nothing). The
-first node on the ring is the key's *home*; a key leaves its home only while
-the home is at its cap. The same walk over the nodes' feature slots (counted
-apart from inference slots) places split extractions, so a split is possible
-exactly when the edge's inference slots are full.
+It writes nothing: it returns the node it took and the nodes it passed, as found
+(`Walk`), which explain renders and admission reads for unmet demand (the first
+node each walk passed for want of lease only, counted in the tracker's `blocked`;
+explain's plans count nothing). The first node on the ring is the key's *home*;
+a key leaves its home only while the home is at its cap. The same walk over the
+nodes' feature slots (counted apart from inference slots) places split
+extractions, so a split is possible exactly when the edge's inference slots are
+full.
 """
 
 from __future__ import annotations
 
 import functools
 from bisect import bisect_right
-from collections.abc import Sequence
 from typing import NamedTuple
 
 from router import wire
 from router.core.decision import Candidate
 from router.core.loads import UNLEASED
-from router.core.ring import cap, hash64
+from router.core.ring import hash64
 from router.core.table import ClassEntry, NodeRt, Snapshot
 
 # A key's hash is needed on every request and keys repeat (sessions, cameras): memoized,
@@ -39,18 +39,38 @@ class Pick(NamedTuple):
     cap: int
 
 
-def pick_edge(entry: ClassEntry, snap: Snapshot, key: str,
-              notes: list[Candidate] | None = None) -> Pick | None:
-    """Bounded-load walk over inference slots: the first node under its cap, or None."""
+class Step(NamedTuple):
+    """A node the walk passed without taking it, as it found it."""
+
+    node: NodeRt
+    load: int
+    cap: int  # its bounded-load cap
+    slots: int  # the slots it could use: its own, or this router's lease of them if fewer
+    leased: bool  # this router holds a lease of its slots (a fleet's shared store)
+    slot: int  # its load-tracker slot
+    short: bool  # room on the node, none left in this router's lease (unmet demand)
+
+
+class Walk(NamedTuple):
+    """One walk: the node it took (None: none under its cap) and the nodes it passed first."""
+
+    pick: Pick | None
+    passed: tuple[Step, ...] = ()
+
+
+NOWHERE = Walk(None)
+
+
+def pick_edge(entry: ClassEntry, snap: Snapshot, key: str) -> Walk:
+    """Bounded-load walk over inference slots: the first node under its cap."""
     total = snap.tracker.total(entry.gid, entry.member_slots)
-    return _walk(entry, snap, key, total, False, notes)
+    return _walk(entry, snap, key, total, False)
 
 
-def pick_feature(entry: ClassEntry, snap: Snapshot, key: str,
-                 notes: list[Candidate] | None = None) -> Pick | None:
-    """The same walk over feature slots (where a split extracts features), or None."""
+def pick_feature(entry: ClassEntry, snap: Snapshot, key: str) -> Walk:
+    """The same walk over feature slots (where a split extracts features)."""
     total = snap.tracker.total(entry.fgid, entry.feature_slots)
-    return _walk(entry, snap, key, total, True, notes)
+    return _walk(entry, snap, key, total, True)
 
 
 def home_of(entry: ClassEntry, snap: Snapshot, key: str) -> NodeRt | None:
@@ -62,16 +82,12 @@ def home_of(entry: ClassEntry, snap: Snapshot, key: str) -> NodeRt | None:
     return snap.nodes[entry.ring.owners[pos if pos < len(keys) else 0]]
 
 
-def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: bool,
-          notes: list[Candidate] | None) -> Pick | None:
+def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: bool) -> Walk:
     keys = entry.ring.keys
     n = len(keys)
     if n == 0:
-        return None
-    if notes is not None:
-        return _walk_explained(entry, snap, key, total, features, notes)
-    tracker = snap.tracker
-    loads, held, blocked = tracker.loads, tracker.held, tracker.blocked
+        return NOWHERE
+    loads, held = snap.tracker.loads, snap.tracker.held
     where = snap.walk_features if features else snap.walk_inference
     weights, floors = snap.walk_weights, snap.walk_floors
     wsum = entry.weight_sum
@@ -82,7 +98,7 @@ def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: boo
     start = bisect_right(keys, _key_hash(key))
     want = len(entry.members)
     seen: set[int] = set()
-    first = unmet = True
+    passed: list[Step] | None = None  # built only when the walk passes a node
     for pos in range(start, start + n):
         owner = owners[pos - n if pos >= n else pos]
         if owner in seen:
@@ -90,61 +106,42 @@ def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: boo
         seen.add(owner)
         slot, size = where[owner]
         load = loads[slot]
-        if load < size:
-            if load >= held[slot]:
-                if unmet:  # room on the node, none in this router's lease: counted once
-                    blocked[slot] += 1
-                    unmet = False
-            else:
-                value = scale * weights[owner] / wsum if wsum > 0 else 0.0
-                limit = int(value)
-                if limit != value:
-                    limit += 1
-                floor = floors[owner]
-                if floor > limit:
-                    limit = floor
-                if load < limit:
-                    return Pick(snap.nodes[owner], first, load, limit)
-        first = False
+        value = scale * weights[owner] / wsum if wsum > 0 else 0.0
+        limit = int(value)
+        if limit != value:
+            limit += 1
+        floor = floors[owner]
+        if floor > limit:
+            limit = floor
+        lease = held[slot]
+        if load < size and load < lease and load < limit:
+            return Walk(Pick(snap.nodes[owner], passed is None, load, limit),
+                        () if passed is None else tuple(passed))
+        if passed is None:
+            passed = []
+        passed.append(Step(snap.nodes[owner], load, limit, min(size, lease),
+                           lease < UNLEASED, slot, lease <= load < size))
         if len(seen) == want:
             break
-    return None
+    return Walk(None, () if passed is None else tuple(passed))
 
 
-def _walk_explained(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: bool,
-                    notes: list[Candidate]) -> Pick | None:
-    """The same walk, noting every node it passes and why (explain): `cap` per node."""
-    keys = entry.ring.keys
-    n = len(keys)
-    nodes: Sequence[NodeRt] = snap.nodes
-    loads, held = snap.tracker.loads, snap.tracker.held
-    owners = entry.ring.owners
+def notes_of(walk: Walk, features: bool) -> list[Candidate]:
+    """What explain says of a walk: every node passed and why, then the one taken."""
     mode = wire.MODE_SPLIT if features else wire.MODE_EDGE
-    start = bisect_right(keys, _key_hash(key))
-    seen: set[int] = set()
-    first = True
-    for pos in range(start, start + n):
-        owner = owners[pos - n if pos >= n else pos]
-        if owner in seen:
-            continue
-        seen.add(owner)
-        node = nodes[owner]
-        slot = node.feature_slot if features else node.slot
-        slots = min(node.feature_slots if features else node.slots, held[slot])
-        load = loads[slot]
-        limit = cap(total, node.weight, entry.weight_sum, snap.epsilon, node.min_cap)
-        if load < slots and load < limit:
-            what = "features: picked by the walk over feature slots" if features \
-                else "picked by bounded-load walk"
-            notes.append(Candidate(node.id, mode, what, node.est_ms, node.cost_usd, load=load,
-                                   cap=limit))
-            return Pick(node, first, load, limit)
+    out: list[Candidate] = []
+    for step in walk.passed:
+        node = step.node
         why = "at its bounded-load cap"
-        if load >= slots:
-            why = "out of leased slots" if held[slot] < UNLEASED else "out of slots"
-        notes.append(Candidate(node.id, mode, f"features: {why}" if features else why,
-                               node.est_ms, node.cost_usd, load=load, cap=min(limit, slots)))
-        first = False
-        if len(seen) == len(entry.members):
-            break
-    return None
+        if step.load >= step.slots:
+            why = "out of leased slots" if step.leased else "out of slots"
+        out.append(Candidate(node.id, mode, f"features: {why}" if features else why,
+                             node.est_ms, node.cost_usd, load=step.load,
+                             cap=min(step.cap, step.slots)))
+    if walk.pick is not None:
+        pick = walk.pick
+        what = "features: picked by the walk over feature slots" if features \
+            else "picked by bounded-load walk"
+        out.append(Candidate(pick.node.id, mode, what, pick.node.est_ms, pick.node.cost_usd,
+                             load=pick.load, cap=pick.cap))
+    return out

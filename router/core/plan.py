@@ -27,7 +27,7 @@ from router.core import estimate
 from router.core.budget import BudgetState, account_of
 from router.core.decision import Candidate, Decision, refusal
 from router.core.model import QUALITY_LEVELS, BudgetConfig
-from router.core.pick import Pick, home_of, pick_edge, pick_feature
+from router.core.pick import Pick, Walk, home_of, notes_of, pick_edge, pick_feature
 from router.core.request import RouteRequest
 from router.core.shed import tier
 from router.core.table import ClassEntry, NodeRt, PoolRt, Snapshot
@@ -64,6 +64,11 @@ class Option(NamedTuple):
     held: bool = False  # over its estimate's bound, but the key is not among those shed
 
 
+# Why a rung is not tried (or is tried late): over max cost, its pool full, over its bound,
+# or over its bound but kept (the key is not among those shed from its node).
+COST, POOL_FULL, SLOW, HELD = "cost", "pool-full", "slow", "held"
+
+
 class Plan(NamedTuple):
     """Ranked options for one request, or why it must be refused before admission."""
 
@@ -74,8 +79,12 @@ class Plan(NamedTuple):
     options: tuple[Option, ...]  # in the order admission tries them
     cost_blocked: bool = False  # an option was dropped for the request's max cost
     refusal: Decision | None = None  # refused at plan time (unknown tenant)
-    notes: tuple[Candidate, ...] = ()
     home_slot: int = -1  # load slot of the key's home node, where admission counts it
+    walks: tuple[Walk, ...] = ()  # the edge walk, then the feature walk if one was made
+    dropped: tuple[Drop, ...] = ()  # (rung, why, its bound) for each rung not tried
+
+
+Drop = tuple["Option", str, float]
 
 
 def _full_option(pick: Pick, req: RouteRequest, key: str, demoted: bool) -> Option | None:
@@ -111,13 +120,16 @@ def _degraded_options(pick: Pick, req: RouteRequest, snap: Snapshot, key: str) -
 
 
 def _cloud_options(entry: ClassEntry, req: RouteRequest, snap: Snapshot, key: str,
-                   edge_why: str, notes: list[Candidate] | None) -> list[Option]:
-    """Split rungs (degradation accepted, a node with a free feature slot), then cloud rungs."""
+                   edge_why: str) -> tuple[list[Option], Walk | None]:
+    """Split rungs (degradation accepted, a node with a free feature slot), then cloud rungs;
+    and the walk over feature slots, if one was made."""
     out: list[Option] = []
     payload = req.payload_bytes
+    walk = None
     if req.accept_degradation and entry.pools:
         # features need the residency, not the model: the pool does the inference
-        pick = pick_feature(snap.entry(req.residency, None), snap, key, notes)
+        walk = pick_feature(snap.entry(req.residency, None), snap, key)
+        pick = walk.pick
         if pick is not None:
             fill = (pick.load + 1) / pick.cap if pick.cap else 1.0
             for pool in entry.pools:
@@ -127,7 +139,7 @@ def _cloud_options(entry: ClassEntry, req: RouteRequest, snap: Snapshot, key: st
     for pool in entry.pools:
         ms, usd = estimate.cloud(pool, payload, snap.cloud_uplink_mbps)
         out.append(Option(wire.MODE_CLOUD, edge_why, ms, usd, usd, None, pool, None))
-    return out
+    return out, walk
 
 
 def note(opt: Option, verdict: str) -> Candidate:
@@ -138,12 +150,37 @@ def note(opt: Option, verdict: str) -> Candidate:
     return Candidate(target, opt.mode, verdict, opt.est_ms, opt.cost_usd, opt.quality)
 
 
-def plan(req: RouteRequest, snap: Snapshot, budget: BudgetView, *, now: float,
-         notes: list[Candidate] | None = None) -> Plan:
-    """Rank every option for `req` under `snap` (pure: nothing is held or changed).
+def plan(req: RouteRequest, snap: Snapshot, budget: BudgetView, *, now: float) -> Plan:
+    """Rank the options for `req` under `snap` (pure: nothing is held or changed).
 
-    `notes`, when given, collects every exclusion, walk step and verdict (for explain).
+    The common case — the key's node at full quality, within the SLO and max cost — is
+    taken as it is, before the other rungs are even built.
     """
+    start = _start(req, snap)
+    if isinstance(start, Plan):
+        return start
+    req, account, entry, _key, walk, first, home_slot, shed = start
+    if first is not None and not shed and (first.est_ms <= req.slo_ms or first.held) and \
+            first.cost_usd <= (INF if req.max_cost_usd is None else req.max_cost_usd) + 1e-12:
+        # positional: a named tuple built from keywords costs twice as much
+        return Plan(req, snap, account, entry, (first,), False, None, home_slot, (walk,))
+    return _rank(start, snap, budget, now)
+
+
+def plan_whole(req: RouteRequest, snap: Snapshot, budget: BudgetView, *, now: float) -> Plan:
+    """`plan` with every rung built and ranked even when the first would do (explain):
+    its `dropped` says why each rung admission will not try was dropped."""
+    start = _start(req, snap)
+    return start if isinstance(start, Plan) else _rank(start, snap, budget, now)
+
+
+Start = tuple[RouteRequest, str, ClassEntry, str, Walk, "Option | None", int, bool]
+
+
+def _start(req: RouteRequest, snap: Snapshot) -> Plan | Start:
+    """The tenant's account and rules, the request's class, its walk, its first rung, its
+    home's load slot and whether its tier there sends it off the edge first; or the plan
+    that refuses it (unknown tenant, model not allowed)."""
     policy = snap.policy
     budgets = policy.budgets
     account = account_of(budgets, req.tenant)
@@ -161,27 +198,26 @@ def plan(req: RouteRequest, snap: Snapshot, budget: BudgetView, *, now: float,
                 policy.digest))
         req = held
     entry = snap.entry(req.residency, req.model)
-    if notes is not None:
-        notes.extend(Candidate(t, "-", why) for t, why in entry.excluded)
     key = req.key if req.key is not None else req.request_id
-    pick = pick_edge(entry, snap, key, notes)
+    walk = pick_edge(entry, snap, key)
+    pick = walk.pick
     home = pick.node if pick is not None and pick.home else home_of(entry, snap, key)
     home_slot = home.slot if home is not None else -1
     # the key's tier at its home (router.core.shed): degraded first, or split and cloud first
     # (when they meet its SLO)
     level = tier(key, home.id, home.full_keep, home.keep_share) if home is not None else 0
     shed = level == 2 and bool(entry.pools)
-    max_cost = INF if req.max_cost_usd is None else req.max_cost_usd
-    slo = req.slo_ms
+    first = _full_option(pick, req, key, level > 0) if pick is not None else None
+    return req, account, entry, key, walk, first, home_slot, shed
+
+
+def _rank(start: Start, snap: Snapshot, budget: BudgetView, now: float) -> Plan:
+    """Every rung built, the ones this request can never take dropped, the rest ranked."""
+    req, account, entry, key, walk, first, home_slot, shed = start
+    pick = walk.pick
     ladder: list[Option] = []
     if pick is not None:
-        first = _full_option(pick, req, key, level > 0)
         if first is not None:
-            # the common case: the home node at full quality, within the SLO (decided before
-            # the degraded rungs are even built)
-            if notes is None and not shed and (first.est_ms <= slo or first.held) \
-                    and first.cost_usd <= max_cost + 1e-12:
-                return Plan(req, snap, account, entry, (first,), home_slot=home_slot)
             ladder.append(first)
         ladder += _degraded_options(pick, req, snap, key)
     if pick is not None and not shed:
@@ -190,47 +226,64 @@ def plan(req: RouteRequest, snap: Snapshot, budget: BudgetView, *, now: float,
         edge_why = wire.R_CAPACITY
     else:
         edge_why = wire.R_RESIDENCY
-    off_edge = _cloud_options(entry, req, snap, key, edge_why, notes)
+    off_edge, features = _cloud_options(entry, req, snap, key, edge_why)
     ladder = off_edge + ladder if shed else ladder + off_edge
-    within, beyond, cost_blocked = _sort(ladder, snap, slo, max_cost, notes)
+    max_cost = INF if req.max_cost_usd is None else req.max_cost_usd
+    within, beyond, dropped = _sort(ladder, snap, req.slo_ms, max_cost)
     if beyond:
-        within += _best_effort(beyond, budget, budgets, account, now)
-    return Plan(req, snap, account, entry, tuple(within), cost_blocked,
-                notes=tuple(notes) if notes is not None else (), home_slot=home_slot)
+        within += _best_effort(beyond, budget, snap.policy.budgets, account, now)
+    return Plan(req, snap, account, entry, tuple(within),
+                any(why == COST for _, why, _b in dropped), None, home_slot,
+                (walk,) if features is None else (walk, features), tuple(dropped))
 
 
-def _sort(ladder: list[Option], snap: Snapshot, slo: float, max_cost: float,
-          notes: list[Candidate] | None) -> tuple[list[Option], list[Option], bool]:
-    """(options within their bound, options beyond it, whether max cost dropped one);
-    options over max cost or on a pool at max_inflight are dropped."""
+def _sort(ladder: list[Option], snap: Snapshot, slo: float, max_cost: float
+          ) -> tuple[list[Option], list[Option], list[Drop]]:
+    """(options within their bound, options beyond it, why the others were dropped — and
+    which ones are kept though over their bound); options over max cost or on a pool at
+    max_inflight are dropped."""
     slack = slo * snap.policy.slo.degraded_slack
     loads, held = snap.tracker.loads, snap.tracker.held
     within: list[Option] = []
     beyond: list[Option] = []
-    cost_blocked = False
+    dropped: list[Drop] = []
     for opt in ladder:
         if opt.cost_usd > max_cost + 1e-12:
-            cost_blocked = True
-            if notes is not None:
-                notes.append(note(opt, f"cost {opt.cost_usd:.6f} over max {max_cost:.6f}"))
+            dropped.append((opt, COST, max_cost))
             continue
         pool = opt.pool
         if pool is not None and pool.max_inflight > 0 and (
                 pool.max_inflight <= loads[pool.slot] or held[pool.slot] <= loads[pool.slot]):
-            if notes is not None:
-                notes.append(note(opt, "pool at max_inflight"))
+            dropped.append((opt, POOL_FULL, 0.0))
             continue
         bound = slack if opt.mode == wire.MODE_DEGRADED else slo
         if opt.est_ms > bound and not opt.held:
             beyond.append(opt)
-            if notes is not None:
-                notes.append(note(opt, f"estimate {opt.est_ms:.0f} ms over {bound:.0f} ms"))
+            dropped.append((opt, SLOW, bound))
         else:
             within.append(opt)
-            if notes is not None and opt.held:
-                notes.append(note(opt, f"estimate {opt.est_ms:.0f} ms over {bound:.0f} ms, but "
-                                       "this key is not among the share shed from the node"))
-    return within, beyond, cost_blocked
+            if opt.held:
+                dropped.append((opt, HELD, bound))
+    return within, beyond, dropped
+
+
+def explained(p: Plan) -> list[Candidate]:
+    """What explain says of a plan: the class's exclusions, each walk's steps, each rung
+    dropped or ranked late and why."""
+    out = [Candidate(t, "-", why) for t, why in p.entry.excluded] if p.entry else []
+    for i, walk in enumerate(p.walks):
+        out += notes_of(walk, i == 1)
+    for opt, why, bound in p.dropped:
+        if why == COST:
+            text = f"cost {opt.cost_usd:.6f} over max {bound:.6f}"
+        elif why == POOL_FULL:
+            text = "pool at max_inflight"
+        else:
+            text = f"estimate {opt.est_ms:.0f} ms over {bound:.0f} ms"
+            if why == HELD:
+                text += ", but this key is not among the share shed from the node"
+        out.append(note(opt, text))
+    return out
 
 
 def _best_effort(beyond: list[Option], budget: BudgetView, budgets: BudgetConfig,

@@ -153,7 +153,7 @@ def test_resources_cover_slots_feature_slots_and_capped_pools() -> None:
 def test_the_walk_admits_only_within_the_lease_and_goes_on_over_leased_room() -> None:
     from router.core.admit import decide
     from router.core.decision import Candidate
-    from router.core.plan import plan
+    from router.core.plan import explained, plan_whole
 
     from .factory import ledger, request
 
@@ -167,8 +167,7 @@ def test_the_walk_admits_only_within_the_lease_and_goes_on_over_leased_room() ->
     d1 = decide(request("k"), snap, led, now=0.0)
     d2 = decide(request("k"), snap, led, now=0.0)
     assert {d1.node, d2.node} == {first.id, other.id}  # the second goes on to leased room
-    notes: list[Candidate] = []
-    plan(request("k"), snap, led, now=0.0, notes=notes)
+    notes: list[Candidate] = explained(plan_whole(request("k"), snap, led, now=0.0))
     assert sum("out of leased slots" in n.verdict for n in notes) == 2
     decide(request("k"), snap, led, now=0.0)  # both leases full: turned away
     home = next(n for n in snap.nodes if n.id == d1.node)

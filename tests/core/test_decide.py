@@ -7,7 +7,7 @@ import pytest
 from router import wire
 from router.core.admit import decide, finish, preview
 from router.core.feed import NodeState
-from router.core.plan import plan
+from router.core.plan import plan_whole
 
 from .factory import NOW, feed, ledger, node, policy, pool, request, table
 
@@ -135,7 +135,7 @@ def test_unhealthy_node_gets_nothing() -> None:
 def test_explain_does_not_commit() -> None:
     pol = policy([node(0)], [pool()], limit=1.0)
     tab, led = table(pol), ledger(pol)
-    d = preview(plan(request("a"), tab, led, now=NOW, notes=[]), led, now=NOW)
+    d = preview(plan_whole(request("a"), tab, led, now=NOW), led, now=NOW)
     assert d.slots == () and d.reservation is None
     assert all(v == 0 for v in tab.tracker.loads)
     assert any(c.verdict == "chosen" for c in d.candidates)

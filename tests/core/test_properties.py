@@ -105,8 +105,9 @@ def test_cloud_spend_never_passes_the_hard_budget(limit, prices, releases) -> No
 @SETTINGS
 @given(fleet=fleets, steps=ops, eps=st.sampled_from([0.1, 0.25, 1.0]),
        floor=st.sampled_from([0.0, 0.5]))
-def test_explain_walks_to_the_node_decide_picks(fleet, steps, eps, floor) -> None:  # type: ignore[no-untyped-def]
-    """The walk's fast form and its explained form (explain) agree on node, home, load, cap."""
+def test_the_walk_says_what_it_passed_and_why(fleet, steps, eps, floor) -> None:  # type: ignore[no-untyped-def]
+    """Explain reads the one walk decide uses: every node it passed was full or at its cap,
+    each once, in ring order before the one it took (all of them when it took none)."""
     from router.core.pick import pick_edge, pick_feature
 
     nodes = [node(i, weight=w, slots=s, residency=r) for i, (w, s, r) in enumerate(fleet)]
@@ -118,10 +119,16 @@ def test_explain_walks_to_the_node_decide_picks(fleet, steps, eps, floor) -> Non
             finish(live.pop(key % len(live)), tab, led)
             continue
         entry = tab.entry(frozenset(tags), None)
-        for walk in (pick_edge, pick_feature):
-            fast = walk(entry, tab, f"key-{key}")
-            explained = walk(entry, tab, f"key-{key}", [])
-            assert fast == explained
+        for pick_walk in (pick_edge, pick_feature):
+            walk = pick_walk(entry, tab, f"key-{key}")
+            ids = [s.node.id for s in walk.passed]
+            assert len(ids) == len(set(ids))
+            assert all(s.load >= min(s.slots, s.cap) for s in walk.passed)
+            if walk.pick is None:
+                assert len(ids) == (len(entry.members) if entry.ring.keys else 0)
+            else:
+                assert walk.pick.home == (not ids) and walk.pick.load < walk.pick.cap
+                assert walk.pick.node.id not in ids
         live.append(decide(request(f"key-{key}", residency=tags, slo=1000), tab, led, now=NOW))
     for d in live:
         finish(d, tab, led)

@@ -56,5 +56,5 @@ def test_the_walk_picks_what_its_definition_picks(weights, slots, loads, eps, fl
         for _ in range(loads[-1 - i]):
             tracker.acquire(rt.feature_slot)
     for key in keys:
-        assert pick_edge(entry, tab, key) == reference(entry, tab, key, False)
-        assert pick_feature(entry, tab, key) == reference(entry, tab, key, True)
+        assert pick_edge(entry, tab, key).pick == reference(entry, tab, key, False)
+        assert pick_feature(entry, tab, key).pick == reference(entry, tab, key, True)
