@@ -29,7 +29,7 @@ from router.core.decision import Candidate, Decision, refusal
 from router.core.model import QUALITY_LEVELS, BudgetConfig
 from router.core.pick import Pick, Walk, home_of, notes_of, pick_edge, pick_feature
 from router.core.request import RouteRequest
-from router.core.shed import tier
+from router.core.shed import moving, tier
 from router.core.table import ClassEntry, NodeRt, PoolRt, Snapshot
 from router.core.tenancy import narrow
 
@@ -142,6 +142,14 @@ def _cloud_options(entry: ClassEntry, req: RouteRequest, snap: Snapshot, key: st
     return out, walk
 
 
+def _tier(key: str, home: NodeRt, now: float, span: float) -> int:
+    """The key's tier at its home now, the home's shares moving since its last refresh."""
+    since = home.seen_at
+    full_from, keep_from = home.shares_from
+    return tier(key, home.id, moving(full_from, home.full_keep, since, now, span),
+                moving(keep_from, home.keep_share, since, now, span))
+
+
 def note(opt: Option, verdict: str) -> Candidate:
     """The explain line for one option."""
     target = opt.node.id if opt.node is not None else (opt.pool.id if opt.pool else "?")
@@ -205,7 +213,7 @@ def _start(req: RouteRequest, snap: Snapshot) -> Plan | Start:
     home_slot = home.slot if home is not None else -1
     # the key's tier at its home (router.core.shed): degraded first, or split and cloud first
     # (when they meet its SLO)
-    level = tier(key, home.id, home.full_keep, home.keep_share) if home is not None else 0
+    level = _tier(key, home, now, snap.policy.refresh_seconds) if home is not None else 0
     shed = level == 2 and bool(entry.pools)
     first = _full_option(pick, req, key, level > 0) if pick is not None else None
     return req, account, entry, key, walk, first, home_slot, shed

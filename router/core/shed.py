@@ -13,8 +13,11 @@ a key at home on the node, with hash u = unit(key, node), is in tier
 - 2 (u >= keep_share): sent to split or cloud first (when they meet its SLO; the
   edge stays its fallback).
 
-Between two refreshes the shares do not move, so under a steady load a key keeps
-its mode and quality.
+Under a steady load the shares do not move, so a key keeps its mode and quality.
+When the load moves, a refresh's new shares are reached over the next refresh
+period (`moving`), not at once: the keys between the old and the new share change
+mode one after another, each once, so the mode mix follows the load smoothly
+instead of stepping at each refresh.
 
 The shares come from demand, not from the load they leave: the router counts
 every request by its key's home node (`LoadTracker.arrivals`), and at each fresh
@@ -60,6 +63,13 @@ def shares(slots: int, base_ms: float, factor: float, arrivals: int, elapsed_s: 
     if need * factor <= room:  # degrading a share d of the keys makes them fit
         return 1.0 - (need - room) / (need * (1.0 - factor)), 1.0
     return 0.0, room / (need * factor)
+
+
+def moving(before: float, after: float, since: float, now: float, span: float) -> float:
+    """A share going from `before` (at `since`) to `after` over `span` seconds, at `now`."""
+    if before == after or now >= since + span:
+        return after
+    return before + (after - before) * max(0.0, now - since) / span
 
 
 def tier(key: str, node_id: str, full: float, keep: float) -> int:

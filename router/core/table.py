@@ -23,7 +23,7 @@ from router.core.model import LATENCY_FACTOR, QUALITY_LEVELS, EdgeNode, Policy
 from router.core.pools import PoolRt, compile_pool
 from router.core.quality import full_share, quality_floor
 from router.core.ring import PointCache, Ring, build_ring, filter_ring
-from router.core.shed import MIN_WINDOW_S, shares
+from router.core.shed import MIN_WINDOW_S, moving, shares
 
 __all__ = ["ClassEntry", "NodeRt", "PoolRt", "Snapshot", "build_table", "full_share",
            "node_ineligible", "quality_floor"]
@@ -61,6 +61,7 @@ class NodeRt:
     own_seen: int = 0  # this router's in-flight count on the node when it was built
     keep_share: float = 1.0  # share of its home keys kept on the edge (router.core.shed)
     full_keep: float = 1.0  # share of its home keys kept at full quality (router.core.shed)
+    shares_from: tuple[float, float] = (1.0, 1.0)  # (full_keep, keep_share) moving from, at seen_at
     arrivals_seen: int = 0  # the tracker's arrival count when the share was last set
     seen_at: float = 0.0  # when the share was last set
 
@@ -192,18 +193,22 @@ def node_ineligible(node: NodeRt, residency: frozenset[str], model: str | None) 
 
 
 def _keeping(slot: int, slots: int, base: float, tracker: LoadTracker, previous: NodeRt | None,
-             fresh: bool, now: float) -> tuple[float, float, int, float]:
-    """(full_keep, keep_share, arrivals_seen, seen_at) of a node rebuilt at `now`."""
+             fresh: bool, now: float, span: float
+             ) -> tuple[tuple[float, float], tuple[float, float], int, float]:
+    """(shares, shares moving from, arrivals_seen, seen_at) of a node rebuilt at `now`."""
     count = tracker.arrivals[slot]
     if previous is None:
-        return 1.0, 1.0, count, now
+        return (1.0, 1.0), (1.0, 1.0), count, now
     elapsed = now - previous.seen_at
+    was = (previous.full_keep, previous.keep_share)
     if not fresh or elapsed < MIN_WINDOW_S:  # a policy reload, or too short a window
-        return previous.full_keep, previous.keep_share, previous.arrivals_seen, previous.seen_at
-    full, keep = shares(min(slots, tracker.held[slot]), base, LATENCY_FACTOR[QUALITY_LEVELS[1]],
-                        count - previous.arrivals_seen, elapsed,
-                        (previous.full_keep, previous.keep_share))
-    return full, keep, count, now
+        return was, previous.shares_from, previous.arrivals_seen, previous.seen_at
+    new = shares(min(slots, tracker.held[slot]), base, LATENCY_FACTOR[QUALITY_LEVELS[1]],
+                 count - previous.arrivals_seen, elapsed, was)
+    # moving on from where the previous move had got to
+    start = tuple(moving(a, b, previous.seen_at, now, span)
+                  for a, b in zip(previous.shares_from, was, strict=True))
+    return new, (start[0], start[1]), count, now
 
 
 def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: LoadTracker,
@@ -220,7 +225,8 @@ def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: L
         min(spec.uplink_mbps, state.uplink_mbps)
     floor = quality_floor(policy, state.vram_used_fraction,
                           previous.quality_floor if previous else 0)
-    full_keep, keep, arrived, seen_at = _keeping(slot, slots, base, tracker, previous, fresh, now)
+    (full_keep, keep), start, arrived, seen_at = _keeping(
+        slot, slots, base, tracker, previous, fresh, now, policy.refresh_seconds)
     return NodeRt(
         idx=idx, id=spec.id, address=spec.address, slot=slot, weight=weight, slots=slots,
         est_ms=est, quality_floor=floor,
@@ -235,7 +241,8 @@ def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: L
         excess_ms=est - base,
         others_seen=max(0.0, state.inflight - own) if est > base else 0.0, load_seen=seen,
         min_cap=int(policy.hashing.min_cap_fraction * slots), state=state, own_seen=own,
-        keep_share=keep, full_keep=full_keep, arrivals_seen=arrived, seen_at=seen_at)
+        keep_share=keep, full_keep=full_keep, shares_from=start, arrivals_seen=arrived,
+        seen_at=seen_at)
 
 
 def _unchanged(previous: NodeRt | None, idx: int, spec: EdgeNode, state: NodeState,

@@ -45,12 +45,13 @@ def _refreshes(n: int, rates: list[list[float]], slots: int = 4) -> list[Snapsho
     return out
 
 
-def _modes(snap: Snapshot) -> list[tuple[str, str | None]]:
-    """Each key's first-ranked rung with nothing in flight (plan holds nothing)."""
+def _modes(snap: Snapshot, after: float = WINDOW) -> list[tuple[str, str | None]]:
+    """Each key's first-ranked rung `after` s past the refresh, nothing in flight (plan holds
+    nothing); by a refresh period after it the shares have reached their new values."""
     led = ledger(snap.policy)
     out = []
     for k in KEYS:
-        first = plan(request(k, slo=300.0), snap, led, now=NOW).options[0]
+        first = plan(request(k, slo=300.0), snap, led, now=snap.built_at + after).options[0]
         out.append((first.mode, first.quality))
     return out
 
@@ -77,7 +78,7 @@ def test_each_key_is_served_as_its_tier_at_home_says() -> None:
     led = ledger(snap.policy)
     seen = set()
     for k in KEYS:
-        p = plan(request(k, slo=300.0), snap, led, now=NOW)
+        p = plan(request(k, slo=300.0), snap, led, now=snap.built_at + WINDOW)
         level = tier(k, busy.id, busy.full_keep, busy.keep_share) \
             if p.home_slot == busy.slot else 0
         seen.add(level)
@@ -94,7 +95,7 @@ def test_same_key_same_snapshot_same_mode(n: int, rates: list[float]) -> None:
     for k in KEYS[:40]:  # admitted and finished one at a time: the same answer each time
         answers = set()
         for _ in range(2):
-            d = decide(request(k, slo=300.0), snap, led, now=NOW)
+            d = decide(request(k, slo=300.0), snap, led, now=snap.built_at + WINDOW)
             answers.add((d.mode, d.quality, d.node))
             finish(d, snap, led)
         assert len(answers) == 1
@@ -109,7 +110,21 @@ def test_under_a_steady_load_no_key_changes_mode_between_refreshes(
     first = _modes(snaps[0])
     for snap in snaps[1:]:
         assert [x.keep_share for x in snap.nodes] == [x.keep_share for x in snaps[0].nodes]
-        assert _modes(snap) == first
+        for after in (0.0, WINDOW / 2, WINDOW):
+            assert _modes(snap, after) == first
+
+
+@SETTINGS
+@given(before=st.floats(0.0, 300.0), after=st.floats(0.0, 300.0))
+def test_when_the_load_moves_each_key_moves_one_way_over_the_refresh_period(
+        before: float, after: float) -> None:
+    snap = _refreshes(1, [[before], [before], [after]])[-1]
+    seen = [_modes(snap, WINDOW * i / 6) for i in range(7)]
+    assert seen[0] == _modes(_refreshes(1, [[before], [before]])[-1])  # starts where it was
+    rank = {"edge": 0, "edge-degraded": 1, "split": 2, "cloud": 2}
+    for k in range(len(KEYS)):
+        path = [rank[s[k][0]] for s in seen]  # never back: full, degraded, off the edge
+        assert path == sorted(path) or path == sorted(path, reverse=True)
 
 
 @SETTINGS
