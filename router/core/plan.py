@@ -164,7 +164,7 @@ def plan(req: RouteRequest, snap: Snapshot, budget: BudgetView, *, now: float) -
     The common case — the key's node at full quality, within the SLO and max cost — is
     taken as it is, before the other rungs are even built.
     """
-    start = _start(req, snap)
+    start = _start(req, snap, now)
     if isinstance(start, Plan):
         return start
     req, account, entry, _key, walk, first, home_slot, shed = start
@@ -178,14 +178,14 @@ def plan(req: RouteRequest, snap: Snapshot, budget: BudgetView, *, now: float) -
 def plan_whole(req: RouteRequest, snap: Snapshot, budget: BudgetView, *, now: float) -> Plan:
     """`plan` with every rung built and ranked even when the first would do (explain):
     its `dropped` says why each rung admission will not try was dropped."""
-    start = _start(req, snap)
+    start = _start(req, snap, now)
     return start if isinstance(start, Plan) else _rank(start, snap, budget, now)
 
 
 Start = tuple[RouteRequest, str, ClassEntry, str, Walk, "Option | None", int, bool]
 
 
-def _start(req: RouteRequest, snap: Snapshot) -> Plan | Start:
+def _start(req: RouteRequest, snap: Snapshot, now: float) -> Plan | Start:
     """The tenant's account and rules, the request's class, its walk, its first rung, its
     home's load slot and whether its tier there sends it off the edge first; or the plan
     that refuses it (unknown tenant, model not allowed)."""
