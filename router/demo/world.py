@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import cast
 
 from router.core.feed import format_time
-from router.demo.procs import free_port
+from router.harness.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_POLICY = ROOT / "policies" / "example.yaml"

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from router.core.model import Policy
-from router.demo.procs import Processes
+from router.harness.procs import Processes
 from router.policy.loader import load_policy_or_report
 from simulator.live import stack
 from simulator.live.load import Recorded, drive, wall_origin

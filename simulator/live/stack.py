@@ -6,7 +6,7 @@ pool on its own port, the feed on a `hybrid-router feed serve` gRPC `Watch` of t
 world writes, and budgets in
 memory (a twin starts from zero spend, as the simulator does). Envoy runs the
 project's generated gateway config (clusters and routes from the router over xDS).
-`Processes.stop_all` (router.demo.procs) ends every one of them, whatever happened.
+`Processes.stop_all` (router.harness.procs) ends every one of them, whatever happened.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from typing import Any
 
 import yaml
 
-from router.demo.procs import Processes, free_port, wait_port
-from router.demo.stack import envoy_binary
+from router.harness.procs import Processes, envoy_binary, free_port, wait_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MARGIN_S = 10.0  # Envoy's route timeout past the longest a world request can take

