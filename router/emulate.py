@@ -33,10 +33,8 @@ from typing import Any
 from aiohttp import web
 
 from router import wire
-from router.core.model import Policy
+from router.core.model import LATENCY_FACTOR, Policy
 from router.policy.loader import PolicyError, load_policy
-
-QUALITY_FACTOR = {"full": 1.0, "constrained": 0.6, "minimal": 0.35}
 
 
 @dataclass
@@ -96,7 +94,7 @@ def make_app(target: Target, *, speed: float = 1.0, seed: int = 0) -> web.Applic
             if "x-emulate-delay-ms" in h:
                 delay = float(h["x-emulate-delay-ms"]) / 1000.0
             else:
-                factor = QUALITY_FACTOR.get(h.get(wire.H_QUALITY, "full"), 1.0)
+                factor = LATENCY_FACTOR.get(h.get(wire.H_QUALITY, "full"), 1.0)
                 base = target.latency_ms * factor
                 delay = max(0.0, rng.gauss(base, base * 0.15)) / 1000.0 / speed
             await asyncio.sleep(delay)
