@@ -21,7 +21,7 @@ from typing import Any
 
 from router import wire
 from router.core.budget import BudgetState, period_key
-from router.core.decision import Decision
+from router.core.decision import Candidate, Decision
 from router.core.feed import FeedError, FeedSnapshot, decode_feed, format_time, parse_time
 from router.core.model import Policy
 from router.core.request import RouteRequest
@@ -147,12 +147,13 @@ def explain(args: argparse.Namespace) -> dict[str, Any]:
     parsed = rt.parse(headers, payload_bytes=args.payload_bytes, request_id="explain")
     req: RouteRequest | None = None
     budget = None
+    trace: tuple[Candidate, ...] = ()
     if isinstance(parsed, Decision):
         decision = parsed
     else:
         req = parsed
         plan = rt.plan(req)
-        decision = rt.preview(plan)
+        decision, trace = rt.preview(plan)
         if plan.account is not None:
             budget = _budget_info(rt.ledger.state(policy.budgets, plan.account, now), req.tenant)
     out: dict[str, Any] = {
@@ -162,7 +163,7 @@ def explain(args: argparse.Namespace) -> dict[str, Any]:
         "request": None if req is None else _request_info(req),
         "stripped_headers": stripped,
         "budget": budget,
-        "candidates": [dataclasses.asdict(c) for c in decision.candidates],
+        "candidates": [dataclasses.asdict(c) for c in trace],
         "decision": _decision_info(decision),
     }
     return out

@@ -30,7 +30,7 @@ from typing import NamedTuple
 from router import wire
 from router.core import admit as admission
 from router.core.budget import BudgetLedger, account_of
-from router.core.decision import Decision, refusal
+from router.core.decision import Decision, Preview, refusal
 from router.core.feed import FeedSnapshot
 from router.core.loads import LoadTracker
 from router.core.model import Policy
@@ -221,8 +221,8 @@ class Runtime:
         now = self.clock() if now is None else now
         return plan_whole(req, self.snapshot, self.ledger, now=now)
 
-    def preview(self, p: Plan, *, now: float | None = None) -> Decision:
-        """What admission would decide for plan `p`, holding nothing."""
+    def preview(self, p: Plan, *, now: float | None = None) -> Preview:
+        """What admission would decide for plan `p`, and its trace, holding nothing."""
         now = self.clock() if now is None else now
         return admission.preview(p, self.ledger, now=now)
 

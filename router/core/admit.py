@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from router import wire
 from router.core.budget import HARD, THROTTLED, BudgetLedger, Reservation
-from router.core.decision import Candidate, Decision, refusal
+from router.core.decision import Decision, Preview, refusal
 from router.core.pick import Walk
 from router.core.plan import Option, Plan, explained, note, plan
 from router.core.request import RouteRequest
@@ -46,7 +46,7 @@ def admit(p: Plan, ledger: BudgetLedger, *, now: float) -> Decision:
     options = p.options
     if options and options[0].cloud_usd <= 0:
         # the common case: the first option holds no budget, so it is taken as it is
-        return _routed(p, options[0], None, True, ())
+        return _routed(p, options[0], None, True)
     budgets = p.snapshot.policy.budgets
     account = p.account
     assert account is not None
@@ -59,8 +59,8 @@ def admit(p: Plan, ledger: BudgetLedger, *, now: float) -> Decision:
 
     opt, held, blocked, _ = _choose(p, hold)
     if opt is None:
-        return _refuse(p, ledger, blocked, now, ())
-    return _routed(p, opt, held, True, ())
+        return _refuse(p, ledger, blocked, now)
+    return _routed(p, opt, held, True)
 
 
 def _count_unmet(walks: tuple[Walk, ...], blocked: list[int]) -> None:
@@ -73,11 +73,11 @@ def _count_unmet(walks: tuple[Walk, ...], blocked: list[int]) -> None:
                 break
 
 
-def preview(p: Plan, ledger: BudgetLedger, *, now: float) -> Decision:
-    """What `admit` would decide, holding nothing; its candidates say what the plan walked,
+def preview(p: Plan, ledger: BudgetLedger, *, now: float) -> Preview:
+    """What `admit` would decide, holding nothing, and the trace of what the plan walked,
     dropped and tried (for explain)."""
     if p.refusal is not None:
-        return p.refusal
+        return Preview(p.refusal)
     budgets = p.snapshot.policy.budgets
     account = p.account
     assert account is not None
@@ -90,8 +90,8 @@ def preview(p: Plan, ledger: BudgetLedger, *, now: float) -> Decision:
     opt, held, blocked, tried = _choose(p, fits)
     seen = (*explained(p), *(note(o, why) for o, why in tried))
     if opt is None:
-        return _refuse(p, ledger, blocked, now, seen)
-    return _routed(p, opt, held, False, (*seen, note(opt, "chosen")))
+        return Preview(_refuse(p, ledger, blocked, now), seen)
+    return Preview(_routed(p, opt, held, False), (*seen, note(opt, "chosen")))
 
 
 def _choose(p: Plan, hold: Hold) -> tuple[Option | None, Reservation | None, set[str],
@@ -109,8 +109,7 @@ def _choose(p: Plan, hold: Hold) -> tuple[Option | None, Reservation | None, set
     return None, None, blocked, tried
 
 
-def _routed(p: Plan, opt: Option, held: Reservation | None, acquire: bool,
-            candidates: tuple[Candidate, ...]) -> Decision:
+def _routed(p: Plan, opt: Option, held: Reservation | None, acquire: bool) -> Decision:
     node, pool = opt.node, opt.pool
     split = opt.mode == wire.MODE_SPLIT
     slots: tuple[int, ...] = ()
@@ -136,11 +135,10 @@ def _routed(p: Plan, opt: Option, held: Reservation | None, acquire: bool,
         200, opt.mode, opt.reason, p.snapshot.policy.digest, target_address, target_id,
         opt.quality, split_pool.address if split_pool is not None else None,
         split_pool.id if split_pool is not None else None, cluster, opt.cost_usd, opt.est_ms,
-        None, None, None, slots, held, candidates, opt.home, opt.fill)
+        None, None, None, slots, held, opt.home, opt.fill)
 
 
-def _refuse(p: Plan, ledger: BudgetLedger, blocked: set[str], now: float,
-            notes: tuple[Candidate, ...]) -> Decision:
+def _refuse(p: Plan, ledger: BudgetLedger, blocked: set[str], now: float) -> Decision:
     req, snap, entry = p.request, p.snapshot, p.entry
     budgets = snap.policy.budgets
     digest = snap.policy.digest
@@ -151,25 +149,25 @@ def _refuse(p: Plan, ledger: BudgetLedger, blocked: set[str], now: float,
         return refusal(wire.STATUS_BUDGET, wire.E_BUDGET_THROTTLED, wire.R_BUDGET_THROTTLED,
                        f"tenant '{req.tenant}'{shared}: this router's share of the cloud "
                        f"budget (${left:.4f} left) is being topped up from the budget store; "
-                       "retry shortly", digest, retry_after=1, candidates=notes)
+                       "retry shortly", digest, retry_after=1)
     if HARD in blocked and p.account is not None:
         state = ledger.state(budgets, p.account, now)
         return refusal(wire.STATUS_BUDGET, wire.E_BUDGET, wire.R_BUDGET,
                        f"tenant '{req.tenant}'{shared} has used ${state.used_usd:.2f} of its "
                        f"${state.hard_usd:.2f} hard limit for {state.period}",
-                       digest, retry_after=ledger.retry_after(budgets, now), candidates=notes)
+                       digest, retry_after=ledger.retry_after(budgets, now))
     if p.cost_blocked:
         return refusal(wire.STATUS_UNSERVABLE, wire.E_MAX_COST, wire.R_MAX_COST,
                        f"every eligible option costs more than x-affinity-max-cost "
-                       f"{req.max_cost_usd}", digest, candidates=notes)
+                       f"{req.max_cost_usd}", digest)
     if entry is not None and not entry.members and not entry.pools:
         tags = ",".join(sorted(req.residency)) or "none"
         return refusal(wire.STATUS_UNSERVABLE, wire.E_UNSERVABLE, wire.R_RESIDENCY,
                        f"no healthy node or pool satisfies residency [{tags}] and model "
-                       f"{req.model or 'any'}", digest, candidates=notes)
+                       f"{req.model or 'any'}", digest)
     return refusal(wire.STATUS_UNSERVABLE, wire.E_UNSERVABLE, wire.R_CAPACITY,
                    "every eligible edge node is at capacity and no cloud pool can take it",
-                   digest, retry_after=1, candidates=notes)
+                   digest, retry_after=1)
 
 
 def finish(decision: Decision, snap: Snapshot, ledger: BudgetLedger,

@@ -51,7 +51,6 @@ class Decision(NamedTuple):
     retry_after: int | None = None
     slots: tuple[int, ...] = ()
     reservation: Reservation | None = None
-    candidates: tuple[Candidate, ...] = ()
     home: bool = False  # edge and split: the node is the key's home (first on its ring)
     fill: float = 0.0  # edge and split: (in flight + 1) / cap of the node when picked (<= 1)
 
@@ -85,7 +84,15 @@ class Decision(NamedTuple):
 
 
 def refusal(status: int, error: str, reason: str, detail: str, policy: str, *,
-            retry_after: int | None = None, candidates: tuple[Candidate, ...] = ()) -> Decision:
+            retry_after: int | None = None) -> Decision:
     """A refused decision."""
     return Decision(status=status, mode=wire.MODE_REFUSED, reason=reason, policy=policy,
-                    error=error, detail=detail, retry_after=retry_after, candidates=candidates)
+                    error=error, detail=detail, retry_after=retry_after)
+
+
+class Preview(NamedTuple):
+    """What admission would decide, and the trace explain shows: every node the walks
+    passed, every rung dropped or not held and why, then the one chosen."""
+
+    decision: Decision
+    trace: tuple[Candidate, ...] = ()

@@ -135,10 +135,10 @@ def test_unhealthy_node_gets_nothing() -> None:
 def test_explain_does_not_commit() -> None:
     pol = policy([node(0)], [pool()], limit=1.0)
     tab, led = table(pol), ledger(pol)
-    d = preview(plan_whole(request("a"), tab, led, now=NOW), led, now=NOW)
+    d, trace = preview(plan_whole(request("a"), tab, led, now=NOW), led, now=NOW)
     assert d.slots == () and d.reservation is None
     assert all(v == 0 for v in tab.tracker.loads)
-    assert any(c.verdict == "chosen" for c in d.candidates)
+    assert any(c.verdict == "chosen" for c in trace)
 
 
 def test_headers_and_body() -> None:
