@@ -1,9 +1,8 @@
 """ExternalProcessor servicer: ext_proc messages in, `RequestControl` decisions out.
 
 Per stream (one HTTP request): on request headers, decide and answer with header
-mutations or an immediate response; the decision's slots and budget hold are handed
-back exactly once when the stream ends. In the processing mode `router.envoy_config`
-generates (response headers SKIP, response trailers SEND) Envoy keeps the stream open
+mutations or an immediate response; the hold is handed back exactly once when the stream
+ends. In the processing mode `router.envoy_config` generates, Envoy keeps the stream open
 until the HTTP stream ends, however it ends, so the stream's end is the request's end.
 Cloud and split answers also ask for the response headers (`extproc.OUTCOME_MODE`): a
 5xx there means the pool failed the request, charged as its `bill_failed` says. Every
