@@ -9,6 +9,7 @@ each loss admitted 125 more ($0.15 against $0.05), with nothing logged but
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.request
 from collections import Counter
@@ -93,5 +94,6 @@ def test_flushall_and_a_restart_without_aof_reset_no_spend(tmp_path: Path,
                                                          "router2.log")]
     for log in logs:
         assert "is gone: the store was flushed or restarted without its data" in log, log
-        assert "rebuilt 1 budget books from this router's journal" in log, log
+        # Every book the router holds is rebuilt (idle tenants' at $0); tight's is one of them.
+        assert re.search(r"rebuilt \d+ budget books from this router's journal .*tight/", log), log
         assert "lost its state" in log
