@@ -48,15 +48,19 @@ def workers_note(policy: Policy, workers: int) -> str | None:
 
 
 @contextlib.contextmanager
-def host_local_store(policy: Policy, workers: int) -> Iterator[str | None]:
-    """`sqlite:PATH` of a fresh host-local capacity file for `workers` > 1 processes
-    without a shared store (removed after), else None."""
-    if workers <= 1 or shared(policy):
-        yield None
+def host_local_files(policy: Policy, workers: int) -> Iterator[list[str]]:
+    """The hidden `serve` flags naming fresh host-local files for `workers` > 1 processes
+    (removed after): what each Envoy ACKed (`router.xds.ackshare`) and, without a shared
+    store, the capacity leases; none for one process."""
+    if workers <= 1:
+        yield []
         return
-    where = tempfile.mkdtemp(prefix="hybrid-router-capacity-")
+    where = tempfile.mkdtemp(prefix="hybrid-router-")
+    flags = ["--acks-file", os.path.join(where, "acks.db")]
+    if not shared(policy):
+        flags += ["--capacity-store", "sqlite:" + os.path.join(where, "capacity.db")]
     try:
-        yield "sqlite:" + os.path.join(where, "capacity.db")
+        yield flags
     finally:
         shutil.rmtree(where, ignore_errors=True)
 

@@ -30,7 +30,7 @@ from router.metrics import RouterMetrics, probe_loop_lag, runtime_state
 from router.policy import isolated
 from router.policy.loader import load_policy_or_report
 from router.runtime import Runtime
-from router.server.fleet import host_local_store, start_capacity, workers_note
+from router.server.fleet import host_local_files, start_capacity, workers_note
 from router.server.limits import grpc_options
 from router.server.requestlog import RequestLog, path_problem
 from router.server.workers import WorkerRuntime, store_problem
@@ -76,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--worker-index", type=int, default=-1, help=argparse.SUPPRESS)
     parser.add_argument("--capacity-store", help=argparse.SUPPRESS)
+    parser.add_argument("--acks-file", help=argparse.SUPPRESS)
 
 
 @dataclass
@@ -114,10 +115,11 @@ def _build(args: argparse.Namespace, runtime: Runtime, metrics: RouterMetrics, k
                                  on_drop=metrics.request_log_dropped.inc,
                                  on_truncate=metrics.request_log_truncated.inc)
     xds_options = XdsOptions(upstream_timeout_s=args.upstream_timeout, echo=args.echo)
-    # with --workers N an Envoy's ADS stream lives on one worker: the others cannot know
-    # what it holds, so they check only the Envoys whose stream they serve
+    # with --workers N an Envoy's ADS stream lives on one worker: the workers share what
+    # each Envoy ACKed through the parent's file; a worker without one checks only its own
     ads = AdsServer(build_resources(runtime.snapshot, xds_options), metrics,
-                    max_streams=args.xds_max_streams, acks=AckBook(strict=workers == 1))
+                    max_streams=args.xds_max_streams,
+                    acks=AckBook(strict=workers == 1 or bool(args.acks_file)))
     runtime.on_commit(ads.follower(xds_options))  # every swap reaches Envoy too
     processor = Processor(runtime, metrics, max_streams=args.max_streams,
                           budget_wait=keeper.wait_topup, request_log=request_log,
@@ -184,9 +186,24 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
     await _set_health(parts.health, health_pb2.HealthCheckResponse.SERVING)
     metrics.watch(lambda: runtime_state(runtime))  # read at scrape time, off the loop
     tasks = [asyncio.create_task(probe_loop_lag(metrics.event_loop_lag.observe))]
+    shared_acks = _share_acks(args, parts, index, tasks)
     await _run_until_stopped(args, runtime, metrics, parts, tasks, index, workers)
     await _drain(args, parts, tasks, keeper, capacity)
+    if shared_acks is not None:
+        shared_acks.close()
     return 0
+
+
+def _share_acks(args: argparse.Namespace, parts: _Parts, index: int,
+                tasks: list[Any]) -> Any:
+    """With `--acks-file`, keep this worker's ACK book shared with the other workers'."""
+    if not args.acks_file:
+        return None
+    from router.xds.ackshare import SharedAcks, keep_shared
+
+    shared = SharedAcks(args.acks_file, index)
+    tasks.append(asyncio.create_task(keep_shared(parts.ads.acks, shared)))
+    return shared
 
 
 async def _run_until_stopped(args: argparse.Namespace, runtime: Runtime,
@@ -295,8 +312,7 @@ def run(args: argparse.Namespace) -> int:
         note = workers_note(policy, args.workers)
         if note is not None:
             print(f"hybrid-router serve: {note}", file=sys.stderr)
-        with host_local_store(policy, args.workers) as local:
-            extra = ["--capacity-store", local] if local else []
+        with host_local_files(policy, args.workers) as extra:
             return _spawn_workers(args, [*_rebuild_argv(args), *extra])
     try:
         import uvloop

@@ -14,13 +14,15 @@ each holds, and, per Envoy node id, the versions each of its ADS streams ACKed.
 A node's `View` is what every stream of that node id is known to hold (several
 Envoys sharing an id are held to the one that lags). An answer is allowed when
 the view is current, or when its cluster and target are in the view. A node id
-with no ADS stream on this process is unknown: with one router process that
-Envoy has applied nothing the router knows of (it has not reconnected yet); with
-`--workers N` its ADS stream may live on another worker, so unknown is allowed.
+with no ADS stream known is unknown: that Envoy has applied nothing the router
+knows of (it has not reconnected yet). With `--workers N` the workers share what
+their streams ACKed (`router.xds.ackshare`): `mine` is what this worker's streams
+hold, `others` what the other workers' do.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
@@ -56,6 +58,15 @@ class View(NamedTuple):
 NOTHING = View(False, frozenset(), {})
 
 
+class Held(NamedTuple):
+    """What one ADS stream of an Envoy node id ACKed (None: nothing known)."""
+
+    node: str
+    stream: int
+    cds: str | None
+    eds: str | None
+
+
 def _addresses(cla: endpoint_pb2.ClusterLoadAssignment) -> frozenset[str]:
     return frozenset(f"{e.endpoint.address.socket_address.address}:"
                      f"{e.endpoint.address.socket_address.port_value}"
@@ -66,13 +77,16 @@ class AckBook:
     """Published versions and, per Envoy node id, what its ADS streams ACKed."""
 
     def __init__(self, *, strict: bool = True) -> None:
-        """`strict`: an Envoy with no ADS stream here holds nothing (one router process)."""
+        """`strict`: an Envoy with no ADS stream known holds nothing (one router process, or
+        workers sharing their ACKs); otherwise it is not checked."""
         self.strict = strict
         self._clusters: OrderedDict[str, frozenset[str]] = OrderedDict()
         self._endpoints: OrderedDict[str, dict[str, frozenset[str]]] = OrderedDict()
         self._current: tuple[str, str] = ("", "")
         self._acked: dict[str, dict[int, tuple[str | None, str | None]]] = {}
+        self._others: dict[str, dict[int, tuple[str | None, str | None]]] = {}
         self._views: dict[str, View] = {}
+        self.changed = asyncio.Event()  # set when this process's streams ACK or close
 
     def published(self, resources: Resources) -> None:
         """Remember a published set; every view is re-judged against it."""
@@ -82,7 +96,7 @@ class AckBook:
         _remember(self._endpoints, eds, {name: _addresses(cla) for name, cla in
                                          resources.by_type.get(ENDPOINT_TYPE, {}).items()})
         self._current = (cds, eds)
-        self._views = {node: self._view(streams) for node, streams in self._acked.items()}
+        self._views = {node: self._view(node) for node in self._acked.keys() | self._others}
 
     def known(self, type_url: str, version: str) -> bool:
         """Whether `version` of `type_url` is one this book remembers."""
@@ -94,17 +108,32 @@ class AckBook:
         cds, eds = self._acked.setdefault(node, {}).get(stream, (None, None))
         pair = (version, eds) if type_url == CLUSTER_TYPE else (cds, version)
         self._acked[node][stream] = pair
-        self._views[node] = self._view(self._acked[node])
+        self._views[node] = self._view(node)
+        self.changed.set()
 
     def closed(self, node: str, stream: int) -> None:
         """Stream `stream` of `node` ended."""
         streams = self._acked.get(node, {})
         streams.pop(stream, None)
-        if streams:
-            self._views[node] = self._view(streams)
-        else:
+        if not streams:
             self._acked.pop(node, None)
-            self._views.pop(node, None)
+        self._judge(node)
+        self.changed.set()
+
+    def mine(self) -> list[Held]:
+        """What this process's ADS streams ACKed, a row per stream."""
+        return [Held(node, stream, cds, eds) for node, streams in self._acked.items()
+                for stream, (cds, eds) in streams.items()]
+
+    def others(self, rows: Iterable[Held]) -> None:
+        """What the other workers' ADS streams ACKed now (replaces what they said before)."""
+        before = self._others
+        self._others = {}
+        for row in rows:
+            self._others.setdefault(row.node, {})[row.stream] = (row.cds, row.eds)
+        for node in before.keys() | self._others.keys():
+            if before.get(node) != self._others.get(node):
+                self._judge(node)
 
     def view(self, node: str) -> View | None:
         """What `node` holds; None when it need not be checked (unknown, not strict)."""
@@ -115,9 +144,17 @@ class AckBook:
 
     def nodes(self) -> dict[str, bool]:
         """Each Envoy node id with an ADS stream here, and whether it holds the current set."""
-        return {node: view.current for node, view in self._views.items()}
+        return {node: self._views[node].current for node in self._acked}
 
-    def _view(self, streams: Mapping[int, tuple[str | None, str | None]]) -> View:
+    def _judge(self, node: str) -> None:
+        if node in self._acked or node in self._others:
+            self._views[node] = self._view(node)
+        else:
+            self._views.pop(node, None)
+
+    def _view(self, node: str) -> View:
+        streams = {**self._acked.get(node, {}),
+                   **{-1 - k: v for k, v in self._others.get(node, {}).items()}}
         if all(pair == self._current for pair in streams.values()):
             return View(True, frozenset(), {})
         clusters = _meet(self._clusters.get(c) if c else None for c, _ in streams.values())

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from router.harness.procs import free_port  # one memory of handed-out ports per process
+from router.xds import ackshare
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY = shutil.which("envoy", path=str(Path(sys.executable).parent)) or shutil.which("envoy")
@@ -256,13 +257,20 @@ class Stack:
     def wait_synced(self, timeout: float = 15.0) -> None:
         """Wait until Envoy holds what the router publishes (it ACKed over ADS): before that
         the router refuses its requests with 503 xds-pending rather than misroute them."""
-        if self.workers > 1:  # each worker's metrics port: the ADS stream is on one of them
-            return
         deadline = time.monotonic() + timeout
-        while self.metrics().get("router_xds_synced_envoys", 0) < 1:
+        # each worker counts the Envoys whose ADS stream it serves: one of them has it
+        while sum(map(self._synced, range(self.workers))) < 1:
             if time.monotonic() > deadline:
                 raise TimeoutError("Envoy never held the router's clusters and endpoints")
             time.sleep(0.05)
+        if self.workers > 1:  # the other workers read it from the shared ACK file
+            time.sleep(3 * ackshare.TICK)
+
+    def _synced(self, worker: int) -> float:
+        try:
+            return self.metrics(worker).get("router_xds_synced_envoys", 0)
+        except OSError:  # that worker is not listening yet
+            return 0
 
     def stop_router(self, sig: int = signal.SIGTERM) -> None:
         """Stop the router (SIGKILL to simulate a crash)."""
@@ -303,9 +311,9 @@ class Stack:
         with urllib.request.urlopen(f"http://{self.address[target]}/_stats", timeout=5) as r:
             return dict(json.load(r))
 
-    def metrics(self) -> dict[str, float]:
-        """The router's /metrics as {'name{labels}': value}."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+    def metrics(self, worker: int = 0) -> dict[str, float]:
+        """The router's (worker `worker`'s) /metrics as {'name{labels}': value}."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port + worker}/metrics",
                                     timeout=5) as r:
             text = r.read().decode()
         out = {}

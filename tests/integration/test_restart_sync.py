@@ -27,6 +27,7 @@ from .stack import POLICY, Stack, free_port, wait_file
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 Result = tuple[float, int, dict[str, str]]  # (start time, status, response headers)
 Marks = dict[str, float]  # moments of the scenario, time.monotonic()
+PENDING = 'router_refusals_total{code="503",reason="xds-pending"}'
 
 
 def with_eu_c(stack: Stack) -> str:
@@ -93,10 +94,13 @@ def restart_under_load(stack: Stack, policy: str, then: Callable[[Marks], Awaita
     return results, marks
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_restart_with_a_changed_policy_under_load_serves_nothing_on_the_removed_node(
-        tmp_path: Path) -> None:
-    # a 2 s message timeout: the subject is the restart, not the 200 ms deadline
-    stack = Stack(tmp_path, message_timeout_s=2.0).start()
+        tmp_path: Path, workers: int) -> None:
+    # a 2 s message timeout: the subject is the restart, not the 200 ms deadline. With two
+    # workers Envoy's ADS stream is on one of them, its ext_proc streams on both: the
+    # other worker decides among what Envoy ACKed there too (router.xds.ackshare)
+    stack = Stack(tmp_path, message_timeout_s=2.0, workers=workers).start()
     try:
         async def then(marks: Marks) -> None:  # the new router serves; Envoy reconnects
             await asyncio.to_thread(stack.wait_synced)
@@ -122,16 +126,34 @@ def test_restart_with_a_changed_policy_under_load_serves_nothing_on_the_removed_
         stack.close()
 
 
+def pending(stack: Stack) -> list[float]:
+    """Each worker's xds-pending refusals so far (0: not listening yet)."""
+    out = []
+    for i in range(stack.workers):
+        try:
+            out.append(stack.metrics(i).get(PENDING, 0.0))
+        except OSError:
+            out.append(0.0)
+    return out
+
+
+@pytest.mark.parametrize("workers", [1, 2])
 def test_until_envoy_holds_the_new_endpoints_the_router_refuses_rather_than_misroutes(
-        tmp_path: Path) -> None:
+        tmp_path: Path, workers: int) -> None:
     # ADS on its own port (serve/envoy-config --xds); the restarted router first listens for
-    # ADS where Envoy does not look, so Envoy keeps the old clusters as long as it likes
+    # ADS where Envoy does not look, so Envoy keeps the old clusters as long as it likes.
+    # With two workers no worker has a record of this Envoy then: whichever of them an
+    # ext_proc stream reaches (Envoy's four threads hold a connection each) refuses.
     xds = f"127.0.0.1:{free_port()}"
     stack = Stack(tmp_path, message_timeout_s=2.0, router_args=("--xds", xds),
-                  envoy_args=("--xds", xds)).start()
+                  envoy_args=("--xds", xds), workers=workers,
+                  envoy_concurrency=2 * workers).start()
     try:
+        refused: list[float] = []
+
         async def then(marks: Marks) -> None:
             await asyncio.sleep(2.0)
+            refused.extend(await asyncio.to_thread(pending, stack))
             marks["fixed"] = time.monotonic()
             await asyncio.to_thread(stack.stop_router)
             stack.router_args = ("--xds", xds)
@@ -146,6 +168,7 @@ def test_until_envoy_holds_the_new_endpoints_the_router_refuses_rather_than_misr
         # Envoy never held eu-c: every answer the router gave was a refusal that says why
         assert Counter((s, h.get("x-route-reason")) for s, h in unsynced) == \
             {(503, "xds-pending"): len(unsynced)}
+        assert sum(refused) > 50, refused  # per worker
         synced = [(s, h) for t, s, h in results if t > marks["synced"]]
         served = Counter(h.get("x-served-by") for s, h in synced if s == 200)
         assert len(synced) > 50 and served["eu-c"] > 0 and served["eu-b"] == 0, served
