@@ -10,6 +10,7 @@ answers with endpoints that Envoy has ACKed.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,8 +83,9 @@ def ads(link: RouterLink, clusters: list[dict[str, Any]]) -> dict[str, Any]:
     if link.xds is not None:
         cluster = XDS_CLUSTER
         clusters.append({"name": XDS_CLUSTER, "type": "STATIC", "connect_timeout": "0.25s",
-                         "typed_extension_protocol_options": clusters[0][
-                             "typed_extension_protocol_options"],
+                         # a copy: a shared dict is written as a YAML anchor and alias
+                         "typed_extension_protocol_options": copy.deepcopy(clusters[0][
+                             "typed_extension_protocol_options"]),
                          "load_assignment": {"cluster_name": XDS_CLUSTER, "endpoints": [
                              {"lb_endpoints": [{"endpoint": {"address": socket(link.xds)}}]}]}})
     return {"ads_config": {"api_type": "GRPC", "transport_api_version": "V3",

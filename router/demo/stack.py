@@ -16,7 +16,8 @@ def start_router(procs: Processes, world: World) -> None:
     """(Re)start hybrid-router serve on the world's ports."""
     proc = procs.python("router", "serve", "--policy", str(world.policy_path),
                         "--grpc", f"127.0.0.1:{world.ports['grpc']}",
-                        "--metrics", f"127.0.0.1:{world.ports['metrics']}", "--grace", "1")
+                        "--metrics", f"127.0.0.1:{world.ports['metrics']}", "--grace", "1",
+                        "--xds", f"127.0.0.1:{world.ports['xds']}")  # the fleet: Envoy's alone
     wait_port(world.ports["grpc"], proc=proc)
 
 
@@ -24,7 +25,7 @@ def start(procs: Processes, state: Path) -> tuple[World, Policy, str, str]:
     """Everything up and listening; returns (world, policy, Envoy URL, metrics URL)."""
     feed_http, feed_grpc = free_port(), free_port()
     world = make_world(state, feed_grpc)
-    world.ports.update(grpc=free_port(), metrics=free_port(), listen=free_port(),
+    world.ports.update(grpc=free_port(), xds=free_port(), metrics=free_port(), listen=free_port(),
                        admin=free_port(), feed_http=feed_http, feed_grpc=feed_grpc)
     policy = load_policy(world.policy_path)
     feed = procs.python("feed", "feed", "serve", "--from", str(world.feed_path),
@@ -39,6 +40,7 @@ def start(procs: Processes, state: Path) -> tuple[World, Policy, str, str]:
     subprocess.run([sys.executable, "-m", "router", "envoy-config", "--policy",
                     str(world.policy_path), "--mode", "gateway",
                     "--router", f"127.0.0.1:{world.ports['grpc']}",
+                    "--xds", f"127.0.0.1:{world.ports['xds']}",
                     "--listen", f"127.0.0.1:{world.ports['listen']}",
                     "--admin", f"127.0.0.1:{world.ports['admin']}", "-o", str(config)],
                    check=True, cwd=ROOT)
