@@ -147,6 +147,8 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
     from grpc_health.v1 import health_pb2
     from prometheus_client import start_http_server
 
+    from router.xds.ackshare import share_acks
+
     # Reloads, table and xDS builds and the budget keeper run in worker threads; with
     # CPython's default 5 ms switch interval a busy thread could hold the GIL that long
     # while a request waits on the loop. 1 ms bounds that wait at the cost of more
@@ -186,24 +188,11 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
     await _set_health(parts.health, health_pb2.HealthCheckResponse.SERVING)
     metrics.watch(lambda: runtime_state(runtime))  # read at scrape time, off the loop
     tasks = [asyncio.create_task(probe_loop_lag(metrics.event_loop_lag.observe))]
-    shared_acks = _share_acks(args, parts, index, tasks)
+    tasks += share_acks(args.acks_file, parts.ads.acks, index)  # with the other workers
     await _run_until_stopped(args, runtime, metrics, parts, tasks, index, workers)
     await _drain(args, parts, tasks, keeper, capacity)
-    if shared_acks is not None:
-        shared_acks.close()
     return 0
 
-
-def _share_acks(args: argparse.Namespace, parts: _Parts, index: int,
-                tasks: list[Any]) -> Any:
-    """With `--acks-file`, keep this worker's ACK book shared with the other workers'."""
-    if not args.acks_file:
-        return None
-    from router.xds.ackshare import SharedAcks, keep_shared
-
-    shared = SharedAcks(args.acks_file, index)
-    tasks.append(asyncio.create_task(keep_shared(parts.ads.acks, shared)))
-    return shared
 
 
 async def _run_until_stopped(args: argparse.Namespace, runtime: Runtime,

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable
 
@@ -51,9 +52,14 @@ class SharedAcks:
         self._db = sqlite3.connect(path, timeout=1.0, isolation_level=None,
                                    check_same_thread=False)
         self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()  # an exchange cancelled on the loop runs on in its thread
 
     def exchange(self, mine: Iterable[Held]) -> list[Held]:
         """Write this worker's rows and heartbeat; the live other workers' rows."""
+        with self._lock:
+            return self._exchange(list(mine))
+
+    def _exchange(self, mine: list[Held]) -> list[Held]:
         now = time.time()
         cur = self._db.cursor()
         cur.execute("BEGIN IMMEDIATE")
@@ -74,20 +80,32 @@ class SharedAcks:
 
     def close(self) -> None:
         """Drop this worker's rows (its streams end with it) and close the file."""
-        with contextlib.suppress(sqlite3.Error):
-            self._db.execute("DELETE FROM acks WHERE worker = ?", (self.worker,))
-        self._db.close()
+        with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("DELETE FROM acks WHERE worker = ?", (self.worker,))
+            self._db.close()
+
+
+def share_acks(path: str | None, book: AckBook, worker: int) -> list[asyncio.Task[None]]:
+    """With `path` (`serve --acks-file`), the task that shares `book` with the other
+    workers as worker `worker`; none without."""
+    if not path:
+        return []
+    return [asyncio.create_task(keep_shared(book, SharedAcks(path, worker)))]
 
 
 async def keep_shared(book: AckBook, shared: SharedAcks) -> None:
-    """Exchange `book`'s own streams for the other workers' until cancelled."""
-    while True:
-        try:
-            others = await asyncio.to_thread(shared.exchange, book.mine())
-        except sqlite3.Error as exc:  # the previous rows stand; the next tick retries
-            log.warning("ACK file %s: %s", shared.path, exc)
-        else:
-            book.others(others)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(book.changed.wait(), TICK)
-        book.changed.clear()
+    """Exchange `book`'s own streams for the other workers' until cancelled, then leave."""
+    try:
+        while True:
+            try:
+                others = await asyncio.to_thread(shared.exchange, book.mine())
+            except sqlite3.Error as exc:  # the previous rows stand; the next tick retries
+                log.warning("ACK file %s: %s", shared.path, exc)
+            else:
+                book.others(others)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(book.changed.wait(), TICK)
+            book.changed.clear()
+    finally:
+        shared.close()
