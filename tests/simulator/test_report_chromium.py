@@ -122,6 +122,25 @@ def chromium(page: Path, profile: Path, shot: Path) -> tuple[str, str]:
     return out, err
 
 
+def render(out: Path, tmp_path: Path, shot: Path) -> tuple[Plots, str, str]:
+    """Load OUT/report.html, with the probe, in headless Chromium: (plots drawn, DOM, log)."""
+    page = (out / "report.html").read_text(encoding="utf-8")
+    probe = out / "probe.html"
+    probe.write_text(page.replace("<head>", "<head>" + PROBE, 1), encoding="utf-8")
+    dom, log = chromium(probe, tmp_path / "profile", shot)
+    plots = Plots()
+    plots.feed(dom)
+    return plots, dom, log
+
+
+def assert_quiet_console(log: str) -> None:
+    """The probe said the page loaded, nothing else reached the console, nothing uncaught."""
+    console = [line for line in log.splitlines() if ":CONSOLE" in line]
+    assert any("report-probe: loaded" in line for line in console), log[-2000:]
+    assert [line for line in console if "report-probe: loaded" not in line] == []
+    assert "Uncaught" not in log
+
+
 def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     (tmp_path / "policy.yaml").write_text(POLICY)
     (tmp_path / "scenario.yaml").write_text(SCENARIO)
@@ -131,22 +150,14 @@ def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     page = (out / "report.html").read_text(encoding="utf-8")
     drawn = set(re.findall(r"<figure class='chart[a-z ]*' data-chart='([a-z-]+)'>", page))
     assert drawn == ALL_CHARTS  # this run has something to show in every chart
-    probe = out / "probe.html"
-    probe.write_text(page.replace("<head>", "<head>" + PROBE, 1), encoding="utf-8")
     shot = tmp_path / "report.png"
-    dom, log = chromium(probe, tmp_path / "profile", shot)
-
-    plots = Plots()
-    plots.feed(dom)
+    plots, dom, log = render(out, tmp_path, shot)
     assert set(plots.svgs) == ALL_CHARTS, log[-2000:]
     for chart in ALL_CHARTS:
         assert plots.svgs[chart] >= 1, chart
         assert plots.traces[chart] >= 1, chart
     assert "Latency per mode" in dom and "Cloud spend per tenant" in dom
-    console = [line for line in log.splitlines() if ":CONSOLE" in line]
-    assert any("report-probe: loaded" in line for line in console), log[-2000:]
-    assert [line for line in console if "report-probe: loaded" not in line] == []
-    assert "Uncaught" not in log
+    assert_quiet_console(log)
     assert png_size(shot) == (1400, 3000)
     assert shot.stat().st_size > 50_000  # a drawn page, not a blank one
 
@@ -159,22 +170,13 @@ def test_trace_replay_report_renders_in_headless_chromium(tmp_path: Path) -> Non
     out = tmp_path / "out"
     assert main(["simulate", "--trace", str(log), "--policy", str(candidate), "--out",
                  str(out)]) == 0
-    page = (out / "report.html").read_text(encoding="utf-8")
-    probe = out / "probe.html"
-    probe.write_text(page.replace("<head>", "<head>" + PROBE, 1), encoding="utf-8")
     shot = tmp_path / "replay.png"
-    dom, log_text = chromium(probe, tmp_path / "profile", shot)
-
-    plots = Plots()
-    plots.feed(dom)
+    plots, dom, log_text = render(out, tmp_path, shot)
     for chart in ("replay-modes", "replay-nodes", "latency-cdf", "mode-mix"):
         assert plots.svgs.get(chart, 0) >= 1, (chart, log_text[-2000:])
     assert plots.traces["replay-modes"] == 2 and plots.traces["replay-nodes"] == 2
     assert "Trace replay: requests.jsonl" in dom and "candidate − production" in dom
-    console = [line for line in log_text.splitlines() if ":CONSOLE" in line]
-    assert any("report-probe: loaded" in line for line in console), log_text[-2000:]
-    assert [line for line in console if "report-probe: loaded" not in line] == []
-    assert "Uncaught" not in log_text
+    assert_quiet_console(log_text)
     assert png_size(shot) == (1400, 3000) and shot.stat().st_size > 50_000
 
 
@@ -195,11 +197,7 @@ def test_a_candidate_gets_its_own_charts_and_a_verdict_per_goal(tmp_path: Path) 
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "edge-c" in page  # the node the candidate adds appears in its own charts
     assert page.count("<td class='verdict ") == 4
-    probe = out / "probe.html"
-    probe.write_text(page.replace("<head>", "<head>" + PROBE, 1), encoding="utf-8")
-    dom, log = chromium(probe, tmp_path / "profile", tmp_path / "report.png")
-    plots = Plots()
-    plots.feed(dom)
+    plots, _, log = render(out, tmp_path, tmp_path / "report.png")
     # the current run's charts and the candidate's (which spent nothing on cloud: no burn)
     for chart in ALL_CHARTS - {"baselines", "budget-burn"}:
         assert {f"{chart}-current", f"{chart}-bigger"} <= set(plots.svgs), chart
