@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,14 @@ def _lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
+def _wait_lines(path: Path, want: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and len(_lines(path)) >= want:
+            return
+        time.sleep(0.1)
+
+
 def _replay(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
     assert main(["simulate", *args]) == 0
     return dict(json.loads(capsys.readouterr().out)["trace"])
@@ -58,6 +67,10 @@ def test_access_log_says_what_the_client_got_and_the_replay_joins_it(
     try:
         stack.start()
         sent = _traffic(stack)
+        # Envoy writes its file access logs from a buffer it flushes every 10 s
+        # (--file-flush-interval-msec): wait for every line before stopping it (one fresh-clone
+        # run found 1 of 20 lines when Envoy was stopped at once)
+        _wait_lines(access, len(sent), timeout=15.0)
     finally:
         stop(stack.procs.pop("envoy", None))  # Envoy flushes its access log on the way out
         stack.stop_router(signal.SIGTERM)  # and the router its request log
