@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from router.core.feed import FeedSnapshot
 from router.core.model import Policy
+from router.feed.offload import offload
 from router.feed.reload import PolicyReloader, quiet_gc
 from router.runtime import Intake, Runtime
 
@@ -46,7 +47,7 @@ class Swapper:
         if not self.reloader.changed():
             return False
         with quiet_gc():
-            policy = await asyncio.to_thread(self.reloader.check)
+            policy = await offload(self.reloader.check)
             if policy is None:
                 return False
             await self.install_policy(policy)
@@ -70,5 +71,5 @@ class Swapper:
 
     async def _rebuild(self, policy: Policy | None, feed: FeedSnapshot | None,
                        now: float) -> None:
-        prepared = await asyncio.to_thread(self.runtime.prepare, policy, feed, now=now)
+        prepared = await offload(self.runtime.prepare, policy, feed, now=now)
         self.runtime.commit(prepared)  # on the event loop: one reference swap, then listeners
