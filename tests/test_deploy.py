@@ -167,6 +167,7 @@ def test_nothing_private_is_published_or_reachable_from_outside() -> None:
         assert "0.0.0.0" not in text, f"{name} listens on every address: {text}"
     cmd = dockerfile_cmd()
     assert (cmd.grpc, cmd.metrics) == ("127.0.0.1:50051", "127.0.0.1:9464")
+    assert cmd.xds == "127.0.0.1:50052"  # ADS never shares the port other clients reach
 
 
 def test_envoy_config_is_what_the_generator_prints_for_the_mounted_policy() -> None:
