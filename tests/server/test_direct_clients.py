@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import grpc
@@ -19,11 +16,8 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from router.server import extproc
 from router.server.limits import KEEPALIVE_MS, MAX_MESSAGE_BYTES, grpc_options
-from tests.integration.stack import free_port, wait_serving
+from tests.server.serving import serve
 from tests.server.test_servicer import Client, raw_msg
-
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "policies" / "example.yaml"
 
 
 def junk(n: int, size: int) -> list[tuple[str, bytes]]:
@@ -68,17 +62,9 @@ def test_server_limits_streams_per_connection_message_size_and_keeps_alive() -> 
 @pytest.mark.integration
 def test_direct_client_junk_route_headers_keep_rss_growth_under_50_mb(tmp_path: Path) -> None:
     """600 requests of ~60 KB of distinct junk x-route-* names (the issue's probe: +972 MB)."""
-    policy = tmp_path / "p.yaml"
-    policy.write_text(EXAMPLE.read_text().replace('store: "sqlite:state/budget.db"',
-                                                  'store: "memory"'))
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "router", "serve", "--policy", str(policy),
-                             "--grpc", f"127.0.0.1:{port}", "--metrics", "off"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    served = serve(tmp_path, "--metrics", "off")
+    port = served.port
     try:
-        wait_serving(port, proc)  # type: ignore[arg-type]
-
         async def send(count: int) -> None:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 stub = pb_grpc.ExternalProcessorStub(channel)
@@ -88,14 +74,9 @@ def test_direct_client_junk_route_headers_keep_rss_growth_under_50_mb(tmp_path: 
                     assert replies[0].WhichOneof("response") == "request_headers"
 
         asyncio.run(send(50))  # warm: imports, first classes, allocator arenas
-        before = rss_kb(proc.pid)
+        before = rss_kb(served.proc.pid)
         asyncio.run(send(600))
-        grown_mb = (rss_kb(proc.pid) - before) / 1024
+        grown_mb = (rss_kb(served.proc.pid) - before) / 1024
         assert grown_mb < 50, f"RSS grew {grown_mb:.0f} MB"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        served.stop()

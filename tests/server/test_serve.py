@@ -14,7 +14,7 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from router.cli import main
-from tests.integration.stack import free_port, wait_port
+from tests.server.serving import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "policies" / "example.yaml"
@@ -87,27 +87,16 @@ def test_serve_refuses_a_bad_policy_with_located_errors(tmp_path: Path) -> None:
 
 
 def test_health_then_graceful_drain_on_sigterm(tmp_path: Path) -> None:
-    policy = tmp_path / "p.yaml"
-    policy.write_text(EXAMPLE.read_text().replace('store: "sqlite:state/budget.db"',
-                                                  'store: "memory"'))
-    port, metrics = free_port(), free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "router", "serve", "--policy", str(policy),
-                             "--grpc", f"127.0.0.1:{port}", "--metrics", f"127.0.0.1:{metrics}"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    served = serve(tmp_path, "--metrics", "127.0.0.1:0")  # its port line: bound and serving
     try:
-        wait_port(port, proc)  # type: ignore[arg-type]
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with grpc.insecure_channel(f"127.0.0.1:{served.port}") as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
-        assert proc.returncode == 0
-        assert b"draining" in out and b"0 routed requests unfinished" in out
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        out = served.stop()
+    assert served.proc.returncode == 0
+    assert b"draining" in out and b"0 routed requests unfinished" in out
 
 
 def test_sigterm_lets_open_streams_finish_and_refuses_new_ones(tmp_path: Path) -> None:
@@ -119,20 +108,14 @@ def test_sigterm_lets_open_streams_finish_and_refuses_new_ones(tmp_path: Path) -
 
     from tests.server.test_servicer import headers_msg
 
-    policy = tmp_path / "p.yaml"
-    policy.write_text(EXAMPLE.read_text().replace('store: "sqlite:state/budget.db"',
-                                                  'store: "memory"'))
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "router", "serve", "--policy", str(policy),
-                             "--grpc", f"127.0.0.1:{port}", "--metrics", "off", "--grace", "10"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    served = serve(tmp_path, "--metrics", "off", "--grace", "10")
+    port, proc = served.port, served.proc
 
     def stream(stub: Any, box: queue.Queue[Any]) -> Iterator[Any]:
         box.put(headers_msg(x_affinity_key="drain-1"))
         return iter(stub.Process(iter(box.get, None), timeout=30))
 
     try:
-        wait_port(port, proc)  # type: ignore[arg-type]
         with grpc.insecure_channel(f"127.0.0.1:{port}") as held, \
                 grpc.insecure_channel(f"127.0.0.1:{port}") as late:
             box: queue.Queue[Any] = queue.Queue()

@@ -1,0 +1,76 @@
+"""`hybrid-router serve` started as users start it, on port 0, for the server's own tests.
+
+The example policy with a memory budget store; the port is the one the router bound and
+printed, so no number is chosen before the process exists (nothing can take it in between).
+"""
+
+from __future__ import annotations
+
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "policies" / "example.yaml"
+BOUND = re.compile(rb"ext_proc on 127\.0\.0\.1:(\d+), metrics on (\S+)")
+
+
+@dataclass
+class Served:
+    """A running `serve`: its process, its bound ext_proc port and what it printed so far."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    said: list[bytes] = field(default_factory=list)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> bytes:
+        """Signal it, wait for its exit and return everything it printed."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        return b"".join(self.said) + (out or b"")
+
+
+def example_policy(tmp_path: Path) -> Path:
+    """The example policy with a memory budget store (no state left behind)."""
+    policy = tmp_path / "p.yaml"
+    policy.write_text(EXAMPLE.read_text().replace('store: "sqlite:state/budget.db"',
+                                                  'store: "memory"'))
+    return policy
+
+
+def serve(tmp_path: Path, *args: str, timeout: float = 60.0) -> Served:
+    """Start `serve` with the example policy on 127.0.0.1:0 (plus `args`) and wait for the
+    line that names the port it bound; raise if it exits or stays silent first."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "router", "serve", "--policy", str(example_policy(tmp_path)),
+         "--grpc", "127.0.0.1:0", *args],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True)
+    assert proc.stdout is not None
+    said: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not sel.select(deadline - time.monotonic()):
+                break
+            line = proc.stdout.readline()
+            if not line:
+                proc.wait()
+                raise RuntimeError(f"serve exited with {proc.returncode}: {b''.join(said)!r}")
+            said.append(line)
+            if m := BOUND.search(line):
+                return Served(proc, int(m.group(1)), said)
+    proc.kill()
+    proc.communicate()
+    raise TimeoutError(f"serve named no port in {timeout:.0f} s: {b''.join(said)!r}")
