@@ -46,7 +46,9 @@ DASHBOARD_METRICS = CONTRACT_METRICS | {"router_event_loop_lag_seconds", "router
                                         "router_capacity_fleet_leased", "router_capacity_used",
                                         "router_capacity_unmet", "router_capacity_held",
                                         "router_capacity_sync_lag_seconds",
-                                        "router_capacity_sync_age_seconds"}
+                                        "router_capacity_sync_age_seconds",
+                                        "router_xds_streams", "router_xds_synced_envoys",
+                                        "router_xds_push_total"}
 
 
 def mounts(service: str) -> dict[str, Path]:
