@@ -1,52 +1,66 @@
-"""Start the demo's processes: feed server, emulated upstreams, router, Envoy."""
+"""Start the demo's processes: feed server, emulated upstreams, router, Envoy.
+
+Each binds port 0 and reports what it got (`router.harness.bound`), and each is started
+only once the ports it must be told are known: the upstreams first, then the policy naming
+their real addresses, then the router, then Envoy's config with the router's ports.
+"""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 from router.core.model import Policy
 from router.demo.world import ROOT, World, make_world
-from router.harness.procs import Processes, envoy_binary, free_port, wait_port
+from router.harness.bound import FEED_LINE, SERVE_LINE, log_size, reported, start_envoy, wait_file
+from router.harness.procs import Processes, wait_port
 from router.policy.loader import load_policy
 
 
 def start_router(procs: Processes, world: World) -> None:
-    """(Re)start hybrid-router serve on the world's ports."""
+    """Start hybrid-router serve on ports it picks; restarted, on the same ones (Envoy's
+    config names them, so a restart cannot move)."""
+    p, first = world.ports, "grpc" not in world.ports
+    mark = log_size(procs, "router")
     proc = procs.python("router", "serve", "--policy", str(world.policy_path),
-                        "--grpc", f"127.0.0.1:{world.ports['grpc']}",
-                        "--metrics", f"127.0.0.1:{world.ports['metrics']}", "--grace", "1",
-                        "--xds", f"127.0.0.1:{world.ports['xds']}")  # the fleet: Envoy's alone
-    wait_port(world.ports["grpc"], proc=proc)
+                        "--grpc", f"127.0.0.1:{p.get('grpc', 0)}",
+                        "--metrics", f"127.0.0.1:{p.get('metrics', 0)}", "--grace", "1",
+                        "--xds", f"127.0.0.1:{p.get('xds', 0)}")  # the fleet: Envoy's alone
+    if first:
+        p.update(reported(procs, "router", SERVE_LINE, mark))
+    wait_port(p["grpc"], proc=proc)
+
+
+def start_upstreams(procs: Processes, world: World) -> None:
+    """The feed server and the emulated nodes and pools, each on ports it picks; then the
+    policy that names them."""
+    procs.python("feed", "feed", "serve", "--from", str(world.feed_path),
+                 "--listen", "127.0.0.1:0", "--grpc", "127.0.0.1:0")
+    feed = reported(procs, "feed", FEED_LINE, 0)
+    world.ports.update(feed_http=feed["http"], feed_grpc=feed["grpc"])
+    world.place({}, feed["grpc"])  # the example's ports, never bound: the emulator picks
+    ports_file = world.state / "emulate-ports.json"
+    emu = procs.start("emulate", [sys.executable, "-m", "router.emulate", "--policy",
+                                  str(world.policy_path), "--any-port", "--ports-file",
+                                  str(ports_file)])
+    world.place(json.loads(wait_file(ports_file, emu)), feed["grpc"])
 
 
 def start(procs: Processes, state: Path) -> tuple[World, Policy, str, str]:
     """Everything up and listening; returns (world, policy, Envoy URL, metrics URL)."""
-    feed_http, feed_grpc = free_port(), free_port()
-    world = make_world(state, feed_grpc)
-    world.ports.update(grpc=free_port(), xds=free_port(), metrics=free_port(), listen=free_port(),
-                       admin=free_port(), feed_http=feed_http, feed_grpc=feed_grpc)
+    world = make_world(state)
+    start_upstreams(procs, world)
     policy = load_policy(world.policy_path)
-    feed = procs.python("feed", "feed", "serve", "--from", str(world.feed_path),
-                        "--listen", f"127.0.0.1:{feed_http}", "--grpc", f"127.0.0.1:{feed_grpc}")
-    wait_port(feed_grpc, proc=feed)
-    emu = procs.start("emulate", [sys.executable, "-m", "router.emulate", "--policy",
-                                  str(world.policy_path)])
-    for address in [n.address for n in policy.nodes] + [p.address for p in policy.pools]:
-        wait_port(int(address.rpartition(":")[2]), proc=emu)
     start_router(procs, world)
     config = state / "envoy.yaml"
     subprocess.run([sys.executable, "-m", "router", "envoy-config", "--policy",
                     str(world.policy_path), "--mode", "gateway",
                     "--router", f"127.0.0.1:{world.ports['grpc']}",
                     "--xds", f"127.0.0.1:{world.ports['xds']}",
-                    "--listen", f"127.0.0.1:{world.ports['listen']}",
-                    "--admin", f"127.0.0.1:{world.ports['admin']}", "-o", str(config)],
+                    "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "-o", str(config)],
                    check=True, cwd=ROOT)
-    envoy = procs.start("envoy", [envoy_binary(), "-c", str(config), "-l", "warning",
-                                  "--base-id", str(world.ports["listen"]),
-                                  "--concurrency", "1"])
-    wait_port(world.ports["listen"], proc=envoy)
+    world.ports["listen"], world.ports["admin"] = start_envoy(procs, "envoy", config)
     return (world, policy, f"http://127.0.0.1:{world.ports['listen']}/infer",
             f"http://127.0.0.1:{world.ports['metrics']}/metrics")

@@ -1,4 +1,5 @@
-"""The demo's world: a copy of the example policy on free ports, and its live feed file."""
+"""The demo's world: a copy of the example policy on the ports its processes bound, and its live
+feed file."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from pathlib import Path
 from typing import cast
 
 from router.core.feed import format_time
-from router.harness.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_POLICY = ROOT / "policies" / "example.yaml"
@@ -24,8 +24,21 @@ class World:
     state: Path
     policy_path: Path
     feed_path: Path
-    ports: dict[str, int] = field(default_factory=dict)
+    template: str  # the policy text before `place` names the real addresses
+    ports: dict[str, int] = field(default_factory=dict)  # of the processes, as they bound them
     feed: dict[str, object] = field(default_factory=dict)
+
+    def place(self, targets: dict[str, int], feed_grpc_port: int) -> None:
+        """Write the policy with each node and pool (by id) on the port its server bound (the
+        example's own ports stay where `targets` has none) and the feed on gRPC Watch."""
+        def real(match: re.Match[str]) -> str:
+            port = targets.get(match.group(2))
+            return match.group(0) if port is None else f'{match.group(1)}127.0.0.1:{port}"'
+
+        text = re.sub(r'(\{id: ([\w.-]+), address: ")127\.0\.0\.1:\d+"', real, self.template)
+        text = re.sub(r'feed: \{source: "[^"]*"',
+                      f'feed: {{source: "grpc://127.0.0.1:{feed_grpc_port}"', text)
+        self.policy_path.write_text(text)
 
     def write_feed(self) -> None:
         """Stamp and write the feed atomically (the feed server pushes the change)."""
@@ -52,20 +65,11 @@ class World:
                 entry["usd_per_hour"] = usd_per_hour
 
 
-def make_world(state: Path, feed_grpc_port: int) -> World:
-    """Copy the example policy with every address on a free port and the feed on gRPC Watch."""
+def make_world(state: Path) -> World:
+    """Copy the example policy (its addresses still the example's until `World.place`) and
+    write the feed."""
     state.mkdir(parents=True, exist_ok=True)
     text = EXAMPLE_POLICY.read_text()
-    ports: dict[str, int] = {}
-
-    def fresh(match: re.Match[str]) -> str:
-        port = free_port()
-        ports[match.group(1)] = port
-        return f'address: "127.0.0.1:{port}"'
-
-    text = re.sub(r'address: "127\.0\.0\.1:(\d+)"', fresh, text)
-    text = re.sub(r'feed: \{source: "[^"]*"', f'feed: {{source: "grpc://127.0.0.1:{feed_grpc_port}"',
-                  text)
     text = text.replace("refresh_seconds: 30", "refresh_seconds: 5")
     text = re.sub(r'store: "[^"]*"', f'store: "sqlite:{state / "budget.db"}"', text)
     # Small budgets so the demo's spend is visible against them within minutes.
@@ -74,6 +78,6 @@ def make_world(state: Path, feed_grpc_port: int) -> World:
     policy_path = state / "policy.yaml"
     policy_path.write_text(text)
     world = World(state=state, policy_path=policy_path, feed_path=state / "feed.json",
-                  ports=ports, feed=json.loads(EXAMPLE_FEED.read_text()))
+                  template=text, feed=json.loads(EXAMPLE_FEED.read_text()))
     world.write_feed()
     return world

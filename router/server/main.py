@@ -91,6 +91,7 @@ class _Parts:
     grpc_address: str  # as bound: a port 0 asked for is the kernel's pick here
     metrics_address: str = "off"
     xds_server: Any = None  # ADS on its own address (`--xds`), else on `server`
+    xds_address: str = "shared"  # as bound, like `grpc_address`
 
 
 def _build(args: argparse.Namespace, runtime: Runtime, metrics: RouterMetrics, keeper: Any,
@@ -125,21 +126,26 @@ def _build(args: argparse.Namespace, runtime: Runtime, metrics: RouterMetrics, k
                           budget_wait=keeper.wait_topup, request_log=request_log,
                           envoys=ads.acks.view)
     pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)
-    xds_server = None
+    xds_server, xds_address = None, args.xds
     if args.xds == "shared":
         ads.add_to(server)
     else:  # its own server: whoever reaches the ext_proc port cannot read the fleet
         xds_server = grpc.aio.server(options=grpc_options(args.xds_max_streams))
         ads.add_to(xds_server)
-        xds_server.add_insecure_port(args.xds)
+        xds_address = _bound(args.xds, xds_server.add_insecure_port(args.xds))
     health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else \
         health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(args.grpc)
-    host = args.grpc.rpartition(":")[0]
-    bound = f"{host}:{port}" if port and not args.grpc.startswith("unix:") else args.grpc
+    bound = _bound(args.grpc, server.add_insecure_port(args.grpc))
     return _Parts(server, processor, ads, health_servicer, request_log, bound,
-                  xds_server=xds_server)
+                  xds_server=xds_server, xds_address=xds_address)
+
+
+def _bound(address: str, port: int) -> str:
+    """`address` with the port gRPC bound (the kernel's pick for port 0); a Unix socket as is."""
+    if not port or address.startswith("unix:"):
+        return address
+    return f"{address.rpartition(':')[0]}:{port}"
 
 
 async def serve(args: argparse.Namespace, policy: Policy) -> int:
@@ -219,7 +225,8 @@ async def _run_until_stopped(args: argparse.Namespace, runtime: Runtime,
              runtime.policy.digest, index + 1, workers)
     # the addresses as bound (port 0 = the kernel's pick): a caller reads them from here
     print(f"hybrid-router: ext_proc on {parts.grpc_address}, metrics on "
-          f"{parts.metrics_address}", flush=True)
+          f"{parts.metrics_address}"
+          + (f", xds on {parts.xds_address}" if parts.xds_server is not None else ""), flush=True)
     await stop.wait()
 
 

@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from router.harness.bound import envoy_ports, wait_file, wait_line
 from router.harness.procs import free_port  # one memory of handed-out ports per process
 from router.xds import ackshare
 
@@ -52,37 +53,6 @@ budgets:
 UPSTREAM_TIMEOUT_S = 2.5  # Envoy's route timeout here, so a test can provoke a 504
 NODES = {"eu-a": ("GDPR", 2.0, 8), "eu-b": ("GDPR", 1.0, 4), "us-a": ("CCPA", 2.0, 8),
          "us-b": ("CCPA", 4.0, 16)}
-
-
-def wait_file(path: Path, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> str:
-    """The text of `path` once it exists and is not empty, failing fast if `proc` dies."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            text = path.read_text()
-            if text:
-                return text
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-        time.sleep(0.05)
-    raise TimeoutError(f"{path} never written")
-
-
-def wait_line(path: Path, pattern: str, proc: subprocess.Popen[bytes], *, start: int = 0,
-              timeout: float = 30.0) -> re.Match[str]:
-    """The first match of `pattern` in the log `path` past byte `start`, failing fast if
-    `proc` dies: how a child that bound port 0 reports the port it got."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), path.open("rb") as f:
-            f.seek(start)
-            found = list(re.finditer(pattern, f.read().decode(errors="replace")))
-            if found:
-                return found[0]
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-        time.sleep(0.05)
-    raise TimeoutError(f"{path} never said {pattern!r}")
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
@@ -155,21 +125,7 @@ def start_envoy(stack: Stack, name: str, config: Path, *, concurrency: int) -> t
     envoy = stack._spawn(name, [ENVOY, "-c", str(config), "-l", "warning",
                                 "--use-dynamic-base-id", "--admin-address-path", str(admin_file),
                                 "--concurrency", str(concurrency)])
-    admin = int(wait_file(admin_file, envoy).strip().rpartition(":")[2])
-    deadline = time.monotonic() + 30
-    while True:
-        with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
-            url = f"http://127.0.0.1:{admin}/listeners?format=json"
-            with urllib.request.urlopen(url, timeout=5) as r:
-                status = json.load(r)["listener_statuses"][0]
-            listen = int(status["local_address"]["socket_address"]["port_value"])
-            if listen:
-                break
-        if envoy.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{name} never reported its listener (exit {envoy.poll()})")
-        time.sleep(0.05)
-    wait_port(listen, envoy)
-    return listen, admin
+    return envoy_ports(admin_file, envoy)
 
 
 class Stack:
