@@ -1,7 +1,7 @@
 """`simulate --scenario F --live`: the simulator's run and the live twin's, side by side.
 
 The simulator runs first (a bad scenario fails before any process starts), then the
-stack (`simulator.live.stack`) comes up on free 127.0.0.1 ports, t=0 is set a
+stack (`simulator.live.stack`) comes up on 127.0.0.1 ports its processes pick, t=0 is set a
 moment ahead, and the same arrivals are sent through Envoy (`simulator.live.load`).
 Every process started is stopped on the way out: at the end, on an error, on
 Ctrl-C or SIGTERM. Logs go to DIR/live/ (or a temporary directory, kept and named
@@ -26,7 +26,6 @@ import numpy as np
 
 from router.core.model import Policy
 from router.harness.procs import Processes
-from router.policy.loader import load_policy_or_report
 from simulator.live import stack
 from simulator.live.load import Recorded, drive, wall_origin
 from simulator.live.report import live_result, live_side, report, side
@@ -77,14 +76,11 @@ def run_twin(scenario: Scenario, policy: Policy, state: Path, count: int | None)
     sim = simulate(scenario, policy, Adaptive(policy, name="simulator"), requests=count)
     state.mkdir(parents=True, exist_ok=True)
     twin = stack.live_policy(Path(scenario.policy), state)
-    live_policy = load_policy_or_report(twin.policy)
-    assert live_policy is not None  # the same policy, on other ports
-    addresses = [n.address for n in live_policy.nodes] + [p.address for p in live_policy.pools]
     procs = Processes(state)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         started = time.monotonic()
-        stack.start(procs, twin, Path(scenario.file), addresses,
+        stack.start(procs, twin, Path(scenario.file),
                     (scenario.world.deadline_ms + scenario.world.timeout_ms) / 1000.0)
         rec = asyncio.run(_live(twin, sim, scenario))
         wall = time.monotonic() - started

@@ -1,10 +1,12 @@
 """The live twin's processes: the world (`simulator.live.upstream`), its feed server, the
 router and Envoy.
 
-Everything listens on free 127.0.0.1 ports; the policy is copied with every node and
-pool on its own port, the feed on a `hybrid-router feed serve` gRPC `Watch` of the file the
-world writes, and budgets in
-memory (a twin starts from zero spend, as the simulator does). Envoy runs the
+Every process binds port 0 on 127.0.0.1 and reports what it got (`router.harness.bound`),
+and each starts only once the ports it must be told are known: the world first (its nodes,
+pools and control), then the feed server (a `hybrid-router feed serve` gRPC `Watch` of the
+file the world writes), then the policy copy naming their real addresses (budgets in
+memory: a twin starts from zero spend, as the simulator does), then the router, then
+Envoy's config with the router's ports. Envoy runs the
 project's generated gateway config (clusters and routes from the router over xDS).
 `Processes.stop_all` (router.harness.procs) ends every one of them, whatever happened.
 """
@@ -12,6 +14,7 @@ project's generated gateway config (clusters and routes from the router over xDS
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
 import time
@@ -22,7 +25,8 @@ from typing import Any
 
 import yaml
 
-from router.harness.procs import Processes, envoy_binary, free_port, wait_port
+from router.harness.bound import FEED_LINE, SERVE_LINE, reported, start_envoy, wait_file
+from router.harness.procs import Processes, wait_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MARGIN_S = 10.0  # Envoy's route timeout past the longest a world request can take
@@ -35,7 +39,19 @@ class Twin:
     state: Path
     policy: Path
     feed: Path
-    ports: dict[str, int] = field(default_factory=dict)
+    doc: dict[str, Any] = field(default_factory=dict)  # the policy, before `place`
+    ports: dict[str, int] = field(default_factory=dict)  # of the processes, as they bound them
+
+    def place(self, targets: dict[str, int]) -> None:
+        """Write the policy with each node and pool on the port its server bound and the feed
+        on the feed server's gRPC Watch."""
+        doc = self.doc
+        for section, key in (("edge", "nodes"), ("cloud", "pools")):
+            for entry in (doc.get(section) or {}).get(key) or []:
+                entry["address"] = f"127.0.0.1:{targets[entry['id']]}"
+        doc["feed"] = {**(doc.get("feed") or {}),
+                       "source": f"grpc://127.0.0.1:{self.ports['feed']}"}
+        self.policy.write_text(yaml.safe_dump(doc, sort_keys=False))
 
     @property
     def url(self) -> str:
@@ -49,16 +65,14 @@ class Twin:
 
 
 def live_policy(source: Path, state: Path) -> Twin:
-    """Copy `source` into `state` with free ports, the feed on gRPC Watch, budgets in memory."""
+    """Copy `source` into `state` with budgets in memory and every node and pool on a
+    placeholder port (never bound: the world picks its own, and `Twin.place` names them)."""
     doc: dict[str, Any] = yaml.safe_load(source.read_text())
-    twin = Twin(state, state / "policy.yaml", state / "feed.json")
-    for section, key in (("edge", "nodes"), ("cloud", "pools")):
-        for entry in (doc.get(section) or {}).get(key) or []:
-            entry["address"] = f"127.0.0.1:{free_port()}"
-    twin.ports.update(feed=free_port(), control=free_port(), grpc=free_port(),
-                      metrics=free_port(), listen=free_port(), admin=free_port())
-    feed = doc.get("feed") or {}
-    doc["feed"] = {**feed, "source": f"grpc://127.0.0.1:{twin.ports['feed']}"}
+    twin = Twin(state, state / "policy.yaml", state / "feed.json", doc)
+    entries = [e for section, key in (("edge", "nodes"), ("cloud", "pools"))
+               for e in (doc.get(section) or {}).get(key) or []]
+    for i, entry in enumerate(entries):
+        entry["address"] = f"127.0.0.1:{i + 1}"
     doc.setdefault("budgets", {})["store"] = "memory"
     twin.policy.write_text(yaml.safe_dump(doc, sort_keys=False))
     return twin
@@ -77,36 +91,39 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -
     raise TimeoutError(f"{url} never answered 200")
 
 
-def start(procs: Processes, twin: Twin, scenario: Path, addresses: list[str],
-          upstream_timeout_s: float) -> None:
-    """World, feed server, router, Envoy: in that order, each listening before the next."""
-    p = twin.ports
+def start_upstreams(procs: Processes, twin: Twin, scenario: Path) -> None:
+    """The world and its feed server, each on ports it picks; then the policy naming them."""
+    ports_file = twin.state / "world-ports.json"
     world = procs.start("world", [sys.executable, "-m", "simulator.live.upstream",
                                   "--policy", str(twin.policy), "--scenario", str(scenario),
-                                  "--feed", str(twin.feed),
-                                  "--control", f"127.0.0.1:{p['control']}"])
-    for address in addresses:
-        wait_port(int(address.rpartition(":")[2]), proc=world)
-    wait_port(p["control"], proc=world)  # open once the idle world's feed is written
-    feed = procs.python("feed", "feed", "serve", "--from", str(twin.feed), "--listen",
-                        "127.0.0.1:0", "--grpc", f"127.0.0.1:{p['feed']}", "--poll", "0.05")
-    wait_port(p["feed"], proc=feed)
+                                  "--feed", str(twin.feed), "--control", "127.0.0.1:0",
+                                  "--ports-file", str(ports_file)])
+    bound = json.loads(wait_file(ports_file, world))  # once the idle world's feed is written
+    twin.ports["control"] = bound["control"]
+    procs.python("feed", "feed", "serve", "--from", str(twin.feed), "--listen",
+                 "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--poll", "0.05")
+    twin.ports["feed"] = reported(procs, "feed", FEED_LINE, 0)["grpc"]
+    twin.place(bound["targets"])
+
+
+def start(procs: Processes, twin: Twin, scenario: Path, upstream_timeout_s: float) -> None:
+    """World, feed server, router, Envoy: in that order, each listening before the next."""
+    start_upstreams(procs, twin, scenario)
     timeout = f"{upstream_timeout_s + MARGIN_S:g}"
     router = procs.python("router", "serve", "--policy", str(twin.policy),
-                          "--grpc", f"127.0.0.1:{p['grpc']}",
-                          "--metrics", f"127.0.0.1:{p['metrics']}", "--grace", "1",
+                          "--grpc", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--grace", "1",
                           "--upstream-timeout", timeout)
+    p = twin.ports
+    p.update(reported(procs, "router", SERVE_LINE, 0))
     wait_port(p["grpc"], proc=router)
     wait_port(p["metrics"], proc=router)
     config = twin.state / "envoy.yaml"
     subprocess.run([sys.executable, "-m", "router", "envoy-config", "--policy",
                     str(twin.policy), "--mode", "gateway", "--router", f"127.0.0.1:{p['grpc']}",
-                    "--listen", f"127.0.0.1:{p['listen']}", "--admin", f"127.0.0.1:{p['admin']}",
+                    "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
                     "--upstream-timeout", timeout, "-o", str(config)], check=True, cwd=ROOT)
-    envoy = procs.start("envoy", [envoy_binary(), "-c", str(config), "-l", "warning",
-                                  "--base-id", str(p["listen"]), "--concurrency", "1"])
-    wait_port(p["listen"], proc=envoy)
-    wait_ready(f"http://127.0.0.1:{p['admin']}/ready", envoy)
+    p["listen"], p["admin"] = start_envoy(procs, "envoy", config)
+    wait_ready(f"http://127.0.0.1:{p['admin']}/ready", procs.procs["envoy"])
 
 
 def set_t0(twin: Twin, t0_wall: float) -> None:

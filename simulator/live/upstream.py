@@ -20,7 +20,12 @@ reloads as it would in production. Scenario t=0 is set by `POST /start?t0=EPOCH`
 the control address; until then the world is idle and the feed says so.
 
     python -m simulator.live.upstream --policy LIVE.yaml --scenario F --feed FEED.json \
-        --control 127.0.0.1:PORT
+        --control 127.0.0.1:PORT [--ports-file OUT]
+
+With `--ports-file` every node and pool listens on a port the kernel picks (the policy's
+ports are ignored) and OUT gets `{"targets": {"id": port}, "control": port}` once all
+listen (`--control` may ask for port 0 too): a caller that writes the real policy
+afterwards hands no port over between closing it and this process binding it.
 """
 
 from __future__ import annotations
@@ -144,25 +149,37 @@ def _answer(tid: str, kind: str, mode: str, quality: str, pool: str | None,
     return web.json_response(body, status=out.status)
 
 
-async def _site(app: web.Application, address: str) -> web.AppRunner:
+async def _site(app: web.Application, address: str, any_port: bool = False
+                ) -> tuple[web.AppRunner, int]:
+    """Serve `app` on `address` (on port 0 with `any_port`): its runner and the port bound."""
     host, _, port = address.rpartition(":")
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, int(port)).start()
-    return runner
+    await web.TCPSite(runner, host, 0 if any_port else int(port)).start()
+    return runner, int(runner.addresses[0][1])
+
+
+async def _targets(ups: Upstreams, policy: Policy, any_port: bool
+                   ) -> tuple[list[web.AppRunner], dict[str, int]]:
+    """A server for every node and pool: their runners and {target id: port bound}."""
+    runners, ports = [], {}
+    for kind, tid, address in [("edge", n.id, n.address) for n in policy.nodes] + \
+            [("cloud", p.id, p.address) for p in policy.pools]:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app["target"] = (kind, tid)
+        app.router.add_route("*", "/{tail:.*}", ups.serve)
+        runner, ports[tid] = await _site(app, address, any_port)
+        runners.append(runner)
+    # a split names its pool by address: the address it listens on, not the one asked for
+    ups.pool_at = {f"{p.address.rpartition(':')[0]}:{ports[p.id]}": p.id for p in policy.pools}
+    return runners, ports
 
 
 async def _main(args: argparse.Namespace, policy: Policy, scenario: Scenario) -> None:
     loop = asyncio.get_running_loop()
     ups = Upstreams(policy, Path(args.policy), scenario, Path(args.feed), loop)
     ups.write_feed()  # the idle world, for the router's first load
-    runners = []
-    for kind, tid, address in [("edge", n.id, n.address) for n in policy.nodes] + \
-            [("cloud", p.id, p.address) for p in policy.pools]:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app["target"] = (kind, tid)
-        app.router.add_route("*", "/{tail:.*}", ups.serve)
-        runners.append(await _site(app, address))
+    runners, ports = await _targets(ups, policy, args.ports_file is not None)
     started = asyncio.Event()
 
     async def start(request: web.Request) -> web.Response:
@@ -174,7 +191,11 @@ async def _main(args: argparse.Namespace, policy: Policy, scenario: Scenario) ->
 
     control = web.Application()
     control.router.add_post("/start", start)
-    runners.append(await _site(control, args.control))
+    runner, control_port = await _site(control, args.control)
+    runners.append(runner)
+    if args.ports_file is not None:
+        write_atomically(Path(args.ports_file),
+                         json.dumps({"targets": ports, "control": control_port}))
     print(f"twin: {len(policy.nodes)} nodes, {len(policy.pools)} pools up", flush=True)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -192,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     for name in ("--policy", "--scenario", "--feed", "--control"):
         parser.add_argument(name, required=True)
+    parser.add_argument("--ports-file", metavar="OUT",
+                        help="listen on ports the kernel picks; write them to OUT as JSON")
     args = parser.parse_args(argv)
     scenario, problems = load_scenario(args.scenario)
     if scenario is None:
