@@ -1,8 +1,8 @@
 """`hybrid-router demo`: real Envoy, the router, a feed server and emulated nodes, live.
 
-Starts every process on free 127.0.0.1 ports under `state/demo/`, drives mixed
-traffic through Envoy, prints a live summary, and injects events along the way
-(a node lost, a spot-price spike, the router restarted) so the reaction shows.
+Starts every process on 127.0.0.1 ports the kernel picks, state under `state/demo/`,
+drives mixed traffic through Envoy, prints a live summary, and injects events along the
+way (a node lost, a spot-price spike, the router restarted) so the reaction shows.
 Ctrl-C (or --duration) stops everything it started.
 """
 

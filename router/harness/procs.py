@@ -1,5 +1,6 @@
 """Child processes of the demo, the live twin and the tests: started in their own process
-groups, always stopped; free ports; the Envoy binary."""
+groups, always stopped; the Envoy binary; `free_port` for the few children that cannot bind
+port 0 and report what they got (`router.harness.bound` reads back the ports of those that can)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,14 @@ _HANDED: set[int] = set()
 def free_port() -> int:
     """A TCP port on 127.0.0.1 free now and never handed out before by this process.
 
-    For a child that must be told its port before it starts: the port is free again the
-    moment it is closed here, so without the memory two calls could return the same number
-    (two policy addresses on one port: an invalid policy, the emulator exiting 2). A child
-    that can bind port 0 and report what it got needs none of this (`router.emulate
-    --any-port`, `serve --grpc 127.0.0.1:0`).
+    Racy by nature: the port is free again the moment it is closed here, and any process on
+    the machine can take it before the child binds it. So only for a port that must be known
+    before its process exists: `serve --workers N` (the workers share one ext_proc port and
+    serve metrics on PORT + i, so port 0 cannot work), redis-server (its `--port 0` means no
+    TCP at all), an address a test wants nothing to listen on, one an xDS restart test hands
+    to both Envoy and the router. The demo and the live twin never call it: every child of
+    theirs binds port 0 and reports (`router.harness.bound`). The memory keeps two calls
+    from returning the same number (two policy addresses on one port: an invalid policy).
     """
     for _ in range(100):
         with socket.socket() as s:

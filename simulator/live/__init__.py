@@ -9,8 +9,8 @@ scenario through the real stack, and reports both side by side (docs/reference.m
 - `upstream`: the process that serves every node and pool of the policy from one
   `LiveWorld`, writes its feed every `refresh_seconds`, and applies the scenario's
   events at their times;
-- `stack`: the policy copy on free ports, and the processes (that one, a feed server
-  pushing its feed, the router, Envoy), always stopped;
+- `stack`: the processes (that one, a feed server pushing its feed, the router, Envoy),
+  each on a port it bound as 0 and reported, the policy copy naming them; always stopped;
 - `load`: the scenario's arrivals, sent open-loop through Envoy and recorded;
 - `report`: the live run as a `Result`, the fidelity figures, the HTML page;
 - `run`: the command, tying them together.
