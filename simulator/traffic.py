@@ -27,7 +27,16 @@ def _poisson(scenario: Scenario, rng: np.random.Generator, limit: int | None) ->
     edges = np.arange(0.0, scenario.duration_s + 1.0, 1.0)
     rates = np.array([scenario.rate_at(float(t) + 0.5) for t in edges[:-1]])
     counts = rng.poisson(rates)
-    times = np.repeat(edges[:-1], counts) + rng.random(int(counts.sum()))
+    total = int(counts.sum())
+    seconds = len(counts)
+    if limit is not None and 0 < limit < total:
+        # only the seconds that hold the first `limit` arrivals are drawn (their offsets come
+        # first in the stream); the generator then skips the rest, one 64-bit draw per offset
+        seconds = int(np.searchsorted(counts.cumsum(), limit)) + 1
+    drawn = int(counts[:seconds].sum())
+    times = np.repeat(edges[:seconds], counts[:seconds]) + rng.random(drawn)
+    if drawn < total:
+        rng.bit_generator.advance(total - drawn)
     times.sort()
     if limit is not None:
         while len(times) < limit:  # extend past duration_s at the last rate

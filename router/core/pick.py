@@ -96,6 +96,19 @@ def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: boo
     scale = (1.0 + snap.epsilon) * (total + 1)
     owners = entry.ring.owners
     start = bisect_right(keys, _key_hash(key))
+    # the common case first: the key's home has room (the loop below decides it alike)
+    owner = owners[start if start < n else 0]
+    slot, size = where[owner]
+    load = loads[slot]
+    value = scale * weights[owner] / wsum if wsum > 0 else 0.0
+    limit = int(value)
+    if limit != value:
+        limit += 1
+    floor = floors[owner]
+    if floor > limit:
+        limit = floor
+    if load < size and load < held[slot] and load < limit:
+        return Walk(Pick(snap.nodes[owner], True, load, limit), ())
     want = len(entry.members)
     seen: set[int] = set()
     passed: list[Step] | None = None  # built only when the walk passes a node
