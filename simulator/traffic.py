@@ -35,8 +35,12 @@ def _poisson(scenario: Scenario, rng: np.random.Generator, limit: int | None) ->
         seconds = int(np.searchsorted(counts.cumsum(), limit)) + 1
     drawn = int(counts[:seconds].sum())
     times = np.repeat(edges[:seconds], counts[:seconds]) + rng.random(drawn)
-    if drawn < total:
-        rng.bit_generator.advance(total - drawn)
+    if drawn < total:  # PCG64 (default_rng's) jumps; another bit generator draws and drops
+        advance = getattr(rng.bit_generator, "advance", None)
+        if advance is not None:
+            advance(total - drawn)
+        else:
+            rng.random(total - drawn)
     times.sort()
     if limit is not None:
         while len(times) < limit:  # extend past duration_s at the last rate
