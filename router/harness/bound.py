@@ -16,45 +16,49 @@ import re
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from router.harness.procs import Processes, envoy_binary, wait_port
 
 Proc = subprocess.Popen[bytes]
+T = TypeVar("T")
 SERVE_LINE = (r"ext_proc on [\d.]+:(?P<grpc>\d+), metrics on [\d.]+:(?P<metrics>\d+)"
               r"(?:, xds on [\d.]+:(?P<xds>\d+))?")
 FEED_LINE = r"feed: serving .* at http://[\d.]+:(?P<http>\d+)/\S*(?: and grpc://[\d.]+:(?P<grpc>\d+))?"
 
 
-def wait_file(path: Path, proc: Proc, timeout: float = 30.0) -> str:
-    """The text of `path` once it exists and is not empty, failing fast if `proc` dies."""
+def _until(read: Callable[[], T | None], proc: Proc, timeout: float, never: str) -> T:
+    """What `read` returns once it is not empty (an OSError counts as empty), failing fast if
+    `proc` dies, or TimeoutError(`never`) after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError):
-            text = path.read_text()
-            if text:
-                return text
+            got = read()
+            if got:
+                return got
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
         time.sleep(0.05)
-    raise TimeoutError(f"{path} never written")
+    raise TimeoutError(never)
+
+
+def wait_file(path: Path, proc: Proc, timeout: float = 30.0) -> str:
+    """The text of `path` once it exists and is not empty, failing fast if `proc` dies."""
+    return _until(path.read_text, proc, timeout, f"{path} never written")
 
 
 def wait_line(path: Path, pattern: str, proc: Proc, *, start: int = 0,
               timeout: float = 30.0) -> re.Match[str]:
     """The first match of `pattern` in the log `path` past byte `start`, failing fast if
     `proc` dies: how a child that bound port 0 reports the port it got."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), path.open("rb") as f:
+    def read() -> re.Match[str] | None:
+        with path.open("rb") as f:
             f.seek(start)
-            found = re.search(pattern, f.read().decode(errors="replace"))
-            if found:
-                return found
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-        time.sleep(0.05)
-    raise TimeoutError(f"{path} never said {pattern!r}")
+            return re.search(pattern, f.read().decode(errors="replace"))
+
+    return _until(read, proc, timeout, f"{path} never said {pattern!r}")
 
 
 def log_size(procs: Processes, name: str) -> int:

@@ -26,7 +26,8 @@ def free_port() -> int:
     serve metrics on PORT + i, so port 0 cannot work), redis-server (its `--port 0` means no
     TCP at all), an address a test wants nothing to listen on, one an xDS restart test hands
     to both Envoy and the router. The demo and the live twin never call it: every child of
-    theirs binds port 0 and reports (`router.harness.bound`). The memory keeps two calls
+    theirs binds port 0 and reports (`router.harness.bound`); a test or benchmark that still
+    calls it for a child able to do the same can move to that. The memory keeps two calls
     from returning the same number (two policy addresses on one port: an invalid policy).
     """
     for _ in range(100):
