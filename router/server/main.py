@@ -20,7 +20,6 @@ import contextlib
 import gc
 import logging
 import signal
-import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +29,8 @@ from router.metrics import RouterMetrics, probe_loop_lag, runtime_state
 from router.policy import isolated
 from router.policy.loader import load_policy_or_report
 from router.runtime import Runtime
+from router.server.args import add_arguments as add_arguments  # `hybrid-router serve` reads it here
+from router.server.args import spawn_workers, worker_argv
 from router.server.fleet import host_local_files, start_capacity, workers_note
 from router.server.limits import grpc_options
 from router.server.requestlog import RequestLog, path_problem
@@ -37,46 +38,6 @@ from router.server.workers import WorkerRuntime, store_problem
 from router.stores import BudgetStoreError, open_keeper
 
 log = logging.getLogger("hybrid_router.server")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register this command's arguments."""
-    parser.add_argument("--policy", required=True, metavar="FILE")
-    parser.add_argument("--grpc", default="127.0.0.1:50051", metavar="HOST:PORT|unix:PATH",
-                        help="ext_proc listen address (default 127.0.0.1:50051)")
-    parser.add_argument("--metrics", default="127.0.0.1:9464", metavar="HOST:PORT",
-                        help="Prometheus /metrics address (default 127.0.0.1:9464; off: none);"
-                        " worker i of --workers N serves on PORT + i")
-    parser.add_argument("--workers", type=int, default=1, metavar="N",
-                        help="worker processes sharing the port, each with its share of"
-                        " every limit (default 1)")
-    parser.add_argument("--max-streams", type=int, default=4096, metavar="N",
-                        help="open ext_proc streams before refusing with 503 (default 4096)")
-    parser.add_argument("--grace", type=float, default=5.0, metavar="SECONDS",
-                        help="drain time on SIGTERM (default 5)")
-    parser.add_argument("--upstream-timeout", type=float, default=30.0, metavar="SECONDS",
-                        help="route timeout to the inference upstreams, in the route table "
-                             "this router serves Envoy over xDS (default 30)")
-    parser.add_argument("--no-echo", dest="echo", action="store_false",
-                        help="the route table this router serves Envoy does not echo the "
-                             "decision's x-route-* headers in routed responses")
-    parser.add_argument("--request-log", metavar="FILE",
-                        help="one JSON line per request (tags, decision, duration) for "
-                             "`simulate --trace`; off by default; worker i of --workers N "
-                             "writes FILE.w<i>")
-    parser.add_argument("--request-log-max-mb", type=float, default=64.0, metavar="MB",
-                        help="rotate the request log past this size (default 64)")
-    parser.add_argument("--request-log-backups", type=int, default=3, metavar="N",
-                        help="rotated request logs kept: FILE.1 .. FILE.N (default 3)")
-    parser.add_argument("--xds", default="shared", metavar="HOST:PORT|unix:PATH|shared",
-                        help="ADS (xDS) listen address, apart from ext_proc; shared: on the "
-                             "--grpc port (default)")
-    parser.add_argument("--xds-max-streams", type=int, default=256, metavar="N",
-                        help="ADS streams (one per Envoy) before refusing more (default 256)")
-    parser.add_argument("--log-level", default="INFO")
-    parser.add_argument("--worker-index", type=int, default=-1, help=argparse.SUPPRESS)
-    parser.add_argument("--capacity-store", help=argparse.SUPPRESS)
-    parser.add_argument("--acks-file", help=argparse.SUPPRESS)
 
 
 @dataclass
@@ -278,21 +239,6 @@ async def _set_health(servicer: Any, status: Any) -> None:
         await result
 
 
-def _spawn_workers(args: argparse.Namespace, argv: list[str]) -> int:
-    procs = [subprocess.Popen([sys.executable, "-m", "router", "serve", *argv,
-                               "--worker-index", str(i)]) for i in range(args.workers)]
-
-    def forward(signum: int, _frame: Any) -> None:
-        for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, forward)
-    codes = [p.wait() for p in procs]
-    return max(codes)
-
-
 def run(args: argparse.Namespace) -> int:
     """Load the policy (first load must succeed) and serve."""
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
@@ -309,24 +255,9 @@ def run(args: argparse.Namespace) -> int:
         if note is not None:
             print(f"hybrid-router serve: {note}", file=sys.stderr)
         with host_local_files(policy, args.workers) as extra:
-            return _spawn_workers(args, [*_rebuild_argv(args), *extra])
+            return spawn_workers(args, [*worker_argv(args), *extra])
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         return asyncio.run(serve(args, policy))
     return int(uvloop.run(serve(args, policy)))
-
-
-def _rebuild_argv(args: argparse.Namespace) -> list[str]:
-    return ["--policy", args.policy, "--grpc", args.grpc, "--metrics", args.metrics,
-            "--workers", str(args.workers), "--max-streams", str(args.max_streams),
-            "--grace", str(args.grace), "--upstream-timeout", str(args.upstream_timeout),
-            "--log-level", args.log_level, "--xds", args.xds,
-            "--xds-max-streams", str(args.xds_max_streams),
-            *([] if args.echo else ["--no-echo"]),
-            *(["--request-log", args.request_log, "--request-log-max-mb",
-               str(args.request_log_max_mb), "--request-log-backups",
-               str(args.request_log_backups)] if args.request_log else [])]
-
-
-

@@ -66,7 +66,7 @@ def serve(tmp_path: Path, *args: str, timeout: float = 60.0) -> Served:
                 break
             line = proc.stdout.readline()
             if not line:
-                proc.wait()
+                proc.communicate()
                 raise RuntimeError(f"serve exited with {proc.returncode}: {b''.join(said)!r}")
             said.append(line)
             if m := BOUND.search(line):
