@@ -9,7 +9,7 @@ the routers apart, and a sum over them is the fleet's.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -60,3 +60,26 @@ class CapacityCollector:
                 scalar.add_metric([], value)
         yield from families
         yield from scalars
+
+
+class TripsCollector:
+    """router_store_round_trips_total: the round trips this router made to its shared stores."""
+
+    def __init__(self) -> None:
+        """No stores until `watch` names them."""
+        self.stores: list[tuple[str, Mapping[str, int]]] = []
+
+    def watch(self, kind: str, trips: Mapping[str, int] | None) -> None:
+        """Count `trips` (a store's round trips by purpose, kept by its thread) as `kind`."""
+        if trips is not None:
+            self.stores.append((kind, trips))
+
+    def collect(self) -> Iterator[Metric]:
+        """The counter, read now."""
+        family = CounterMetricFamily("router_store_round_trips",
+                                     "Round trips to the shared stores, by store and purpose",
+                                     labels=["store", "purpose"])
+        for kind, trips in self.stores:
+            for purpose, count in sorted(dict(trips).items()):
+                family.add_metric([kind, purpose], count)
+        yield family

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from router.capmetrics import CapacityCollector
+from router.capmetrics import CapacityCollector, TripsCollector
 from router.core import ring
 from router.core.table import FEATURES, Snapshot
 from router.tally import DECISION_BUCKETS, DecisionTally
@@ -77,6 +77,8 @@ class RouterMetrics:
         # capacity leases (router.capmetrics): empty until a keeper's stats are named
         self.capacity = CapacityCollector()
         r.register(self.capacity)
+        self.trips = TripsCollector()  # store round trips: empty until stores are named
+        r.register(self.trips)
         self.xds_streams = Gauge("router_xds_streams", "ADS streams open (Envoys subscribed)",
                                  registry=r)
         self.xds_synced = Gauge("router_xds_synced_envoys", "Envoy node ids whose every ADS "

@@ -134,8 +134,10 @@ async def serve(args: argparse.Namespace, policy: Policy) -> int:
     runtime: Runtime = WorkerRuntime(policy, keeper.ledger, workers=workers, index=index) \
         if workers > 1 else Runtime(policy, keeper.ledger)
     capacity = start_capacity(policy, runtime, keeper.backend, args.capacity_store)
+    metrics.trips.watch(keeper.kind, getattr(keeper.backend, "trips", None))
     if capacity is not None:
         metrics.capacity.stats = capacity.stats
+        metrics.trips.watch(capacity.backend.kind, getattr(capacity.backend, "trips", None))
     metrics_address = "off"
     if args.metrics != "off":
         host, _, port = args.metrics.rpartition(":")

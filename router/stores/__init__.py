@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -38,7 +39,10 @@ def open_keeper(spec: str, *, clock: Callable[[], float] = time.time,
     """
     backend = open_backend(spec, clock=clock)
     retry = float(getattr(backend, "retry", 0.5))
-    keeper = BudgetKeeper(backend, retry=retry, on_error=on_error, on_lost=on_lost)
+    tick = float(getattr(backend, "tick", 0.05))  # a shared store: its own pace and bound
+    rate = float(getattr(backend, "rate", math.inf))
+    keeper = BudgetKeeper(backend, retry=retry, tick=tick, rate=rate, on_error=on_error,
+                          on_lost=on_lost)
     try:
         return keeper.start()
     except BaseException:

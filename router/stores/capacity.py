@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
@@ -86,12 +87,14 @@ class RedisCapacity:
                                        retry=Retry(NoBackoff(), 0), retry_on_timeout=False)
         self._sync = self._r.register_script(capacity_lua.SYNC)
         self._release = self._r.register_script(capacity_lua.RELEASE)
+        self.trips: Counter[str] = Counter()  # round trips by purpose
 
     def _keys(self, names: list[str]) -> list[str]:
         return [self.prefix + "members", self.prefix + "clock",
                 *(self.prefix + "r:" + n for n in names)]
 
     def _guarded(self, what: str, fn: Callable[[], Any]) -> Any:
+        self.trips[what] += 1  # one EVALSHA (a NOSCRIPT adds a load and a retry: rare)
         try:
             return fn()
         except DOWN_ERRORS as exc:
@@ -102,7 +105,7 @@ class RedisCapacity:
         args: list[Any] = [member, int(ttl * 1000)]
         for a in asks:
             args += [a.capacity, a.keep, a.demand]
-        reply = self._guarded("sync", lambda: self._sync(
+        reply = self._guarded("capacity", lambda: self._sync(
             keys=self._keys([a.name for a in asks]), args=args))
         flat = [int(x) for x in reply]
         grants = [Grant(*flat[i:i + 3]) for i in range(1, len(flat), 3)]
@@ -110,7 +113,8 @@ class RedisCapacity:
 
     def release(self, member: str, names: list[str]) -> None:
         """One script call."""
-        self._guarded("release", lambda: self._release(keys=self._keys(names), args=[member]))
+        self._guarded("capacity_release",
+                      lambda: self._release(keys=self._keys(names), args=[member]))
 
     def close(self) -> None:
         """Disconnect."""

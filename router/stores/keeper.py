@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 The request path admits and settles against the ledger in memory
 (`router.core.budget`) and never calls a store. The keeper does, on its own
-thread, every `tick` seconds (and at once when a request waits for a lease):
+thread, one *round* every `tick` seconds (and at once when a request waits for
+a lease), each one exchange with the store (`Backend.exchange`; with Redis one
+round trip, nothing at all when there is nothing to write or ask):
 
 1. flush: take the ledger's outbox and write it to the store in order, as one
    group (a transaction, a pipeline). A failed write leaves the group at the
@@ -13,8 +15,13 @@ thread, every `tick` seconds (and at once when a request waits for a lease):
    whose reply was lost counts nothing twice. Only a successful write is
    acknowledged to the ledger (`flushed`);
 2. maintain: a shared store grows, renews or returns each book's lease and
-   reads the fleet's standing (`router.stores.leases`); an authoritative one
-   has nothing to do.
+   reads the fleet's standing (`router.stores.leases`), after the flush in
+   the same exchange; an authoritative one has nothing to do.
+
+Rounds are also held to `rate` a second (a token bucket of `burst` rounds), so
+a request that waits for a lease usually gets a round at once, and requests
+waiting without pause (a tenant at its limit) cannot make more rounds than
+that: the store's load from one router has a bound whatever the request rate.
 
 A store can also answer and have forgotten what it held (flushed, restarted
 empty, its file deleted): it then raises `StoreLost`. The keeper logs it as an
@@ -75,8 +82,10 @@ class Backend(Protocol):
         """Apply `entries` in order, idempotently; raise StoreDown if not all applied."""
         ...
 
-    def maintain(self, ledger: BudgetLedger, mono: float) -> None:
-        """Keep leases and standings current; raise StoreDown when the store does not answer."""
+    def exchange(self, entries: list[Entry], ledger: BudgetLedger, mono: float,
+                 written: Callable[[list[Entry]], None]) -> bool:
+        """Write `entries` (then `written(entries)`), then keep leases and standings current;
+        whether the store was called. Raise StoreDown when it does not answer."""
         ...
 
     def release(self, ledger: BudgetLedger) -> None:
@@ -101,12 +110,15 @@ class BudgetKeeper:
     """Owns a ledger and the store behind it; see the module docstring."""
 
     def __init__(self, backend: Backend | None, *, tick: float = 0.05, retry: float = 0.5,
+                 rate: float = math.inf, burst: float = 2.0,
                  on_error: Callable[[], None] | None = None,
                  on_lost: Callable[[], None] | None = None) -> None:
         """Keep `backend` (None: memory, nothing to keep) in step with a fresh ledger."""
         self.backend = backend
         self.kind = backend.kind if backend is not None else "memory"
         self.tick, self.retry = tick, retry
+        self.rate, self.burst = rate, burst
+        self._tokens, self._filled, self._last = burst, time.monotonic(), -math.inf
         self.on_error, self.on_lost = on_error, on_lost
         self.lost = 0  # times the store was found to have forgotten
         self._rebuild = False
@@ -141,15 +153,30 @@ class BudgetKeeper:
         """True while the store is down or spend is waiting to be written."""
         return self.down or bool(self._queue) or self.ledger.backlog() > 0
 
+    def _due(self) -> float:
+        """Seconds until the next round may run (0: now); under the condition's lock."""
+        now = time.monotonic()
+        if self.rate == math.inf:
+            self._tokens = self.burst
+        else:
+            self._tokens = min(self.burst, self._tokens + (now - self._filled) * self.rate)
+        self._filled = now
+        wait = 0.0 if self._urgent else self._last + self.tick - now
+        if self._tokens < 1:
+            wait = max(wait, (1 - self._tokens) / self.rate)
+        return max(0.0, wait)
+
     def _run(self) -> None:
         while True:
             with self._cv:
-                if not (self._stop or self._urgent):
-                    self._cv.wait(self.tick)
+                while not self._stop and (wait := self._due()) > 0:
+                    self._cv.wait(wait)
                 if self._stop:
                     waiters, self._waiters = self._waiters, []
                     self._wake(waiters, False)
                     return
+                self._tokens -= 1
+                self._last = time.monotonic()
                 self._urgent, self._busy = False, True
                 waiters, self._waiters = self._waiters, []
             ok = self._cycle()
@@ -174,11 +201,17 @@ class BudgetKeeper:
             return False
         try:
             self._rebuilt(backend)
-            self._flush(backend)
-            backend.maintain(self.ledger, time.monotonic())
+            self._queue.extend(self.ledger.drain())
+            while len(self._queue) > BATCH:  # a backlog: all but the last group alone
+                self._write(backend)
+            called = backend.exchange(list(self._queue), self.ledger, time.monotonic(),
+                                      self._written)
         except Exception as exc:  # whatever the store does, keep the thread
             self._failed(exc)
             return False
+        if not called:  # nothing to write or ask: the round is free
+            with self._cv:
+                self._tokens = min(self.burst, self._tokens + 1)
         if not self._healthy:
             self._healthy = True
             log.warning("budget store (%s) answers again; queued spend flushed", self.kind)
@@ -193,10 +226,17 @@ class BudgetKeeper:
     def _flush(self, backend: Backend) -> None:
         self._queue.extend(self.ledger.drain())
         while self._queue:
-            group = self._queue[:BATCH]
-            backend.write(group)
-            del self._queue[:len(group)]
-            self.ledger.flushed(group)
+            self._write(backend)
+
+    def _write(self, backend: Backend) -> None:
+        group = self._queue[:BATCH]
+        backend.write(group)
+        self._written(group)
+
+    def _written(self, group: list[Entry]) -> None:
+        """The store applied `group`, the head of the queue."""
+        del self._queue[:len(group)]
+        self.ledger.flushed(group)
 
     def _failed(self, exc: Exception) -> None:
         self.errors += 1

@@ -53,6 +53,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -66,13 +67,15 @@ from router.core.budget import Billed, BudgetLedger, Entry, Settled, Standing, p
 from router.stores import redis_epoch, redis_lua
 from router.stores.keeper import BudgetStoreError, StoreDown, StoreLost
 from router.stores.leases import GROW, READ, RETURN, Ask, LeasePlanner
+from router.stores.redis_calls import Batch
 
 log = logging.getLogger(__name__)
 BIG = 1e300  # Lua has no inf literal; any cap above this is unlimited
 RETAIN_S = 7 * 86400
 OPTIONS = {"replicas": 2.0, "lease_fraction": 0.5, "lease_usd": BIG, "lease_ttl": 300.0,
            "horizon": 10.0, "idle": 30.0, "refresh": 1.0, "timeout": 0.25, "retry": 0.5,
-           "capacity_sync": 0.25, "capacity_ttl": 3.0, "rebuild": 5.0}
+           "capacity_sync": 0.25, "capacity_ttl": 3.0, "rebuild": 5.0, "sync": 0.25,
+           "sync_rate": 5.0}
 DOWN_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
@@ -136,7 +139,8 @@ class RedisBudgetStore:
         self.planner = LeasePlanner(share=o["lease_fraction"] / max(1.0, o["replicas"]),
                                     cap=min(o["lease_usd"], BIG), horizon=o["horizon"],
                                     idle=o["idle"], refresh=o["refresh"], ttl=o["lease_ttl"])
-        self.retry = o["retry"]
+        self.retry, self.tick, self.rate = o["retry"], o["sync"], o["sync_rate"]
+        self.trips: Counter[str] = Counter()  # round trips by purpose
         self._r = redis.Redis.from_url(
             self.url, socket_timeout=o["timeout"], socket_connect_timeout=o["timeout"],
             retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
@@ -170,12 +174,14 @@ class RedisBudgetStore:
         """Epoch second at which a period's keys may go."""
         return expire_at(period, wall)
 
-    def pipeline(self) -> Any:
-        """A pipeline (no transaction) for one round trip of scripts."""
-        return self._r.pipeline(transaction=False)
+    def batch(self) -> Batch:
+        """Script calls for one round trip."""
+        return Batch(self._r, self.scripts, self.trips)
 
     def run(self, what: str, fn: Callable[[], Any]) -> Any:
-        """`fn()`; StoreDown when Redis does not answer, StoreLost when it forgot."""
+        """`fn()`, one round trip (counted as `what`); StoreDown when Redis does not answer,
+        StoreLost when it forgot."""
+        self.trips[what] += 1
         try:
             return fn()
         except DOWN_ERRORS as exc:
@@ -192,7 +198,7 @@ class RedisBudgetStore:
 
     def persistence_problem(self) -> str | None:
         """Why spend would not survive a restart of this Redis, or None (raises StoreDown)."""
-        aof, save = self.run("CONFIG GET", lambda: redis_epoch.persistence(self._r))
+        aof, save = self.run("persistence", lambda: redis_epoch.persistence(self._r))
         return redis_epoch.persistence_problem(aof, save)
 
     def verify(self) -> None:
@@ -218,28 +224,49 @@ class RedisBudgetStore:
 
     def write(self, entries: list[Entry]) -> None:
         """Apply settlements and bills in order, in one round trip (idempotent on replay)."""
+        self.exchange(entries, None, 0.0, lambda _: None)
+
+    def exchange(self, entries: list[Entry], ledger: BudgetLedger | None, mono: float,
+                 written: Callable[[list[Entry]], None]) -> bool:
+        """Write `entries`, then grow, return or read each book's lease as the planner says,
+        all in one round trip; `written(entries)` once Redis applied them, before the
+        leases it granted reach the ledger. False when there was nothing to send."""
         self._check()
-        wall = time.time()
-        pipe = self.pipeline()
+        batch, wall = self.batch(), time.time()
+        books = self._writes(batch, entries, wall)
+        asks = self._asks(ledger, mono) if ledger is not None else []
+        flushing = _held(entries)  # released from the lease by the settlements before it
+        for ask in asks:
+            self._add_ask(batch, ledger, ask, flushing.get((ask.account, ask.period), 0.0),
+                          wall)
+        if not len(batch):
+            return False
+        sent = self.clock()
+        replies = self.run("budget", batch.send)
+        for book, (gen, usd) in zip(books, replies, strict=False):
+            self.seen = max(self.seen, int(gen))
+            self.proofs.wrote(book, self.epoch, int(gen), float(usd))
+        written(entries)
+        if ledger is not None:
+            self._granted(ledger, asks, replies[len(books):], sent)
+        return True
+
+    def _writes(self, batch: Batch, entries: list[Entry], wall: float) -> list[tuple[str, str]]:
         books: list[tuple[str, str]] = []
         for entry in entries:
             if isinstance(entry, Settled):
                 res = entry.reservation
                 books.append((res.tenant, res.period))
-                self.scripts["settle"](keys=self.keys(*books[-1]), client=pipe, args=[
+                batch.add("settle", self.keys(*books[-1]), [
                     self.token, entry.seq, repr(entry.actual), repr(res.at), self.member,
                     repr(res.amount if res.leased else 0.0), expire_at(res.period, wall),
                     *self.tail()])
             elif isinstance(entry, Billed):
                 books.append((entry.account, entry.period))
-                self.scripts["bill"](keys=self.keys(*books[-1]), client=pipe, args=[
+                batch.add("bill", self.keys(*books[-1]), [
                     repr(entry.usd), "" if entry.as_of is None else repr(entry.as_of),
                     expire_at(entry.period, wall), *self.tail()])
-        if not len(pipe):
-            return
-        for book, (gen, usd) in zip(books, self.run("flush", pipe.execute), strict=True):
-            self.seen = max(self.seen, int(gen))
-            self.proofs.wrote(book, self.epoch, int(gen), float(usd))
+        return books
 
     def _check(self) -> None:
         """Persistence at first contact and after a reconnect; the epoch at first contact."""
@@ -262,32 +289,30 @@ class RedisBudgetStore:
         self._check()
         return redis_epoch.rebuild(self, ledger)
 
-    def maintain(self, ledger: BudgetLedger, mono: float) -> None:
-        """Grow, return or read each book's lease as the planner says, in one round trip."""
-        self._check()
+    def _asks(self, ledger: BudgetLedger, mono: float) -> list[Ask]:
         views = ledger.leases()
         self.planner.forget({(v.account, v.period) for v in views})
         self.proofs.forget({(v.account, v.period) for v in views})
-        asks = self.planner.asks(views, mono, self.clock())
-        if asks:
-            self._ask(ledger, asks)
+        return self.planner.asks(views, mono, self.clock())
 
-    def _ask(self, ledger: BudgetLedger, asks: list[Ask]) -> None:
-        wall, sent = time.time(), self.clock()
+    def _add_ask(self, batch: Batch, ledger: BudgetLedger | None, ask: Ask, flushing: float,
+                 wall: float) -> None:
+        keys = self.keys(ask.account, ask.period)
+        if ask.mode == READ:
+            batch.add("read", keys, [self.member, *self.tail()])
+            return
+        pinned = ask.pinned
+        if ask.mode == RETURN and ledger is not None:
+            pinned = ledger.surrender(ask.account, ask.period)
+        batch.add("lease", keys, [
+            self.member, repr(min(ask.ceiling, BIG)), repr(self.planner.share),
+            repr(min(ask.cap, BIG)), repr(ask.need), repr(max(0.0, pinned - flushing)),
+            int(self.opts["lease_ttl"] * 1000), expire_at(ask.period, wall), ask.mode,
+            *self.tail()])
+
+    def _granted(self, ledger: BudgetLedger, asks: list[Ask], replies: list[Any],
+                 sent: float) -> None:
         ttl = self.opts["lease_ttl"]
-        pipe = self.pipeline()
-        for ask in asks:
-            keys = self.keys(ask.account, ask.period)
-            if ask.mode == READ:
-                self.scripts["read"](keys=keys, args=[self.member, *self.tail()], client=pipe)
-                continue
-            pinned = ledger.surrender(ask.account, ask.period) if ask.mode == RETURN \
-                else ask.pinned
-            self.scripts["lease"](keys=keys, client=pipe, args=[
-                self.member, repr(min(ask.ceiling, BIG)), repr(self.planner.share),
-                repr(min(ask.cap, BIG)), repr(ask.need), repr(pinned), int(ttl * 1000),
-                expire_at(ask.period, wall), ask.mode, *self.tail()])
-        replies = self.run("lease", pipe.execute)
         until = sent + ttl - min(1.0, ttl / 10)  # stop spending before Redis lets it lapse
         for ask, reply in zip(asks, replies, strict=True):
             committed, _leased, own = (float(x) for x in reply[:3])
@@ -299,6 +324,13 @@ class RedisBudgetStore:
             ledger.sync(ask.account, ask.period, Standing(committed, own, until),
                         need_met=ask.need if ask.mode == GROW else 0.0)
             self.planner.granted(ask, own)
+
+    def _ask(self, ledger: BudgetLedger, asks: list[Ask]) -> None:
+        batch, wall = self.batch(), time.time()
+        for ask in asks:
+            self._add_ask(batch, ledger, ask, 0.0, wall)
+        sent = self.clock()
+        self._granted(ledger, asks, self.run("budget_release", batch.send), sent)
 
     def release(self, ledger: BudgetLedger) -> None:
         """Give every lease back but what is still in use (at exit)."""
@@ -323,3 +355,12 @@ class RedisBudgetStore:
         """Disconnect."""
         self._r.close()
 
+
+def _held(entries: list[Entry]) -> dict[tuple[str, str], float]:
+    """Per book, the lease holds `entries` settle (each gives its hold back to the lease)."""
+    out: dict[tuple[str, str], float] = {}
+    for entry in entries:
+        if isinstance(entry, Settled) and entry.reservation.leased:
+            book = (entry.reservation.tenant, entry.reservation.period)
+            out[book] = out.get(book, 0.0) + entry.reservation.amount
+    return out

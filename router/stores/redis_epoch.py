@@ -94,13 +94,16 @@ class Proofs:
 
 
 def persistence(client: redis.Redis) -> tuple[str, str]:
-    """(appendonly, save) as Redis reports them; ('?', why) when it will not say."""
+    """(appendonly, save) as Redis reports them, in one round trip; ('?', why) when it
+    will not say."""
+    pipe = client.pipeline(transaction=False)
+    pipe.config_get("appendonly")
+    pipe.config_get("save")
     try:
-        aof = client.config_get("appendonly").get("appendonly", "")
-        save = client.config_get("save").get("save", "")
+        aof, save = pipe.execute()
     except redis.ResponseError as exc:
         return "?", str(exc)
-    return str(aof), str(save)
+    return str(aof.get("appendonly", "")), str(save.get("save", ""))
 
 
 def persistence_problem(aof: str, save: str) -> str | None:
@@ -163,19 +166,17 @@ def rebuild(store: RedisBudgetStore, ledger: BudgetLedger | None) -> str:
 
 def _send(store: RedisBudgetStore, ledger: BudgetLedger | None, books: list[Book],
           leases: dict[Book, float]) -> list[tuple[Book, float]]:
-    pipe = store.pipeline()
+    batch = store.batch()
     wall = time.time()
     ttl_ms = int(store.opts["lease_ttl"] * 1000)
     for book in books:
         proof = store.proofs.books.get(book) or Proof("")
         pairs = [x for g, usd in proof.after for x in (g, repr(usd))]
-        store.scripts["rebuild"](keys=[*store.keys(*book), _proof_key(*book)], client=pipe,
-                                 args=[store.token, store.member, proof.epoch,
-                                       proof.gen, repr(proof.committed),
-                                       repr(leases.get(book, 0.0)), ttl_ms,
-                                       store.expiry(book[1], wall), len(proof.after), *pairs,
-                                       *store.tail()])
-    replies = store.run("rebuild", pipe.execute)
+        batch.add("rebuild", [*store.keys(*book), _proof_key(*book)],
+                  [store.token, store.member, proof.epoch, proof.gen, repr(proof.committed),
+                   repr(leases.get(book, 0.0)), ttl_ms, store.expiry(book[1], wall),
+                   len(proof.after), *pairs, *store.tail()])
+    replies = store.run("rebuild", batch.send)
     out = []
     for book, reply in zip(books, replies, strict=True):
         committed, gen = float(reply[0]), int(reply[3])

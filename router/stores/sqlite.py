@@ -44,6 +44,7 @@ import math
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from router.core.budget import (
@@ -288,10 +289,16 @@ class SqliteBudgetStore(MemoryBudgetStore):
         except sqlite3.Error as exc:
             raise StoreDown(f"cannot write budget store sqlite:{self.path}: {exc}") from exc
 
-    def maintain(self, ledger: BudgetLedger, mono: float) -> None:
-        """Check the file is still this store's (the ledger is authoritative: nothing else)."""
+    def exchange(self, entries: list[Entry], ledger: BudgetLedger, mono: float,
+                 written: Callable[[list[Entry]], None]) -> bool:
+        """Write `entries` (one transaction), then check the file is still this store's
+        (the ledger is authoritative: nothing else to keep); True."""
+        if entries:
+            self.write(entries)
+            written(entries)
         with self._lock:
             self._intact()
+        return True
 
     def release(self, ledger: BudgetLedger) -> None:
         """Nothing held elsewhere."""
