@@ -12,21 +12,16 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from router import wire
 from router.logline import MODES, LogEntry
+from simulator.tracelog import Trace
 
-
-@dataclass
-class Joined:
-    """What a join found: router lines matched, and those Envoy has no line for."""
-
-    entries: list[LogEntry]
-    joined: int = 0
-    unmatched: int = 0
+JOIN_WINDOW_S = 120.0  # an access-log line is looked for this far either side of its router line
 
 
 def _number(value: Any) -> float | None:
@@ -78,32 +73,50 @@ def parse_access(obj: Any) -> LogEntry | str:
     return access_entry(obj)
 
 
-def join(entries: list[LogEntry], path: str | Path) -> Joined:
-    """Production's status and duration from Envoy's access log, matched by request id.
-
-    Only the access-log lines whose id one of `entries` carries are kept while reading, so
-    memory follows the replayed window. A router line with no access-log line keeps its own.
-    """
-    wanted = {e.request_id for e in entries if e.request_id}
-    found: dict[str, tuple[int, float]] = {}
-    with Path(path).open("rb") as fh:
+def _measurements(path: Path) -> Iterator[tuple[float, str, int, float]]:
+    """(start time, request id, status, duration ms) of each usable access-log line."""
+    with path.open("rb") as fh:
         for raw in fh:
             try:
                 obj = json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
                 continue
             rid = obj.get("request_id") if isinstance(obj, dict) else None
-            if rid in wanted:
-                measured = _measured(obj)
-                if not isinstance(measured, str):
-                    found[rid] = (measured[1], measured[2])
-    out = Joined([])
+            measured = _measured(obj) if isinstance(rid, str) and rid else "no request id"
+            if not isinstance(measured, str):
+                yield measured[0], str(rid), measured[1], measured[2]
+
+
+def join(entries: Iterable[LogEntry], path: str | Path, trace: Trace) -> Iterator[LogEntry]:
+    """Production's status and duration from Envoy's access log, matched by request id.
+
+    Streamed: `entries` come in arrival order, and the access log is read ahead only until
+    its lines start JOIN_WINDOW_S after the entry in hand; a line that started more than
+    JOIN_WINDOW_S before it is dropped. So memory holds the access-log lines of a
+    2 × JOIN_WINDOW_S window, not the log. A router line with no access-log line in the
+    window keeps its own status and duration and counts in `trace.unmatched`; one matched
+    counts in `trace.joined`.
+    """
+    ahead = _measurements(Path(path))
+    pending: dict[str, tuple[float, int, float]] = {}  # request id: (start, status, ms)
+    frontier, done = -math.inf, False
     for e in entries:
-        got = found.get(e.request_id) if e.request_id else None
-        if got is None:
-            out.unmatched += 1
-            out.entries.append(e)
-            continue
-        out.joined += 1
-        out.entries.append(replace(e, status=got[0], duration_ms=got[1]))
-    return out
+        while not done and frontier < e.t + JOIN_WINDOW_S:
+            got = next(ahead, None)
+            if got is None:
+                done = True
+                break
+            frontier = max(frontier, got[0])
+            pending[got[1]] = got[0], got[2], got[3]
+        while pending:  # oldest first: a dict keeps the access log's order
+            rid, first = next(iter(pending.items()))
+            if first[0] >= e.t - JOIN_WINDOW_S:
+                break
+            del pending[rid]
+        found = pending.pop(e.request_id, None) if e.request_id else None
+        if found is None:
+            trace.unmatched += 1
+            yield e
+        else:
+            trace.joined += 1
+            yield replace(e, status=found[1], duration_ms=found[2])

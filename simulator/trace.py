@@ -9,18 +9,19 @@ pools; the log holds no feed, so the router hears that world's own feed every
 `refresh_seconds`. Requests production refused while parsing (400) are counted,
 not replayed: their tags are broken under any policy.
 
-Both sides become a `Result` with the same columns, so `summarize` computes
-production's numbers (from the logged decisions and durations) and the
-candidate's (from the simulation) with one definition. Each request keeps one
-SLO on both sides: the one its tags give under the candidate policy.
+The log is streamed (`simulator.tracestream`): each line is parsed, folded into
+production's `Tally` (its logged decision and duration) and handed to the
+candidate as it arrives; no line of the log is kept. The candidate's side is a
+`Result`, summarized by `summarize` as a scenario run is. Each request keeps
+one SLO on both sides: the one its tags give under the candidate policy.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import partial
 
 import numpy as np
 
@@ -32,7 +33,9 @@ from router.logline import LogEntry
 from simulator.routers import EPOCH, REFUSED, WAIT, Adaptive, Choice
 from simulator.run import SAMPLE_S, Result, schedule_refreshes, wait_then
 from simulator.scenario import WorldConfig
-from simulator.tracelog import Trace
+from simulator.tally import Tally
+from simulator.tracelog import Trace, TraceError
+from simulator.tracestream import entries
 from simulator.world import World
 
 
@@ -41,43 +44,13 @@ class Replay:
     """Production's side and the candidate's, over the same replayed requests."""
 
     trace: Trace
-    production: Result
+    production: Tally
     candidate: Result
-    parse_refused: int  # production's 400s, counted and not replayed
-    policies: list[str] = field(default_factory=list)  # production policy versions seen
-
-
-def _parse(adaptive: Adaptive, rows: list[LogEntry]) -> list[RouteRequest | Decision]:
-    """Each row's tags under the candidate, with its logged content length."""
-    parse = adaptive.runtime.parse
-    return [parse(e.tags, payload_bytes=e.content_length) for e in rows]
-
-
-def _columns(out: Result, rows: list[LogEntry], reqs: list[RouteRequest | Decision],
-             base: float, default_slo: float) -> None:
-    """The columns both sides share: arrival, key, tenant, class and SLO."""
-    out.t = [e.t - base for e in rows]
-    out.key = [r.key or "" if isinstance(r, RouteRequest) else
-               e.tags.get(wire.H_KEY, "") for e, r in zip(rows, reqs, strict=True)]
-    out.tenant = [r.tenant if isinstance(r, RouteRequest) else
-                  e.tags.get(wire.H_TENANT, "default") for e, r in zip(rows, reqs, strict=True)]
-    out.cls = list(out.tenant)  # a trace has no classes; a tenant is the nearest grouping
-    out.slo_ms = [r.slo_ms if isinstance(r, RouteRequest) else default_slo for r in reqs]
-
-
-def production(rows: list[LogEntry], reqs: list[RouteRequest | Decision], base: float,
-               policy: Policy) -> Result:
-    """What the log says production decided, and how long each request took."""
-    out = Result("production")
-    _columns(out, rows, reqs, base, policy.slo.default_latency_ms)
-    n = len(rows)
-    out.mode = [e.mode for e in rows]
-    out.node = [(e.node or "") if e.status == 200 else "" for e in rows]
-    out.latency_ms = [e.duration_ms if e.status == 200 else math.nan for e in rows]
-    out.cost_usd = [e.cost_usd if e.status == 200 else 0.0 for e in rows]
-    out.quality = [e.quality for e in rows]
-    out.home, out.fill, out.warm, out.pool = [False] * n, [None] * n, [None] * n, [None] * n
-    return out
+    parse_refused: int = 0  # production's 400s, counted and not replayed
+    policies: set[str] = field(default_factory=set)  # production policy versions seen
+    failed: int = 0  # routed requests production's client got a 5xx for
+    start_epoch_s: float = 0.0  # the first line's arrival
+    first_row_t: float | None = None  # the first replayed request's, s after it
 
 
 def _record(out: Result, i: int, choice: Choice) -> None:
@@ -96,15 +69,9 @@ def _violates(req: RouteRequest, choice: Choice, where: dict[str, frozenset[str]
     return any(t is not None and not req.residency <= where[t] for t in (choice[1], choice[2]))
 
 
-def _blank(name: str, rows: list[LogEntry], reqs: list[RouteRequest | Decision], base: float,
-           policy: Policy) -> Result:
-    """The candidate's columns before the run: every request refused until decided."""
+def _blank(name: str, policy: Policy) -> Result:
+    """The candidate's result before the run: no rows yet."""
     out = Result(name, settle_s=policy.refresh_seconds + SAMPLE_S)
-    _columns(out, rows, reqs, base, policy.slo.default_latency_ms)
-    n = len(rows)
-    out.mode, out.node, out.latency_ms = ["refused"] * n, [""] * n, [math.nan] * n
-    out.cost_usd, out.cloud_usd, out.quality = [0.0] * n, [0.0] * n, [None] * n
-    out.home, out.fill, out.warm, out.pool = [False] * n, [None] * n, [None] * n, [None] * n
     out.slots = {nd.id: nd.slots for nd in policy.nodes}
     out.event_times = [0.0]
     for tenant, tb in policy.budgets.tenants.items():
@@ -112,67 +79,111 @@ def _blank(name: str, rows: list[LogEntry], reqs: list[RouteRequest | Decision],
     return out
 
 
-def candidate(rows: list[LogEntry], reqs: list[RouteRequest | Decision], base: float,
-              policy: Policy, adaptive: Adaptive, *, seed: int,
-              world_config: WorldConfig | None = None) -> Result:
-    """The replayed requests through the candidate in the simulated world."""
-    wall = time.perf_counter()
-    world = World(policy, np.random.default_rng(seed), world_config)
-    out = _blank(adaptive.name, rows, reqs, base, policy)
-    n = len(rows)
-    schedule_refreshes(world, policy, adaptive, out, (out.t[-1] if out.t else 0.0) + 5.0)
-    adaptive.refresh(world.feed(EPOCH), 0.0)
-    choices: list[Choice | None] = [None] * n
-    waited: dict[int, float] = {}  # rows that waited for a budget top-up, and how long (ms)
-    world.on_done = partial(_done, out, choices, adaptive, waited)
-    where = {**{nd.id: nd.residency for nd in policy.nodes},
-             **{p.id: p.residency for p in policy.pools}}
+def _append(out: Result, t: float, e: LogEntry, req: RouteRequest | Decision,
+            default_slo: float) -> None:
+    """A new row: its arrival, key, tenant and SLO, refused until decided."""
+    if isinstance(req, RouteRequest):
+        key, tenant, slo = req.key or "", req.tenant, req.slo_ms
+    else:
+        key, tenant = e.tags.get(wire.H_KEY, ""), e.tags.get(wire.H_TENANT, "default")
+        slo = default_slo
+    out.t.append(t)
+    out.key.append(key)
+    out.tenant.append(tenant)
+    out.cls.append(tenant)  # a trace has no classes; a tenant is the nearest grouping
+    out.slo_ms.append(slo)
+    out.mode.append("refused")
+    out.node.append("")
+    out.latency_ms.append(math.nan)
+    out.cost_usd.append(0.0)
+    out.cloud_usd.append(0.0)
+    out.quality.append(None)
+    out.home.append(False)
+    out.fill.append(None)
+    out.warm.append(None)
+    out.pool.append(None)
 
-    def start(i: int, choice: Choice) -> None:
-        """Record request `i`'s choice and start it in the world (or let it wait)."""
-        if choice.mode == WAIT:
-            wait_then(world, i, choice, start, waited)
-            return
-        _record(out, i, choice)
-        req = reqs[i]
-        assert isinstance(req, RouteRequest)
-        if choice is REFUSED:
-            waited.pop(i, None)
-            return
-        out.violations += _violates(req, choice, where)
-        choices[i] = choice
-        key = req.key if req.key else -1 - i  # a keyless request shares no warm state
-        world.submit(i, choice[0], choice[1], choice[2], choice[3], key, req.payload_bytes)
 
-    for i, req in enumerate(reqs):
-        t = out.t[i]
+class _Candidate:
+    """The candidate policy in the simulated world, fed one request at a time."""
+
+    def __init__(self, policy: Policy, adaptive: Adaptive, horizon: float, seed: int,
+                 world_config: WorldConfig | None) -> None:
+        self.world = World(policy, np.random.default_rng(seed), world_config)
+        self.adaptive, self.out = adaptive, _blank(adaptive.name, policy)
+        schedule_refreshes(self.world, policy, adaptive, self.out, horizon)
+        adaptive.refresh(self.world.feed(EPOCH), 0.0)
+        self.choices: dict[int, Choice] = {}  # rows in flight
+        self.waited: dict[int, float] = {}  # rows that waited for a budget top-up (ms)
+        self.reqs: dict[int, RouteRequest] = {}  # rows decided and not yet started
+        self.world.on_done = self._done
+        self.where = {**{nd.id: nd.residency for nd in policy.nodes},
+                      **{p.id: p.residency for p in policy.pools}}
+
+    def arrive(self, i: int, t: float, req: RouteRequest | Decision) -> None:
+        """Row `i` arrives at `t`: the world catches up, then the candidate decides it."""
+        world = self.world
         if world.heap and world.heap[0][0] <= t:
             world.run_until(t)
         world.now = t
         if isinstance(req, RouteRequest):  # else the candidate refuses its tags (400)
-            start(i, adaptive.decide(req, t))
-    world.run_until(math.inf)
-    out.wall_seconds = time.perf_counter() - wall
-    return out
+            self.reqs[i] = req
+            self.start(i, self.adaptive.decide(req, t))
 
+    def start(self, i: int, choice: Choice) -> None:
+        """Record request `i`'s choice and start it in the world (or let it wait)."""
+        if choice.mode == WAIT:
+            wait_then(self.world, i, choice, self.start, self.waited)
+            return
+        _record(self.out, i, choice)
+        req = self.reqs.pop(i)
+        if choice is REFUSED:
+            self.waited.pop(i, None)
+            return
+        self.out.violations += _violates(req, choice, self.where)
+        self.choices[i] = choice
+        key = req.key if req.key else -1 - i  # a keyless request shares no warm state
+        self.world.submit(i, choice[0], choice[1], choice[2], choice[3], key, req.payload_bytes)
 
-def _done(out: Result, choices: list[Choice | None], adaptive: Adaptive,
-          waited: dict[int, float], row: int, ms: float, warm: bool | None) -> None:
-    out.latency_ms[row] = ms + waited.pop(row, 0.0) if waited else ms
-    out.warm[row] = warm
-    choice, choices[row] = choices[row], None
-    if choice is not None:
-        adaptive.done(choice)
+    def _done(self, row: int, ms: float, warm: bool | None) -> None:
+        out = self.out
+        out.latency_ms[row] = ms + self.waited.pop(row, 0.0) if self.waited else ms
+        out.warm[row] = warm
+        choice = self.choices.pop(row, None)
+        if choice is not None:
+            self.adaptive.done(choice)
 
 
 def replay(trace: Trace, policy: Policy, *, seed: int = 1,
-           world_config: WorldConfig | None = None, name: str = "candidate") -> Replay:
-    """Both sides of a trace: production as logged, the candidate simulated."""
-    rows = [e for e in trace.entries if e.status != wire.STATUS_BAD_TAG]
-    base = trace.entries[0].t
+           world_config: WorldConfig | None = None, name: str = "candidate",
+           lines: Iterable[LogEntry] | None = None) -> Replay:
+    """Both sides of a trace: production as logged, the candidate simulated.
+
+    `lines`: the trace's lines in arrival order (default: streamed from its files).
+    """
+    wall = time.perf_counter()
     adaptive = Adaptive(policy, name=name)
-    reqs = _parse(adaptive, rows)
-    prod = production(rows, reqs, base, policy)
-    cand = candidate(rows, reqs, base, policy, adaptive, seed=seed, world_config=world_config)
-    return Replay(trace, prod, cand, len(trace.entries) - len(rows),
-                  sorted({e.policy for e in trace.entries if e.policy}))
+    parse, default_slo = adaptive.runtime.parse, policy.slo.default_latency_ms
+    rep: Replay | None = None
+    cand: _Candidate | None = None
+    for e in entries(trace) if lines is None else lines:
+        if rep is None or cand is None:
+            cand = _Candidate(policy, adaptive, trace.newest - e.t + 5.0, seed, world_config)
+            rep = Replay(trace, Tally("production"), cand.out, start_epoch_s=e.t)
+        rep.failed += e.mode != "refused" and e.status >= 500
+        if e.policy:
+            rep.policies.add(e.policy)
+        if e.status == wire.STATUS_BAD_TAG:
+            rep.parse_refused += 1
+            continue
+        t, req = e.t - rep.start_epoch_s, parse(e.tags, payload_bytes=e.content_length)
+        rep.first_row_t = t if rep.first_row_t is None else rep.first_row_t
+        rep.production.add_logged(t, e, req.slo_ms if isinstance(req, RouteRequest)
+                                  else default_slo)
+        _append(cand.out, t, e, req, default_slo)
+        cand.arrive(len(cand.out.t) - 1, t, req)
+    if rep is None or cand is None:
+        raise TraceError("no usable request-log line")
+    cand.world.run_until(math.inf)
+    cand.out.wall_seconds = time.perf_counter() - wall
+    return rep

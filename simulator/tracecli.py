@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from router.logline import LogEntry
 from router.policy.loader import load_policy_or_report
 from simulator.accesslog import join, parse_access
 from simulator.report import ReportInput, html_report, write_decisions
 from simulator.report.replay import replay_report
 from simulator.trace import replay
-from simulator.tracelog import Trace, TraceError, read_trace
+from simulator.tracelog import Trace, TraceError, open_trace
+from simulator.tracestream import entries
 
 PROG = "hybrid-router simulate"
 
@@ -49,22 +52,20 @@ def _write(out: Path, report: dict[str, Any], page: str) -> None:
     (out / "report.html").write_text(page, encoding="utf-8")
 
 
-def _read(args: argparse.Namespace) -> Trace:
-    """The request log, joined with Envoy's access log when given, or the access log alone."""
+def _read(args: argparse.Namespace) -> tuple[Trace, Iterator[LogEntry]]:
+    """The request log, joined with Envoy's access log when given, or the access log alone:
+    its first pass done, and its lines to stream."""
     if args.trace is None:
-        trace = read_trace(args.access_log, last_s=args.last, parse=parse_access)
+        trace = open_trace(args.access_log, last_s=args.last, parse=parse_access)
         trace.source = "access_log"
-        return trace
-    trace = read_trace(args.trace, last_s=args.last)
-    if args.access_log is not None:
-        try:
-            joined = join(trace.entries, args.access_log)
-        except OSError as exc:
-            raise TraceError(f"{args.access_log}: {exc.strerror or exc}") from None
-        trace.entries, trace.joined, trace.unmatched = joined.entries, joined.joined, \
-            joined.unmatched
-        trace.source = "request_log+access_log"
-    return trace
+        return trace, entries(trace)
+    trace = open_trace(args.trace, last_s=args.last)
+    if args.access_log is None:
+        return trace, entries(trace)
+    if not Path(args.access_log).is_file():
+        raise TraceError(f"{args.access_log}: no such file")
+    trace.source = "request_log+access_log"
+    return trace, join(entries(trace), args.access_log, trace)
 
 
 def _warn(trace: Trace, last: float | None) -> None:
@@ -82,8 +83,12 @@ def _warn(trace: Trace, last: float | None) -> None:
     if trace.unmatched:
         print(f"{PROG}: warning: {lines(trace.unmatched)} had no access-log line with their "
               "request id: their status and duration are the router's", file=sys.stderr)
+    if trace.late:
+        print(f"{PROG}: warning: {lines(trace.late)} reached the reader after later ones had "
+              "been replayed (a request longer than the reorder hold, or a clock step): each "
+              "was replayed at the time of the line before it", file=sys.stderr)
     if last is not None and trace.before_window:
-        print(f"{PROG}: --last {last:g}: replaying {len(trace.entries)} lines; "
+        print(f"{PROG}: --last {last:g}: replaying {trace.kept} lines; "
               f"{lines(trace.before_window)} arrived earlier", file=sys.stderr)
 
 
@@ -93,15 +98,20 @@ def run(args: argparse.Namespace) -> int:
     if problem is not None:
         return _fail(problem)
     try:
-        trace = _read(args)
+        trace, lines = _read(args)
     except TraceError as exc:
         return _fail(str(exc))
-    _warn(trace, args.last)
     policy = load_policy_or_report(args.policy)
     if policy is None:
         return 2
     seed = 1 if args.seed is None else args.seed
-    rep = replay(trace, policy, seed=seed)
+    try:
+        rep = replay(trace, policy, seed=seed, lines=lines)
+    except TraceError as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"{exc.filename or args.trace}: {exc.strerror or exc}")
+    _warn(trace, args.last)
     report = replay_report(rep, policy, str(args.policy), seed)
     if args.decisions_out:
         write_decisions(rep.candidate, Path(args.decisions_out))

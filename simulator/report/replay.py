@@ -1,9 +1,10 @@
 """A trace replay's report.json: production and the candidate side by side, and the differences.
 
-Both sides are summarized by `summarize` from a `Result` with the same columns,
-so a key means the same on each side. Production has only what a log can say
-(COMPARED); the candidate, a simulated run, also has the simulator's own keys
-(residency violations, max load over cap, affinity and warm hits, ...).
+Production's side is folded from the log as it streams (`simulator.tally`), the
+candidate's summarized by `summarize` from its run; both give a key the same
+meaning. Production has only what a log can say (COMPARED); the candidate, a
+simulated run, also has the simulator's own keys (residency violations, max
+load over cap, affinity and warm hits, ...).
 """
 
 from __future__ import annotations
@@ -69,26 +70,26 @@ def difference(prod: dict[str, Any], cand: dict[str, Any]) -> dict[str, Any]:
 
 def replay_report(rep: Replay, policy: Policy, policy_file: str, seed: int) -> dict[str, Any]:
     """report.json of `simulate --trace` (docs/reference.md, "Trace replay report")."""
-    prod = side(rep.production, policy, full=False)
+    prod = rep.production.summary(policy)
     cand = side(rep.candidate, policy, full=True)
-    t = rep.production.t
+    t = rep.candidate.t
     return {
         "trace": {
             "files": [str(f) for f in rep.trace.files],
-            "lines": len(rep.trace.entries),
+            "lines": rep.trace.kept,
             "skipped_lines": rep.trace.skipped,
             "outlier_lines": rep.trace.outliers,
             "before_window": rep.trace.before_window,
             "source": rep.trace.source,
             "joined": rep.trace.joined,
             "unmatched": rep.trace.unmatched,
-            "production_failed": sum(1 for e in rep.trace.entries
-                                     if e.mode != "refused" and e.status >= 500),
+            "late_lines": rep.trace.late,
+            "production_failed": rep.failed,
             "parse_refused": rep.parse_refused,
             "replayed": len(t),
             "span_s": round(t[-1] - t[0], 3) if t else 0.0,
-            "start_epoch_s": rep.trace.entries[0].t,
-            "production_policies": rep.policies,
+            "start_epoch_s": rep.start_epoch_s,
+            "production_policies": sorted(rep.policies),
             "candidate_policy": policy_file,
             "candidate_version": policy.digest,
             "seed": seed,

@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 
 from simulator.report.fmt import MODE_ORDER, number, usd
 from simulator.report.style import Figure, layout, mode_color
+from simulator.sketch import ALPHA
 
 SIDES = (("production", "production (measured)", "#7f7f7f"),
          ("candidate", "candidate (modelled)", "#2a9d8f"))
@@ -97,7 +98,9 @@ def side_by_side_html(report: Mapping[str, Any]) -> str:
             + (f" ({info.get('joined', 0):,} lines joined; {unmatched:,} without an access-log "
                "line keep the router's own)" if info.get("source") == "request_log+access_log"
                else "")
-            + f"; {info.get('production_failed', 0):,} routed requests failed (5xx). <b>The "
+            + f"; {info.get('production_failed', 0):,} routed requests failed (5xx). Its "
+            "percentiles come from the log streamed through a log-bucketed histogram: within "
+            f"{100 * ALPHA:g} % of the exact ones. <b>The "
             "candidate is modelled</b>: the simulator's world (latencies drawn from each node's "
             "and pool's profile, no real upstream), so a latency difference compares a "
             "measurement with a model.</p>")
