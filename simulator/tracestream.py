@@ -8,8 +8,8 @@ one after another (FILE.2, then FILE.1, then FILE).
 Each family is read oldest file first and its lines held in a small heap until
 no line still to come can be older: a line arriving at t with a duration d was
 written at about t + d, so once the family's newest end time (t + d) passes a
-held line's t by the longest duration seen so far (at most HOLD_MAX_S) plus
-SLACK_S, every line written after it arrived later. The families are then merged
+held line's t by the longest duration seen so far (at least HOLD_MIN_S, at most
+HOLD_MAX_S) plus SLACK_S, every line written after it arrived later. The families are then merged
 by time. Memory follows the request rate times that hold, not the log's length.
 A line that still arrives after its turn (a request longer than HOLD_MAX_S, a
 clock step) is counted in `late` and replayed at the time of the line before it.
@@ -28,7 +28,8 @@ from pathlib import Path
 from router.logline import LogEntry
 from simulator.tracelog import SHOWN, Trace, line_time, lines
 
-HOLD_MAX_S = 600.0  # the longest request the hold waits for
+HOLD_MIN_S = 60.0  # the hold waits for requests this long before any longer one is seen
+HOLD_MAX_S = 600.0  # and for the longest one seen, up to this long
 SLACK_S = 10.0  # and this much more: writers batch, clocks jitter
 
 Held = tuple[float, int, int, LogEntry]  # (t, family, position in the family, entry)
@@ -77,7 +78,7 @@ def _kept(trace: Trace, path: Path) -> Iterator[LogEntry]:
 def _held(trace: Trace, family: int, files: list[Path]) -> Iterator[Held]:
     """One family's kept lines in arrival order (but for late ones), through the hold."""
     heap: list[Held] = []
-    newest_end, longest = -math.inf, 0.0
+    newest_end, longest = -math.inf, HOLD_MIN_S
     position = 0
     for path in files:
         for entry in _kept(trace, path):
