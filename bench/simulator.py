@@ -100,18 +100,35 @@ Every request goes through the core's exact `Runtime.decide` (class lookup, one 
 walk, the ladder, admission) and `Runtime.finish`, and through the world model (warm keys, VRAM,
 contention, shared uplinks; docs/reference.md section 10) on a heap-ordered event loop; arrivals,
 classes, keys and service-time draws are pre-drawn with numpy in blocks. The fleet: 100 nodes of
-four hardware classes, half GDPR and half CCPA, 12,000 requests/s over 100,000 Zipf keys.
+four hardware classes, half GDPR and half CCPA, 12,000 requests/s over 100,000 Zipf keys. The
+reference is `uhashring.HashRing.get_node` over the same 100 node ids (their weights), called
+once for each simulated request's key, timed with `time.process_time` in the same process. On a
+machine shared with other work both CPU figures swell, unevenly: the ratio moves by a few ×
+between runs, so read it beside the load average.
 
-Why the goal is missed: a profile of 200,000 requests puts 60 % of the time in the exact
-core (`Runtime.decide` + `finish`: class lookup, the walk, the first rung, admission, the
-Decision) and 40 % in the world and the loop (the node's start and end, heap events, the report
-columns). Both are already flat (named tuples, memoized key hashes, pre-drawn randoms, one heap
-event per edge request, no cyclic GC). Measured side by side on the same busy machine, the first
-version's simulator (commit 384f890, a simpler world) took 5.3 s per 100,000 requests against
-4.3 s here; the 29.4 s it recorded for 1M was on a quieter machine, where this run's figure
-would be near 27 s. Reaching 20 s needs fewer Python calls per request, not faster ones: a
-vectorized fast path for arrivals whose class and key already have a home with room between two
-feed refreshes, with the exact core call kept for the rest.
+Where the time goes (py-spy, 200,000 requests, load average 8.9 on 2 cores): the decision
+(`Adaptive.route` down through `RequestControl`, `Runtime.decide`, plan, walk, admission, the
+`Decision` and the `Choice`) 55 %; the world (heap events, the node's start and end, warm keys,
+the report columns) 23 %; `finish` 5 %; the loop 2 %; drawing the arrivals 0.3 %; the rest is
+start-up. The largest single lines: the walk's start on the class ring (bisect of the ring's
+points and the memoized key hash) 6 %, the node's start 6 %, the event loop 6 %, building named
+tuples 5 %. Nothing else is over 5 %: the cost is spread over about 20 Python calls per request,
+each already flat. Two exact changes came out of the first profile (traffic 6.8 %, walk 15.6 %
+self): arrivals are drawn only as far as `requests` reaches (it drew and sorted all 600 s, 7.2M
+arrivals, for any run) and the walk takes the key's home without setting up the full walk when
+the home has room; every decision and report figure is unchanged (tests/simulator/test_traffic.py,
+tests/core/test_walk.py; the shipped scenarios' report.json and decisions.jsonl compared byte for
+byte). CPU fell by about a third at 100,000 requests (5.7 s before, 3.9 and 4.0 s after, the
+same busy hour) and by about a tenth at 1M (53.4 s before, 48.2 and 51.4 s after).
+
+Why the goal is missed: `get_node` took 1.8–3.8 µs here, so 4× is 7–15 µs per simulated request;
+the decision alone through the exact core costs 20–26 µs and the world 9–11 µs. No per-request
+Python path reaches that. The bulk path the goal needs was not built: to decide a batch of
+arrivals at once, each arrival's in-flight counts must be known, and they move with every
+departure, whose time depends on the node's service draw, warm keys and contention at its start.
+So the world's queues per node (warm-key LRU, contention, VRAM) must be advanced in bulk too,
+not only the decision; the fast path then hands every arrival whose home has no room, whose
+class needs a split or the cloud, or whose budget is involved to the exact core, in order.
 
 Reproduce: `.venv/bin/python bench/simulator.py`."""
 
