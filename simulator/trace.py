@@ -22,6 +22,7 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -80,13 +81,17 @@ def _blank(name: str, policy: Policy) -> Result:
 
 
 def _append(out: Result, t: float, e: LogEntry, req: RouteRequest | Decision,
-            default_slo: float) -> None:
-    """A new row: its arrival, key, tenant and SLO, refused until decided."""
+            default_slo: float, shared: dict[object, object]) -> None:
+    """A new row: its arrival, key, tenant and SLO, refused until decided. A key, tenant or
+    SLO repeats over many rows: each row holds the one copy in `shared`, not its own."""
     if isinstance(req, RouteRequest):
         key, tenant, slo = req.key or "", req.tenant, req.slo_ms
     else:
         key, tenant = e.tags.get(wire.H_KEY, ""), e.tags.get(wire.H_TENANT, "default")
         slo = default_slo
+    key, tenant = cast(str, shared.setdefault(key, key)), cast(str, shared.setdefault(tenant,
+                                                                                     tenant))
+    slo = cast(float, shared.setdefault(("slo", slo), slo))
     out.t.append(t)
     out.key.append(key)
     out.tenant.append(tenant)
@@ -165,6 +170,7 @@ def replay(trace: Trace, policy: Policy, *, seed: int = 1,
     adaptive = Adaptive(policy, name=name)
     parse, default_slo = adaptive.runtime.parse, policy.slo.default_latency_ms
     rep: Replay | None = None
+    shared: dict[object, object] = {}
     cand: _Candidate | None = None
     for e in entries(trace) if lines is None else lines:
         if rep is None or cand is None:
@@ -180,7 +186,7 @@ def replay(trace: Trace, policy: Policy, *, seed: int = 1,
         rep.first_row_t = t if rep.first_row_t is None else rep.first_row_t
         rep.production.add_logged(t, e, req.slo_ms if isinstance(req, RouteRequest)
                                   else default_slo)
-        _append(cand.out, t, e, req, default_slo)
+        _append(cand.out, t, e, req, default_slo, shared)
         cand.arrive(len(cand.out.t) - 1, t, req)
     if rep is None or cand is None:
         raise TraceError("no usable request-log line")
