@@ -21,7 +21,12 @@ from tests.stores.conftest import RedisServer, TcpProxy
 from .stack import NODES, POLICY, Stack, fail_opens
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-LAG_P99_S = 0.005
+# What this test tells apart: a loop that never waits on the store, the reload or the refresh
+# from one that does. One that waited would put its p99 at the store's 0.25 s timeout, or
+# near 0.1 s for a 1,000-node policy built on the loop. One that does not stays near 5 ms on a
+# quiet machine (this test's first bound) and reached the 10 ms bucket on 2 cores at load 9,
+# where the scheduler, not the router, sets the figure: the bound is the next bucket up.
+LAG_P99_S = 0.025
 FEEDED = POLICY.replace(
     "refresh_seconds: 30",
     'refresh_seconds: 1\nfeed: {{source: "file:{feed}", stale_after_seconds: 60}}')
@@ -61,7 +66,7 @@ def p99(before: dict[float, float], after: dict[float, float]) -> tuple[float, f
     return float("inf"), total
 
 
-def test_loop_lag_p99_stays_under_5ms_through_redis_blackhole_reload_and_refresh(
+def test_loop_lag_p99_stays_low_through_redis_blackhole_reload_and_refresh(
         tmp_path: Path) -> None:
     (tmp_path / "redis").mkdir()
     redis = RedisServer(tmp_path / "redis")
