@@ -34,6 +34,20 @@ from simulator.scenario import TrafficClass
 TTL_S = 3.0
 
 
+def pick(key: str, bounds: list[float], live: list[int]) -> int:
+    """The gateway of `key` among `live` (cumulative shares `bounds`); -1 when none is up."""
+    if not live:
+        return -1
+    point = (hash64("gw:" + key) / 2.0**64) * bounds[-1]
+    return live[min(bisect.bisect_right(bounds, point), len(live) - 1)]
+
+
+def cumulative(shares: Sequence[float], up: Sequence[bool]) -> tuple[list[float], list[int]]:
+    """(cumulative shares, indices) of the gateways that are up: what `pick` takes."""
+    live = [i for i, u in enumerate(up) if u]
+    return list(itertools.accumulate(shares[i] for i in live)), live
+
+
 @dataclass
 class _Table:
     """The shared store's lease table: per resource, lease and demand by gateway."""
@@ -68,16 +82,11 @@ class Gateways:
         self._edges = self._cumulative()
 
     def _cumulative(self) -> tuple[list[float], list[int]]:
-        live = [i for i, up in enumerate(self.up) if up]
-        return list(itertools.accumulate(self.shares[i] for i in live)), live
+        return cumulative(self.shares, self.up)
 
     def gateway_of(self, key: str) -> int:
         """The gateway `key`'s clients use now (by the shares of the gateways that are up)."""
-        bounds, live = self._edges
-        if not live:
-            return -1
-        point = (hash64("gw:" + key) / 2.0**64) * bounds[-1]
-        return live[min(bisect.bisect_right(bounds, point), len(live) - 1)]
+        return pick(key, *self._edges)
 
     def refresh(self, feed: FeedSnapshot, now: float) -> None:
         """Every gateway's router gets the feed."""

@@ -11,6 +11,8 @@ scenario through the real stack, and reports both side by side (docs/reference.m
   events at their times;
 - `stack`: the processes (that one, a feed server pushing its feed, the router, Envoy),
   each on a port it bound as 0 and reported, the policy copy naming them; always stopped;
+- `fleet`: with a scenario's two or more `gateways`, a redis-server and a router and an
+  Envoy per gateway on it; the traffic split by the shares; `gateway_down` / `gateway_up`;
 - `load`: the scenario's arrivals, sent open-loop through Envoy and recorded;
 - `report`: the live run as a `Result`, the fidelity figures, the HTML page;
 - `run`: the command, tying them together.

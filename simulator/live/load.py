@@ -16,6 +16,7 @@ import asyncio
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ import aiohttp
 from router import wire
 from simulator.scenario import TrafficClass
 
+Route = Callable[[str], tuple[int, str | None]]  # key -> (gateway, its Envoy's URL)
 CLIENT_SLACK_S = 15.0  # past the world's longest request, the client stops waiting
 
 
@@ -57,6 +59,7 @@ class Recorded:
     warm: list[bool | None] = field(default_factory=list)
     status: list[int] = field(default_factory=list)
     reason: list[str] = field(default_factory=list)
+    gateway: list[int] = field(default_factory=list)  # whose Envoy it went to; -1: none up
 
     def __post_init__(self) -> None:
         """Every column sized `n`, unanswered until a request ends."""
@@ -66,7 +69,7 @@ class Recorded:
         self.latency_ms, self.upstream_ms = [math.nan] * n, [math.nan] * n
         self.late_ms = [math.nan] * n
         self.lag_ms, self.warm, self.status = [0.0] * n, [None] * n, [0] * n
-        self.reason = [""] * n
+        self.reason, self.gateway = [""] * n, [0] * n
 
     def record(self, i: int, status: int, headers: Any, text: str) -> None:
         """What request `i`'s answer says."""
@@ -91,10 +94,11 @@ class Recorded:
         self.warm[i] = body.get("warm")
 
 
-async def drive(url: str, times: list[float], cls_of: list[int], keys: list[str],
+async def drive(route: Route, times: list[float], cls_of: list[int], keys: list[str],
                 classes: tuple[TrafficClass, ...], origin: float,
                 client_timeout_s: float) -> Recorded:
-    """Send request i at loop time `origin + times[i]`; wait for every answer."""
+    """Send request i at loop time `origin + times[i]` to the Envoy `route` names for its
+    key then; wait for every answer."""
     loop = asyncio.get_running_loop()
     out = Recorded(len(times))
     headers = [class_headers(c) for c in classes]
@@ -107,6 +111,10 @@ async def drive(url: str, times: list[float], cls_of: list[int], keys: list[str]
             c = cls_of[i]
             sent = loop.time()
             out.lag_ms[i] = (sent - origin - times[i]) * 1000.0
+            out.gateway[i], url = route(keys[i])
+            if url is None:
+                out.mode[i], out.reason[i] = "refused", "no gateway up"
+                return
             try:
                 async with session.post(url, data=bodies[c],
                                         headers={**headers[c], wire.H_KEY: keys[i]}) as r:

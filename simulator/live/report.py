@@ -78,6 +78,21 @@ def live_side(r: Result, rec: Recorded, policy: Policy) -> dict[str, Any]:
     return out
 
 
+def gateway_side(rec: Recorded, shares: list[float], events: list[dict[str, Any]],
+                 counts: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """What a run through several gateways adds: per gateway its share and what it served,
+    the down / up events as they happened, and the nodes' own concurrency counts."""
+    n, total = len(rec.gateway), sum(shares) or 1.0
+    per = []
+    for g, share in enumerate(shares):
+        mine = [i for i, x in enumerate(rec.gateway) if x == g]
+        per.append({"configured_share": round(share / total, 4), "requests": len(mine),
+                    "served_share": round(len(mine) / max(n, 1), 4),
+                    "mode_counts": dict(sorted(Counter(rec.mode[i] for i in mine).items()))})
+    return {"gateways": per, "gateway_events": events, "node_concurrency": counts,
+            "over_slots": sum(c["over_slots"] for c in counts.values())}
+
+
 def _share_diffs(sim: dict[str, int], live: dict[str, int], n: int) -> dict[str, float]:
     keys = sorted(set(sim) | set(live))
     return {k: round(100.0 * (live.get(k, 0) - sim.get(k, 0)) / max(n, 1), 2) for k in keys}

@@ -1,8 +1,9 @@
 """`simulate --scenario F --live`: the simulator's run and the live twin's, side by side.
 
 The simulator runs first (a bad scenario fails before any process starts), then the
-stack (`simulator.live.stack`) comes up on 127.0.0.1 ports its processes pick, t=0 is set a
-moment ahead, and the same arrivals are sent through Envoy (`simulator.live.load`).
+stack (`simulator.live.stack`; with two or more gateways `simulator.live.fleet`) comes up
+on 127.0.0.1 ports its processes pick, t=0 is set a moment ahead, and the same arrivals
+are sent through Envoy (`simulator.live.load`).
 Every process started is stopped on the way out: at the end, on an error, on
 Ctrl-C or SIGTERM. Logs go to DIR/live/ (or a temporary directory, kept and named
 when something failed).
@@ -26,9 +27,11 @@ import numpy as np
 
 from router.core.model import Policy
 from router.harness.procs import Processes
-from simulator.live import stack
-from simulator.live.load import Recorded, drive, wall_origin
-from simulator.live.report import live_result, live_side, report, side
+from simulator.gateways import Gateways
+from simulator.live import fleet, stack
+from simulator.live.fleet import GatewaySwitch, RedisUnavailable
+from simulator.live.load import Recorded, Route, drive, wall_origin
+from simulator.live.report import gateway_side, live_result, live_side, report, side
 from simulator.report import write_decisions
 from simulator.routers import Adaptive
 from simulator.run import Result, simulate
@@ -48,14 +51,21 @@ def count_of(scenario: Scenario, requests: int | None, seconds: float | None) ->
     return within if requests is None else min(within, requests)
 
 
-async def _live(twin: stack.Twin, sim: Result, scenario: Scenario) -> Recorded:
+async def _live(twin: stack.Twin, sim: Result, scenario: Scenario,
+                gateways: GatewaySwitch | None = None) -> Recorded:
     t0_wall, origin = wall_origin(LEAD_S)
     await asyncio.to_thread(stack.set_t0, twin, t0_wall)
     classes = scenario.classes
     index = {c.name: i for i, c in enumerate(classes)}
     cfg = scenario.world
-    return await drive(twin.url, sim.t, [index[c] for c in sim.cls], sim.key, classes, origin,
-                       (cfg.deadline_ms + cfg.timeout_ms) / 1000.0)
+    route: Route = (lambda _key: (0, twin.url)) if gateways is None else gateways.fleet.route
+    switches = [] if gateways is None else gateways.schedule(origin)
+    rec = await drive(route, sim.t, [index[c] for c in sim.cls], sim.key, classes, origin,
+                      (cfg.deadline_ms + cfg.timeout_ms) / 1000.0)
+    for task in switches:  # events past the run's last arrival never happen
+        task.cancel()
+    await asyncio.gather(*switches, return_exceptions=True)
+    return rec
 
 
 def _on_sigterm(_sig: int, _frame: FrameType | None) -> None:
@@ -73,24 +83,34 @@ class TwinRun(NamedTuple):
 
 def run_twin(scenario: Scenario, policy: Policy, state: Path, count: int | None) -> TwinRun:
     """Both runs of one scenario (its first `count` arrivals); raises on failure."""
-    sim = simulate(scenario, policy, Adaptive(policy, name="simulator"), requests=count)
+    several = len(scenario.gateways) >= 2
+    router = Gateways(policy, [g.share for g in scenario.gateways], sync_s=scenario.lease_sync_s,
+                      name="simulator") if several else Adaptive(policy, name="simulator")
+    sim = simulate(scenario, policy, router, requests=count)
     state.mkdir(parents=True, exist_ok=True)
     twin = stack.live_policy(Path(scenario.policy), state)
     procs = Processes(state)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    timeout_s = (scenario.world.deadline_ms + scenario.world.timeout_ms) / 1000.0
+    switch: GatewaySwitch | None = None
     try:
         started = time.monotonic()
-        stack.start(procs, twin, Path(scenario.file),
-                    (scenario.world.deadline_ms + scenario.world.timeout_ms) / 1000.0)
-        rec = asyncio.run(_live(twin, sim, scenario))
+        if several:
+            switch = GatewaySwitch(fleet.start(procs, twin, scenario, timeout_s), procs, twin,
+                                   scenario)
+        else:
+            stack.start(procs, twin, Path(scenario.file), timeout_s)
+        rec = asyncio.run(_live(twin, sim, scenario, switch))
         wall = time.monotonic() - started
+        counts = stack.concurrency(twin) if several else None
     finally:
         procs.stop_all()
         signal.signal(signal.SIGTERM, previous)
     live = live_result(sim, rec, policy, wall)
-    sim_side = side(sim, policy)
-    return TwinRun(sim, live, rec.upstream_ms,
-                   report(scenario, sim_side, live_side(live, rec, policy)))
+    live_doc = live_side(live, rec, policy)
+    if switch is not None and counts is not None:
+        live_doc.update(gateway_side(rec, switch.fleet.shares, switch.fleet.events, counts))
+    return TwinRun(sim, live, rec.upstream_ms, report(scenario, side(sim, policy), live_doc))
 
 
 def run_live(args: argparse.Namespace) -> int:
@@ -111,6 +131,9 @@ def run_live(args: argparse.Namespace) -> int:
         print(f"simulate --live: interrupted; every process stopped; logs in {state}",
               file=sys.stderr)
         return 130
+    except RedisUnavailable as exc:
+        print(f"simulate --live: {exc}; every process stopped", file=sys.stderr)
+        return 2
     except (RuntimeError, TimeoutError, OSError) as exc:
         print(f"simulate --live: {exc}; every process stopped; logs in {state}",
               file=sys.stderr)

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from router.harness.bound import FEED_LINE, SERVE_LINE, reported, start_envoy, wait_file
+from router.harness.bound import FEED_LINE, SERVE_LINE, log_size, reported, start_envoy, wait_file
 from router.harness.procs import Processes, wait_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,21 +109,36 @@ def start_upstreams(procs: Processes, twin: Twin, scenario: Path) -> None:
 def start(procs: Processes, twin: Twin, scenario: Path, upstream_timeout_s: float) -> None:
     """World, feed server, router, Envoy: in that order, each listening before the next."""
     start_upstreams(procs, twin, scenario)
-    timeout = f"{upstream_timeout_s + MARGIN_S:g}"
-    router = procs.python("router", "serve", "--policy", str(twin.policy),
-                          "--grpc", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--grace", "1",
-                          "--upstream-timeout", timeout)
-    p = twin.ports
-    p.update(reported(procs, "router", SERVE_LINE, 0))
-    wait_port(p["grpc"], proc=router)
-    wait_port(p["metrics"], proc=router)
-    config = twin.state / "envoy.yaml"
+    twin.ports.update(start_gateway(procs, twin, "", upstream_timeout_s))
+
+
+def start_router(procs: Processes, twin: Twin, name: str, upstream_timeout_s: float,
+                 grpc: int = 0) -> dict[str, int]:
+    """`hybrid-router serve` as `name` (ext_proc on `grpc`, 0: any): its ports, listening."""
+    start = log_size(procs, name)
+    router = procs.python(name, "serve", "--policy", str(twin.policy),
+                          "--grpc", f"127.0.0.1:{grpc}", "--metrics", "127.0.0.1:0",
+                          "--grace", "1", "--upstream-timeout",
+                          f"{upstream_timeout_s + MARGIN_S:g}")
+    ports = reported(procs, name, SERVE_LINE, start)
+    wait_port(ports["grpc"], proc=router)
+    wait_port(ports["metrics"], proc=router)
+    return ports
+
+
+def start_gateway(procs: Processes, twin: Twin, suffix: str, upstream_timeout_s: float
+                  ) -> dict[str, int]:
+    """A router and the Envoy in front of it (named `router`/`envoy` + `suffix`): their ports."""
+    p = start_router(procs, twin, f"router{suffix}", upstream_timeout_s)
+    config = twin.state / f"envoy{suffix}.yaml"
     subprocess.run([sys.executable, "-m", "router", "envoy-config", "--policy",
                     str(twin.policy), "--mode", "gateway", "--router", f"127.0.0.1:{p['grpc']}",
                     "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-                    "--upstream-timeout", timeout, "-o", str(config)], check=True, cwd=ROOT)
-    p["listen"], p["admin"] = start_envoy(procs, "envoy", config)
-    wait_ready(f"http://127.0.0.1:{p['admin']}/ready", procs.procs["envoy"])
+                    "--upstream-timeout", f"{upstream_timeout_s + MARGIN_S:g}",
+                    "-o", str(config)], check=True, cwd=ROOT)
+    p["listen"], p["admin"] = start_envoy(procs, f"envoy{suffix}", config)
+    wait_ready(f"http://127.0.0.1:{p['admin']}/ready", procs.procs[f"envoy{suffix}"])
+    return p
 
 
 def set_t0(twin: Twin, t0_wall: float) -> None:
@@ -131,3 +146,10 @@ def set_t0(twin: Twin, t0_wall: float) -> None:
     req = urllib.request.Request(f"{twin.control}/start?t0={t0_wall!r}", method="POST", data=b"")
     with urllib.request.urlopen(req, timeout=10) as r:
         r.read()
+
+
+def concurrency(twin: Twin) -> dict[str, dict[str, int]]:
+    """The world's nodes' own counts of what they held (`GET /concurrency`)."""
+    with urllib.request.urlopen(f"{twin.control}/concurrency", timeout=10) as r:
+        counts: dict[str, dict[str, int]] = json.load(r)
+    return counts

@@ -17,7 +17,9 @@ it; this process stays off the router's transport); and it applies the
 scenario's events at their times: world events through `simulator.run`'s own
 `apply_world_event`, a budget change by rewriting the policy file, which the router
 reloads as it would in production. Scenario t=0 is set by `POST /start?t0=EPOCH` on
-the control address; until then the world is idle and the feed says so.
+the control address; until then the world is idle and the feed says so. `GET /concurrency`
+there gives each node's own count: its slots, the most inferences it held at once, and how
+many arrived while every slot was busy (`over_slots`: more than the node's slots in flight).
 
     python -m simulator.live.upstream --policy LIVE.yaml --scenario F --feed FEED.json \
         --control 127.0.0.1:PORT [--ports-file OUT]
@@ -119,6 +121,10 @@ class Upstreams:
             write_atomically(self.policy_path, yaml.safe_dump(doc, sort_keys=False))
         print(f"twin: t={self.live.tick():.2f}s {kind} {args}", flush=True)
 
+    async def concurrency(self, _request: web.Request) -> web.Response:
+        """`GET /concurrency` on the control address: the nodes' own counts (`LiveWorld`)."""
+        return web.json_response(self.live.concurrency())
+
     async def serve(self, request: web.Request) -> web.Response:
         """One request as the router decided it (module docstring)."""
         entered = self.live.loop.time()
@@ -191,6 +197,7 @@ async def _main(args: argparse.Namespace, policy: Policy, scenario: Scenario) ->
 
     control = web.Application()
     control.router.add_post("/start", start)
+    control.router.add_get("/concurrency", ups.concurrency)
     runner, control_port = await _site(control, args.control)
     runners.append(runner)
     if args.ports_file is not None:

@@ -59,6 +59,8 @@ class LiveWorld:
         self.timeout_s = config.timeout_ms / 1000.0
         self.deadline_s = config.deadline_ms / 1000.0
         self._timers: dict[int, asyncio.TimerHandle] = {}
+        self.peak: dict[str, int] = {}  # per node: most inferences it held at once
+        self.over: dict[str, int] = {}  # per node: inferences that came with every slot busy
         self._sweeper: asyncio.TimerHandle | None = None
 
     def tick(self) -> float:
@@ -102,11 +104,23 @@ class LiveWorld:
             return Outcome(TIMED_OUT)
         done: asyncio.Future[Outcome] = self.loop.create_future()
         req = (done, t0, key, quality)
+        self._count(node_id, n)
         if n.busy < n.slots:
             self._edge_start(n, req)
         else:
             n.queue.append(req)
         return await done
+
+    def _count(self, node_id: str, n: Node) -> None:
+        held = n.busy + len(n.queue) + 1
+        self.peak[node_id] = max(self.peak.get(node_id, 0), held)
+        self.over[node_id] = self.over.get(node_id, 0) + (n.busy >= n.slots)
+
+    def concurrency(self) -> dict[str, dict[str, int]]:
+        """Per node, its own count: slots, most inferences held at once, arrivals over slots."""
+        return {nid: {"slots": n.slots, "peak_inflight": self.peak.get(nid, 0),
+                      "over_slots": self.over.get(nid, 0)}
+                for nid, n in self.world.nodes.items()}
 
     def _edge_start(self, n: Node, req: tuple[Any, float, Hashable, str]) -> None:
         ms, warm = n.start(self.tick(), req[2], req[3], self.world.draw_service())

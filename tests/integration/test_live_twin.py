@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -146,3 +147,83 @@ def test_bad_scenario_is_refused_before_anything_starts(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "nowhere.yaml" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+GATEWAYS_SCENARIO = """\
+version: 1
+policy: {policy}
+duration_s: 12
+seed: 7
+traffic:
+  rate_rps: 60
+  keys: {{count: 2000, zipf_s: 0.6}}
+  classes:
+    - {{name: vision, tenant: acme, residency: [GDPR], slo_ms: 300, degrade: false,
+       payload_kb: 8}}
+gateways: [{{share: 0.7}}, {{share: 0.3}}]
+events:
+  - {{at_s: 4, gateway_down: 0}}
+  - {{at_s: 7, gateway_up: 0}}
+"""
+
+
+def _expected_gateways(rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> list[int]:
+    """Requests per gateway as the simulator's pick sends them, gateway 0 down between its
+    `down` and `up` as they happened."""
+    from simulator.gateways import cumulative, pick
+
+    down = next(e["t"] for e in events if e["event"] == "down")
+    up = next(e["t"] for e in events if e["event"] == "up")
+    counts = [0, 0]
+    for r in rows:
+        counts[pick(r["key"], *cumulative([0.7, 0.3], [not down <= r["t"] < up, True]))] += 1
+    return counts
+
+
+def _running(marker: str) -> list[str]:
+    """Command lines of processes naming `marker` (the run's directory)."""
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    return [line for line in ps.stdout.splitlines() if marker in line and "pytest" not in line]
+
+
+@pytest.mark.slow
+def test_two_gateways_share_the_traffic_and_hold_every_node_slot(tmp_path: Path) -> None:
+    scenario = tmp_path / "gateways.yaml"
+    scenario.write_text(GATEWAYS_SCENARIO.format(policy=POLICY))
+    out = tmp_path / "out"
+    done = _run("--scenario", str(scenario), "--live", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    live = json.loads((out / "report.json").read_text())["live"]
+    n = sum(g["requests"] for g in live["gateways"])
+    assert n == live["requests"] and live["errors"] == 0 and live["fail_open"] == 0
+    # gateway 0 went down at 4 s and came back once its restarted router listened
+    events = live["gateway_events"]
+    assert [(e["gateway"], e["event"]) for e in events] == [(0, "down"), (0, "up")]
+    assert 4.0 <= events[0]["t"] < 4.5 and 7.0 <= events[1]["t"] < 11.0
+    rows = [json.loads(x) for x in (out / "live-decisions.jsonl").read_text().splitlines()]
+    expected = _expected_gateways(rows, events)
+    for g, want in zip(live["gateways"], expected, strict=True):
+        assert g["requests"] > 0.2 * n and abs(g["requests"] - want) <= 0.02 * n, (g, expected)
+        assert g["mode_counts"].get("edge", 0) > 0
+    both_up = [g["configured_share"] for g in live["gateways"]]
+    assert both_up == [0.7, 0.3]
+    # the nodes' own counts: full at times, never past their slots, fleet-wide
+    nodes = live["node_concurrency"]
+    assert live["over_slots"] == 0 and all(c["over_slots"] == 0 for c in nodes.values()), nodes
+    assert all(c["peak_inflight"] <= c["slots"] for c in nodes.values()), nodes
+    assert any(c["peak_inflight"] == c["slots"] for c in nodes.values()), nodes
+    assert (out / "live" / "router-1.log").exists() and (out / "live" / "envoy-1.log").exists()
+    assert _running(str(out)) == []
+
+
+def test_gateways_without_redis_are_refused(tmp_path: Path) -> None:
+    scenario = tmp_path / "gateways.yaml"
+    scenario.write_text(GATEWAYS_SCENARIO.format(policy=POLICY))
+    out = tmp_path / "out"
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent)}  # no redis-server on it
+    done = subprocess.run([sys.executable, "-m", "router", "simulate", "--scenario",
+                           str(scenario), "--live", "--out", str(out), "--seconds", "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "no redis-server is on PATH" in done.stderr
+    assert not (out / "report.json").exists() and _running(str(out)) == []
