@@ -18,10 +18,10 @@ round trip, nothing at all when there is nothing to write or ask):
    reads the fleet's standing (`router.stores.leases`), after the flush in
    the same exchange; an authoritative one has nothing to do.
 
-Rounds are also held to `rate` a second (a token bucket of `burst` rounds), so
-a request that waits for a lease usually gets a round at once, and requests
-waiting without pause (a tenant at its limit) cannot make more rounds than
-that: the store's load from one router has a bound whatever the request rate.
+Rounds are also held to `rate` a second (`router.stores.pace`), so a request
+that waits for a lease usually gets a round at once, and requests waiting
+without pause cannot make more: one router's load on the store has a bound
+whatever the request rate.
 
 A store can also answer and have forgotten what it held (flushed, restarted
 empty, its file deleted): it then raises `StoreLost`. The keeper logs it as an
@@ -51,6 +51,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from router.core.budget import BudgetLedger, Entry, Settled
+from router.stores.pace import Pace
 
 log = logging.getLogger(__name__)
 BATCH = 5000  # entries per write: bounds one transaction or pipeline
@@ -117,8 +118,7 @@ class BudgetKeeper:
         self.backend = backend
         self.kind = backend.kind if backend is not None else "memory"
         self.tick, self.retry = tick, retry
-        self.rate, self.burst = rate, burst
-        self._tokens, self._filled, self._last = burst, time.monotonic(), -math.inf
+        self.pace = Pace(tick, rate, burst, time.monotonic())
         self.on_error, self.on_lost = on_error, on_lost
         self.lost = 0  # times the store was found to have forgotten
         self._rebuild = False
@@ -153,30 +153,17 @@ class BudgetKeeper:
         """True while the store is down or spend is waiting to be written."""
         return self.down or bool(self._queue) or self.ledger.backlog() > 0
 
-    def _due(self) -> float:
-        """Seconds until the next round may run (0: now); under the condition's lock."""
-        now = time.monotonic()
-        if self.rate == math.inf:
-            self._tokens = self.burst
-        else:
-            self._tokens = min(self.burst, self._tokens + (now - self._filled) * self.rate)
-        self._filled = now
-        wait = 0.0 if self._urgent else self._last + self.tick - now
-        if self._tokens < 1:
-            wait = max(wait, (1 - self._tokens) / self.rate)
-        return max(0.0, wait)
-
     def _run(self) -> None:
         while True:
             with self._cv:
-                while not self._stop and (wait := self._due()) > 0:
+                while not self._stop and \
+                        (wait := self.pace.wait(time.monotonic(), self._urgent)) > 0:
                     self._cv.wait(wait)
                 if self._stop:
                     waiters, self._waiters = self._waiters, []
                     self._wake(waiters, False)
                     return
-                self._tokens -= 1
-                self._last = time.monotonic()
+                self.pace.begin(time.monotonic())
                 self._urgent, self._busy = False, True
                 waiters, self._waiters = self._waiters, []
             ok = self._cycle()
@@ -211,7 +198,7 @@ class BudgetKeeper:
             return False
         if not called:  # nothing to write or ask: the round is free
             with self._cv:
-                self._tokens = min(self.burst, self._tokens + 1)
+                self.pace.refund()
         if not self._healthy:
             self._healthy = True
             log.warning("budget store (%s) answers again; queued spend flushed", self.kind)

@@ -3,9 +3,15 @@
 redis-py sends `SCRIPT EXISTS` before every pipeline that holds registered
 scripts, a second round trip each time. A batch sends `EVALSHA` alone and loads
 the scripts only when Redis says it lacks them (`NOSCRIPT`: a restarted Redis or
-a flushed script cache, where no script of the batch ran), in one more round
-trip, then sends the batch again. Every budget script is safe to send twice: a
-settlement is skipped by its number, a bill merges, a grow only grows to its
+a flushed script cache), in one more round trip, then sends the batch again.
+
+The batch goes as one MULTI/EXEC, so the scripts in it run together, with no
+other client's command in between: all of them find their script or none does.
+Without it a large batch, read by Redis in parts, could meet another router's
+SCRIPT LOAD half way: its first settlements refused (NOSCRIPT), later ones
+applied, and the first ones then skipped on the resend as replays of numbers
+already applied, their spend lost. Every budget script is safe to send twice:
+a settlement is skipped by its number, a bill merges, a grow only grows to its
 target, a return only shrinks to what is pinned, a read reads.
 
 The caller counts the batch's one round trip; the two a `NOSCRIPT` adds are
@@ -22,7 +28,7 @@ from redis.commands.core import Script
 
 
 class Batch:
-    """Script calls gathered for one pipeline (no transaction)."""
+    """Script calls gathered for one MULTI/EXEC."""
 
     def __init__(self, client: redis.Redis, scripts: dict[str, Script],
                  trips: Counter[str]) -> None:
@@ -39,7 +45,7 @@ class Batch:
         self.calls.append((name, keys, args))
 
     def _send(self) -> list[Any]:
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=True)
         for name, keys, args in self.calls:
             pipe.evalsha(self.scripts[name].sha, len(keys), *keys, *args)
         return list(pipe.execute())

@@ -192,7 +192,9 @@ class Replica:
                  **options: float) -> None:
         self.clock = clock
         self.backend = RedisBudgetStore(url, clock=clock, **options)
-        self.keeper = BudgetKeeper(self.backend, retry=self.backend.retry).start()
+        # the production pace (`sync`, `sync_rate`), as `open_keeper` sets it
+        self.keeper = BudgetKeeper(self.backend, retry=self.backend.retry,
+                                   tick=self.backend.tick, rate=self.backend.rate).start()
         self.ledger = self.keeper.ledger
 
     def reserve(self, budgets: BudgetConfig, tenant: str, amount: float,

@@ -276,3 +276,34 @@ def test_unreachable_from_the_start_refuses_budgeted_cloud_and_fails_fast() -> N
 def test_unknown_option_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown redis store option"):
         RedisBudgetStore("redis://127.0.0.1:1/0", lease=1.0)
+
+
+def test_a_write_is_one_round_trip_and_a_flushed_script_cache_costs_two_more(
+        redis_server: RedisServer) -> None:
+    """No SCRIPT EXISTS before each pipeline (redis-py's way): EVALSHA alone, the scripts
+    loaded only when Redis says it lacks them, and the batch sent again."""
+    store = RedisBudgetStore(redis_server.url, timeout=5.0)  # the subject is not the timeout
+    client = redis.Redis(port=redis_server.port)
+
+    def settle(seq: int) -> None:
+        store.write([Settled(Reservation("t", "p", 1.0, seq, T0), 1.0, seq)])
+
+    def reads() -> int:
+        return int(client.info("stats")["total_reads_processed"])
+
+    try:
+        settle(1)  # first contact: the persistence check, the epoch, the scripts loaded
+        assert store.trips["scripts"] == 2  # Redis lacked them: loaded, and the write again
+        before = reads()
+        settle(2)
+        assert reads() - before == 1 + 1  # the write, and the INFO that read the count
+        assert "cmdstat_script|exists" not in client.info("commandstats")
+        client.script_flush()
+        settle(3)
+        assert store.trips["scripts"] == 4  # loaded again, and the write again
+        settle(3)  # a replay counts nothing twice
+        assert store.committed("t", "p") == pytest.approx(3.0)
+        assert store.trips["budget"] == 4
+    finally:
+        client.close()
+        store.close()
