@@ -119,7 +119,8 @@ def cost_rate(data: ReportInput) -> Figure | None:
         fig.add_trace(go.Bar(x=x, y=usd * per_minute, name=name, marker={"color": color},
                              width=data.bin_width * 0.9,
                              hovertemplate=f"{name}: $%{{y:,.4g}}/min<extra></extra>"))
-    rows = add_events(fig, data.events, data.span, plot_px=1150)  # a full-width chart
+    # labels spaced for a half-width cell: with a candidate, every chart is drawn in one
+    rows = add_events(fig, data.events, data.span)
     layout(fig, height=400, x_title=f"{TIME_AXIS}, {data.bin_width:g}-s bins",
            y_title="cost (USD per minute)", top=30 + 18 * rows)
     fig.update_layout(barmode="stack", bargap=0)

@@ -133,7 +133,7 @@ def _load_heatmap(data: ReportInput, peaks: dict[str, np.ndarray]) -> Figure:
         zmax=max(1.0, float(z.max(initial=0))), colorscale="YlOrRd",
         colorbar={"title": {"text": "peak in flight / slots", "side": "right"}},
         hovertemplate="%{y} at %{x:g} s: %{z:.2f} × slots<extra></extra>"))
-    rows = add_events(fig, data.events, data.span, plot_px=1100)
+    rows = add_events(fig, data.events, data.span)  # spaced for a half-width cell too
     layout(fig, height=160 + 14 * len(nodes), x_title=TIME_AXIS, y_title="node", legend=False,
            top=30 + 18 * rows)
     return fig
@@ -171,7 +171,7 @@ def _tenant_panel(fig: Figure, data: ReportInput, tenant: str, at: dict[str, int
                              hovertemplate="spent $%{y:,.4g}<extra></extra>"), **at)
     in_legend.add("spend")
     spent = float(cum[-1])
-    top, title, far = spent * 1.25, f"{tenant}: {usd(spent)} spent", []
+    top, title, far = spent * 1.25, f"<b>{tenant}</b><br>{usd(spent)} spent", []
     limits = data.result.limits.get(tenant)
     if limits:
         soft, hard = data.policy.budgets.fractions(tenant)
@@ -188,12 +188,15 @@ def _tenant_panel(fig: Figure, data: ReportInput, tenant: str, at: dict[str, int
                     for (t, v), end in zip(limits, ends, strict=True) if v * frac > NEAR * spent]
         hard_now = limits[-1][1] * hard
         if hard_now:
-            title += f" of {usd(hard_now)} hard ({100 * spent / hard_now:.2g} %)"
+            title += f"<br>of {usd(hard_now)} hard ({100 * spent / hard_now:.2g} %)"
+    # short lines of title and one far limit per line: side-by-side panels are a third of
+    # the page wide, and one long line ran into the next panel's
     fig.update_yaxes(range=[0, top or 1.0], tickprefix="$", **at)
     if far:
-        fig.add_annotation(text=plain("off this scale: " + ", ".join(far)), xref="x domain",
+        fig.add_annotation(text=plain("<br>".join(["off this scale:", *far])), xref="x domain",
                            yref="y domain", x=0.02, y=0.98, xanchor="left", yanchor="top",
-                           showarrow=False, font={"size": 11, "color": "#555"}, **at)
+                           align="left", bgcolor="rgba(255,255,255,0.85)", showarrow=False,
+                           font={"size": 11, "color": "#555"}, **at)
     return title
 
 
@@ -212,7 +215,7 @@ def budget_burn(data: ReportInput) -> Figure | None:
     for i, title in enumerate(titles):  # the subplot titles are the first annotations
         fig.layout.annotations[i].text = plain(title)
     add_events(fig, data.events, data.span, labels=False, grid=True)
-    layout(fig, height=140 + 280 * rows, top=64)
+    layout(fig, height=180 + 300 * rows, top=104)
     fig.update_xaxes(title_text=TIME_AXIS, range=[0, data.span], showline=True, linecolor="#888")
     fig.update_yaxes(title_text="cloud spend (USD)", col=1)
     fig.update_layout(hovermode="x")
