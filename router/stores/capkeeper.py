@@ -174,7 +174,7 @@ def open_capacity(spec: str, tracker: LoadTracker, snapshot: Callable[[], Snapsh
     """
     if spec.startswith("redis://"):
         from router.stores.capacity import RedisCapacity
-        from router.stores.redis import split_options
+        from router.stores.redis_options import split_options
 
         url, opts = split_options(spec)
         if opts["capacity_sync"] <= 0:

@@ -41,7 +41,9 @@ store first answers.
 URL options (removed before connecting): `replicas`, `lease_fraction`,
 `lease_usd`, `lease_ttl`, `horizon` (s of spend a lease is sized for, 10),
 `idle` (s without admissions before a lease goes back, 30), `refresh` (s
-between standings reads, 1), `timeout` (socket, 0.25 s), `retry` (s, 0.5),
+between standings reads, 1), `sync` (s between the keeper's rounds, each one
+round trip, 0.25), `sync_rate` (most rounds a second, 5), `timeout` (socket,
+0.25 s), `retry` (s, 0.5),
 `rebuild` (s after a loss before leases grow again, 5), `persistence`
 (`require` or `warn`), `capacity_sync` (s between slot lease syncs, 0.25) and
 `capacity_ttl` (s a dead router's slot leases live, 3), e.g.
@@ -55,73 +57,21 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from router.core.budget import Billed, BudgetLedger, Entry, Settled, Standing, period_end
+from router.core.budget import Billed, BudgetLedger, Entry, Settled, Standing
 from router.stores import redis_epoch, redis_lua
 from router.stores.keeper import BudgetStoreError, StoreDown, StoreLost
 from router.stores.leases import GROW, READ, RETURN, Ask, LeasePlanner
 from router.stores.redis_calls import Batch
+from router.stores.redis_options import BIG, expire_at, parse_options
 
 log = logging.getLogger(__name__)
-BIG = 1e300  # Lua has no inf literal; any cap above this is unlimited
-RETAIN_S = 7 * 86400
-OPTIONS = {"replicas": 2.0, "lease_fraction": 0.5, "lease_usd": BIG, "lease_ttl": 300.0,
-           "horizon": 10.0, "idle": 30.0, "refresh": 1.0, "timeout": 0.25, "retry": 0.5,
-           "capacity_sync": 0.25, "capacity_ttl": 3.0, "rebuild": 5.0, "sync": 0.25,
-           "sync_rate": 5.0}
 DOWN_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
-
-
-def expire_at(period: str, now: float) -> int:
-    """Epoch second at which a period's keys may go: a week after the period ends."""
-    for fmt, kind in (("%Y-%m-%dT%H", "hour"), ("%Y-%m-%d", "day"), ("%Y-%m", "month")):
-        try:
-            start = datetime.strptime(period, fmt).replace(tzinfo=UTC).timestamp()
-        except ValueError:
-            continue
-        return int(period_end(start, kind) + RETAIN_S)
-    if "-W" in period:
-        year, _, week = period.partition("-W")
-        try:
-            monday = datetime.fromisocalendar(int(year), int(week), 1).replace(tzinfo=UTC)
-            return int(period_end(monday.timestamp(), "week") + RETAIN_S)
-        except ValueError:
-            pass
-    return int(now + 40 * 86400)  # not a period key we know: keep a month and more
-
-
-def split_options(url: str) -> tuple[str, dict[str, float]]:
-    """(`url` without the store's options, the options with their defaults)."""
-    clean, opts, _ = _options(url, {})
-    return clean, opts
-
-
-def _options(url: str, given: dict[str, float]) -> tuple[str, dict[str, float], str]:
-    """(url without our options, options, persistence mode)."""
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    opts = dict(OPTIONS)
-    persistence = query.pop("persistence", "require")
-    if persistence not in ("require", "warn"):
-        raise ValueError(f"redis store option persistence={persistence!r}: require or warn")
-    for name in list(query):
-        if name in OPTIONS:
-            try:
-                opts[name] = float(query.pop(name))
-            except ValueError as exc:
-                raise ValueError(f"redis store option {name}: not a number") from exc
-    unknown = set(given) - set(OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown redis store option(s): {', '.join(sorted(unknown))}")
-    opts.update(given)
-    return urlunsplit(parts._replace(query=urlencode(query))), opts, persistence
 
 
 class RedisBudgetStore:
@@ -133,7 +83,7 @@ class RedisBudgetStore:
     def __init__(self, url: str, *, clock: Callable[[], float] = time.time,
                  **options: float) -> None:
         """Connect lazily to `url`; options as keywords or URL query parameters."""
-        self.url, self.opts, self.persistence = _options(url, options)
+        self.url, self.opts, self.persistence = parse_options(url, options)
         self.clock = clock  # ledger time, for the local end of a lease
         o = self.opts
         self.planner = LeasePlanner(share=o["lease_fraction"] / max(1.0, o["replicas"]),

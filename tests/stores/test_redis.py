@@ -12,8 +12,9 @@ import pytest
 import redis
 
 from router.core.budget import Billed, Entry, MemoryBudgetStore, Reservation, Settled
-from router.stores import open_backend
-from router.stores.redis import RETAIN_S, RedisBudgetStore, expire_at
+from router.stores import BudgetStoreError, open_backend
+from router.stores.redis import RedisBudgetStore
+from router.stores.redis_options import RETAIN_S, expire_at
 
 from .conftest import RedisServer, Replica, TcpProxy, budgets, free_port
 
@@ -307,3 +308,9 @@ def test_a_write_is_one_round_trip_and_a_flushed_script_cache_costs_two_more(
     finally:
         client.close()
         store.close()
+
+
+@pytest.mark.parametrize("option", ["sync=0", "sync_rate=0", "sync_rate=-1"])
+def test_a_pace_that_cannot_run_is_refused_by_name(option: str) -> None:
+    with pytest.raises(BudgetStoreError, match=option.partition("=")[0] + ".*must be above 0"):
+        open_backend(f"redis://127.0.0.1:1/0?{option}")
