@@ -95,7 +95,7 @@ NOTE = """
 Each row: the scenario's first minute of arrivals (the same times, classes and keys on both
 sides), once through the simulator and once in real time through real Envoy (the project's
 generated gateway config, xDS), `hybrid-router serve` and the live world: emulated nodes and
-pools driven by the simulator's own world model (`simulator.model`) on asyncio timers, its feed
+pools driven by the simulator's own world model (`simulator.physics`) on asyncio timers, its feed
 pushed to the router every `refresh_seconds`, the scenario's events applied at their times.
 Δ: live share minus simulated share of all requests, per mode and per node or pool, the largest
 in absolute value. "world" latency is the time a request spent at the emulated upstream (what

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from router.core.model import Policy
 from router.policy.loader import load_policy_or_report
-from simulator.model import Link
+from simulator.physics import Link
 from simulator.scenario import Scenario, WorldConfig, load_scenario
 
 GATEWAY = "gateway"  # the site of the gateway when the scenario names none

@@ -1,4 +1,4 @@
-"""The simulated world: the physics of `simulator.model` on a heap-ordered event loop.
+"""The simulated world: the physics of `simulator.physics` on a heap-ordered event loop.
 
 The loop owns time: events are (time, kind, seq, a, b) tuples, ties broken by
 (time, kind, seq), dispatched by kind with no closure per request. Random draws
@@ -28,7 +28,7 @@ import numpy as np
 
 from router.core.feed import FeedSnapshot
 from router.core.model import Policy
-from simulator.model import Link, Node, cloud_ms
+from simulator.physics import Link, Node, cloud_ms
 from simulator.pools import Pool
 from simulator.scenario import WorldConfig
 from simulator.sites import site_links

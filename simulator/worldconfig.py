@@ -1,6 +1,6 @@
 """The scenario's `world` section: how the simulated world behaves (docs/reference.md, section 9).
 
-Each default is written once, here; `simulator.model` says what each parameter does.
+Each default is written once, here; `simulator.physics` says what each parameter does.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ class Site(Schema):
 
 
 class WorldConfig(Schema):
-    """How the simulated world behaves (`world`); simulator.model says how each part works."""
+    """How the simulated world behaves (`world`); simulator.physics says how each part works."""
 
     warm_keys_per_node: Int = Field(
         default=500, ge=0, description="keys each node keeps warm (most recently served)")

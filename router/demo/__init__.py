@@ -19,9 +19,9 @@ from pathlib import Path
 
 from router.core.model import Policy
 from router.demo import stack
+from router.demo.files import ROOT, World
 from router.demo.summary import render, scrape
 from router.demo.traffic import Stats, drive
-from router.demo.world import ROOT, World
 from router.harness.procs import Processes
 
 

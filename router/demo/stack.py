@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from router.core.model import Policy
-from router.demo.world import ROOT, World, make_world
+from router.demo.files import ROOT, World, make_world
 from router.harness.bound import FEED_LINE, SERVE_LINE, log_size, reported, start_envoy, wait_file
 from router.harness.procs import Processes, wait_port
 from router.policy.loader import load_policy

@@ -49,7 +49,7 @@ from router import wire
 from router.core.feed import FeedSnapshot, format_time
 from router.core.model import Policy
 from router.policy.loader import load_policy
-from simulator.live.world import LiveWorld, Outcome
+from simulator.live.realtime import LiveWorld, Outcome
 from simulator.scenario import Scenario, load_scenario
 
 

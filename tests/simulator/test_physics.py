@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from router.core.model import EdgeNode
-from simulator.model import Link, Node, WarmKeys, percentile, transfer_s
+from simulator.physics import Link, Node, WarmKeys, percentile, transfer_s
 from simulator.scenario import Site, WorldConfig
 from simulator.world import BLOCK, World
 from tests.core.factory import node as make_node

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 `LiveWorld` holds a `simulator.world.World` (its nodes, pools, site uplinks and
 seeded random draws, built exactly as the simulator builds them) and drives it
-the way `simulator.model`'s docstring says a driver does: the clock is the event
+the way `simulator.physics`'s docstring says a driver does: the clock is the event
 loop's, `origin` the loop time of scenario t=0, and every call into the model
 passes the current t. An inference calls `Node.start` on a free slot (or joins the
 node's queue) and a timer calls `Node.end` after the service time the model
@@ -30,7 +30,7 @@ import numpy as np
 
 from router.core.feed import FeedSnapshot
 from router.core.model import Policy
-from simulator.model import Link, Node, cloud_ms
+from simulator.physics import Link, Node, cloud_ms
 from simulator.pools import Pool
 from simulator.run import apply_world_event
 from simulator.scenario import WorldConfig
