@@ -11,7 +11,7 @@ import yaml
 
 from router import wire
 from router.cli import main
-from router.server import main as serve
+from router.server import args as serve
 from router.xds import resources as xds
 from tests.core.factory import node, policy, table
 from tests.integration.stack import ENVOY
@@ -47,8 +47,8 @@ def test_serve_passes_no_echo_to_its_workers() -> None:
     parser = argparse.ArgumentParser()
     serve.add_arguments(parser)
     args = parser.parse_args(["--policy", "p.yaml", "--no-echo"])
-    assert args.echo is False and "--no-echo" in serve._rebuild_argv(args)
-    assert "--no-echo" not in serve._rebuild_argv(parser.parse_args(["--policy", "p.yaml"]))
+    assert args.echo is False and "--no-echo" in serve.worker_argv(args)
+    assert "--no-echo" not in serve.worker_argv(parser.parse_args(["--policy", "p.yaml"]))
 
 
 @pytest.mark.integration
