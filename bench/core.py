@@ -94,24 +94,24 @@ def bench_uhashring(policy: Policy, ks: list[str]) -> list[int]:
 def bench_decide(policy: Policy, ks: list[str]) -> tuple[list[int], collections.Counter[str]]:
     """Per-call time of decide with INFLIGHT requests held, plus the mode mix."""
     rt = Runtime(policy, clock=lambda: 1_795_000_000.0)
-    table, ledger = rt.snapshot, rt.ledger
+    table, tracker, ledger = rt.snapshot, rt.tracker, rt.ledger
     classes = [(frozenset({"GDPR"}), None), (frozenset({"CCPA"}), None), (frozenset(), None)]
     reqs = [RouteRequest(key=k, tenant="default", residency=classes[i % 3][0],
                          slo_ms=(100.0, 20.0, 150.0, 12.0)[i % 4],
                          model=classes[i % 3][1], accept_degradation=i % 4 != 3, max_cost_usd=None,
                          payload_bytes=4096) for i, k in enumerate(ks)]
     for r in reqs[:200]:  # warm the class cache
-        finish(decide(r, table, ledger, now=1_795_000_000.0), table, ledger)
+        finish(decide(r, table, ledger, now=1_795_000_000.0), tracker, ledger)
     held: collections.deque = collections.deque()  # type: ignore[type-arg]
     clock, out, modes = time.perf_counter_ns, [], collections.Counter()
     for r in reqs:
         t0 = clock()
-        d = decide(r, table, ledger, now=1_795_000_000.0)
+        routed = decide(r, table, ledger, now=1_795_000_000.0)
         out.append(clock() - t0)
-        modes[d.mode] += 1
-        held.append(d)
+        modes[routed.decision.mode] += 1
+        held.append(routed)
         if len(held) >= INFLIGHT:
-            finish(held.popleft(), table, ledger)
+            finish(held.popleft(), tracker, ledger)
     return out, modes
 
 

@@ -30,10 +30,10 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from router import wire
-from router.core.decision import Decision, refusal
+from router.core.decision import Decision, Routed, refusal
 from router.core.request import OWS, RouteRequest
 from router.logline import LogEntry
-from router.runtime import Routed, Runtime
+from router.runtime import Runtime
 
 log = logging.getLogger("hybrid_router.control")
 # Longest a cloud request throttled by a short budget lease waits for its top-up before
@@ -100,9 +100,9 @@ class RequestControl:
             d = refusal(wire.STATUS_UNSERVABLE, wire.E_OVERLOAD, wire.R_OVERLOAD,
                         f"router has {self.open} open streams (max {self.max_open})",
                         snap.policy.digest, retry_after=1)
-            return Routed(d, snap)
+            return Routed(d)
         if isinstance(req, Decision):
-            return Routed(req, snap)
+            return Routed(req)
         routed = self.runtime.decide(req, now=now, snapshot=snap)
         if routed.decision.status == 200:
             self.held += 1
@@ -117,7 +117,7 @@ class RequestControl:
         self.release(routed)
         return Routed(refusal(wire.STATUS_UNSERVABLE, wire.E_XDS_PENDING, wire.R_XDS_PENDING,
                               f"this Envoy does not hold {d.cluster} {d.target} yet; retry",
-                              d.policy, retry_after=1), routed.snapshot)
+                              d.policy, retry_after=1))
 
     def wait_s(self, routed: Routed) -> float | None:
         """How long a first decision may wait for a budget top-up before `decide` again;

@@ -14,9 +14,10 @@ the swap on its event loop (`commit`). Whoever needs each committed snapshot
 (the xDS server) subscribes with `on_commit`.
 
 A request is parsed (`parse`), planned against the snapshot (pure), then
-admitted (slots and a budget hold, in memory). `route` does all three for
-the server, `decide` the last two for the simulator, and `explain` calls
-`plan` and `preview`, which hold nothing. Times come from the caller (`now`)
+admitted (slots and a budget hold, in memory): a `Routed`, its route apart
+from its hold (`router.core.decision`). `route` does all three for the
+server, `decide` the last two for the simulator, and `finish` hands the hold
+back; `explain` calls `plan` and `preview`, which hold nothing. Times come from the caller (`now`)
 or the runtime's clock, so the simulator runs the same code on simulated time.
 """
 
@@ -30,7 +31,7 @@ from typing import NamedTuple
 from router import wire
 from router.core import admit as admission
 from router.core.budget import BudgetLedger, account_of
-from router.core.decision import Decision, Preview, refusal
+from router.core.decision import Decision, Preview, Routed, refusal
 from router.core.feed import FeedSnapshot
 from router.core.loads import LoadTracker
 from router.core.model import Policy
@@ -58,16 +59,6 @@ class Prepared(NamedTuple):
 
     snapshot: Snapshot
     then: tuple[Callable[[], None], ...] = ()
-
-
-class Routed(NamedTuple):
-    """A decision plus the snapshot it was made under (needed to finish it).
-
-    A named tuple: immutable, and cheap to build once per request.
-    """
-
-    decision: Decision
-    snapshot: Snapshot
 
 
 class Runtime:
@@ -205,7 +196,7 @@ class Runtime:
         snap = self.snapshot  # read the reference once
         req = self.parse(headers, payload_bytes=payload_bytes, request_id=request_id)
         if isinstance(req, Decision):
-            return Routed(req, snap)
+            return Routed(req)
         return self.decide(req, now=now, snapshot=snap)
 
     def decide(self, req: RouteRequest, *, now: float | None = None,
@@ -213,7 +204,7 @@ class Runtime:
         """Plan and admit one parsed request."""
         snap = self.snapshot if snapshot is None else snapshot
         now = self.clock() if now is None else now
-        return Routed(admission.decide(req, snap, self.ledger, now=now), snap)
+        return admission.decide(req, snap, self.ledger, now=now)
 
     def plan(self, req: RouteRequest, *, now: float | None = None) -> Plan:
         """Every option for `req` ranked, and why the others were dropped, holding nothing
@@ -230,8 +221,7 @@ class Runtime:
                failed: bool = False) -> None:
         """The HTTP request ended: release its slots and settle its budget hold
         (`failed`: the pool failed it, charged per the pool's `bill_failed`)."""
-        admission.finish(routed.decision, routed.snapshot, self.ledger, actual_usd,
-                         failed=failed)
+        admission.finish(routed, self.tracker, self.ledger, actual_usd, failed=failed)
 
     def inflight(self) -> dict[str, int]:
         """In-flight count per node and pool id."""

@@ -16,12 +16,13 @@ from typing import NamedTuple, Protocol, cast
 from router import wire
 from router.control import MAX_OPEN, RequestControl
 from router.core.budget import BudgetLedger
+from router.core.decision import Routed
 from router.core.feed import FeedSnapshot
 from router.core.model import CloudPool, EdgeNode, Policy, TenantBudget
 from router.core.pools import marginal_usd_per_hour
 from router.core.request import RouteRequest
 from router.core.ring import cap
-from router.runtime import Routed, Runtime
+from router.runtime import Runtime
 from simulator.scenario import TrafficClass
 
 EPOCH = 1_790_000_000.0  # simulated t=0 (2026-09-21T00:00Z): budgets roll over in UTC periods
@@ -160,18 +161,20 @@ class Adaptive:
 
 
 def choice_of(routed: Routed) -> Choice:
-    """A `Runtime.decide` answer as a `Choice` (the routed answer kept as its token)."""
-    d = routed.decision
-    if d.status != 200:
+    """A `Runtime.decide` answer as a `Choice` (the routed answer kept as its token): where
+    from its route, what is billed from its hold, home and fill from the rung it took."""
+    d, rung = routed.decision, routed.rung
+    if rung is None:
         return REFUSED
     mode = d.mode
     if mode == wire.MODE_CLOUD:
         return Choice(mode, None, d.node, None, d.cost_usd, d.cost_usd, False, None, routed)
     if mode == wire.MODE_SPLIT:
-        billed = d.reservation.amount if d.reservation is not None else 0.0
-        return Choice(mode, d.node, d.split_pool, None, d.cost_usd, billed, d.home, d.fill,
+        held = routed.hold.reservation
+        billed = held.amount if held is not None else 0.0
+        return Choice(mode, d.node, d.split_pool, None, d.cost_usd, billed, rung.home, rung.fill,
                       routed)
-    return Choice(mode, d.node, None, d.quality, d.cost_usd, 0.0, d.home, d.fill, routed)
+    return Choice(mode, d.node, None, d.quality, d.cost_usd, 0.0, rung.home, rung.fill, routed)
 
 
 def edge_cost(node: EdgeNode, policy: Policy) -> float:

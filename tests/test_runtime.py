@@ -6,10 +6,11 @@ import dataclasses
 from collections.abc import Callable
 
 from router import wire
+from router.core.decision import Hold
 from router.core.feed import NodeState
 from router.core.request import HeaderMap
 from router.core.table import Snapshot
-from router.runtime import Routed, Runtime
+from router.runtime import Runtime
 
 from .core.factory import NOW, feed, node, policy, pool
 
@@ -36,7 +37,8 @@ def test_bad_tag_becomes_a_400_decision_holding_nothing() -> None:
     rt = make()
     routed = rt.route({"x-affinity-slo-ms": "soon"})
     d = routed.decision
-    assert (d.status, d.error, d.reason, d.slots) == (400, wire.E_BAD_TAG, "bad-tag", ())
+    assert (d.status, d.error, d.reason) == (400, wire.E_BAD_TAG, "bad-tag")
+    assert routed.hold == Hold() and routed.rung is None
     assert "x-affinity-slo-ms" in (d.detail or "")
     rt.finish(routed)  # finishing a refusal is harmless
     assert all(v == 0 for v in rt.inflight().values())
@@ -64,12 +66,12 @@ def test_policy_swap_changes_the_version_header() -> None:
 def test_a_restamped_feed_routes_exactly_as_before() -> None:
     rt = make()
     rt.install(feed=feed({"n0001": NodeState(compute_score=0.5)}))
-    before = [rt.route({"x-affinity-key": f"k{i}"}).decision for i in range(8)]
-    for d in before:
-        rt.finish(Routed(d, rt.snapshot))
+    before = [rt.route({"x-affinity-key": f"k{i}"}) for i in range(8)]
+    for r in before:
+        rt.finish(r)
     rt.restamp(feed({"n0001": NodeState(compute_score=0.5)}))  # only the timestamps moved
-    after = [rt.route({"x-affinity-key": f"k{i}"}).decision for i in range(8)]
-    assert [(d.node, d.mode, d.fill) for d in after] == [(d.node, d.mode, d.fill) for d in before]
+    after = [rt.route({"x-affinity-key": f"k{i}"}) for i in range(8)]
+    assert [(r.decision, r.rung) for r in after] == [(r.decision, r.rung) for r in before]
 
 
 def test_an_offer_asks_a_restamp_only_when_nothing_routing_reads_moved() -> None:

@@ -6,11 +6,12 @@ budget account (`router.core.budget`: in memory, never the store itself), so
 the request path never waits on I/O. A cloud option refused because this
 router's lease is short (not the hard limit) gives a 429 `budget-throttled`
 refusal with retry-after 1: the server may wait briefly for the lease's
-top-up and plan once more. `finish` hands both back when the HTTP
-request ends, however it ends, charging a request the pool failed as the
-pool's `bill_failed` says. `preview` answers what `admit` would, holding
-nothing (for explain). `decide` is plan then admit, the request path of the
-server and the simulator alike.
+top-up and plan once more. Its answer is a `Routed`: the route (what Envoy
+gets), the hold, and the rung taken (`router.core.decision`). `finish` hands
+the hold back when the HTTP request ends, however it ends, charging a request
+the pool failed as the pool's `bill_failed` says. `preview` answers what
+`admit` would, holding nothing (for explain). `decide` is plan then admit, the
+request path of the server and the simulator alike.
 """
 
 from __future__ import annotations
@@ -19,25 +20,26 @@ from collections.abc import Callable
 
 from router import wire
 from router.core.budget import HARD, THROTTLED, BudgetLedger, Reservation
-from router.core.decision import Decision, Preview, refusal
+from router.core.decision import Decision, Hold, Preview, Routed, refusal
+from router.core.loads import LoadTracker
 from router.core.pick import Walk
 from router.core.plan import Option, Plan, explained, note, plan
 from router.core.request import RouteRequest
 from router.core.table import Snapshot
 
 # An option's budget hold: (why it cannot be held or None, reservation held or None).
-Hold = Callable[[Option], tuple[str | None, Reservation | None]]
+Reserve = Callable[[Option], tuple[str | None, Reservation | None]]
 
 
-def decide(req: RouteRequest, snap: Snapshot, ledger: BudgetLedger, *, now: float) -> Decision:
+def decide(req: RouteRequest, snap: Snapshot, ledger: BudgetLedger, *, now: float) -> Routed:
     """Plan and admit one request (the request path)."""
     return admit(plan(req, snap, ledger, now=now), ledger, now=now)
 
 
-def admit(p: Plan, ledger: BudgetLedger, *, now: float) -> Decision:
+def admit(p: Plan, ledger: BudgetLedger, *, now: float) -> Routed:
     """Hold the first option whose budget fits; acquire its slots."""
     if p.refusal is not None:
-        return p.refusal
+        return Routed(p.refusal)
     if p.home_slot >= 0:
         p.snapshot.tracker.arrive(p.home_slot)  # the demand router.core.shed reads
     walks = p.walks
@@ -46,7 +48,7 @@ def admit(p: Plan, ledger: BudgetLedger, *, now: float) -> Decision:
     options = p.options
     if options and options[0].cloud_usd <= 0:
         # the common case: the first option holds no budget, so it is taken as it is
-        return _routed(p, options[0], None, True)
+        return _admitted(p, options[0], None)
     budgets = p.snapshot.policy.budgets
     account = p.account
     assert account is not None
@@ -59,8 +61,8 @@ def admit(p: Plan, ledger: BudgetLedger, *, now: float) -> Decision:
 
     opt, held, blocked, _ = _choose(p, hold)
     if opt is None:
-        return _refuse(p, ledger, blocked, now)
-    return _routed(p, opt, held, True)
+        return Routed(_refuse(p, ledger, blocked, now))
+    return _admitted(p, opt, held)
 
 
 def _count_unmet(walks: tuple[Walk, ...], blocked: list[int]) -> None:
@@ -87,15 +89,15 @@ def preview(p: Plan, ledger: BudgetLedger, *, now: float) -> Preview:
             return None, None
         return ledger.check(budgets, account, opt.cloud_usd, now), None
 
-    opt, held, blocked, tried = _choose(p, fits)
+    opt, _, blocked, tried = _choose(p, fits)
     seen = (*explained(p), *(note(o, why) for o, why in tried))
     if opt is None:
         return Preview(_refuse(p, ledger, blocked, now), seen)
-    return Preview(_routed(p, opt, held, False), (*seen, note(opt, "chosen")))
+    return Preview(_route(p, opt), (*seen, note(opt, "chosen")))
 
 
-def _choose(p: Plan, hold: Hold) -> tuple[Option | None, Reservation | None, set[str],
-                                          list[tuple[Option, str]]]:
+def _choose(p: Plan, hold: Reserve) -> tuple[Option | None, Reservation | None, set[str],
+                                             list[tuple[Option, str]]]:
     """The first option whose budget `hold` can hold, and its hold; else None. Then why
     each option before it could not be held, as a set and in order."""
     blocked: set[str] = set()
@@ -109,19 +111,27 @@ def _choose(p: Plan, hold: Hold) -> tuple[Option | None, Reservation | None, set
     return None, None, blocked, tried
 
 
-def _routed(p: Plan, opt: Option, held: Reservation | None, acquire: bool) -> Decision:
+def _admitted(p: Plan, opt: Option, held: Reservation | None) -> Routed:
+    """`opt` taken: its slots acquired, its route, its hold."""
+    node, pool = opt.node, opt.pool
+    take = p.snapshot.tracker.acquire
+    if node is None:
+        assert pool is not None
+        slots: tuple[int, ...] = (pool.slot,)
+    elif pool is None:
+        slots = (node.slot,)
+    else:  # a split holds a feature slot on the node, not an inference slot
+        slots = (node.feature_slot, pool.slot)
+    for s in slots:
+        take(s)
+    # positional, in field order: a named tuple built from keywords costs twice as much
+    return Routed(_route(p, opt), Hold(slots, held, pool), opt)
+
+
+def _route(p: Plan, opt: Option) -> Decision:
+    """Where `opt` sends the request: the route Envoy gets."""
     node, pool = opt.node, opt.pool
     split = opt.mode == wire.MODE_SPLIT
-    slots: tuple[int, ...] = ()
-    if acquire:
-        take = p.snapshot.tracker.acquire
-        if node is not None:
-            # a split holds a feature slot on the node, not an inference slot
-            slots = (node.feature_slot if split else node.slot,)
-        if pool is not None:
-            slots = (*slots, pool.slot)
-        for s in slots:
-            take(s)
     entry = p.entry
     if node is not None:
         target_address, target_id = node.address, node.id
@@ -134,8 +144,7 @@ def _routed(p: Plan, opt: Option, held: Reservation | None, acquire: bool) -> De
     return Decision(
         200, opt.mode, opt.reason, p.snapshot.policy.digest, target_address, target_id,
         opt.quality, split_pool.address if split_pool is not None else None,
-        split_pool.id if split_pool is not None else None, cluster, opt.cost_usd, opt.est_ms,
-        None, None, None, slots, held, opt.home, opt.fill)
+        split_pool.id if split_pool is not None else None, cluster, opt.cost_usd, opt.est_ms)
 
 
 def _refuse(p: Plan, ledger: BudgetLedger, blocked: set[str], now: float) -> Decision:
@@ -170,24 +179,23 @@ def _refuse(p: Plan, ledger: BudgetLedger, blocked: set[str], now: float) -> Dec
                    digest, retry_after=1)
 
 
-def finish(decision: Decision, snap: Snapshot, ledger: BudgetLedger,
+def finish(routed: Routed, tracker: LoadTracker, ledger: BudgetLedger,
            actual_usd: float | None = None, *, failed: bool = False) -> None:
-    """Hand back what `decision` holds: its in-flight slots and its budget reservation.
+    """Hand back what `routed` holds: its in-flight slots and its budget reservation.
 
     `failed`: the pool answered with a server error (or Envoy for it: reset, timeout);
     the hold is then charged as the pool's `bill_failed` says.
     """
-    release = snap.tracker.release
-    for slot in decision.slots:
+    hold = routed.hold
+    release = tracker.release
+    for slot in hold.slots:
         release(slot)
-    if decision.reservation is not None:
-        if failed and not bills_failed(decision, snap):
+    if hold.reservation is not None:
+        if failed and not bills_failed(hold):
             actual_usd = 0.0
-        ledger.settle(decision.reservation, actual_usd)
+        ledger.settle(hold.reservation, actual_usd)
 
 
-def bills_failed(decision: Decision, snap: Snapshot) -> bool:
-    """Whether the pool a cloud or split decision used charges for a failed request."""
-    pool_id = decision.split_pool if decision.mode == wire.MODE_SPLIT else decision.node
-    pool = snap.policy.pool(pool_id) if pool_id is not None else None
-    return pool is None or pool.bill_failed == "full"
+def bills_failed(hold: Hold) -> bool:
+    """Whether the pool a cloud or split request is held on charges for a failed request."""
+    return hold.pool is None or hold.pool.spec.bill_failed == "full"

@@ -1,13 +1,29 @@
-"""The value a routing decision produces, and what it looks like on the wire."""
+"""The values a routing decision produces: the route, the hold, and the rung taken.
+
+Admission answers a `Routed`, three values kept apart because three different
+readers want them:
+
+- `decision`, the route: where the request goes (or why it is refused), all the
+  server turns into Envoy's headers or immediate response, and all explain and
+  the request log show;
+- `hold`, what the request holds until it ends (its load-tracker slots, its
+  budget reservation, the pool that charges it): all `finish` reads;
+- `rung`, the plan's option taken, as the plan built it (no copy): the simulator
+  reads the pick's telemetry there (home node, fill); the server never does.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from router import wire
 from router.core.budget import Reservation
+from router.core.pools import PoolRt
+
+if TYPE_CHECKING:
+    from router.core.plan import Option
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,13 +41,11 @@ class Candidate:
 
 
 class Decision(NamedTuple):
-    """Where one request goes, or why it is refused.
+    """Where one request goes, or why it is refused: the route, what Envoy gets.
 
-    `slots` are the load-tracker slots this request holds and `reservation` the
-    budget it holds; both must be handed back by `router.core.decide.finish`
-    when the HTTP request ends, however it ends. An immutable named tuple rather
-    than a frozen dataclass: one is built per request, and a frozen dataclass's
-    field-by-field `object.__setattr__` cost several microseconds of the decision.
+    An immutable named tuple rather than a frozen dataclass: one is built per
+    request, and a frozen dataclass's field-by-field `object.__setattr__` cost
+    several microseconds of the decision.
     """
 
     status: int
@@ -49,10 +63,6 @@ class Decision(NamedTuple):
     error: str | None = None
     detail: str | None = None
     retry_after: int | None = None
-    slots: tuple[int, ...] = ()
-    reservation: Reservation | None = None
-    home: bool = False  # edge and split: the node is the key's home (first on its ring)
-    fill: float = 0.0  # edge and split: (in flight + 1) / cap of the node when picked (<= 1)
 
     @property
     def routed(self) -> bool:
@@ -88,6 +98,26 @@ def refusal(status: int, error: str, reason: str, detail: str, policy: str, *,
     """A refused decision."""
     return Decision(status=status, mode=wire.MODE_REFUSED, reason=reason, policy=policy,
                     error=error, detail=detail, retry_after=retry_after)
+
+
+class Hold(NamedTuple):
+    """What an admitted request holds until it ends, however it ends; all that
+    `router.core.admit.finish` hands back."""
+
+    slots: tuple[int, ...] = ()  # load-tracker slots: the node's (inference or feature), the pool's
+    reservation: Reservation | None = None  # the budget held for its cloud part
+    pool: PoolRt | None = None  # the pool that bills it (cloud, split): whether it bills a failure
+
+
+NOTHING = Hold()  # a refusal's: nothing held
+
+
+class Routed(NamedTuple):
+    """Admission's answer for one request: the route, the hold, the rung taken (see above)."""
+
+    decision: Decision
+    hold: Hold = NOTHING
+    rung: Option | None = None  # None: refused
 
 
 class Preview(NamedTuple):

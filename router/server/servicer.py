@@ -25,10 +25,10 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from router import wire
 from router.control import MAX_OPEN, EnvoyView, RequestControl, payload_bytes, request_id
-from router.core.decision import Decision
+from router.core.decision import Decision, Routed
 from router.core.request import HeaderMap
 from router.metrics import RouterMetrics
-from router.runtime import Routed, Runtime
+from router.runtime import Runtime
 from router.server import extproc
 from router.server.counts import record
 from router.server.requestlog import RequestLog

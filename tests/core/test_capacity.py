@@ -160,12 +160,12 @@ def test_the_walk_admits_only_within_the_lease_and_goes_on_over_leased_room() ->
     pol = policy([node(0, slots=8), node(1, slots=8)], min_cap=1.0)
     snap, led = table(pol), ledger(pol)
     snap.tracker.lease_all()
-    home = decide(request("k"), snap, led, now=0.0)
+    home = decide(request("k"), snap, led, now=0.0).decision
     assert home.status == 503  # nothing leased yet: no edge slot is this router's
     first, other = snap.nodes
     snap.tracker.held[first.slot] = snap.tracker.held[other.slot] = 1
-    d1 = decide(request("k"), snap, led, now=0.0)
-    d2 = decide(request("k"), snap, led, now=0.0)
+    d1 = decide(request("k"), snap, led, now=0.0).decision
+    d2 = decide(request("k"), snap, led, now=0.0).decision
     assert {d1.node, d2.node} == {first.id, other.id}  # the second goes on to leased room
     notes: list[Candidate] = explained(plan_whole(request("k"), snap, led, now=0.0))
     assert sum("out of leased slots" in n.verdict for n in notes) == 2

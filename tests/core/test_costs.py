@@ -33,7 +33,7 @@ def fleet() -> Policy:
 def pools_taken(tab: Any, n: int) -> list[str | None]:
     """The pools of `n` requests held in flight at once."""
     led = ledger(tab.policy)
-    return [decide(request(f"k{i}", slo=250.0, degrade=False), tab, led, now=NOW).node
+    return [decide(request(f"k{i}", slo=250.0, degrade=False), tab, led, now=NOW).decision.node
             for i in range(n)]
 
 
@@ -44,9 +44,10 @@ def test_paid_for_capacity_fills_before_spot_and_spot_before_on_demand() -> None
 def test_a_reserved_request_bills_nothing_and_holds_no_budget() -> None:
     tab = table(fleet())
     led = ledger(tab.policy)
-    d = decide(request("k", slo=250.0, degrade=False), tab, led, now=NOW)
-    assert (d.node, d.cost_usd, d.reservation) == ("reserved", 0.0, None)
-    finish(d, tab, led)
+    routed = decide(request("k", slo=250.0, degrade=False), tab, led, now=NOW)
+    d = routed.decision
+    assert (d.node, d.cost_usd, routed.hold.reservation) == ("reserved", 0.0, None)
+    finish(routed, tab.tracker, led)
 
 
 def test_spot_dearer_than_on_demand_moves_cloud_work_to_on_demand() -> None:
@@ -55,8 +56,8 @@ def test_spot_dearer_than_on_demand_moves_cloud_work_to_on_demand() -> None:
     led = ledger(tab.policy)
     held = [decide(request(f"k{i}", slo=250.0, degrade=False), tab, led, now=NOW)
             for i in range(4)]
-    assert [d.node for d in held] == ["reserved"] * 2 + ["on-demand"] * 2
-    assert held[2].cost_usd == pytest.approx(4.0 / 3600 * 0.040)  # what on-demand bills
+    assert [r.decision.node for r in held] == ["reserved"] * 2 + ["on-demand"] * 2
+    assert held[2].decision.cost_usd == pytest.approx(4.0 / 3600 * 0.040)  # what on-demand bills
 
 
 @pytest.mark.parametrize(("left", "spot_taken"), [
@@ -78,7 +79,7 @@ def test_an_elastic_pool_closes_only_when_nothing_is_left() -> None:
     gone = FeedSnapshot(generated_at=NOW, received_at=NOW, pools={"spot": 0.0})
     assert pools_taken(table(elastic, half), 3) == ["spot"] * 3
     d = decide(request("k", slo=250.0, degrade=False), table(elastic, gone), ledger(elastic),
-               now=NOW)
+               now=NOW).decision
     assert (d.status, d.reason) == (503, wire.R_RESIDENCY)
     assert dict(table(elastic, gone).entry(frozenset(), None).excluded)["spot"] == \
         "capacity reclaimed (spot notice)"

@@ -45,23 +45,24 @@ def test_a_saturated_edge_splits_camera_frames_and_sends_small_requests_to_cloud
     pol = camera_policy()
     tab, led = table(pol), ledger(pol)
     first = decide(request("cam-0", slo=150, payload=int(1.5 * MB)), tab, led, now=NOW)
-    assert first.mode == "edge"  # the one inference slot
+    assert first.decision.mode == "edge"  # the one inference slot
     frames = [decide(request(f"cam-{i}", slo=150, payload=int(1.5 * MB)), tab, led, now=NOW)
               for i in range(1, 5)]
-    assert [d.mode for d in frames] == ["split"] * 4  # 99 ms split vs 160 ms whole to cloud
-    assert {d.reason for d in frames} == {"capacity"}
+    # 99 ms split vs 160 ms whole to cloud
+    assert [r.decision.mode for r in frames] == ["split"] * 4
+    assert {r.decision.reason for r in frames} == {"capacity"}
     # the feature slots are full too: the next frame goes whole, and misses its SLO
-    assert decide(request("cam-9", slo=150, payload=int(1.5 * MB)), tab, led, now=NOW).mode \
-        == "cloud"
-    for d in [first, *frames]:
-        finish(d, tab, led)
+    assert decide(request("cam-9", slo=150, payload=int(1.5 * MB)), tab, led,
+                  now=NOW).decision.mode == "cloud"
+    for r in [first, *frames]:
+        finish(r, tab.tracker, led)
     # a node on a 1 Mbps uplink: its features (75 KB, 600 ms) would be slower than the
     # whole frame over the gateway's 10 Gbps link to the pool (101 ms)
     thin = camera_policy(cloud_mbps=10_000, node_mbps=1)
     tab2, led2 = table(thin), ledger(thin)
     decide(request("busy", slo=150, payload=int(1.5 * MB)), tab2, led2, now=NOW)
     whole = decide(request("cam-1", slo=150, payload=int(1.5 * MB)), tab2, led2, now=NOW)
-    assert whole.mode == "cloud"
+    assert whole.decision.mode == "cloud"
 
 
 @pytest.mark.parametrize(("readings", "floors"), [
@@ -117,8 +118,9 @@ def test_while_a_node_leaves_its_floor_the_same_keys_get_full_quality_back_first
         assert snap is not None
         led, out = ledger(pol), set()
         for k in keys:
-            d = decide(request(k, slo=100), snap, led, now=NOW)
-            finish(d, snap, led)
+            routed = decide(request(k, slo=100), snap, led, now=NOW)
+            finish(routed, snap.tracker, led)
+            d = routed.decision
             assert d.mode in ("edge", "edge-degraded")
             if d.mode == "edge":
                 out.add(k)
@@ -160,9 +162,9 @@ def test_an_overloaded_node_sheds_a_hash_stable_share_proportional_to_the_overlo
         tab, led = table(pol, feed({"n0000": NodeState(p95_ms=p95, inflight=10)})), ledger(pol)
         out = set()
         for k in keys:  # released at once: every key sees the load the feed saw
-            d = decide(request(k, slo=100), tab, led, now=NOW)
-            finish(d, tab, led)
-            if d.mode == "edge-degraded":
+            routed = decide(request(k, slo=100), tab, led, now=NOW)
+            finish(routed, tab.tracker, led)
+            if routed.decision.mode == "edge-degraded":
                 out.add(k)
         return out
 
@@ -196,12 +198,13 @@ def test_a_utilization_floor_keeps_keys_home_at_low_load(floor: float, stays: bo
     pol = policy([node(i, slots=16) for i in range(4)], min_cap=floor)
     tab, led = table(pol), ledger(pol)
     held = [decide(request("camera-3", slo=1000), tab, led, now=NOW) for _ in range(8)]
-    home = held[0].node
-    assert all(d.mode == "edge" for d in held)
-    assert all(d.node == home for d in held) is stays
-    assert all(0 < d.fill <= 1 for d in held)
+    home = held[0].decision.node
+    assert all(r.decision.mode == "edge" for r in held)
+    assert all(r.decision.node == home for r in held) is stays
+    assert all(r.rung is not None and 0 < r.rung.fill <= 1 for r in held)
     more = [decide(request("camera-3", slo=1000), tab, led, now=NOW) for _ in range(4)]
-    assert any(d.node != home for d in more)  # past floor(0.5 x 16): the bound governs again
+    # past floor(0.5 x 16): the bound governs again
+    assert any(r.decision.node != home for r in more)
 
 
 def test_a_request_without_a_content_length_is_estimated_at_the_policy_default() -> None:

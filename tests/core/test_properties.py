@@ -36,14 +36,15 @@ def test_no_node_ever_exceeds_its_cap_or_slots(fleet, steps, eps, floor) -> None
     live = []
     for release, key, tags in steps:
         if release and live:
-            finish(live.pop(key % len(live)), tab, led)
+            finish(live.pop(key % len(live)), tab.tracker, led)
             continue
         entry = tab.entry(frozenset(tags), None)
         total = sum(tab.tracker.loads[tab.nodes[i].slot] for i in entry.members)
         ftotal = sum(tab.tracker.loads[tab.nodes[i].feature_slot] for i in entry.members)
         before = list(tab.tracker.loads)
-        d = decide(request(f"key-{key}", residency=tags, slo=1000), tab, led, now=NOW)
-        live.append(d)
+        routed = decide(request(f"key-{key}", residency=tags, slo=1000), tab, led, now=NOW)
+        live.append(routed)
+        d = routed.decision
         if d.mode in ("edge", "edge-degraded", "split"):
             rt = next(n for n in tab.nodes if n.id == d.node)
             # a split holds a feature slot, counted and capped apart from inference slots
@@ -51,13 +52,13 @@ def test_no_node_ever_exceeds_its_cap_or_slots(fleet, steps, eps, floor) -> None
                 if d.mode == "split" else (rt.slot, total, rt.slots)
             limit = cap(held, rt.weight, entry.weight_sum, eps, rt.min_cap)
             assert before[slot] < limit and before[slot] < most
-            assert 0 < d.fill <= 1.0
+            assert routed.rung is not None and 0 < routed.rung.fill <= 1.0
             assert set(tags) <= rt.spec.residency
         for n in tab.nodes:
             assert tab.tracker.loads[n.slot] <= n.slots
             assert tab.tracker.loads[n.feature_slot] <= n.feature_slots
-    for d in live:
-        finish(d, tab, led)
+    for r in live:
+        finish(r, tab.tracker, led)
     assert all(v == 0 for v in tab.tracker.loads)
 
 
@@ -71,7 +72,7 @@ def test_residency_never_broken(fleet, pools_tags, steps) -> None:  # type: igno
     tab, led = table(pol), ledger(pol)
     where = {**{n.id: n.residency for n in nodes}, **{p.id: p.residency for p in pools}}
     for _, key, tags in steps:
-        d = decide(request(f"k{key}", residency=tags, slo=50), tab, led, now=NOW)
+        d = decide(request(f"k{key}", residency=tags, slo=50), tab, led, now=NOW).decision
         if d.routed:
             assert set(tags) <= where[d.node or ""]
             if d.split_pool:
@@ -90,15 +91,15 @@ def test_cloud_spend_never_passes_the_hard_budget(limit, prices, releases) -> No
     tab, led = table(pol), ledger(pol)
     live = []
     for i, release in enumerate(releases[: len(prices) * 2]):
-        d = decide(request(f"k{i}", slo=1000), tab, led, now=NOW)
-        if d.routed:
-            live.append(d)
+        routed = decide(request(f"k{i}", slo=1000), tab, led, now=NOW)
+        if routed.decision.routed:
+            live.append(routed)
         state = led.state(pol.budgets, "default", NOW)
         assert state.committed_usd + state.reserved_usd <= limit + 1e-9
         if release and live:
-            finish(live.pop(0), tab, led)
-    for d in live:
-        finish(d, tab, led)
+            finish(live.pop(0), tab.tracker, led)
+    for r in live:
+        finish(r, tab.tracker, led)
     assert led.state(pol.budgets, "default", NOW).committed_usd <= limit + 1e-9
 
 
@@ -116,7 +117,7 @@ def test_the_walk_says_what_it_passed_and_why(fleet, steps, eps, floor) -> None:
     live = []
     for release, key, tags in steps:
         if release and live:
-            finish(live.pop(key % len(live)), tab, led)
+            finish(live.pop(key % len(live)), tab.tracker, led)
             continue
         entry = tab.entry(frozenset(tags), None)
         for pick_walk in (pick_edge, pick_feature):
@@ -131,7 +132,7 @@ def test_the_walk_says_what_it_passed_and_why(fleet, steps, eps, floor) -> None:
                 assert walk.pick.node.id not in ids
         live.append(decide(request(f"key-{key}", residency=tags, slo=1000), tab, led, now=NOW))
     for d in live:
-        finish(d, tab, led)
+        finish(d, tab.tracker, led)
 
 
 def _homes(tab, led, keys):  # type: ignore[no-untyped-def]
@@ -187,7 +188,8 @@ def test_same_snapshot_same_decisions() -> None:
     for _ in range(2):
         tab, led = table(pol), ledger(pol)
         runs.append([(d.mode, d.node) for d in
-                     (decide(request(f"k{i % 17}"), tab, led, now=NOW) for i in range(60))])
+                     (decide(request(f"k{i % 17}"), tab, led, now=NOW).decision
+                      for i in range(60))])
     assert runs[0] == runs[1]
 
 

@@ -95,9 +95,10 @@ def test_same_key_same_snapshot_same_mode(n: int, rates: list[float]) -> None:
     for k in KEYS[:40]:  # admitted and finished one at a time: the same answer each time
         answers = set()
         for _ in range(2):
-            d = decide(request(k, slo=300.0), snap, led, now=snap.built_at + WINDOW)
+            routed = decide(request(k, slo=300.0), snap, led, now=snap.built_at + WINDOW)
+            d = routed.decision
             answers.add((d.mode, d.quality, d.node))
-            finish(d, snap, led)
+            finish(routed, snap.tracker, led)
         assert len(answers) == 1
 
 

@@ -46,14 +46,16 @@ def test_a_tenant_residency_floor_is_added_to_what_it_sends(
     pol = with_tenants(FLEET, acme=pinned, default=pinned, open=TenantBudget(limit_usd=1))
     tab, led = table(pol), ledger(pol)
     for i in range(30):
-        d = decide(request(f"k{i}", residency=sent, tenant=tenant), tab, led, now=NOW)
+        routed = decide(request(f"k{i}", residency=sent, tenant=tenant), tab, led, now=NOW)
+        d = routed.decision
         assert d.status == 200 and needs <= WHERE[d.node], (d.node, d.reason)
-        finish(d, tab, led)
+        finish(routed, tab.tracker, led)
 
 
 def test_a_floor_no_node_meets_is_refused_not_lowered() -> None:
     pol = with_tenants(FLEET, acme=TenantBudget(limit_usd=1, residency=frozenset({"HIPAA"})))
-    d = decide(request("k", residency=["CCPA"], tenant="acme"), table(pol), ledger(pol), now=NOW)
+    d = decide(request("k", residency=["CCPA"], tenant="acme"), table(pol), ledger(pol),
+               now=NOW).decision
     assert (d.status, d.reason) == (503, wire.R_RESIDENCY)
 
 
@@ -66,7 +68,8 @@ def test_a_floor_no_node_meets_is_refused_not_lowered() -> None:
 def test_a_tenant_max_cost_caps_every_request(sent: float | None, cap: float,
                                               allowed: bool) -> None:
     pol = with_tenants(policy([], [pool()]), acme=TenantBudget(limit_usd=10, max_cost_usd=cap))
-    d = decide(request("k", tenant="acme", max_cost=sent), table(pol), ledger(pol), now=NOW)
+    d = decide(request("k", tenant="acme", max_cost=sent), table(pol), ledger(pol),
+               now=NOW).decision
     assert (d.status == 200) is allowed, d.detail
     if not allowed:
         assert d.reason == wire.R_MAX_COST
@@ -80,7 +83,8 @@ def test_a_tenant_max_cost_caps_every_request(sent: float | None, cap: float,
 def test_a_tenant_may_use_only_its_models(model: str | None, status: int) -> None:
     rules = TenantBudget(limit_usd=1, models=frozenset({"vision-v3"}))
     pol = with_tenants(FLEET, acme=rules)
-    d = decide(request("k", tenant="acme", model=model), table(pol), ledger(pol), now=NOW)
+    d = decide(request("k", tenant="acme", model=model), table(pol), ledger(pol),
+               now=NOW).decision
     assert d.status == status
     if status == 403:
         assert (d.error, d.reason) == (wire.E_MODEL_NOT_ALLOWED, wire.R_TENANT_MODEL)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 
+from router.core.decision import Routed
 from router.policy.loader import load_policy
-from router.runtime import Routed, Runtime
+from router.runtime import Runtime
 from tests.feed.conftest import Setup, feed_doc, write_feed
 
 

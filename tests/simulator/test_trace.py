@@ -19,8 +19,9 @@ import pytest
 
 from router.cli import main
 from router.control import RequestControl
+from router.core.decision import Routed
 from router.policy.loader import load_policy
-from router.runtime import Routed, Runtime
+from router.runtime import Runtime
 from router.server.requestlog import RequestLog
 from simulator.tracelog import read_trace, siblings
 

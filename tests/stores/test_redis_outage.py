@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from router.core.decision import Routed
 from router.core.model import Policy
 from router.policy.loader import parse_policy
-from router.runtime import Routed, Runtime
+from router.runtime import Runtime
 from router.stores import BudgetStoreError, open_keeper
 from router.stores.redis import RedisBudgetStore
 from tests.integration.stack import POLICY

@@ -15,9 +15,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from router.core.decision import Routed
 from router.core.model import Policy
 from router.policy.loader import parse_policy
-from router.runtime import Routed, Runtime
+from router.runtime import Runtime
 from router.stores import BudgetKeeper, BudgetStoreError, open_keeper
 from router.stores.sqlite import SqliteBudgetStore
 from tests.integration.stack import POLICY, free_port, wait_port
