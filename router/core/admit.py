@@ -114,18 +114,17 @@ def _choose(p: Plan, hold: Reserve) -> tuple[Option | None, Reservation | None, 
 def _admitted(p: Plan, opt: Option, held: Reservation | None) -> Routed:
     """`opt` taken: its slots acquired, its route, its hold."""
     node, pool = opt.node, opt.pool
-    take = p.snapshot.tracker.acquire
-    if node is None:
-        assert pool is not None
-        slots: tuple[int, ...] = (pool.slot,)
-    elif pool is None:
-        slots = (node.slot,)
+    if pool is None:  # an edge rung holds the node's inference slot and no budget
+        assert node is not None and held is None
+        hold = node.hold  # built with the table: nothing to build per request
+    elif node is None:
+        hold = Hold((pool.slot,), held, pool)
     else:  # a split holds a feature slot on the node, not an inference slot
-        slots = (node.feature_slot, pool.slot)
-    for s in slots:
+        hold = Hold((node.feature_slot, pool.slot), held, pool)
+    take = p.snapshot.tracker.acquire
+    for s in hold.slots:
         take(s)
-    # positional, in field order: a named tuple built from keywords costs twice as much
-    return Routed(_route(p, opt), Hold(slots, held, pool), opt)
+    return Routed(_route(p, opt), hold, opt)
 
 
 def _route(p: Plan, opt: Option) -> Decision:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from router import wire
+from router.core.decision import NOTHING, Hold
 from router.core.feed import FeedSnapshot, NodeState
 from router.core.loads import LoadTracker
 from router.core.model import LATENCY_FACTOR, QUALITY_LEVELS, EdgeNode, Policy
@@ -64,6 +65,7 @@ class NodeRt:
     shares_from: tuple[float, float] = (1.0, 1.0)  # (full_keep, keep_share) moving from, at seen_at
     arrivals_seen: int = 0  # the tracker's arrival count when the share was last set
     seen_at: float = 0.0  # when the share was last set
+    hold: Hold = NOTHING  # what an edge rung on it holds (its inference slot), built once
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +244,7 @@ def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: L
         others_seen=max(0.0, state.inflight - own) if est > base else 0.0, load_seen=seen,
         min_cap=int(policy.hashing.min_cap_fraction * slots), state=state, own_seen=own,
         keep_share=keep, full_keep=full_keep, shares_from=start, arrivals_seen=arrived,
-        seen_at=seen_at)
+        seen_at=seen_at, hold=Hold((slot,)))
 
 
 def _unchanged(previous: NodeRt | None, idx: int, spec: EdgeNode, state: NodeState,
