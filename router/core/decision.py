@@ -113,7 +113,8 @@ NOTHING = Hold()  # a refusal's: nothing held
 
 
 class Routed(NamedTuple):
-    """Admission's answer for one request: the route, the hold, the rung taken (see above)."""
+    """Admission's answer for one request: the route, the hold, the rung taken (the module
+    docstring says who reads which)."""
 
     decision: Decision
     hold: Hold = NOTHING
