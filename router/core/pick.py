@@ -82,6 +82,14 @@ def home_of(entry: ClassEntry, snap: Snapshot, key: str) -> NodeRt | None:
     return snap.nodes[entry.ring.owners[pos if pos < len(keys) else 0]]
 
 
+def _cap(value: float, floor: int) -> int:
+    """ceil(`value`), at least `floor`: a node's bounded-load cap (router.core.ring.cap)."""
+    limit = int(value)
+    if limit != value:
+        limit += 1
+    return floor if floor > limit else limit
+
+
 def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: bool) -> Walk:
     keys = entry.ring.keys
     n = len(keys)
@@ -100,13 +108,7 @@ def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: boo
     owner = owners[start if start < n else 0]
     slot, size = where[owner]
     load = loads[slot]
-    value = scale * weights[owner] / wsum if wsum > 0 else 0.0
-    limit = int(value)
-    if limit != value:
-        limit += 1
-    floor = floors[owner]
-    if floor > limit:
-        limit = floor
+    limit = _cap(scale * weights[owner] / wsum if wsum > 0 else 0.0, floors[owner])
     if load < size and load < held[slot] and load < limit:
         return Walk(Pick(snap.nodes[owner], True, load, limit), ())
     want = len(entry.members)
@@ -119,13 +121,7 @@ def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: boo
         seen.add(owner)
         slot, size = where[owner]
         load = loads[slot]
-        value = scale * weights[owner] / wsum if wsum > 0 else 0.0
-        limit = int(value)
-        if limit != value:
-            limit += 1
-        floor = floors[owner]
-        if floor > limit:
-            limit = floor
+        limit = _cap(scale * weights[owner] / wsum if wsum > 0 else 0.0, floors[owner])
         lease = held[slot]
         if load < size and load < lease and load < limit:
             return Walk(Pick(snap.nodes[owner], passed is None, load, limit),
