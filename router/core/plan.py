@@ -98,8 +98,8 @@ def _full_option(pick: Pick, req: RouteRequest, key: str, demoted: bool) -> Opti
     fill = (pick.load + 1) / pick.cap if pick.cap else 1.0
     held = False
     if full_ms > req.slo_ms:  # over its bound: held only if this key is not among those shed
-        shed = estimate.shed_fraction(full_ms, req.slo_ms, node.base_ms)
-        held = shed > 0.0 and estimate.stays(key, node, shed)
+        held = estimate.stays(key, node, estimate.shed_fraction(node.est_ms, req.slo_ms,
+                                                                node.base_ms))
     return Option(wire.MODE_EDGE, wire.R_AFFINITY if pick.home else wire.R_BALANCE,
                   full_ms, node.cost_usd, 0.0, node, None, "full", pick.home, fill, held)
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from router.core import estimate
 from router.core.admit import decide, finish
 from router.core.feed import NodeState
 from router.core.loads import LoadTracker
 from router.core.model import Cloud, QualityConfig
+from router.core.plan import plan
 from router.core.request import RouteRequest
 from router.core.ring import PointCache
 from router.core.table import build_table, quality_floor
@@ -191,6 +194,31 @@ def test_between_refreshes_the_estimate_follows_the_live_load() -> None:
     other = table(pol, feed({"n0000": NodeState(p95_ms=80, inflight=8)})).nodes[0]
     assert estimate.edge_ms(other, 0) == pytest.approx(80)
     assert estimate.edge_ms(other, 4) == pytest.approx(100)
+
+
+@settings(max_examples=40, deadline=None)
+@given(p95=st.floats(41.0, 300.0), seen=st.integers(1, 20), ours=st.integers(0, 30))
+def test_the_keys_kept_over_the_slo_do_not_move_with_the_live_load(
+        p95: float, seen: int, ours: int) -> None:
+    # the share of keys shed for an estimate over the SLO is the refresh's: this router's
+    # requests coming and going between refreshes move no key between edge and the rungs below
+    keys = [f"user-{i}" for i in range(300)]
+    pol = policy([node(0, latency=40, slots=100)])
+    tracker = LoadTracker()
+    tab, led = table(pol, feed({"n0000": NodeState(p95_ms=p95, inflight=seen)}), tracker), \
+        ledger(pol)
+
+    def kept() -> list[bool]:
+        return [plan(request(k, slo=100), tab, led, now=NOW).options[0].mode == "edge"
+                for k in keys]
+
+    quiet = kept()
+    slot = tab.nodes[0].slot
+    for _ in range(ours):
+        tracker.acquire(slot)
+    assert kept() == quiet
+    shed = estimate.shed_fraction(max(40.0, p95), 100, 40)
+    assert abs(quiet.count(False) / len(keys) - shed) < 0.1
 
 
 @pytest.mark.parametrize(("floor", "stays"), [(0.0, False), (0.5, True)])
