@@ -256,8 +256,8 @@ a 4-slot Orin near 60 % busy is its 4 slots. A 4-slot node offered 2.4 Erlangs h
 busy 14 % (Erlang B) to 29 % (Erlang C) of the time, so affinity can be at most 0.71-0.86 there;
 scenarios with 8- and 16-slot nodes meet the goal at the same floor. Since keys keep their mode
 (`router/core/shed.py`: each node serves a hash-stable share of its home keys at full quality and
-degrades the next share once their demand passes 75 % of its slots) camera's fleet runs about 60 %
-busy instead of saturating, so its split-vs-whole goal had no saturated window to judge, and its
+degrades the next share once their demand passes half its slots) camera's fleet runs well below
+saturation, so its split-vs-whole goal had no saturated window to judge, and its
 frames run `constrained` more often. The missed flap and affinity rows of fintech-trace,
 spot-spike and twin are open work (issue #18). Total cost counts the owned edge fleet by the hour
 (hardware presets) whether it serves or not, and cloud-only owns none: the edge pays where the

@@ -17,32 +17,40 @@ Under a steady load the shares do not move, so a key keeps its mode and quality.
 When the load moves, a refresh's new shares are reached over the next refresh
 period (`moving`), not at once: the keys between the old and the new share change
 mode one after another, each once, so the mode mix follows the load smoothly
-instead of stepping at each refresh.
+instead of stepping at each refresh. After a shock (`origin`: the first reading,
+or a window's demand more than a quarter off the last one's, as when a node is lost
+and its keys re-home) the new shares are taken at once instead.
 
 The shares come from demand, not from the load they leave: the router counts
 every request by its key's home node (`LoadTracker.arrivals`), and at each fresh
 refresh turns the count since the last one into a rate λ. By Little's law the
-node's keys need N = λ × base_ms slot-seconds per second at full quality. With
-room R = TARGET × slots (leaving headroom for bursts of the keys it keeps):
+node's keys need N = λ × base_ms slot-seconds per second at full quality. Two
+rooms: keys degrade past D = DEGRADE × slots and leave the edge past
+R = TARGET × slots (f: `constrained`'s latency factor):
 
-- N <= R: every key at full;
-- N × f <= R (f: `constrained`'s latency factor): a share d of the keys degraded,
-  N × (1 − d + d f) = R;
-- else: every key degraded and keep_share = R / (N f).
+- N <= D: every key at full;
+- N × f <= D: a share d of the keys degraded, N × (1 − d + d f) = D;
+- else: every key degraded and keep_share = min(1, R / (N f)).
+
+Degrading early is what keeps keys in one mode: slots are few (3 to 16), and
+at 0.75 of them busy on average a node is full often enough (Erlang) that its
+keys' requests spill one at a time to split or cloud. Degraded requests are
+faster, so within the SLO; keys leave the edge, at a cost, only past R.
 
 Demand does not depend on the shares, so they do not oscillate: after a shock
-(the first feed, a node lost and its keys re-homed) the first refresh sees part
-of a window of the new demand and the second all of it, so the mix settles in at
-most two refreshes, in one step each. Slots here are this router's: its lease
-when it shares the fleet.
+the first refresh sees part of a window of the new demand and the second all of
+it, so the mix settles in at most two refreshes, in one step each. Slots here are
+this router's: its lease when it shares the fleet.
 """
 
 from __future__ import annotations
 
 from router.core.ring import hash64
 
-TARGET = 0.75  # share of a node's slots its kept keys fill on average
+DEGRADE = 0.5  # share of a node's slots its keys may fill at full quality on average
+TARGET = 0.75  # share of a node's slots its kept keys fill on average, degraded
 MIN_WINDOW_S = 5.0  # a shorter window since the last reading keeps the share it had
+SHOCK = 0.25  # a window's demand this far off the last one's is a shock: new shares at once
 UNIT = float(1 << 64)
 
 
@@ -57,12 +65,12 @@ def shares(slots: int, base_ms: float, factor: float, arrivals: int, elapsed_s: 
     if elapsed_s < MIN_WINDOW_S:
         return previous
     need = arrivals / elapsed_s * base_ms / 1000.0  # slot-seconds per second, all at full
-    room = TARGET * slots
+    room = DEGRADE * slots
     if slots <= 0 or need <= room:
         return 1.0, 1.0
     if need * factor <= room:  # degrading a share d of the keys makes them fit
         return 1.0 - (need - room) / (need * (1.0 - factor)), 1.0
-    return 0.0, room / (need * factor)
+    return 0.0, min(1.0, TARGET * slots / (need * factor))
 
 
 def moving(before: float, after: float, since: float, now: float, span: float) -> float:
@@ -70,6 +78,16 @@ def moving(before: float, after: float, since: float, now: float, span: float) -
     if before == after or now >= since + span:
         return after
     return before + (after - before) * max(0.0, now - since) / span
+
+
+def origin(reached: tuple[float, float], new: tuple[float, float], before: float,
+           demand: float) -> tuple[float, float]:
+    """Where a refresh's `new` shares move from: where the last move had `reached`; or
+    `new` itself, taken at once, after a shock: no demand known `before` (the first
+    reading), or `demand` (arrivals per second) off the last window's by over SHOCK."""
+    if before < 0.0 or abs(demand - before) > SHOCK * max(demand, before):
+        return new
+    return reached
 
 
 def tier(key: str, node_id: str, full: float, keep: float) -> int:

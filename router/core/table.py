@@ -24,7 +24,7 @@ from router.core.model import LATENCY_FACTOR, QUALITY_LEVELS, EdgeNode, Policy
 from router.core.pools import PoolRt, compile_pool
 from router.core.quality import full_share, quality_floor
 from router.core.ring import PointCache, Ring, build_ring, filter_ring
-from router.core.shed import MIN_WINDOW_S, moving, shares
+from router.core.shed import MIN_WINDOW_S, moving, origin, shares
 
 __all__ = ["ClassEntry", "NodeRt", "PoolRt", "Snapshot", "build_table", "full_share",
            "node_ineligible", "quality_floor"]
@@ -65,6 +65,7 @@ class NodeRt:
     shares_from: tuple[float, float] = (1.0, 1.0)  # (full_keep, keep_share) moving from, at seen_at
     arrivals_seen: int = 0  # the tracker's arrival count when the share was last set
     seen_at: float = 0.0  # when the share was last set
+    demand: float = -1.0  # its home keys' arrivals per second in that window (-1: none yet)
     hold: Hold = NOTHING  # what an edge rung on it holds (its inference slot), built once
 
 
@@ -194,23 +195,30 @@ def node_ineligible(node: NodeRt, residency: frozenset[str], model: str | None) 
     return ""
 
 
+# (full_keep, keep_share), the shares they move from, arrivals_seen, seen_at, demand
+Keeping = tuple[tuple[float, float], tuple[float, float], int, float, float]
+
+
 def _keeping(slot: int, slots: int, base: float, tracker: LoadTracker, previous: NodeRt | None,
-             fresh: bool, now: float, span: float
-             ) -> tuple[tuple[float, float], tuple[float, float], int, float]:
-    """(shares, shares moving from, arrivals_seen, seen_at) of a node rebuilt at `now`."""
+             fresh: bool, now: float, span: float) -> Keeping:
+    """(shares, shares moving from, arrivals_seen, seen_at, demand) of a node rebuilt at
+    `now`."""
     count = tracker.arrivals[slot]
     if previous is None:
-        return (1.0, 1.0), (1.0, 1.0), count, now
+        return (1.0, 1.0), (1.0, 1.0), count, now, -1.0
     elapsed = now - previous.seen_at
     was = (previous.full_keep, previous.keep_share)
     if not fresh or elapsed < MIN_WINDOW_S:  # a policy reload, or too short a window
-        return was, previous.shares_from, previous.arrivals_seen, previous.seen_at
+        return was, previous.shares_from, previous.arrivals_seen, previous.seen_at, \
+            previous.demand
+    arrived = count - previous.arrivals_seen
     new = shares(min(slots, tracker.held[slot]), base, LATENCY_FACTOR[QUALITY_LEVELS[1]],
-                 count - previous.arrivals_seen, elapsed, was)
+                 arrived, elapsed, was)
     # moving on from where the previous move had got to
     start = tuple(moving(a, b, previous.seen_at, now, span)
                   for a, b in zip(previous.shares_from, was, strict=True))
-    return new, (start[0], start[1]), count, now
+    demand = arrived / elapsed
+    return new, origin((start[0], start[1]), new, previous.demand, demand), count, now, demand
 
 
 def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: LoadTracker,
@@ -227,7 +235,7 @@ def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: L
         min(spec.uplink_mbps, state.uplink_mbps)
     floor = quality_floor(policy, state.vram_used_fraction,
                           previous.quality_floor if previous else 0)
-    (full_keep, keep), start, arrived, seen_at = _keeping(
+    (full_keep, keep), start, arrived, seen_at, demand = _keeping(
         slot, slots, base, tracker, previous, fresh, now, policy.refresh_seconds)
     return NodeRt(
         idx=idx, id=spec.id, address=spec.address, slot=slot, weight=weight, slots=slots,
@@ -244,7 +252,7 @@ def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: L
         others_seen=max(0.0, state.inflight - own) if est > base else 0.0, load_seen=seen,
         min_cap=int(policy.hashing.min_cap_fraction * slots), state=state, own_seen=own,
         keep_share=keep, full_keep=full_keep, shares_from=start, arrivals_seen=arrived,
-        seen_at=seen_at, hold=Hold((slot,)))
+        seen_at=seen_at, demand=demand, hold=Hold((slot,)))
 
 
 def _unchanged(previous: NodeRt | None, idx: int, spec: EdgeNode, state: NodeState,

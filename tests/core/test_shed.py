@@ -11,7 +11,7 @@ from router.core.feed import FeedSnapshot, NodeState
 from router.core.loads import LoadTracker
 from router.core.plan import plan
 from router.core.ring import PointCache
-from router.core.shed import TARGET, shares, tier
+from router.core.shed import DEGRADE, SHOCK, TARGET, origin, shares, tier
 from router.core.table import Snapshot, build_table
 
 from .factory import NOW, ledger, node, policy, pool, request
@@ -57,15 +57,18 @@ def _modes(snap: Snapshot, after: float = WINDOW) -> list[tuple[str, str | None]
 
 
 def test_a_node_degrades_a_share_of_its_keys_before_it_sheds_any() -> None:
-    # 4 slots at 60 ms, constrained at 0.6 of that: TARGET × 4 slot-seconds per second fit
-    room = TARGET * 4
-    assert shares(4, 60.0, 0.6, round(room / 0.06 * 30), 30.0, (0.0, 0.0)) == (1.0, 1.0)
+    # 4 slots at 60 ms, constrained at 0.6 of that: DEGRADE × 4 slot-seconds per second fit
+    # at full quality, TARGET × 4 degraded
+    room, kept = DEGRADE * 4, TARGET * 4
+    assert shares(4, 60.0, 0.6, round(0.99 * room / 0.06 * 30), 30.0, (0.0, 0.0)) == (1.0, 1.0)
     need = 1.2 * room  # over by a fifth: a share d degraded saves d × 0.4 of the need
     full, keep = shares(4, 60.0, 0.6, round(need / 0.06 * 30), 30.0, (1.0, 1.0))
     assert keep == 1.0 and need * (full + (1 - full) * 0.6) == pytest.approx(room, rel=1e-3)
-    need = 3 * room  # even all degraded it does not fit: the rest is shed
+    need = 0.99 * kept / 0.6  # all degraded, and that fits the kept room: none shed
+    assert shares(4, 60.0, 0.6, round(need / 0.06 * 30), 30.0, (1.0, 1.0)) == (0.0, 1.0)
+    need = 3 * kept  # even all degraded it does not fit: the rest is shed
     full, keep = shares(4, 60.0, 0.6, round(need / 0.06 * 30), 30.0, (1.0, 1.0))
-    assert full == 0.0 and need * 0.6 * keep == pytest.approx(room, rel=1e-3)
+    assert full == 0.0 and need * 0.6 * keep == pytest.approx(kept, rel=1e-3)
     assert shares(4, 60.0, 0.6, 9000, 1.0, (0.3, 0.4)) == (0.3, 0.4)  # too short a window
     assert shares(0, 60.0, 0.6, 9000, 30.0, (0.3, 0.4)) == (1.0, 1.0)  # no slots: walk on
 
@@ -115,17 +118,42 @@ def test_under_a_steady_load_no_key_changes_mode_between_refreshes(
             assert _modes(snap, after) == first
 
 
+def _shock(before: float, after: float) -> bool:
+    """Whether a window at `after` req/s following one at `before` is a shock (shed.SHOCK),
+    as the tracker counts them (whole requests per window)."""
+    b, a = round(before * WINDOW) / WINDOW, round(after * WINDOW) / WINDOW
+    return abs(a - b) > SHOCK * max(a, b)
+
+
 @SETTINGS
 @given(before=st.floats(0.0, 300.0), after=st.floats(0.0, 300.0))
 def test_when_the_load_moves_each_key_moves_one_way_over_the_refresh_period(
         before: float, after: float) -> None:
     snap = _refreshes(1, [[before], [before], [after]])[-1]
     seen = [_modes(snap, WINDOW * i / 6) for i in range(7)]
-    assert seen[0] == _modes(_refreshes(1, [[before], [before]])[-1])  # starts where it was
+    was = _modes(_refreshes(1, [[before], [before]])[-1])
+    # starts where it was; after a shock the new mix is taken at once
+    assert seen[0] == (seen[-1] if _shock(before, after) else was)
     rank = {"edge": 0, "edge-degraded": 1, "split": 2, "cloud": 2}
     for k in range(len(KEYS)):
-        path = [rank[s[k][0]] for s in seen]  # never back: full, degraded, off the edge
+        path = [rank[s[k][0]] for s in [was, *seen]]  # never back: full, degraded, off the edge
         assert path == sorted(path) or path == sorted(path, reverse=True)
+
+
+@SETTINGS
+@given(rate=st.floats(0.0, 300.0), windows=st.integers(1, 3))
+def test_the_first_reading_is_taken_at_once(rate: float, windows: int) -> None:
+    # the first feed after start is a shock: no staircase from "everything at full"
+    snaps = _refreshes(1, [[rate]] * windows)
+    assert _modes(snaps[0], 0.0) == _modes(snaps[0], WINDOW) == _modes(snaps[-1], 0.0)
+
+
+def test_origin_moves_on_from_where_the_last_move_got_unless_demand_jumped() -> None:
+    assert origin((0.9, 1.0), (0.5, 1.0), -1.0, 100.0) == (0.5, 1.0)  # the first reading
+    assert origin((0.9, 1.0), (0.5, 1.0), 100.0, 110.0) == (0.9, 1.0)  # a tenth more
+    assert origin((0.9, 1.0), (0.5, 1.0), 100.0, 140.0) == (0.5, 1.0)  # 40 % more
+    assert origin((0.5, 1.0), (0.9, 1.0), 100.0, 70.0) == (0.9, 1.0)  # 30 % less
+    assert origin((1.0, 1.0), (1.0, 1.0), 0.0, 0.0) == (1.0, 1.0)  # idle stays idle
 
 
 @SETTINGS
