@@ -45,6 +45,7 @@ this router's: its lease when it shares the fleet.
 
 from __future__ import annotations
 
+from router.core.model import LATENCY_FACTOR
 from router.core.ring import hash64
 
 DEGRADE = 0.5  # share of a node's slots its keys may fill at full quality on average
@@ -52,6 +53,11 @@ TARGET = 0.75  # share of a node's slots its kept keys fill on average, degraded
 MIN_WINDOW_S = 5.0  # a shorter window since the last reading keeps the share it had
 SHOCK = 0.25  # a window's demand this far off the last one's is a shock: new shares at once
 UNIT = float(1 << 64)
+FACTOR = LATENCY_FACTOR["constrained"]  # what a degraded request costs a node, of a full one
+
+# A node's shares as a rebuild carries them on: (full_keep, keep_share), the shares they move
+# from, the tracker's arrival count and the time they were set, the demand (req/s) then
+Keeping = tuple[tuple[float, float], tuple[float, float], int, float, float]
 
 
 def shares(slots: int, base_ms: float, factor: float, arrivals: int, elapsed_s: float,
@@ -88,6 +94,26 @@ def origin(reached: tuple[float, float], new: tuple[float, float], before: float
     if before < 0.0 or abs(demand - before) > SHOCK * max(demand, before):
         return new
     return reached
+
+
+def keeping(count: int, slots: int, base_ms: float, before: Keeping | None, fresh: bool,
+            now: float, span: float) -> Keeping:
+    """A node's shares rebuilt at `now`, `count` arrivals at its home counted so far, from
+    what the node it replaces carried (`before`; None: a new node). `fresh`: a new feed
+    reading; a policy reload, or too short a window since `before`, keeps them."""
+    if before is None:
+        return (1.0, 1.0), (1.0, 1.0), count, now, -1.0
+    was, moved_from, seen, since, demand_before = before
+    elapsed = now - since
+    if not fresh or elapsed < MIN_WINDOW_S:
+        return before
+    arrived = count - seen
+    new = shares(slots, base_ms, FACTOR, arrived, elapsed, was)
+    # moving on from where the previous move had got to
+    reached = (moving(moved_from[0], was[0], since, now, span),
+               moving(moved_from[1], was[1], since, now, span))
+    demand = arrived / elapsed
+    return new, origin(reached, new, demand_before, demand), count, now, demand
 
 
 def tier(key: str, node_id: str, full: float, keep: float) -> int:

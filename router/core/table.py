@@ -20,11 +20,11 @@ from router import wire
 from router.core.decision import NOTHING, Hold
 from router.core.feed import FeedSnapshot, NodeState
 from router.core.loads import LoadTracker
-from router.core.model import LATENCY_FACTOR, QUALITY_LEVELS, EdgeNode, Policy
+from router.core.model import EdgeNode, Policy
 from router.core.pools import PoolRt, compile_pool
 from router.core.quality import full_share, quality_floor
 from router.core.ring import PointCache, Ring, build_ring, filter_ring
-from router.core.shed import MIN_WINDOW_S, moving, origin, shares
+from router.core.shed import keeping
 
 __all__ = ["ClassEntry", "NodeRt", "PoolRt", "Snapshot", "build_table", "full_share",
            "node_ineligible", "quality_floor"]
@@ -195,32 +195,6 @@ def node_ineligible(node: NodeRt, residency: frozenset[str], model: str | None) 
     return ""
 
 
-# (full_keep, keep_share), the shares they move from, arrivals_seen, seen_at, demand
-Keeping = tuple[tuple[float, float], tuple[float, float], int, float, float]
-
-
-def _keeping(slot: int, slots: int, base: float, tracker: LoadTracker, previous: NodeRt | None,
-             fresh: bool, now: float, span: float) -> Keeping:
-    """(shares, shares moving from, arrivals_seen, seen_at, demand) of a node rebuilt at
-    `now`."""
-    count = tracker.arrivals[slot]
-    if previous is None:
-        return (1.0, 1.0), (1.0, 1.0), count, now, -1.0
-    elapsed = now - previous.seen_at
-    was = (previous.full_keep, previous.keep_share)
-    if not fresh or elapsed < MIN_WINDOW_S:  # a policy reload, or too short a window
-        return was, previous.shares_from, previous.arrivals_seen, previous.seen_at, \
-            previous.demand
-    arrived = count - previous.arrivals_seen
-    new = shares(min(slots, tracker.held[slot]), base, LATENCY_FACTOR[QUALITY_LEVELS[1]],
-                 arrived, elapsed, was)
-    # moving on from where the previous move had got to
-    start = tuple(moving(a, b, previous.seen_at, now, span)
-                  for a, b in zip(previous.shares_from, was, strict=True))
-    demand = arrived / elapsed
-    return new, origin((start[0], start[1]), new, previous.demand, demand), count, now, demand
-
-
 def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: LoadTracker,
           weight: float, previous: NodeRt | None, fresh: bool, now: float) -> NodeRt:
     score = max(state.compute_score, 1e-3)
@@ -235,8 +209,12 @@ def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: L
         min(spec.uplink_mbps, state.uplink_mbps)
     floor = quality_floor(policy, state.vram_used_fraction,
                           previous.quality_floor if previous else 0)
-    (full_keep, keep), start, arrived, seen_at, demand = _keeping(
-        slot, slots, base, tracker, previous, fresh, now, policy.refresh_seconds)
+    (full_keep, keep), start, arrived, seen_at, demand = keeping(
+        tracker.arrivals[slot], min(slots, tracker.held[slot]), base,
+        None if previous is None else ((previous.full_keep, previous.keep_share),
+                                       previous.shares_from, previous.arrivals_seen,
+                                       previous.seen_at, previous.demand),
+        fresh, now, policy.refresh_seconds)
     return NodeRt(
         idx=idx, id=spec.id, address=spec.address, slot=slot, weight=weight, slots=slots,
         est_ms=est, quality_floor=floor,
