@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from router.core.model import Policy
 from simulator import metrics
+from simulator.row import Row, decision
 from simulator.run import Result
 
 CLOUDY = ("cloud", "split")
@@ -29,49 +31,78 @@ def _rounded(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def summarize(r: Result, policy: Policy) -> dict[str, Any]:
-    """The contract's report keys (and a few more) for one run."""
+@dataclass(frozen=True)
+class Totals:
+    """What a run's summary reads from its requests, however they were counted: from a
+    scenario run's columns (`totals`) or folded as a replay's requests end
+    (`simulator.fold.RunFold`)."""
+
+    requests: int
+    modes: Mapping[str, int]
+    slo_met: int
+    variable_usd: float
+    spend: Mapping[str, float]  # cloud spend per tenant, in order of first spend
+    last_t: float  # the last arrival, s
+    latency_ms: Mapping[str, float]  # p50, p95, p99 over served requests (0.0: none)
+    max_load_over_cap: float | None
+    affinity_hit_rate: float | None
+    warm_hit_rate: float | None
+    mode_flap: float | None
+    quality_flap_rate: float | None
+
+
+def totals(r: Result) -> Totals:
+    """A run's totals from its columns (percentiles exact, as numpy's)."""
     lat = np.asarray(r.latency_ms, dtype=float)
     served = ~np.isnan(lat) & (np.asarray(r.mode) != "refused")
-    slo = np.asarray(r.slo_ms)
-    ok = served & (lat <= slo)
-    modes = Counter(r.mode)
-    variable = float(np.sum(r.cost_usd))
-    cloud = sum(modes.get(m, 0) for m in CLOUDY)
+    ok = served & (lat <= np.asarray(r.slo_ms))
     spend: dict[str, float] = {}
     for tenant, c in zip(r.tenant, cloud_part(r), strict=True):
         if c:
             spend[tenant] = spend.get(tenant, 0.0) + c
-    overrun = 0.0
-    for tenant, limits in r.limits.items():
-        _, hard = policy.budgets.fractions(tenant)
-        overrun += max(0.0, spend.get(tenant, 0.0) - min(v for _, v in limits) * hard)
-    cloud_spend = sum(spend.values())
 
     def pct(q: float) -> float:
         return round(float(np.percentile(lat[served], q)), 2) if served.any() else 0.0
 
-    n = len(r.t)
+    return Totals(
+        requests=len(r.t), modes=Counter(r.mode), slo_met=int(ok.sum()),
+        variable_usd=float(np.sum(r.cost_usd)), spend=spend, last_t=r.t[-1] if r.t else 0.0,
+        latency_ms={"p50": pct(50), "p95": pct(95), "p99": pct(99)},
+        max_load_over_cap=metrics.max_load_over_cap(r),
+        affinity_hit_rate=metrics.affinity_hit_rate(r), warm_hit_rate=metrics.warm_hit_rate(r),
+        mode_flap=metrics.mode_flap(r), quality_flap_rate=metrics.quality_flap_rate(r))
+
+
+def summarize(r: Result, policy: Policy, counted: Totals | None = None) -> dict[str, Any]:
+    """The contract's report keys (and a few more) for one run; its requests' `counted`
+    totals when it kept no columns."""
+    c = totals(r) if counted is None else counted
+    n, modes = c.requests, c.modes
+    cloud = sum(modes.get(m, 0) for m in CLOUDY)
+    overrun = 0.0
+    for tenant, limits in r.limits.items():
+        _, hard = policy.budgets.fractions(tenant)
+        overrun += max(0.0, c.spend.get(tenant, 0.0) - min(v for _, v in limits) * hard)
     per_hour = fixed_per_hour(policy, r.owns_edge)
-    fixed = per_hour * (r.t[-1] if n else 0.0) / 3600.0
-    total = fixed + variable
+    fixed = per_hour * c.last_t / 3600.0
+    total = fixed + c.variable_usd
     return {
         "router": r.router, "requests": n, "mode_counts": dict(sorted(modes.items())),
-        "latency_ms": {"p50": pct(50), "p95": pct(95), "p99": pct(99)},
-        "slo_attainment": round(float(ok.sum()) / n, 4) if n else 0.0,
+        "latency_ms": dict(c.latency_ms),
+        "slo_attainment": round(c.slo_met / n, 4) if n else 0.0,
         "fixed_cost_per_hour_usd": round(per_hour, 6), "fixed_cost_usd": round(fixed, 6),
-        "variable_cost_usd": round(variable, 6), "total_cost_usd": round(total, 6),
+        "variable_cost_usd": round(c.variable_usd, 6), "total_cost_usd": round(total, 6),
         "cost_per_1k_requests_usd": round(1000 * total / n, 6) if n else 0.0,
-        "cloud_spend_usd": round(cloud_spend, 6),
+        "cloud_spend_usd": round(sum(c.spend.values()), 6),
         "fleet_utilization": _rounded(metrics.fleet_busy(r)) if r.owns_edge else None,
         "break_even_utilization": None,
         "cloud_fraction": round(cloud / n, 4) if n else 0.0,
         "split_fraction": round(modes.get("split", 0) / n, 4) if n else 0.0,
-        "max_load_over_cap": _rounded(metrics.max_load_over_cap(r)),
-        "affinity_hit_rate": _rounded(metrics.affinity_hit_rate(r)),
-        "warm_hit_rate": _rounded(metrics.warm_hit_rate(r)),
-        "mode_flap": _rounded(metrics.mode_flap(r)),
-        "quality_flap_rate": _rounded(metrics.quality_flap_rate(r)),
+        "max_load_over_cap": _rounded(c.max_load_over_cap),
+        "affinity_hit_rate": _rounded(c.affinity_hit_rate),
+        "warm_hit_rate": _rounded(c.warm_hit_rate),
+        "mode_flap": _rounded(c.mode_flap),
+        "quality_flap_rate": _rounded(c.quality_flap_rate),
         "residency_violations": r.violations,
         "budget_overrun_usd": round(overrun, 6),
         "refused": modes.get("refused", 0),
@@ -120,17 +151,11 @@ def write_decisions(r: Result, path: Path) -> None:
     warm = col(r.warm, None)
     with path.open("w", encoding="utf-8") as fh:
         for i in range(n):
-            lat = r.latency_ms[i]
-            mode = r.mode[i]
-            fh.write(json.dumps({
-                "t": round(r.t[i], 6), "key": r.key[i], "tenant": r.tenant[i],
-                "class": r.cls[i], "mode": mode, "node": r.node[i] or None,
-                "quality": quality[i], "home": bool(home[i]) if mode != "cloud" else None,
-                "fill": None if fill[i] is None else round(fill[i], 6), "warm": warm[i],
-                "latency_ms": None if math.isnan(lat) else round(lat, 3),
-                "cost_usd": r.cost_usd[i], "cloud_usd": cloud[i],
-                "slo_met": (not math.isnan(lat)) and mode != "refused"
-                and lat <= r.slo_ms[i]}) + "\n")
+            row = Row(r.t[i], r.key[i], r.tenant[i], r.cls[i], r.slo_ms[i])
+            row.mode, row.node, row.quality, row.home = r.mode[i], r.node[i], quality[i], home[i]
+            row.fill, row.warm, row.latency = fill[i], warm[i], r.latency_ms[i]
+            row.cost, row.cloud = r.cost_usd[i], cloud[i]
+            fh.write(json.dumps(decision(row)) + "\n")
 
 
 def _num(value: float | None, fmt: str) -> str:
