@@ -7,16 +7,14 @@ import itertools
 import numpy as np
 import plotly.graph_objects as go
 
+from simulator.report.binned import LEVELS
 from simulator.report.data import ReportInput
 from simulator.report.fmt import MODE_ORDER
 from simulator.report.style import TIME_AXIS, Figure, add_events, layout, mode_color
 
-# Quantile levels at which a CDF is drawn: even steps, denser in the tail where SLOs live.
-LEVELS = np.unique(np.concatenate([np.linspace(0.001, 0.99, 300), np.linspace(0.99, 1.0, 101)]))
-
 
 def _modes(data: ReportInput, *, refused: bool) -> list[str]:
-    present = set(data.mode.tolist())
+    present = set(data.binned.modes)
     if not refused:
         present.discard("refused")
     return [m for m in MODE_ORDER if m in present] + sorted(present - set(MODE_ORDER))
@@ -27,13 +25,12 @@ def latency_cdf(data: ReportInput) -> Figure | None:
     fig = go.Figure()
     lo, hi = np.inf, 0.0
     for m in _modes(data, refused=False):
-        lat = data.latency[(data.mode == m) & np.isfinite(data.latency) & (data.latency > 0)]
-        if not len(lat):
+        if m not in data.binned.latency_levels:
             continue
-        q = np.quantile(lat, LEVELS)
+        count, q = data.binned.latency_levels[m]
         lo, hi = min(lo, float(q[0])), max(hi, float(q[-1]))
         fig.add_trace(go.Scatter(
-            x=q, y=100 * LEVELS, mode="lines", name=f"{m} ({len(lat):,} requests)",
+            x=q, y=100 * LEVELS, mode="lines", name=f"{m} ({count:,} requests)",
             line={"color": mode_color(m), "width": 2.4},
             hovertemplate=f"{m}: %{{y:.1f}} % within %{{x:,.1f}} ms<extra></extra>"))
     if not fig.data:
@@ -48,7 +45,9 @@ def latency_cdf(data: ReportInput) -> Figure | None:
             line={"color": "#d62728", "width": 1.8, "dash": dash},
             hovertemplate=f"SLO {slo:g} ms<extra></extra>"))
         lo, hi = min(lo, slo), max(hi, slo)
-    layout(fig, height=440, x_title="latency (ms, log scale)",
+    error = data.binned.error  # a run folded as it went: read from histograms
+    layout(fig, height=440, x_title="latency (ms, log scale" + (
+        f"; each point within {100 * error:g} %)" if error else ")"),
            y_title="requests answered within x (%)")
     ticks = [m * 10.0 ** k for k in range(-3, 7) for m in (1, 2, 5)]
     fig.update_xaxes(type="log", range=[np.log10(lo / 1.3), np.log10(hi * 1.3)],
@@ -60,14 +59,14 @@ def latency_cdf(data: ReportInput) -> Figure | None:
 
 def mode_mix(data: ReportInput) -> Figure | None:
     """Share of requests per mode in each time bin, stacked to 100 %, with the events."""
-    if not len(data.t):
+    if not data.binned.count:
         return None
-    which = np.clip(np.digitize(data.t, data.bins) - 1, 0, len(data.bins) - 2)
-    total = np.bincount(which, minlength=len(data.bins) - 1).astype(float)
+    per_mode = data.binned.mode_bins
+    total = np.sum([per_mode[m] for m in sorted(per_mode)], axis=0)
     x = data.bins[:-1] + data.bin_width / 2
     fig = go.Figure()
     for m in _modes(data, refused=True):
-        counts = np.bincount(which[data.mode == m], minlength=len(total)).astype(float)
+        counts = per_mode[m]
         share = np.divide(100 * counts, total, out=np.full_like(total, np.nan), where=total > 0)
         fig.add_trace(go.Scatter(
             x=x, y=share, mode="lines", name=m, stackgroup="mix",
@@ -86,17 +85,15 @@ POOL_COLORS = ("#1f4e79", "#7b3294", "#008837", "#a6611a", "#c51b7d")  # none a 
 
 def _cost_series(data: ReportInput) -> list[tuple[str, np.ndarray]]:
     """Variable cost per bin: per mode, and pure cloud per pool when several pools bill."""
-    which = np.clip(np.digitize(data.t, data.bins) - 1, 0, len(data.bins) - 2)
-    nb = len(data.bins) - 1
+    by = data.binned.cost_bins
     out = []
     for m in _modes(data, refused=False):
-        sel = data.mode == m
-        pools = sorted(set(data.node[sel].tolist())) if m == "cloud" else []
-        for pool in pools if len(pools) > 1 else [None]:
-            part = sel if pool is None else sel & (data.node == pool)
-            usd = np.bincount(which[part], weights=data.cost[part], minlength=nb)
-            if usd.any():
-                out.append((m if pool is None else f"cloud · {pool}", usd))
+        parts = sorted(where for mode, where in by if mode == m)
+        if len(parts) == 1:  # a mode as a whole (pure cloud too, when one pool billed)
+            named = [(m, by[(m, parts[0])])]
+        else:  # pure cloud by pool
+            named = [(f"cloud · {where}", by[(m, where)]) for where in parts]
+        out += [(name, usd) for name, usd in named if usd.any()]
     return out
 
 
@@ -104,7 +101,7 @@ def cost_rate(data: ReportInput) -> Figure | None:
     """What the run cost per minute: the fixed part, then the variable part stacked by mode
     (pure cloud by pool when several bill), with the events."""
     fixed = float(data.summary.get("fixed_cost_per_hour_usd") or 0.0) / 60.0
-    if not len(data.t) or not (float(np.sum(data.cost)) or fixed):
+    if not data.binned.count or not (data.binned.cost_usd or fixed):
         return None
     x = data.bins[:-1] + data.bin_width / 2
     per_minute = 60.0 / data.bin_width

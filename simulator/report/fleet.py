@@ -10,13 +10,13 @@ queueing included), against its slots.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from simulator.report.data import CLOUDY, EDGE_MODES, ReportInput
+from simulator.report.data import ReportInput
 from simulator.report.fmt import usd
 from simulator.report.style import (
     LIMIT_COLORS,
@@ -31,36 +31,6 @@ from simulator.report.style import (
 SMALL_MULTIPLES = 16  # beyond this many nodes, one heatmap reads better than a grid
 COLS = 4
 NEAR = 4.0  # a budget limit within this factor of the spend is drawn; further ones are noted
-
-
-def peak_inflight(start: np.ndarray, end: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Most requests in flight at once within each bin, from their [start, end) intervals."""
-    nb = len(edges) - 1
-    if not len(start):
-        return np.zeros(nb)
-    times = np.concatenate([start, end])
-    delta = np.concatenate([np.ones(len(start)), -np.ones(len(end))])
-    order = np.lexsort((delta, times))  # at equal times an end counts before a start
-    times, level = times[order], np.cumsum(delta[order])
-    before = np.searchsorted(times, edges[:-1], side="right") - 1
-    peaks = np.where(before >= 0, level[np.maximum(before, 0)], 0.0)
-    which = np.searchsorted(edges, times, side="right") - 1
-    inside = (which >= 0) & (which < nb)
-    np.maximum.at(peaks, which[inside], level[inside])
-    return peaks
-
-
-def node_peaks(data: ReportInput) -> dict[str, np.ndarray]:
-    """Peak in flight per bin for every edge node of the policy."""
-    rows = np.flatnonzero(np.isin(data.mode, EDGE_MODES))
-    lat = data.latency[rows]
-    start = data.t[rows]
-    end = start + np.where(np.isfinite(lat), lat, 0.0) / 1000.0
-    ids, inverse = np.unique(data.node[rows].astype(str), return_inverse=True)
-    by_node = {str(n): np.flatnonzero(inverse == i) for i, n in enumerate(ids)}
-    empty = np.zeros(0, dtype=int)
-    return {n.id: peak_inflight(start[by_node.get(n.id, empty)], end[by_node.get(n.id, empty)],
-                                data.bins) for n in data.policy.nodes}
 
 
 def _cap_trace(points: Sequence[tuple[float, float]], show: bool) -> go.Scatter:
@@ -81,9 +51,9 @@ def node_load(data: ReportInput) -> Figure | None:
     """Per node: in flight against the router's cap at the same sampled instants (peak in
     flight per bin when no caps were recorded), and its slots."""
     nodes = data.policy.nodes
-    if not nodes or not len(data.t):
+    if not nodes or not data.binned.count:
         return None
-    peaks = node_peaks(data)
+    peaks = data.binned.node_peaks
     if len(nodes) > SMALL_MULTIPLES:
         return _load_heatmap(data, peaks)
     cols = min(COLS, len(nodes))
@@ -125,7 +95,7 @@ def node_load(data: ReportInput) -> Figure | None:
     return fig
 
 
-def _load_heatmap(data: ReportInput, peaks: dict[str, np.ndarray]) -> Figure:
+def _load_heatmap(data: ReportInput, peaks: Mapping[str, np.ndarray]) -> Figure:
     nodes = data.policy.nodes
     z = np.array([peaks[n.id] / n.slots for n in nodes])
     fig = go.Figure(go.Heatmap(
@@ -151,19 +121,14 @@ def _limit_trace(limits: Sequence[tuple[float, float]], fraction: float, span: f
 
 def tenants_to_show(data: ReportInput) -> list[str]:
     """Tenants with cloud spend in the run, the biggest spenders first (at most six)."""
-    spend: dict[str, float] = {}
-    for tenant, cost in zip(data.result.tenant, data.cloud_cost.tolist(), strict=True):
-        if cost:
-            spend[tenant] = spend.get(tenant, 0.0) + cost
+    spend = data.binned.tenant_spend
     return sorted((t for t, v in spend.items() if v > 0), key=lambda t: -spend[t])[:6]
 
 
 def _tenant_panel(fig: Figure, data: ReportInput, tenant: str, at: dict[str, int],
                   in_legend: set[str]) -> str:
     """Draw one tenant's spend and nearby limits at row/col `at`; returns the panel title."""
-    which = np.clip(np.digitize(data.t, data.bins) - 1, 0, len(data.bins) - 2)
-    sel = np.isin(data.mode, CLOUDY) & (data.tenant == tenant)
-    per_bin = np.bincount(which[sel], weights=data.cloud_cost[sel], minlength=len(data.bins) - 1)
+    per_bin = data.binned.tenant_cloud_bins.get(tenant, np.zeros(len(data.bins) - 1))
     cum = np.concatenate([[0.0], np.cumsum(per_bin)])
     fig.add_trace(go.Scatter(x=data.bins, y=cum, mode="lines", name="cloud spend",
                              legendgroup="spend", showlegend="spend" not in in_legend,

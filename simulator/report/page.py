@@ -162,7 +162,7 @@ def _header(data: ReportInput) -> str:
         policy = os.path.normpath(s.policy)  # scenarios name it relative to themselves
         bits.append(f"policy {html.escape(policy)} (version {data.policy.digest})")
         bits.append(f"seed {s.seed}")
-    bits.append(f"{len(data.t):,} requests over {data.span:,.1f} s of simulated time")
+    bits.append(f"{data.binned.count:,} requests over {data.span:,.1f} s of simulated time")
     return (f"<header><h1>What-if report: {html.escape(name)}</h1>"
             f"<p class='sub'>{' · '.join(bits)}</p></header>")
 

@@ -13,10 +13,10 @@ from plotly.offline import get_plotlyjs
 
 from router.cli import main
 from simulator.report import ReportInput, html_report, summarize
+from simulator.report.binned import nice_step, peak_inflight
 from simulator.report.charts import latency_cdf, mode_mix
 from simulator.report.compare import PANELS, baselines
-from simulator.report.data import nice_step
-from simulator.report.fleet import budget_burn, node_load, peak_inflight
+from simulator.report.fleet import budget_burn, node_load
 from simulator.report.fmt import number, summary_html, usd
 from simulator.report.style import label_rows, label_spans
 from simulator.run import Result
