@@ -55,9 +55,15 @@ class LogHistogram:
 
     def quantile(self, q: float) -> float:
         """The q-th quantile (0..1), within ALPHA of numpy's; NaN when empty."""
+        return self.quantiles([q])[0]
+
+    def quantiles(self, qs: list[float]) -> list[float]:
+        """The quantiles at levels `qs` (ascending, 0..1) in one pass over the buckets."""
         if not self.count:
-            return math.nan
-        pos = q * (self.count - 1)
-        lo = math.floor(pos)
-        a, b = self._at([lo, min(lo + 1, self.count - 1)])
-        return a + (b - a) * (pos - lo)
+            return [math.nan] * len(qs)
+        pos = [q * (self.count - 1) for q in qs]
+        low = [math.floor(p) for p in pos]
+        ranks = sorted({r for lo in low for r in (lo, min(lo + 1, self.count - 1))})
+        at = dict(zip(ranks, self._at(ranks), strict=True))
+        return [at[lo] + (at[min(lo + 1, self.count - 1)] - at[lo]) * (p - lo)
+                for p, lo in zip(pos, low, strict=True)]

@@ -12,8 +12,9 @@ from typing import Any
 from router.logline import LogEntry
 from router.policy.loader import load_policy_or_report
 from simulator.accesslog import join, parse_access
-from simulator.report import ReportInput, html_report, write_decisions
+from simulator.report import ReportInput, html_report
 from simulator.report.replay import replay_report
+from simulator.row import DecisionsOut
 from simulator.trace import replay
 from simulator.tracelog import Trace, TraceError, open_trace
 from simulator.tracestream import entries
@@ -47,9 +48,17 @@ def _check(args: argparse.Namespace) -> str | None:
 
 
 def _write(out: Path, report: dict[str, Any], page: str) -> None:
-    out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.html").write_text(page, encoding="utf-8")
+
+
+def _decisions(args: argparse.Namespace, out: Path | None) -> DecisionsOut:
+    """The decisions files to write: --decisions-out, and DIR/decisions.jsonl with --out."""
+    paths = [Path(args.decisions_out)] if args.decisions_out else []
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        paths.append(out / "decisions.jsonl")
+    return DecisionsOut(paths)
 
 
 def _read(args: argparse.Namespace) -> tuple[Trace, Iterator[LogEntry]]:
@@ -105,21 +114,27 @@ def run(args: argparse.Namespace) -> int:
     if policy is None:
         return 2
     seed = 1 if args.seed is None else args.seed
+    out = Path(args.out) if args.out else None
+    made = out is not None and not out.exists()
     try:
-        rep = replay(trace, policy, seed=seed, lines=lines)
-    except TraceError as exc:
-        return _fail(str(exc))
+        decisions = _decisions(args, out)  # written as the candidate's requests end
     except OSError as exc:
-        return _fail(f"{exc.filename or args.trace}: {exc.strerror or exc}")
+        return _fail(f"{exc.filename}: {exc.strerror or exc}")
+    try:
+        rep = replay(trace, policy, seed=seed, lines=lines, sinks=[decisions.add])
+    except (TraceError, OSError) as exc:
+        decisions.close(ok=False)
+        if made and out is not None and not any(out.iterdir()):
+            out.rmdir()  # a failed run leaves nothing behind
+        return _fail(str(exc) if isinstance(exc, TraceError)
+                     else f"{exc.filename or args.trace}: {exc.strerror or exc}")
+    decisions.close(ok=True)
     _warn(trace, args.last)
     report = replay_report(rep, policy, str(args.policy), seed)
-    if args.decisions_out:
-        write_decisions(rep.candidate, Path(args.decisions_out))
-    if args.out:
-        out = Path(args.out)
+    if out is not None:
         page = html_report(ReportInput(rep.candidate, report["candidate"], policy,
-                                       caps=rep.candidate.caps or None, trace=report))
+                                       caps=rep.candidate.caps or None, trace=report,
+                                       folded=rep.bins.binned()))
         _write(out, report, page)
-        write_decisions(rep.candidate, out / "decisions.jsonl")
     print(json.dumps(report, indent=2))
     return 0

@@ -1,21 +1,20 @@
 """A trace replay's report.json: production and the candidate side by side, and the differences.
 
-Production's side is folded from the log as it streams (`simulator.tally`), the
-candidate's summarized by `summarize` from its run; both give a key the same
-meaning. Production has only what a log can say (COMPARED); the candidate, a
-simulated run, also has the simulator's own keys (residency violations, max
-load over cap, affinity and warm hits, ...).
+Production's side is folded from the log as it streams (`simulator.tally`),
+the candidate's from its requests as they end (`simulator.fold`), summarized by
+`summarize` as a scenario run is; both give a key the same meaning. Production
+has only what a log can say (COMPARED); the candidate, a simulated run, also
+has the simulator's own keys (residency violations, max load over cap,
+affinity and warm hits, ...).
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from router.core.model import Policy
 from simulator.report.fmt import MODE_ORDER
 from simulator.report.summary import summarize
-from simulator.run import Result
 from simulator.trace import Replay
 
 COMPARED = ("requests", "mode_counts", "node_counts", "latency_ms", "slo_attainment",
@@ -23,17 +22,10 @@ COMPARED = ("requests", "mode_counts", "node_counts", "latency_ms", "slo_attainm
             "cloud_fraction", "split_fraction", "refused")
 
 
-def node_counts(r: Result) -> dict[str, int]:
-    """Requests per edge node (edge modes and split) or pool (cloud); refusals left out."""
-    return dict(sorted(Counter(n for n in r.node if n).items()))
-
-
-def side(r: Result, policy: Policy, *, full: bool) -> dict[str, Any]:
-    """One side's summary: COMPARED keys, or (`full`) every simulator key as well."""
-    summary = {**summarize(r, policy), "node_counts": node_counts(r)}
-    if full:
-        return summary
-    return {"router": r.router, **{k: summary[k] for k in COMPARED}}
+def candidate_side(rep: Replay, policy: Policy) -> dict[str, Any]:
+    """The candidate's summary from its folded requests: every simulator key."""
+    return {**summarize(rep.candidate, policy, rep.fold.totals()),
+            "node_counts": rep.fold.node_counts()}
 
 
 def _shares(counts: dict[str, int], n: int) -> dict[str, float]:
@@ -71,8 +63,8 @@ def difference(prod: dict[str, Any], cand: dict[str, Any]) -> dict[str, Any]:
 def replay_report(rep: Replay, policy: Policy, policy_file: str, seed: int) -> dict[str, Any]:
     """report.json of `simulate --trace` (docs/reference.md, "Trace replay report")."""
     prod = rep.production.summary(policy)
-    cand = side(rep.candidate, policy, full=True)
-    t = rep.candidate.t
+    cand = candidate_side(rep, policy)
+    fold = rep.fold
     return {
         "trace": {
             "files": [str(f) for f in rep.trace.files],
@@ -86,8 +78,8 @@ def replay_report(rep: Replay, policy: Policy, policy_file: str, seed: int) -> d
             "late_lines": rep.trace.late,
             "production_failed": rep.failed,
             "parse_refused": rep.parse_refused,
-            "replayed": len(t),
-            "span_s": round(t[-1] - t[0], 3) if t else 0.0,
+            "replayed": fold.n,
+            "span_s": round(fold.last_t - (rep.first_row_t or 0.0), 3) if fold.n else 0.0,
             "start_epoch_s": rep.start_epoch_s,
             "production_policies": sorted(rep.policies),
             "candidate_policy": policy_file,

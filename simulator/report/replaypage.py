@@ -98,8 +98,9 @@ def side_by_side_html(report: Mapping[str, Any]) -> str:
             + (f" ({info.get('joined', 0):,} lines joined; {unmatched:,} without an access-log "
                "line keep the router's own)" if info.get("source") == "request_log+access_log"
                else "")
-            + f"; {info.get('production_failed', 0):,} routed requests failed (5xx). Its "
-            "percentiles come from the log streamed through a log-bucketed histogram: within "
+            + f"; {info.get('production_failed', 0):,} routed requests failed (5xx). Both "
+            "sides' percentiles, and the candidate's latency CDF, come from requests streamed "
+            "through log-bucketed histograms (no request is kept): within "
             f"{100 * ALPHA:g} % of the exact ones. <b>The "
             "candidate is modelled</b>: the simulator's world (latencies drawn from each node's "
             "and pool's profile, no real upstream), so a latency difference compares a "
