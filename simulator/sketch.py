@@ -58,7 +58,7 @@ class LogHistogram:
         return self.quantiles([q])[0]
 
     def quantiles(self, qs: list[float]) -> list[float]:
-        """The quantiles at levels `qs` (ascending, 0..1) in one pass over the buckets."""
+        """The quantiles at levels `qs` (each 0..1), in one pass over the buckets."""
         if not self.count:
             return [math.nan] * len(qs)
         pos = [q * (self.count - 1) for q in qs]
