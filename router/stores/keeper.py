@@ -21,7 +21,9 @@ round trip, nothing at all when there is nothing to write or ask):
 Rounds are also held to `rate` a second (`router.stores.pace`), so a request
 that waits for a lease usually gets a round at once, and requests waiting
 without pause cannot make more: one router's load on the store has a bound
-whatever the request rate.
+whatever the request rate. A request that asked while a round ran, when the
+next round must wait for a token, plans again on what that round got rather
+than outwait its 50 ms (a cold router's first burst took three rounds).
 
 A store can also answer and have forgotten what it held (flushed, restarted
 empty, its file deleted): it then raises `StoreLost`. The keeper logs it as an
@@ -170,6 +172,11 @@ class BudgetKeeper:
             with self._cv:
                 self._round += 1
                 self._busy = False
+                if self._waiters and self.pace.wait(time.monotonic(), True) > 0:
+                    # asked while this round ran, and the next one must wait for a token
+                    # (longer than a request waits): plan again on the lease it just got
+                    waiters += self._waiters
+                    self._waiters = []
                 self._cv.notify_all()
             self._wake(waiters, ok)
 
