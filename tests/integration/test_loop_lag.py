@@ -140,6 +140,9 @@ def test_loop_lag_p99_stays_low_through_redis_blackhole_reload_and_refresh(
     edge = [(s, h) for _, s, h in results if h.get("x-route-node", "").startswith("eu-")
             or (s == 200 and h.get("x-served-by", "").startswith("eu-"))]
     assert len(edge) > 500
-    assert all(s == 200 and h.get("x-route-mode") in ("edge", "edge-degraded")
+    # every request an edge node served was the router's choice and succeeded; a split is one
+    # (features on the node): on a starved machine the nodes answer slower, their demand
+    # crosses the shedding share and a few keys split, as the shares say they should
+    assert all(s == 200 and h.get("x-route-mode") in ("edge", "edge-degraded", "split")
                for s, h in edge), Counter((s, h.get("x-route-mode")) for s, h in edge)
     assert opened == 0  # Envoy never had to route on its own
