@@ -258,10 +258,10 @@ scenarios with 8- and 16-slot nodes meet the goal at the same floor. Since keys 
 (`router/core/shed.py`: each node serves a hash-stable share of its home keys at full quality and
 degrades the next share once their demand passes half its slots) camera's fleet runs well below
 saturation, so its split-vs-whole goal had no saturated window to judge, and its
-frames run `constrained` more often. The missed flap and affinity rows of fintech-trace,
-spot-spike and twin are open work (issue #18). Total cost counts the owned edge fleet by the hour
-(hardware presets) whether it serves or not, and cloud-only owns none: the edge pays where the
-fleet is busier than its break-even utilization."""
+frames run `constrained` more often. The missed affinity rows (camera, fintech-trace, twin) and
+quality flap rates above 0.05 outside camera and partition are open work (issue #18). Total cost
+counts the owned edge fleet by the hour (hardware presets) whether it serves or not, and
+cloud-only owns none: the edge pays where the fleet is busier than its break-even utilization."""
 
 FLOORS_NOTE = """
 
