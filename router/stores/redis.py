@@ -169,6 +169,9 @@ class RedisBudgetStore:
         try:
             self.verify()
             redis_epoch.adopt(self, after_loss=False)
+            # loaded now, so a cold router's first lease is one round trip, not three
+            self.run("scripts", lambda: [self._r.script_load(s.script)
+                                         for s in self.scripts.values()])
         except StoreDown as exc:
             log.warning("%s; serving without it: cloud spend waits for a lease from Redis", exc)
 
