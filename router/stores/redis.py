@@ -67,7 +67,7 @@ from router.core.budget import Billed, BudgetLedger, Entry, Settled, Standing
 from router.stores import redis_epoch, redis_lua
 from router.stores.keeper import BudgetStoreError, StoreDown, StoreLost
 from router.stores.leases import GROW, READ, RETURN, Ask, LeasePlanner
-from router.stores.redis_calls import Batch
+from router.stores.redis_calls import Batch, load_scripts
 from router.stores.redis_options import BIG, expire_at, parse_options
 
 log = logging.getLogger(__name__)
@@ -170,8 +170,7 @@ class RedisBudgetStore:
             self.verify()
             redis_epoch.adopt(self, after_loss=False)
             # loaded now, so a cold router's first lease is one round trip, not three
-            self.run("scripts", lambda: [self._r.script_load(s.script)
-                                         for s in self.scripts.values()])
+            self.run("scripts", lambda: load_scripts(self._r, self.scripts))
         except StoreDown as exc:
             log.warning("%s; serving without it: cloud spend waits for a lease from Redis", exc)
 

@@ -56,8 +56,13 @@ class Batch:
             return self._send()
         except redis.exceptions.NoScriptError:
             self.trips["scripts"] += 2  # the load, and the batch again
-            pipe = self.client.pipeline(transaction=False)
-            for script in self.scripts.values():
-                pipe.script_load(script.script)
-            pipe.execute()
+            load_scripts(self.client, self.scripts)
             return self._send()
+
+
+def load_scripts(client: redis.Redis, scripts: dict[str, Script]) -> None:
+    """Every script into Redis' cache, in one round trip."""
+    pipe = client.pipeline(transaction=False)
+    for script in scripts.values():
+        pipe.script_load(script.script)
+    pipe.execute()
