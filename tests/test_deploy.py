@@ -47,6 +47,7 @@ DASHBOARD_METRICS = CONTRACT_METRICS | {"router_event_loop_lag_seconds", "router
                                         "router_capacity_unmet", "router_capacity_held",
                                         "router_capacity_sync_lag_seconds",
                                         "router_capacity_sync_age_seconds",
+                                        "router_store_round_trips_total",
                                         "router_xds_streams", "router_xds_synced_envoys",
                                         "router_xds_push_total"}
 

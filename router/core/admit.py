@@ -66,9 +66,14 @@ def admit(p: Plan, ledger: BudgetLedger, *, now: float) -> Routed:
 
 
 def _count_unmet(walks: tuple[Walk, ...], blocked: list[int]) -> None:
-    """Each walk's first node passed for want of lease only, counted in the tracker's
-    `blocked`: the capacity keeper reads it as demand this router's lease did not meet."""
+    """Each walk that found no room in this router's leases: its first node passed for want
+    of lease only, counted in the tracker's `blocked` (the capacity keeper reads it as demand
+    this router's lease did not meet). A walk that went on to leased room elsewhere counts
+    nothing: its request was served on this router's own slots, and asking the fleet for the
+    home's slot too would move a slot between routers for a request already placed."""
     for walk in walks:
+        if walk.pick is not None:
+            continue
         for step in walk.passed:
             if step.short:
                 blocked[step.slot] += 1

@@ -33,8 +33,12 @@ router's next call. A demand shift is followed within about three sync periods
 plus the time requests take.
 
 Demand (`demand`): what the router has in flight at the sync, plus the
-requests its walk turned away from the resource for want of lease since the
-last one (each wanted a slot there; `router.core.pick` counts a walk once). A
+requests since the last one whose walk found no room anywhere in its leases,
+each counted at the first node it passed for want of lease only
+(`router.core.admit`). A walk that went on to leased room elsewhere asks for
+nothing: its request is served on slots the router holds, and counting it
+would move a home slot from router to router for a request already placed (at
+twice the edge's load such churn left a tenth of the slots idle in transit). A
 busy router's demand is then large and an idle one's small, so max-min
 fairness hands the busy one what the idle ones do not use, and a router that
 asked too little finds its turned-away requests in its next demand.
@@ -145,7 +149,7 @@ def keep(held: int, load: int) -> int:
 
 def demand(load: int, blocked: int) -> int:
     """The demand a router reports for a resource: what it has in flight now, plus the
-    requests its walk turned away from it for want of lease since its last sync."""
+    requests since its last sync that found no leased room and passed it first."""
     return load + blocked
 
 

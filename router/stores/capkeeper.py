@@ -8,7 +8,7 @@ store. Every `period` seconds this thread:
 
 1. reads, per leased resource (`router.core.capacity.resources` of the
    snapshot in force), what is in flight, what is held and the requests
-   turned away for want of lease since last time, and turns them into
+   that found no leased room since last time, and turns them into
    (capacity, keep, demand);
 2. makes one call to the store for all of them (`router.stores.capacity`);
 3. sets `held` to the new lease, or to the fair target if that is less.
