@@ -143,9 +143,11 @@ class SqliteCapacity:
                                    check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        self.trips: Counter[str] = Counter()  # transactions by purpose
 
     def sync(self, member: str, ttl: float, asks: list[Ask]) -> tuple[int, list[Grant]]:
         """One IMMEDIATE transaction for every resource in `asks`."""
+        self.trips["capacity"] += 1
         try:
             return self._sync(member, ttl, asks)
         except sqlite3.OperationalError as exc:  # locked past the timeout, disk gone
@@ -196,6 +198,7 @@ class SqliteCapacity:
 
     def release(self, member: str, names: list[str]) -> None:
         """Delete the router's rows and its heartbeat."""
+        self.trips["capacity_release"] += 1
         try:
             with self._db:
                 self._db.execute("DELETE FROM leases WHERE member = ?", (member,))
