@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 Everything here is a plain state machine that the caller advances with its own
 `now` (seconds) and its own random draws, so the heap-ordered simulator
-(`simulator.world`) and a real-time emulator can both drive it and agree.
+(`simulator.world`) and the live twin's real-time one can both drive it and agree.
 Nothing reads a clock, sleeps or draws a random number.
 
 Edge node. `slots` inference servers and a FIFO queue, and apart from them
@@ -39,8 +39,8 @@ Cloud. A pool answers after (round trip + compute) × a log-normal jitter;
 its payload first crosses an uplink (the gateway site's, or the node site's
 for a split's features).
 
-Driving it (what `simulator.world` does on its heap, and a real-time emulator
-would do with timers): an inference arriving at a node with `busy < slots`
+Driving it (what `simulator.lifecycle` does, for the simulator's heap and the
+live twin's timers alike): an inference arriving at a node with `busy < slots`
 calls `start(now, key, quality, draw)` and ends after the returned
 milliseconds with `end(now, quality, latency_ms)`, which hands back the queued
 request to start next; otherwise it joins `node.queue`. Features take
@@ -57,6 +57,7 @@ import heapq
 import math
 from collections import OrderedDict, deque
 from collections.abc import Hashable, Sequence
+from typing import Generic, TypeVar
 
 from router.core.feed import NodeState
 from router.core.model import LATENCY_FACTOR, EdgeNode
@@ -65,6 +66,10 @@ QUALITY_MEMORY = {"full": 1.0, "constrained": 0.75, "minimal": 0.5}
 FACTOR = dict(LATENCY_FACTOR)  # plain dicts: read once or twice per request
 MEMORY = dict(QUALITY_MEMORY)
 MIN_P95_SAMPLES = 5  # fewer completions in a window: the feed states no p95
+
+T = TypeVar("T")  # a transfer's token (the driver's)
+Q = TypeVar("Q")  # a queued inference's token
+F = TypeVar("F")  # a queued feature extraction's token
 
 
 class WarmKeys:
@@ -94,8 +99,8 @@ class WarmKeys:
         return len(self.keys)
 
 
-class Link:
-    """A shared uplink under processor sharing (see the module docstring)."""
+class Link(Generic[T]):
+    """A shared uplink under processor sharing (see the module docstring); tokens of type T."""
 
     __slots__ = ("_heap", "_seq", "area", "last", "mbps", "rate", "since", "stamp", "vtime")
 
@@ -107,7 +112,7 @@ class Link:
         self.last = now
         self.since = now  # start of the feed window
         self.area = 0.0  # ∫ active transfers dt over the window
-        self._heap: list[tuple[float, int, object, float]] = []  # (end V, seq, token, start)
+        self._heap: list[tuple[float, int, T, float]] = []  # (end V, seq, token, start)
         self._seq = 0
         self.stamp = 0  # the driver's: bumped whenever the next end may have moved
 
@@ -123,7 +128,7 @@ class Link:
             self.area += (now - self.last) * n
         self.last = max(self.last, now)
 
-    def start(self, now: float, nbytes: float, token: object) -> None:
+    def start(self, now: float, nbytes: float, token: T) -> None:
         """Begin moving `nbytes` for `token`."""
         self._advance(now)
         self._seq += 1
@@ -136,22 +141,22 @@ class Link:
         left = self._heap[0][0] - self.vtime
         return self.last + max(left, 0.0) * len(self._heap) / self.rate
 
-    def finish(self, now: float) -> list[object]:
+    def finish(self, now: float) -> list[T]:
         """Advance to `now`; the tokens whose transfers have ended, in order."""
         self._advance(now)
         heap = self._heap
-        done = []
+        done: list[T] = []
         # a transfer due now may sit a rounding error above vtime
         limit = self.vtime + 1e-9 * max(1.0, abs(self.vtime))
         while heap and heap[0][0] <= limit:
             done.append(heapq.heappop(heap)[2])
         return done
 
-    def expire(self, now: float, cutoff: float) -> list[object]:
+    def expire(self, now: float, cutoff: float) -> list[T]:
         """Stop every transfer started at or before `cutoff` (its client gave up); their tokens."""
         self._advance(now)
-        keep: list[tuple[float, int, object, float]] = []
-        gone: list[tuple[float, int, object, float]] = []
+        keep: list[tuple[float, int, T, float]] = []
+        gone: list[tuple[float, int, T, float]] = []
         for entry in self._heap:
             (gone if entry[3] <= cutoff else keep).append(entry)
         if gone:
@@ -173,8 +178,9 @@ def transfer_s(nbytes: float, mbps: float) -> float:
     return nbytes * 8.0 / (mbps * 1e6)
 
 
-class Node:
-    """One edge node's physics (module docstring): servers, queues, warm keys, VRAM."""
+class Node(Generic[Q, F]):
+    """One edge node's physics (module docstring): servers, queues, warm keys, VRAM; the
+    driver's tokens of type Q wait for an inference slot, of type F for a feature slot."""
 
     __slots__ = ("area_t", "base_ms", "busy", "busy_area", "crowd", "fbusy", "feature_ms",
                  "fqueue", "id", "mem", "mem_area", "queue", "score", "since", "slots", "spec",
@@ -192,9 +198,9 @@ class Node:
         self.unit_ms = self.base_ms  # base_ms / score: the cold, lone, full-quality mean
         self.up = True
         self.busy = 0  # inferences in service
-        self.queue: deque[object] = deque()
+        self.queue: deque[Q] = deque()
         self.fbusy = 0  # feature extractions in service
-        self.fqueue: deque[object] = deque()
+        self.fqueue: deque[F] = deque()
         self.warm = WarmKeys(warm_keys)
         self.warm_factor = 1.0 - warm_speedup
         self.crowd = contention / (spec.slots - 1 if spec.slots > 1 else 1)
@@ -246,7 +252,7 @@ class Node:
         ms = self.unit_ms * FACTOR[quality] * (1.0 + self.crowd * (busy - 1)) * draw
         return (ms * self.warm_factor if warm else ms), warm
 
-    def end(self, now: float, quality: str, latency_ms: float) -> object | None:
+    def end(self, now: float, quality: str, latency_ms: float) -> Q | None:
         """An inference ended after `latency_ms`; the queued token to start next, if any."""
         dt = now - self.area_t
         if dt > 0:
@@ -258,7 +264,7 @@ class Node:
         self.window.append(latency_ms / FACTOR[quality])
         return self.queue.popleft() if self.queue else None
 
-    def feature_arrive(self, token: object) -> bool:
+    def feature_arrive(self, token: F) -> bool:
         """A split's extraction arrives: True if a feature slot is free, else it queues."""
         if self.fbusy < self.spec.feature_slots:
             self.fbusy += 1
@@ -266,7 +272,7 @@ class Node:
         self.fqueue.append(token)
         return False
 
-    def feature_end(self) -> object | None:
+    def feature_end(self) -> F | None:
         """An extraction ended; the queued one that takes its slot, if any."""
         if self.fqueue:
             return self.fqueue.popleft()

@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 
 from router.core.model import Policy
+from simulator.lifecycle import EVENT, REFRESH, SAMPLE, Lifecycle
 from simulator.routers import EPOCH, WAIT, Choice, Router, resume
 from simulator.scenario import Scenario
 from simulator.traffic import draw
-from simulator.world import EVENT, REFRESH, SAMPLE, World
+from simulator.world import World
 
 SAMPLE_S = 10.0  # utilization and caps are sampled this often (the report's steady windows)
 TICK_S = 1.0  # the server's refresher tick: how soon it sees the feed in force go stale
@@ -124,7 +125,7 @@ def simulate(scenario: Scenario, policy: Policy, router: Router, *,
 
 def _done(latency: list[float], warm: list[bool | None], choices: list[Choice | None],
           done: Any, waited: dict[int, float], row: int, ms: float,
-          was_warm: bool | None) -> None:
+          was_warm: bool | None, _status: int) -> None:
     latency[row] = ms + waited.pop(row, 0.0) if waited else ms
     warm[row] = was_warm
     choice = choices[row]
@@ -248,7 +249,7 @@ def schedule_refreshes(world: World, policy: Policy, router: Router, out: Result
     world.at(SAMPLE_S, SAMPLE, sample)
 
 
-def apply_world_event(kind: str, args: dict[str, Any], world: World) -> bool:
+def apply_world_event(kind: str, args: dict[str, Any], world: Lifecycle) -> bool:
     """Apply a scenario event that changes the world itself; False for any other kind.
 
     The heap loop here and the live twin's real-time driver (`simulator.live`) both call it,

@@ -7,21 +7,25 @@ from pathlib import Path
 
 from router.core.model import Policy
 from router.policy.loader import load_policy_or_report
+from simulator.jobs import PoolJob
 from simulator.physics import Link
 from simulator.scenario import Scenario, WorldConfig, load_scenario
 
 GATEWAY = "gateway"  # the site of the gateway when the scenario names none
 
 
-def site_links(policy: Policy, cfg: WorldConfig) -> tuple[dict[str, Link], dict[str, Link],
-                                                          Link]:
+Uplink = Link[PoolJob]  # what crosses an uplink: a request bound for a pool
+
+
+def site_links(policy: Policy, cfg: WorldConfig) -> tuple[dict[str, Uplink], dict[str, Uplink],
+                                                          Uplink]:
     """(links by site, each node's site link, the gateway's) from `world.sites`.
 
     A node no site names has a site of its own with its `uplink_mbps`; the gateway
     is at `world.gateway_site`, or at a site of its own with `cloud.uplink_mbps`.
     """
-    links: dict[str, Link] = {}
-    node_link: dict[str, Link] = {}
+    links: dict[str, Uplink] = {}
+    node_link: dict[str, Uplink] = {}
     for site in cfg.sites:
         link = links[site.id] = Link(site.uplink_mbps)
         for nid in site.nodes:

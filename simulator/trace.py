@@ -156,7 +156,7 @@ class _Candidate:
         key = req.key if req.key else -1 - i  # a keyless request shares no warm state
         self.world.submit(i, choice[0], choice[1], choice[2], choice[3], key, req.payload_bytes)
 
-    def _done(self, i: int, ms: float, warm: bool | None) -> None:
+    def _done(self, i: int, ms: float, warm: bool | None, _status: int) -> None:
         row = self.commit.rows[i]
         row.latency = ms + self.waited.pop(i, 0.0) if self.waited else ms
         row.warm = warm

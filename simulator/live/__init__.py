@@ -4,8 +4,8 @@
 scenario through the real stack, and reports both side by side (docs/reference.md,
 "Live twin"). The pieces:
 
-- `world`: `LiveWorld`, the simulator's own world (`simulator.world.World`, whose
-  physics are `simulator.physics`) advanced by asyncio timers instead of a heap;
+- `realtime`: `LiveWorld`, the simulator's own world lifecycle (`simulator.lifecycle`,
+  whose physics are `simulator.physics`) driven by asyncio timers instead of a heap;
 - `upstream`: the process that serves every node and pool of the policy from one
   `LiveWorld`, writes its feed every `refresh_seconds`, and applies the scenario's
   events at their times;

@@ -103,7 +103,7 @@ class Upstreams:
         refresh = self.policy.refresh_seconds
 
         def feed_at(k: int) -> None:
-            if self.live.tick() >= self.live.world.feed_late_until:  # else late (feed_delay)
+            if self.live.tick() >= self.live.feed_late_until:  # else late (feed_delay)
                 self.write_feed()
             loop.call_at(origin + (k + 1) * refresh, feed_at, k + 1)
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from router.core.model import EdgeNode
+from simulator.lifecycle import BLOCK
 from simulator.physics import Link, Node, WarmKeys, percentile, transfer_s
 from simulator.scenario import Site, WorldConfig
-from simulator.world import BLOCK, World
+from simulator.world import World
 from tests.core.factory import node as make_node
 from tests.core.factory import policy as make_policy
 from tests.core.factory import pool as make_pool
@@ -122,7 +123,7 @@ def world(jitter: float = 0.0, **cfg: object) -> World:
 
 def run(w: World, submits: list[tuple[float, tuple[object, ...]]]) -> dict[int, float]:
     done: dict[int, float] = {}
-    w.on_done = lambda row, ms, warm: done.__setitem__(row, ms)
+    w.on_done = lambda row, ms, warm, status: done.__setitem__(row, ms)
     for t, args in submits:
         w.run_until(t)
         w.submit(*args)  # type: ignore[arg-type]

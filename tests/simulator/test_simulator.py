@@ -46,7 +46,7 @@ def test_edge_node_matches_mm_c(c: int, rho: float) -> None:
     rng = np.random.default_rng(4)
     times = np.cumsum(rng.exponential(1 / lam, 60_000))
     done: list[float] = []
-    world.on_done = lambda row, ms, warm: done.append(ms)
+    world.on_done = lambda row, ms, warm, status: done.append(ms)
     for i, t in enumerate(times):
         world.run_until(float(t))
         world.submit(i, "edge", "n", None, "full", i, 0.0)
