@@ -27,8 +27,9 @@ from router.core.plan import Option, Plan, explained, note, plan
 from router.core.request import RouteRequest
 from router.core.table import Snapshot
 
-# An option's budget hold: (why it cannot be held or None, reservation held or None).
-Reserve = Callable[[Option], tuple[str | None, Reservation | None]]
+# The ledger asked about an option's cloud estimate: why it cannot be held (a string), or
+# the reservation held (None: fits, holding nothing).
+Ask = Callable[[float], str | Reservation | None]
 
 
 def decide(req: RouteRequest, snap: Snapshot, ledger: BudgetLedger, *, now: float) -> Routed:
@@ -52,14 +53,7 @@ def admit(p: Plan, ledger: BudgetLedger, *, now: float) -> Routed:
     budgets = p.snapshot.policy.budgets
     account = p.account
     assert account is not None
-
-    def hold(opt: Option) -> tuple[str | None, Reservation | None]:
-        if opt.cloud_usd <= 0:
-            return None, None
-        held = ledger.hold(budgets, account, opt.cloud_usd, now)
-        return (held, None) if isinstance(held, str) else (None, held)
-
-    opt, held, blocked, _ = _choose(p, hold)
+    opt, held, blocked, _ = _choose(p, lambda usd: ledger.hold(budgets, account, usd, now))
     if opt is None:
         return Routed(_refuse(p, ledger, blocked, now))
     return _admitted(p, opt, held)
@@ -88,31 +82,26 @@ def preview(p: Plan, ledger: BudgetLedger, *, now: float) -> Preview:
     budgets = p.snapshot.policy.budgets
     account = p.account
     assert account is not None
-
-    def fits(opt: Option) -> tuple[str | None, Reservation | None]:
-        if opt.cloud_usd <= 0:
-            return None, None
-        return ledger.check(budgets, account, opt.cloud_usd, now), None
-
-    opt, _, blocked, tried = _choose(p, fits)
+    opt, _, blocked, tried = _choose(p, lambda usd: ledger.check(budgets, account, usd, now))
     seen = (*explained(p), *(note(o, why) for o, why in tried))
     if opt is None:
         return Preview(_refuse(p, ledger, blocked, now), seen)
     return Preview(_route(p, opt), (*seen, note(opt, "chosen")))
 
 
-def _choose(p: Plan, hold: Reserve) -> tuple[Option | None, Reservation | None, set[str],
-                                             list[tuple[Option, str]]]:
-    """The first option whose budget `hold` can hold, and its hold; else None. Then why
-    each option before it could not be held, as a set and in order."""
+def _choose(p: Plan, ask: Ask) -> tuple[Option | None, Reservation | None, set[str],
+                                          list[tuple[Option, str]]]:
+    """The first option that holds no budget or whose estimate the ledger (`ask`) can
+    hold, and its hold; else None. Then why each option before it could not be held, as
+    a set and in order."""
     blocked: set[str] = set()
     tried: list[tuple[Option, str]] = []
     for opt in p.options:
-        why, held = hold(opt)
-        if why is None:
-            return opt, held, blocked, tried
-        blocked.add(why)
-        tried.append((opt, why))
+        got = ask(opt.cloud_usd) if opt.cloud_usd > 0 else None
+        if not isinstance(got, str):
+            return opt, got, blocked, tried
+        blocked.add(got)
+        tried.append((opt, got))
     return None, None, blocked, tried
 
 
