@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import aiohttp
 import numpy as np
 
+from router import wire
+
 FALLBACK = "fail-open"
 
 
@@ -30,25 +32,22 @@ class TrafficClass:
     keys: int
 
 
+def _class(name: str, weight: float, keys: int, *, tenant: str, slo_ms: int, degrade: bool,
+           residency: str | None = None, model: str | None = None) -> TrafficClass:
+    """A class whose requests carry these tags in the router's request headers."""
+    tags = ((wire.H_TENANT, tenant), (wire.H_RESIDENCY, residency), (wire.H_MODEL, model),
+            (wire.H_SLO, str(slo_ms)), (wire.H_DEGRADE, "true" if degrade else "false"))
+    return TrafficClass(name, weight, tuple((h, v) for h, v in tags if v is not None), keys)
+
+
 CLASSES = (
-    TrafficClass("eu-vision", 0.35, (("x-affinity-tenant", "acme"),
-                                     ("x-affinity-residency", "GDPR"),
-                                     ("x-affinity-model", "vision-v3"),
-                                     ("x-affinity-slo-ms", "60"),
-                                     ("x-affinity-degrade", "true")), 400),
-    TrafficClass("eu-fraud", 0.25, (("x-affinity-tenant", "fintech"),
-                                    ("x-affinity-residency", "GDPR"),
-                                    ("x-affinity-model", "fraud-v2"),
-                                    ("x-affinity-slo-ms", "75"),
-                                    ("x-affinity-degrade", "true")), 2000),
-    TrafficClass("us-llm", 0.25, (("x-affinity-tenant", "default"),
-                                  ("x-affinity-residency", "CCPA"),
-                                  ("x-affinity-model", "llm-8b"),
-                                  ("x-affinity-slo-ms", "150"),
-                                  ("x-affinity-degrade", "false")), 800),
-    TrafficClass("batch", 0.15, (("x-affinity-tenant", "default"),
-                                 ("x-affinity-slo-ms", "400"),
-                                 ("x-affinity-degrade", "false")), 5000),
+    _class("eu-vision", 0.35, 400, tenant="acme", residency="GDPR", model="vision-v3",
+           slo_ms=60, degrade=True),
+    _class("eu-fraud", 0.25, 2000, tenant="fintech", residency="GDPR", model="fraud-v2",
+           slo_ms=75, degrade=True),
+    _class("us-llm", 0.25, 800, tenant="default", residency="CCPA", model="llm-8b",
+           slo_ms=150, degrade=False),
+    _class("batch", 0.15, 5000, tenant="default", slo_ms=400, degrade=False),
 )
 
 
@@ -103,10 +102,10 @@ async def _one(session: aiohttp.ClientSession, url: str, headers: dict[str, str]
             await resp.read()
             ms = (time.perf_counter() - t0) * 1000.0
             if resp.status == 200:
-                mode = resp.headers.get("x-route-mode", FALLBACK)
-                stats.record(mode, resp.headers.get("x-route-node", "?"), ms)
+                mode = resp.headers.get(wire.H_MODE, FALLBACK)
+                stats.record(mode, resp.headers.get(wire.H_NODE, "?"), ms)
             else:
-                reason = resp.headers.get("x-route-reason", "")
+                reason = resp.headers.get(wire.H_REASON, "")
                 stats.errors[f"{resp.status} {reason}".strip()] += 1
     except (TimeoutError, aiohttp.ClientError) as exc:
         stats.errors[type(exc).__name__] += 1
@@ -127,7 +126,7 @@ async def drive(url: str, rate_rps: float, stats: Stats, stop: asyncio.Event, *,
             cls = CLASSES[int(rng.choice(len(CLASSES), p=weights))]
             key = f"{cls.name}-{int(rng.zipf(1.3)) % cls.keys}"
             headers = dict(cls.headers)
-            headers["x-affinity-key"] = key
+            headers[wire.H_KEY] = key
             task = asyncio.create_task(_one(session, url, headers, stats))
             pending.add(task)
             task.add_done_callback(pending.discard)
