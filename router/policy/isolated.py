@@ -7,7 +7,11 @@ late). In a process of its own it costs the router nothing but unpickling the re
 worker is started once (spawn: a fresh interpreter, never a fork of a process with gRPC
 threads) and reused; if it dies mid-read, the same read is tried again in a new one, up to
 `TRIES` times, each death reported to the caller. Hostile files are bounded by the loader
-itself (size, depth, alias expansion), and here also by `timeout`.
+itself (size, depth, alias expansion), and here also by `timeout`. A worker whose router
+died without shutting it down (SIGKILL, OOM) exits within `ORPHAN_POLL_S`: nothing else
+would end it, since it waits on a queue its own copy of the pipe keeps open, and every
+restart of a killed router would leave one more interpreter (and its resource tracker)
+running.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -28,6 +33,7 @@ from router.policy.located import Problem
 log = logging.getLogger("router.policy.isolated")
 TIMEOUT_S = 60.0
 TRIES = 4  # worker deaths survived by one read: 3
+ORPHAN_POLL_S = 0.5
 
 _lock = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
@@ -52,8 +58,19 @@ def _executor() -> ProcessPoolExecutor:
     with _lock:
         if _pool is None:
             _pool = ProcessPoolExecutor(max_workers=1,
-                                        mp_context=multiprocessing.get_context("spawn"))
+                                        mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_watch_parent, initargs=(os.getpid(),))
         return _pool
+
+
+def _watch_parent(parent: int) -> None:
+    """In the worker: exit as soon as the router that started it is gone."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_POLL_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="orphan-guard", daemon=True).start()
 
 
 def _ready() -> int:

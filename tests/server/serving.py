@@ -6,6 +6,8 @@ printed, so no number is chosen before the process exists (nothing can take it i
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import selectors
 import signal
@@ -35,9 +37,17 @@ class Served:
         try:
             out, _ = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, _ = self.proc.communicate()
+            out = kill_group(self.proc)
         return b"".join(self.said) + (out or b"")
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> bytes:
+    """SIGKILL `serve` and every process it started (its session), then read what it printed:
+    a child left running would hold its stdout open and the read would never end."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    out, _ = proc.communicate()
+    return out or b""
 
 
 def example_policy(tmp_path: Path) -> Path:
@@ -71,6 +81,5 @@ def serve(tmp_path: Path, *args: str, timeout: float = 60.0) -> Served:
             said.append(line)
             if m := BOUND.search(line):
                 return Served(proc, int(m.group(1)), said)
-    proc.kill()
-    proc.communicate()
+    kill_group(proc)
     raise TimeoutError(f"serve named no port in {timeout:.0f} s: {b''.join(said)!r}")

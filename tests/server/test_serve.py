@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,7 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from router.cli import main
-from tests.server.serving import serve
+from tests.server.serving import kill_group, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "policies" / "example.yaml"
@@ -97,6 +100,43 @@ def test_health_then_graceful_drain_on_sigterm(tmp_path: Path) -> None:
         out = served.stop()
     assert served.proc.returncode == 0
     assert b"draining" in out and b"0 routed requests unfinished" in out
+
+
+def group_members(pgid: int) -> list[str]:
+    """Command lines of the live processes in process group `pgid` (zombies are not live)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[0] != "Z" and int(fields[2]) == pgid:
+                out.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except (OSError, IndexError, ValueError):
+            continue  # gone while read
+    return out
+
+
+def test_a_sigkilled_router_leaves_no_process_behind(tmp_path: Path) -> None:
+    """Its policy worker (and the worker's resource tracker) exit on their own: a restarted
+    router must not leave one more interpreter running each time it was killed."""
+    served = serve(tmp_path, "--metrics", "127.0.0.1:0")
+    pgid = served.proc.pid  # serve starts its own session: the group is it and its children
+    try:
+        until(lambda: any("multiprocessing.spawn" in c for c in group_members(pgid)), 60)
+        os.kill(served.proc.pid, signal.SIGKILL)
+        served.proc.wait()
+        until(lambda: not group_members(pgid), 10)
+    finally:
+        left = group_members(pgid)
+        kill_group(served.proc)
+    assert left == []
+
+
+def until(check: Callable[[], bool], seconds: float) -> None:
+    """Poll `check` every 0.1 s until it holds; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"not within {seconds:g} s"
+        time.sleep(0.1)
 
 
 def test_sigterm_lets_open_streams_finish_and_refuses_new_ones(tmp_path: Path) -> None:
