@@ -67,19 +67,27 @@ def serve(tmp_path: Path, *args: str, timeout: float = 60.0) -> Served:
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         start_new_session=True)
     assert proc.stdout is not None
+    # Read the pipe itself, not through the file object's buffer: a buffered readline can
+    # pull the port line in with the line before it, and select() then waits on an empty
+    # pipe for output that already arrived (a loaded machine's writes arrive together).
+    fd = proc.stdout.fileno()
     said: list[bytes] = []
+    pending = b""
     deadline = time.monotonic() + timeout
     with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
+        sel.register(fd, selectors.EVENT_READ)
         while time.monotonic() < deadline:
             if not sel.select(deadline - time.monotonic()):
                 break
-            line = proc.stdout.readline()
-            if not line:
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 proc.communicate()
                 raise RuntimeError(f"serve exited with {proc.returncode}: {b''.join(said)!r}")
-            said.append(line)
-            if m := BOUND.search(line):
+            said.append(chunk)
+            pending += chunk
+            end = pending.rfind(b"\n") + 1  # whole lines only: a port can arrive in halves
+            if m := BOUND.search(pending, 0, end):
                 return Served(proc, int(m.group(1)), said)
+            pending = pending[end:]
     kill_group(proc)
     raise TimeoutError(f"serve named no port in {timeout:.0f} s: {b''.join(said)!r}")
