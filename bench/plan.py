@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -61,6 +63,20 @@ def row(name: str, doc: dict[str, Any], wall: float) -> str:
             f"{len(doc['pareto'])} | {wall:.0f} s |")
 
 
+def chosen(doc: dict[str, Any]) -> str:
+    """What the recommended point changes, in words."""
+    rec = doc["recommended"]
+    if rec is None:
+        return "nothing"
+    par = rec["parameters"]
+    out = [f"add {n} × {name.split('#')[0]}" for name, n in par.get("add_nodes", {}).items() if n]
+    out += [f"remove {', '.join(par['remove_nodes'])}"] if par.get("remove_nodes") else []
+    out += [f"reserve {n} slots of {pool}" for pool, n in par.get("reserved_slots", {}).items()
+            if n]
+    out += [f"{k} {v:.2f}" for k, v in par.get("knobs", {}).items()]
+    return "; ".join(out)
+
+
 def main() -> int:
     """Run the plans and write the section."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -72,16 +88,21 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "out" / "plan-bench"))
     args = parser.parse_args()
     rows, verdicts = [], []
+    load_before = os.getloadavg()
     for name in args.only:
+        cpu0 = _cpu()
         doc, wall, _ = plan(name, args)
         rows.append(row(name, doc, wall))
-        verdicts.append(f"- **{name}**: {doc['verdict']}")
+        verdicts.append(f"- **{name}** ({_cpu() - cpu0:.0f} CPU s): {doc['verdict']} "
+                        f"It changes: {chosen(doc)}.")
+    load = " ".join(f"{v:.2f}" for v in (*load_before, *os.getloadavg()))
     capped = f", each run capped at {args.requests:,} requests" if args.requests else ""
     body = (f"`bench/plan.py --trials {args.trials} --jobs {args.jobs} --slo {args.slo}`"
             f"{capped}: `hybrid-router plan` on each scenario with its shipped space "
             "(`simulator/scenarios/spaces/`). Cost is the total per hour (owned fleet and "
             "reservations plus what the run spent); \"cheaper\" means cheaper than today's "
-            "policy at the same or better SLO attainment.\n\n"
+            "policy at the same or better SLO attainment. Wall time depends on how busy the "
+            f"machine was: load average (1, 5, 15 min) before and after {load}.\n\n"
             "| scenario | trials | today $/h | today SLO | today p95 ms | recommended $/h | "
             "recommended SLO | recommended p95 ms | cheaper | Pareto points | wall |\n"
             "|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
@@ -89,6 +110,13 @@ def main() -> int:
     write_section("plan", "Planner: the cheapest fleet meeting the SLO", body)
     print(body)
     return 0
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (the trial workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 if __name__ == "__main__":
