@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .stack import NODES, UPSTREAM_TIMEOUT_S, Stack
+from .stack import NODES, UPSTREAM_TIMEOUT_S, Stack, fail_opens
 
 pytestmark = pytest.mark.integration
 
@@ -73,9 +73,13 @@ def test_gdpr_requests_only_reach_gdpr_nodes(stack: Stack) -> None:
 
 def test_64_concurrent_slow_requests_respect_caps(stack: Stack) -> None:
     before = {n: stack.stats(n) for n in NODES}
-    # inference and split feature slots are held apart (feature slots default to slots)
-    assert all(s["max_inflight"] <= NODES[n][2] for n, s in before.items()), before
-    assert all(s["max_features"] <= NODES[n][2] for n, s in before.items()), before
+    # Inference and split feature slots are held apart (feature slots default to slots),
+    # over every test so far on this stack; unless Envoy ever routed on its own when the
+    # router missed its 200-ms deadline (fail-open, blind to slots by design: a starved
+    # machine), in which case the peaks so far are not all the router's.
+    if fail_opens(stack.admin) == 0:
+        assert all(s["max_inflight"] <= NODES[n][2] for n, s in before.items()), before
+        assert all(s["max_features"] <= NODES[n][2] for n, s in before.items()), before
     results = many(stack, [{"x-affinity-key": f"hot-{i % 3}", "x-affinity-residency": "CCPA",
                             "x-emulate-delay-ms": "400"} for i in range(64)])
     # 24 CCPA edge slots and no CCPA cloud pool: the rest are refused, never overloaded.
