@@ -9,8 +9,8 @@ share of the edge's slots in use once settled, then after gateway A is SIGKILLed
 the lease TTL + 1 s; each node's peak in flight over the whole run. B's and C's
 router_store_round_trips_total give the store calls per router.
 (2) ext_proc throughput: one router with slot leases off (`capacity_sync=0`) and one
-leasing, both on the same Redis budget store, interleaved rounds of 32 closed-loop
-clients through Envoy, medians.
+leasing, both on the same Redis budget store, interleaved rounds of wrk (32
+connections) through Envoy, medians; and the router's CPU per request.
 Writes docs/BENCHMARKS.md.
 
     .venv/bin/python bench/fleet.py [--seconds 10] [--rounds 3]
@@ -30,12 +30,12 @@ import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-
-import aiohttp
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._report import write_section
+from bench.envoy_extproc import cpu_seconds, wrk
 from tests.integration.stack import Stack
 from tests.integration.test_fleet_slots import POLICY, SLOTS, Gateways, closed_loop
 from tests.stores.conftest import RedisServer
@@ -123,31 +123,37 @@ def utilization(seconds: float, tmp: Path) -> tuple[dict[str, float], dict[str, 
             "edge": counts["edge"], "cloud": counts["cloud"]}, peaks
 
 
-async def throughput_once(url: str, seconds: float) -> float:
-    """Requests/s of 32 closed-loop clients through one Envoy."""
-    done = 0
-    deadline = time.monotonic() + seconds
-
-    async def client(i: int, session: aiohttp.ClientSession) -> None:
-        nonlocal done
-        n = 0
-        while time.monotonic() < deadline:
-            async with session.get(url + "/infer", headers={
-                    "x-affinity-key": f"k{i}-{n % 50}", "x-affinity-residency": "GDPR",
-                    "x-emulate-delay-ms": "0"}) as r:
-                await r.read()
-            n += 1
-            done += 1
-
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        await asyncio.gather(*(client(i, session) for i in range(32)))
-    return done / seconds
+LUA = """
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, "/infer", {["x-affinity-key"] = "k" .. (counter % 1600),
+                                    ["x-affinity-residency"] = "GDPR",
+                                    ["x-emulate-delay-ms"] = "0"})
+end
+"""
 
 
-def throughput(seconds: float, rounds: int, tmp: Path) -> dict[str, list[float]]:
+class Round(NamedTuple):
+    """One wrk run through one stack: requests/s and the router's CPU µs per request."""
+
+    rps: float
+    cpu_us: float
+
+
+def throughput_once(stack: Stack, seconds: float, script: Path) -> Round:
+    """wrk (32 connections) through the stack's Envoy; the router's CPU over the run."""
+    router = stack.procs["router"].pid  # its own session: it and its policy worker
+    cpu0 = cpu_seconds(router)
+    rps, _, _ = wrk(stack.url, int(seconds), script)
+    return Round(rps, 1e6 * (cpu_seconds(router) - cpu0) / (rps * int(seconds)))
+
+
+def throughput(seconds: float, rounds: int, tmp: Path) -> dict[str, list[Round]]:
     """Part 2: one router alone against one leasing from Redis, interleaved."""
     for sub in ("redis2", "alone", "leased"):
         (tmp / sub).mkdir()
+    (tmp / "wrk.lua").write_text(LUA)
     server = RedisServer(tmp / "redis2")
     server.start()
     # the same Redis budget store for both; slot leases off for the router alone
@@ -155,13 +161,14 @@ def throughput(seconds: float, rounds: int, tmp: Path) -> dict[str, list[float]]
                              message_timeout_s=10.0),
               "leased": Stack(tmp / "leased", policy=POLICY, store=server.url,
                               message_timeout_s=10.0)}
-    runs: dict[str, list[float]] = {k: [] for k in stacks}
+    runs: dict[str, list[Round]] = {k: [] for k in stacks}
     try:
         for s in stacks.values():
             s.start()
+            wrk(s.url, 2, tmp / "wrk.lua")  # warm-up
         for _ in range(rounds):
             for name, s in stacks.items():
-                runs[name].append(asyncio.run(throughput_once(s.url, seconds)))
+                runs[name].append(throughput_once(s, seconds, tmp / "wrk.lua"))
     finally:
         for s in stacks.values():
             s.close()
@@ -180,7 +187,8 @@ def main() -> None:
         u, peaks = utilization(args.seconds, Path(tmp))
         runs = throughput(args.seconds, args.rounds, Path(tmp))
     load_after = os.getloadavg()
-    t = {k: statistics.median(v) for k, v in runs.items()}
+    t = {k: statistics.median(r.rps for r in v) for k, v in runs.items()}
+    cpu = {k: statistics.median(r.cpu_us for r in v) for k, v in runs.items()}
     ratio = t["leased"] / t["alone"]
     over = sum(max(0, peaks[n] - s) for n, s in SLOTS.items())
     rows = "\n".join(f"| {goal} | {got} | {'yes' if ok else 'no'} |" for goal, got, ok in (
@@ -195,7 +203,9 @@ def main() -> None:
         ("≤ 10 store calls/s per router (round trips, every purpose)",
          f"{u['trips']:.1f}/s, {u['syncs']:.1f} of them capacity syncs", u["trips"] <= 10),
         ("ext_proc throughput with leases ≥ 0.95× a router alone",
-         f"{t['leased']:.0f} vs {t['alone']:.0f} req/s: {ratio:.2f}×", ratio >= 0.95)))
+         f"{t['leased']:.0f} vs {t['alone']:.0f} req/s: {ratio:.2f}×; router CPU "
+         f"{cpu['leased']:.0f} vs {cpu['alone']:.0f} µs/request: "
+         f"{cpu['alone'] / cpu['leased']:.2f}× the requests per CPU second", ratio >= 0.95)))
     body = f"""
 Three gateways (router + Envoy) on one Redis, nodes of 2/4/4/8 slots holding each
 request 250 ms, 36 closed-loop clients at 30/4/2 (twice the edge's {EDGE} slots);
@@ -210,12 +220,13 @@ last sync that found no room in its leases (`router.core.capacity`). Counting in
 every walk that passed its home for want of lease (165ba7c) moved a home slot from
 router to router for requests already placed on leased room elsewhere: this bench over
 that code measured 86% in use in both of two runs on 2026-12-06 (the code since: 96–98%
-in four); recovery after the kill took 2.4–3.5 s with either, within noise.
+in five); recovery after the kill took 2.4–3.5 s with either, within noise.
 
 Requests in the utilization run: {u['edge']} edge, {u['cloud']} cloud (the overflow).
-Throughput: 32 closed-loop clients through one Envoy, medians of {args.rounds} interleaved
-rounds of {args.seconds:g} s (req/s by round: alone {fmt(runs["alone"])}, leased
-{fmt(runs["leased"])}).
+Throughput: wrk, 32 connections through one Envoy (1,600 keys, upstreams answering at
+once), medians of {args.rounds} interleaved rounds of {args.seconds:g} s (req/s by round:
+alone {fmt([r.rps for r in runs["alone"]])}, leased {fmt([r.rps for r in runs["leased"]])});
+the router's CPU per request from /proc over each round.
 
 Load average (1, 5, 15 min) before the run {fmt(load_before, 2)}, after it
 {fmt(load_after, 2)}{QUIET if load_before[0] < 1.0 else BUSY}.
