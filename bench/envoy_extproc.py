@@ -215,6 +215,20 @@ def _verdict(med: dict[str, dict[str, float]]) -> str:
     return text
 
 
+def _quiet(load: float, bare_rps: float) -> str:
+    """What the load average and bare Envoy's rate say about the machine during the run."""
+    if bare_rps >= 10_000:
+        return "."
+    if load >= 1.0:
+        return (f": the machine was busy with other people's work, (a) served {bare_rps:,.0f} "
+                "req/s where a quiet one serves > 10,000, every figure is low and only the "
+                "ratios within this run compare.")
+    return (f": quiet by its load average, yet (a) served {bare_rps:,.0f} req/s where the "
+            "fastest quiet runs served > 10,000 (the host itself was slower: a shared "
+            "virtual machine), so absolute figures are low and the ratios within this run "
+            "compare.")
+
+
 def _baseline_tree(rev: str, tmp: Path) -> Path:
     """A checkout of `rev` to run (d0) from, with this tree's generated protos."""
     tree = tmp / "baseline"
@@ -332,10 +346,7 @@ def main() -> int:
                      f"{m['envoy_us']:.0f} / {m['backend_us']:.0f} |")
     verdict = _verdict(med)
     load = (f"\n\nLoad average (1, 5, 15 min) before the run {' '.join(load_before)}, after it "
-            f"{' '.join(load_after)}" + (": the machine was busy with other people's work, (a) "
-            f"served {med['a']['rps']:,.0f} req/s where a quiet one serves > 10,000, every figure "
-            "is low and only the ratios within this run compare." if med["a"]["rps"] < 10_000
-            else "."))
+            f"{' '.join(load_after)}" + _quiet(float(load_before[0]), med["a"]["rps"]))
     body = "\n".join(lines) + load + verdict + f"""
 
 Medians of {args.rounds} interleaved rounds of {args.seconds} s each (a, b, c, d, d2, a, b, …):
@@ -353,12 +364,12 @@ ext_proc process trees over the wrk run.
 Reading it: (c)→(d) is what the routing itself costs over the Python gRPC floor (goal: (d) keeps
 ≥ 0.9x of (c)); the open-loop columns are the latency a request pays at a moderate rate (goal:
 (d) adds < 1 ms p50 and < 3 ms p99 over (a)). `--workers 2` runs two router processes on one port
-(SO_REUSEPORT). Workers share no memory, so each owns a fixed share of every limit and never
-lends it (`router/server/workers.py`): node slots and pool caps are split N ways (the shares add
-up to the whole), a per-process budget (`memory`) gives each worker limit / N, a `redis://` store
-is shared and reserves atomically, and a `sqlite:` file (one process's) is refused with N > 1.
-The shares survive policy reloads and feed refreshes (tests/server/test_workers.py; through Envoy,
-tests/integration/test_workers.py).
+(SO_REUSEPORT). The workers lease node slots and pool caps from a host-local file the parent
+creates (docs/operations.md, "Many routers, one fleet"): max-min fair by demand, no static
+split, so one Envoy connection's worker can use the whole edge. A per-process budget (`memory`)
+gives each worker limit / N, a `redis://` store is shared and reserves atomically, and a
+`sqlite:` budget file (one process's) is refused with N > 1 (tests/server/test_workers.py;
+through Envoy, tests/integration/test_workers.py and test_fleet_slots.py).
 
 Reproduce: `.venv/bin/python bench/envoy_extproc.py`."""
     if not args.no_write:
