@@ -60,14 +60,20 @@ async def main():
     s.add_insecure_port(sys.argv[1]); await s.start(); await s.wait_for_termination()
 uvloop.run(main())
 '''
-LUA = '''
+def wrk_script(keys: int = 5000, headers: tuple[tuple[str, str], ...] = ()) -> str:
+    """wrk's Lua: GET /infer spreading `keys` GDPR-tagged affinity keys, plus `headers`."""
+    extra = "".join(f',\n                                    ["{k}"] = "{v}"' for k, v in headers)
+    return f'''
 counter = 0
 request = function()
   counter = counter + 1
-  return wrk.format(nil, "/infer", {["x-affinity-key"] = "k" .. (counter % 5000),
-                                    ["x-affinity-residency"] = "GDPR"})
+  return wrk.format(nil, "/infer", {{["x-affinity-key"] = "k" .. (counter % {keys}),
+                                    ["x-affinity-residency"] = "GDPR"{extra}}})
 end
 '''
+
+
+LUA = wrk_script()
 
 
 def policy_text(ports: list[int]) -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -35,7 +34,7 @@ from typing import NamedTuple
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._report import write_section
-from bench.envoy_extproc import cpu_seconds, wrk
+from bench.envoy_extproc import cpu_seconds, wrk, wrk_script
 from tests.integration.stack import Stack
 from tests.integration.test_fleet_slots import POLICY, SLOTS, Gateways, closed_loop
 from tests.stores.conftest import RedisServer
@@ -51,11 +50,7 @@ EDGE = sum(SLOTS.values())
 
 def in_flight(stack: Stack) -> int:
     """Requests in flight on the emulated edge nodes now, by their own count."""
-    total = 0
-    for node in SLOTS:
-        with urllib.request.urlopen(f"http://{stack.address[node]}/_stats", timeout=2) as r:
-            total += int(json.load(r)["inflight"])
-    return total
+    return sum(int(stack.stats(node)["inflight"]) for node in SLOTS)
 
 
 async def sample(stack: Stack, until: float, into: list[tuple[float, int]]) -> None:
@@ -123,15 +118,8 @@ def utilization(seconds: float, tmp: Path) -> tuple[dict[str, float], dict[str, 
             "edge": counts["edge"], "cloud": counts["cloud"]}, peaks
 
 
-LUA = """
-counter = 0
-request = function()
-  counter = counter + 1
-  return wrk.format(nil, "/infer", {["x-affinity-key"] = "k" .. (counter % 1600),
-                                    ["x-affinity-residency"] = "GDPR",
-                                    ["x-emulate-delay-ms"] = "0"})
-end
-"""
+# 1,600 keys; the emulated nodes answer at once
+LUA = wrk_script(1600, (("x-emulate-delay-ms", "0"),))
 
 
 class Round(NamedTuple):
