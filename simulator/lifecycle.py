@@ -134,7 +134,7 @@ class Lifecycle:
         """An inference of `key` at `quality` on the node, queued while its slots are busy."""
         n = self.nodes[node_id]
         if not n.up:
-            self.at(self.now + self.timeout_s, TIMEOUT, None, Job(row, self.now))
+            self._unanswered(row)
             return
         job = EdgeJob(row, self.now, key, quality)
         if n.busy < n.slots:
@@ -147,7 +147,7 @@ class Lifecycle:
         """A whole payload over the gateway site's uplink, then the pool's answer."""
         p = self.pools[pool_id]
         if self.now < p.partitioned_until:
-            self.at(self.now + self.timeout_s, TIMEOUT, None, Job(row, self.now))
+            self._unanswered(row)
             return
         self._send(self.gateway, nbytes, PoolJob(row, self.now, p, nbytes, p.spec.compute_ms))
 
@@ -155,13 +155,17 @@ class Lifecycle:
         """Features on a feature slot of the node, over its site's uplink, inferred in the pool."""
         n, p = self.nodes[node_id], self.pools[pool_id]
         if not n.up:
-            self.at(self.now + self.timeout_s, TIMEOUT, None, Job(row, self.now))
+            self._unanswered(row)
             return
         job = PoolJob(row, self.now, p, nbytes, p.spec.compute_ms * self.compute_fraction)
         if n.feature_arrive(job):
             self.at(self.now + self._feature_s(n, row), FEATURE_END, n, job)
         else:
             self._watch()
+
+    def _unanswered(self, row: int) -> None:
+        """Request `row` reached a node that is down or a pool cut off: it ends at the timeout."""
+        self.at(self.now + self.timeout_s, TIMEOUT, None, Job(row, self.now))
 
     def _serve(self, n: EdgeNode, job: EdgeJob) -> None:
         """Start `job` on a free slot of `n`; it ends after the service time the node gives."""
