@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._report import write_section
 from router.core.admit import decide, finish
-from router.core.model import (
+from router.core.policy import (
     BudgetConfig,
     Cloud,
     CloudPool,

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._report import write_section
 from bench.core import fleet, keys
-from router.core.feed import FeedSnapshot, NodeState
-from router.core.model import Policy
+from router.core.feedsnapshot import FeedSnapshot, NodeState
+from router.core.policy import Policy
 from router.runtime import Runtime
 
 NOW = 1_795_000_000.0

@@ -18,7 +18,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._report import write_section
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.policy.loader import load_policy
 from simulator import metrics
 from simulator.baselines import BASELINES, make_baseline

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from uhashring import HashRing
 
 from bench._report import write_section
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.core.ring import hash64
 from router.policy.loader import load_policy
 from simulator.routers import Adaptive

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from router.core.model import BudgetConfig, Policy
+from router.core.policy import BudgetConfig, Policy
 from router.core.schema import KeyPath, did_you_mean
 from router.policy.yamlloc import Located, Problem
 

@@ -33,7 +33,7 @@ from typing import Any
 from aiohttp import web
 
 from router import wire
-from router.core.model import LATENCY_FACTOR, Policy
+from router.core.policy import LATENCY_FACTOR, Policy
 from router.policy.loader import PolicyError, load_policy
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from router import envoy_access, envoy_auth, wire
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.core.table import build_table
 from router.envoy_link import DEFAULT_LINK, ROUTER_CLUSTER, RouterLink, name_envoy, router_cluster
 from router.envoy_link import ads as _ads

@@ -22,8 +22,8 @@ from typing import Any
 from router import wire
 from router.core.budget import BudgetState, period_key
 from router.core.decision import Candidate, Decision
-from router.core.feed import FeedError, FeedSnapshot, decode_feed, format_time, parse_time
-from router.core.model import Policy
+from router.core.feedsnapshot import FeedError, FeedSnapshot, decode_feed, format_time, parse_time
+from router.core.policy import Policy
 from router.core.request import RouteRequest
 from router.core.table import Snapshot
 from router.policy.loader import PolicyError, load_policy

@@ -32,10 +32,10 @@ from router import wire
 from router.core import admit as admission
 from router.core.budget import BudgetLedger, account_of
 from router.core.decision import Decision, Preview, Routed, refusal
-from router.core.feed import FeedSnapshot
+from router.core.feedsnapshot import FeedSnapshot
 from router.core.loads import LoadTracker
-from router.core.model import Policy
 from router.core.plan import Plan, plan_whole
+from router.core.policy import Policy
 from router.core.request import RouteRequest, TagError, parse_request
 from router.core.ring import PointCache
 from router.core.table import Snapshot, build_table

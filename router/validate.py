@@ -83,7 +83,7 @@ def _store_at(text: str) -> tuple[int, int]:
 def _check_feed(path: str, policy_path: str | None) -> list[Problem]:
     import time
 
-    from router.core.feed import FeedError, decode_feed
+    from router.core.feedsnapshot import FeedError, decode_feed
     from router.policy.jsonloc import json_where
     candidate = policy_path or "policies/example.yaml"
     try:

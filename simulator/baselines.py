@@ -23,8 +23,8 @@ from __future__ import annotations
 import itertools
 import random
 
-from router.core.feed import FeedSnapshot
-from router.core.model import EdgeNode, Policy
+from router.core.feedsnapshot import FeedSnapshot
+from router.core.policy import EdgeNode, Policy
 from router.core.ring import hash64
 from simulator.envoy import EnvoyRing
 from simulator.routers import REFUSED, Choice, edge_cost, pool_cost

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.policy.loader import load_policy_or_report
 from simulator import tracecli
 from simulator.baselines import BASELINES, make_baseline

@@ -27,7 +27,7 @@ import random
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 
-from router.core.model import EdgeNode
+from router.core.policy import EdgeNode
 from router.core.ring import hash64
 
 MIN_RING_SIZE = 1024

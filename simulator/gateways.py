@@ -25,8 +25,8 @@ from typing import Any
 
 from router.core.budget import BudgetLedger
 from router.core.capacity import demand, held_after, keep, resources, settle
-from router.core.feed import FeedSnapshot
-from router.core.model import Policy
+from router.core.feedsnapshot import FeedSnapshot
+from router.core.policy import Policy
 from router.core.ring import hash64
 from simulator.routers import WAIT, Adaptive, Choice
 from simulator.scenario import TrafficClass

@@ -29,8 +29,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from router.core.feed import FeedSnapshot
-from router.core.model import Policy
+from router.core.feedsnapshot import FeedSnapshot
+from router.core.policy import Policy
 from simulator.jobs import EdgeJob, Job, PoolJob
 from simulator.physics import Node, cloud_ms
 from simulator.pools import Pool

@@ -59,8 +59,8 @@ from collections import OrderedDict, deque
 from collections.abc import Hashable, Sequence
 from typing import Generic, TypeVar
 
-from router.core.feed import NodeState
-from router.core.model import LATENCY_FACTOR, EdgeNode
+from router.core.feedsnapshot import NodeState
+from router.core.policy import LATENCY_FACTOR, EdgeNode
 
 QUALITY_MEMORY = {"full": 1.0, "constrained": 0.75, "minimal": 0.5}
 FACTOR = dict(LATENCY_FACTOR)  # plain dicts: read once or twice per request

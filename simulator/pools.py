@@ -8,7 +8,7 @@ capacity and ends what the instances that went were computing (`reclaim`).
 
 from __future__ import annotations
 
-from router.core.model import CloudPool
+from router.core.policy import CloudPool
 
 
 class Pool:

@@ -17,8 +17,8 @@ from router import wire
 from router.control import MAX_OPEN, RequestControl
 from router.core.budget import BudgetLedger
 from router.core.decision import Routed
-from router.core.feed import FeedSnapshot
-from router.core.model import CloudPool, EdgeNode, Policy, TenantBudget
+from router.core.feedsnapshot import FeedSnapshot
+from router.core.policy import CloudPool, EdgeNode, Policy, TenantBudget
 from router.core.pools import marginal_usd_per_hour
 from router.core.request import RouteRequest
 from router.core.ring import cap

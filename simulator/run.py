@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from router.core.model import Policy
+from router.core.policy import Policy
 from simulator.lifecycle import EVENT, REFRESH, SAMPLE, Lifecycle
 from simulator.routers import EPOCH, WAIT, Choice, Router, resume
 from simulator.scenario import Scenario

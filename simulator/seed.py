@@ -23,8 +23,8 @@ the hard limit. Residency and the model are always respected.
 
 from __future__ import annotations
 
-from router.core.feed import FeedSnapshot
-from router.core.model import LATENCY_FACTOR, CloudPool, EdgeNode, Policy
+from router.core.feedsnapshot import FeedSnapshot
+from router.core.policy import LATENCY_FACTOR, CloudPool, EdgeNode, Policy
 from router.core.ring import hash64
 from simulator.routers import REFUSED, Choice, edge_cost, pool_cost
 from simulator.scenario import TrafficClass

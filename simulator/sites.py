@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.policy.loader import load_policy_or_report
 from simulator.jobs import PoolJob
 from simulator.physics import Link

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.logline import LogEntry
 from simulator.report.summary import CLOUDY, fixed_per_hour
 from simulator.sketch import LogHistogram

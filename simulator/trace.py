@@ -30,7 +30,7 @@ import numpy as np
 
 from router import wire
 from router.core.decision import Decision
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.core.request import RouteRequest
 from router.logline import LogEntry
 from simulator.fold import RunFold

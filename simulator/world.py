@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from router.core.model import Policy
+from router.core.policy import Policy
 from simulator.lifecycle import EDGE_END, OK, Lifecycle
 from simulator.scenario import WorldConfig
 

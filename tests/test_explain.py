@@ -14,7 +14,7 @@ import pytest
 
 from router import wire
 from router.cli import main
-from router.core.feed import format_time
+from router.core.feedsnapshot import format_time
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = str(ROOT / "policies" / "example.yaml")

@@ -15,7 +15,7 @@ from typing import Any
 
 from router import wire
 from router.cli import COMMANDS, build_parser, main
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.core.schema import key_reference
 from router.metrics import RouterMetrics
 from simulator.scenario import Scenario

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from router import wire
 from router.core.decision import Hold
-from router.core.feed import NodeState
+from router.core.feedsnapshot import NodeState
 from router.core.request import HeaderMap
 from router.core.table import Snapshot
 from router.runtime import Runtime

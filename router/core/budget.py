@@ -53,7 +53,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 from router.core.journal import Billed, Entry, Held, LeaseView, Settled, Standing
-from router.core.model import BudgetConfig
+from router.core.policy import BudgetConfig
 from router.core.spend import (
     EPS,
     Account,

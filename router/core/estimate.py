@@ -27,7 +27,7 @@ few keys, a node slower than B even unloaded moves them all.
 
 from __future__ import annotations
 
-from router.core.model import SplitConfig
+from router.core.policy import SplitConfig
 from router.core.ring import hash64
 from router.core.table import NodeRt, PoolRt
 

@@ -1,6 +1,6 @@
 """Edge nodes and cloud pools as the policy declares them (`edge`, `cloud`; docs/reference.md).
 
-Part of the policy model (`router.core.model`); ids and addresses are checked here,
+Part of the policy model (`router.core.policy`); ids and addresses are checked here,
 and their uniqueness across nodes and pools by `duplicates`, which reads raw entries so
 that an entry with another error still counts as taken.
 """

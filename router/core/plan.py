@@ -26,8 +26,8 @@ from router import wire
 from router.core import estimate
 from router.core.budget import BudgetState, account_of
 from router.core.decision import Candidate, Decision, refusal
-from router.core.model import QUALITY_LEVELS, BudgetConfig
 from router.core.pick import Pick, Walk, home_of, notes_of, pick_edge, pick_feature
+from router.core.policy import QUALITY_LEVELS, BudgetConfig
 from router.core.request import RouteRequest
 from router.core.shed import moving, tier
 from router.core.table import ClassEntry, NodeRt, PoolRt, Snapshot

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from router import wire
-from router.core.feed import FeedSnapshot
-from router.core.model import CloudPool
+from router.core.feedsnapshot import FeedSnapshot
+from router.core.policy import CloudPool
 
 
 @dataclass(frozen=True, slots=True)

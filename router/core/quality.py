@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from router.core.model import Policy
+from router.core.policy import Policy
 
 if TYPE_CHECKING:
     from router.core.table import NodeRt

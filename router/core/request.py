@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from router import wire
-from router.core.model import Defaults
+from router.core.policy import Defaults
 from router.core.tagrules import (
     MAX_KEY_BYTES,
     MAX_TAGS_JSON_BYTES,

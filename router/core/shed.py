@@ -45,7 +45,7 @@ this router's: its lease when it shares the fleet.
 
 from __future__ import annotations
 
-from router.core.model import LATENCY_FACTOR
+from router.core.policy import LATENCY_FACTOR
 from router.core.ring import hash64
 
 DEGRADE = 0.5  # share of a node's slots its keys may fill at full quality on average

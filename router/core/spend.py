@@ -42,7 +42,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from router.core.model import BudgetConfig
+from router.core.policy import BudgetConfig
 
 EPS = 1e-12  # float slack on limit checks: a sum of holds may drift by a few ulps
 

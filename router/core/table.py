@@ -18,9 +18,9 @@ from dataclasses import dataclass, field, replace
 
 from router import wire
 from router.core.decision import NOTHING, Hold
-from router.core.feed import FeedSnapshot, NodeState
+from router.core.feedsnapshot import FeedSnapshot, NodeState
 from router.core.loads import LoadTracker
-from router.core.model import EdgeNode, Policy
+from router.core.policy import EdgeNode, Policy
 from router.core.pools import PoolRt, compile_pool
 from router.core.quality import full_share, quality_floor
 from router.core.ring import PointCache, Ring, build_ring, filter_ring

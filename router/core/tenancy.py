@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from router.core.model import BudgetConfig, Policy, TenantBudget
+from router.core.policy import BudgetConfig, Policy, TenantBudget
 from router.core.request import RouteRequest
 from router.core.spend import account_of
 

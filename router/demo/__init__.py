@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.demo import stack
 from router.demo.files import ROOT, World
 from router.demo.summary import render, scrape

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.demo.files import ROOT, World, make_world
 from router.harness.bound import FEED_LINE, SERVE_LINE, log_size, reported, start_envoy, wait_file
 from router.harness.procs import Processes, wait_port

@@ -6,7 +6,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.demo.traffic import Stats
 
 

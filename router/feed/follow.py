@@ -9,8 +9,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from router.core.feed import FeedError
-from router.core.model import FeedConfig
+from router.core.feedsnapshot import FeedError
+from router.core.policy import FeedConfig
 from router.feed.sources import FeedSource, FeedUnreachable, Fetched, GrpcSource, open_source
 
 log = logging.getLogger("router.feed.refresh")

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from router.core.feed import FeedError, decode_feed
+from router.core.feedsnapshot import FeedError, decode_feed
 from router.feed.follow import Follow
 from router.feed.reload import PolicyReloader
 from router.feed.sources import FeedUnreachable, Fetched

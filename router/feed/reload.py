@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.metrics import RouterMetrics
 from router.policy.isolated import WorkerDied, load_policy_isolated
 from router.policy.loader import PolicyError

@@ -4,7 +4,7 @@ A source returns the raw bytes of a document and an opaque version, or None
 when the document is unchanged since the version the caller already holds
 (a stat for files, ETag / If-None-Match for HTTP, the version field for
 gRPC), so an unchanged feed costs a round trip at most. Sources never parse:
-`router.core.feed.decode_feed` validates. Reads stop one byte past
+`router.core.feedsnapshot.decode_feed` validates. Reads stop one byte past
 `max_bytes`, so an oversize document is refused without reading all of it
 (gRPC refuses it at the message limit: `FeedError("oversize")`).
 """
@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from router.core.feed import FeedError
+from router.core.feedsnapshot import FeedError
 
 
 class FeedUnreachable(Exception):

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from functools import partial
 
-from router.core.feed import format_time
+from router.core.feedsnapshot import format_time
 from router.core.table import Snapshot
 from router.runtime import Runtime
 

@@ -8,8 +8,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from router.core.feed import FeedSnapshot
-from router.core.model import Policy
+from router.core.feedsnapshot import FeedSnapshot
+from router.core.policy import Policy
 from router.feed.offload import offload
 from router.feed.reload import PolicyReloader, quiet_gc
 from router.runtime import Intake, Runtime

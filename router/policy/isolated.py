@@ -26,7 +26,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.policy.loader import PolicyError, load_policy, policy_from_text
 from router.policy.located import Problem
 

@@ -1,7 +1,7 @@
 """Policy YAML → typed `Policy`, reporting every problem with its location.
 
 Phase one (here): `router.policy.yamlloc` reads the text totally (tags, aliases, depth,
-sizes) and `router.core.model.Policy` validates it declaratively: unknown keys refused
+sizes) and `router.core.policy.Policy` validates it declaratively: unknown keys refused
 with a did-you-mean, strict types and bounds, defaults applied, ids and addresses
 cross-checked. Each finding is placed at FILE:LINE:COL of the key or value it names.
 Phase two, the runtime form (rings, tables), is built by `router.core.table`.
@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from router.core.model import CloudPool, EdgeNode, Policy, valid_hostport
+from router.core.policy import CloudPool, EdgeNode, Policy, valid_hostport
 from router.core.schema import Finding, KeyPath, findings
 from router.policy.typos import residency_typos
 from router.policy.yamlloc import MAX_BYTES, Located, Problem, YMap, load_located, read_text

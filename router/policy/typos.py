@@ -13,7 +13,7 @@ import difflib
 from collections import Counter
 from collections.abc import Iterator
 
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.core.schema import KeyPath
 
 CUTOFF = 0.75  # GPDR~GDPR is 0.75; EU-1~EU-2 is 0.75 too, but equal use never warns

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.runtime import Runtime
 from router.stores.capkeeper import CapacityKeeper, open_capacity
 

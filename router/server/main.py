@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.metrics import RouterMetrics, probe_loop_lag, runtime_state
 from router.policy import isolated
 from router.policy.loader import load_policy_or_report

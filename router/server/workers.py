@@ -26,8 +26,8 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from router.core.budget import BudgetLedger
-from router.core.feed import FeedSnapshot
-from router.core.model import Policy
+from router.core.feedsnapshot import FeedSnapshot
+from router.core.policy import Policy
 from router.runtime import Prepared, Runtime
 
 

@@ -49,7 +49,7 @@ from google.protobuf import json_format
 
 from router import wire
 from router.core import tenancy
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.core.table import Snapshot
 
 T = "type.googleapis.com/"

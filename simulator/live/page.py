@@ -17,7 +17,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from router.core.model import Policy
+from router.core.policy import Policy
 from simulator.report import ReportInput, html_report
 from simulator.report.page import CONFIG
 from simulator.report.style import SERIES_COLORS, Figure, layout

@@ -28,8 +28,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from router.core.feed import FeedSnapshot
-from router.core.model import Policy
+from router.core.feedsnapshot import FeedSnapshot
+from router.core.policy import Policy
 from simulator.lifecycle import CLOUD_END, EDGE_END, FEATURE_END, EdgeNode, Lifecycle
 from simulator.run import apply_world_event
 from simulator.scenario import WorldConfig

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from router.core.model import Policy
+from router.core.policy import Policy
 from simulator.live.load import Recorded
 from simulator.report.summary import summarize
 from simulator.routers import edge_cost

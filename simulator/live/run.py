@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.harness.procs import Processes
 from simulator.gateways import Gateways
 from simulator.live import fleet, stack

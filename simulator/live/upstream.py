@@ -46,8 +46,8 @@ import yaml
 from aiohttp import web
 
 from router import wire
-from router.core.feed import FeedSnapshot, format_time
-from router.core.model import Policy
+from router.core.feedsnapshot import FeedSnapshot, format_time
+from router.core.policy import Policy
 from router.policy.loader import load_policy
 from simulator.live.realtime import LiveWorld, Outcome
 from simulator.scenario import Scenario, load_scenario

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.policy.loader import PolicyError, policy_from_text
 from simulator.plan.space import Space
 from simulator.scenario import Scenario

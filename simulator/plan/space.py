@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field, model_validator
 
 from router.core.hardware import PRESETS
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.core.schema import Breach, Finding, Int, Num, Schema, Tags, Text, enforce
 from router.policy.loader import place, validate_located
 from router.policy.yamlloc import MAX_BYTES, Problem, load_located, read_text

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from router.core.model import Policy
+from router.core.policy import Policy
 from simulator.report.binned import Binned, from_columns
 from simulator.run import Result
 from simulator.scenario import Event, Scenario

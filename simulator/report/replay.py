@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from router.core.model import Policy
+from router.core.policy import Policy
 from simulator.report.fmt import MODE_ORDER
 from simulator.report.summary import summarize
 from simulator.trace import Replay

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from router.core.model import Policy
+from router.core.policy import Policy
 from simulator import metrics
 from simulator.row import Row, decision
 from simulator.run import Result

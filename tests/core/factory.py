@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from router.core.budget import BudgetLedger
-from router.core.feed import FeedSnapshot, NodeState
+from router.core.feedsnapshot import FeedSnapshot, NodeState
 from router.core.loads import LoadTracker
-from router.core.model import (
+from router.core.policy import (
     BudgetConfig,
     Cloud,
     CloudPool,

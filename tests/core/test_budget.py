@@ -19,7 +19,7 @@ from router.core.budget import (
     period_end,
     period_key,
 )
-from router.core.model import BudgetConfig, TenantBudget
+from router.core.policy import BudgetConfig, TenantBudget
 
 
 def ts(text: str) -> float:

@@ -8,8 +8,8 @@ import pytest
 
 from router import wire
 from router.core.admit import decide, finish
-from router.core.feed import FeedSnapshot
-from router.core.model import CloudPool, Policy
+from router.core.feedsnapshot import FeedSnapshot
+from router.core.policy import CloudPool, Policy
 
 from .factory import NOW, ledger, policy, request, table
 

@@ -6,7 +6,7 @@ import pytest
 
 from router import wire
 from router.core.admit import decide, finish, preview
-from router.core.feed import NodeState
+from router.core.feedsnapshot import NodeState
 from router.core.plan import plan_whole
 
 from .factory import NOW, feed, ledger, node, policy, pool, request, table

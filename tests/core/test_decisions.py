@@ -8,10 +8,10 @@ from hypothesis import strategies as st
 
 from router.core import estimate
 from router.core.admit import decide, finish
-from router.core.feed import NodeState
+from router.core.feedsnapshot import NodeState
 from router.core.loads import LoadTracker
-from router.core.model import Cloud, QualityConfig
 from router.core.plan import plan
+from router.core.policy import Cloud, QualityConfig
 from router.core.request import RouteRequest
 from router.core.ring import PointCache
 from router.core.table import build_table, quality_floor

@@ -199,7 +199,7 @@ def test_same_snapshot_same_decisions() -> None:
                                    st.integers(0, 3), st.integers(0, 5)),
                          min_size=1, max_size=30))
 def test_a_reused_node_is_exactly_a_freshly_built_one(readings) -> None:  # type: ignore[no-untyped-def]
-    from router.core.feed import NodeState
+    from router.core.feedsnapshot import NodeState
     from router.core.loads import LoadTracker
     from router.core.ring import PointCache
     from router.core.table import _node, build_table

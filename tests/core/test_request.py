@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.core.model import Defaults
+from router.core.policy import Defaults
 from router.core.request import HeaderMap, RouteRequest, TagError, parse_request
 
 DEFAULTS = Defaults(tenant="default", residency=frozenset(), model=None,

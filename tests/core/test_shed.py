@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from router.core.admit import decide, finish
-from router.core.feed import FeedSnapshot, NodeState
+from router.core.feedsnapshot import FeedSnapshot, NodeState
 from router.core.loads import LoadTracker
 from router.core.plan import plan
 from router.core.ring import PointCache

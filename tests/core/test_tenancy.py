@@ -7,7 +7,7 @@ import pytest
 
 from router import wire
 from router.core.admit import decide, finish
-from router.core.model import BudgetConfig, Defaults, Policy, TenantBudget
+from router.core.policy import BudgetConfig, Defaults, Policy, TenantBudget
 from router.core.tenancy import fail_open_floors, floor
 from router.runtime import Runtime
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from router.core.feed import format_time
+from router.core.feedsnapshot import format_time
 from router.feed.refresh import Refresher
 from router.feed.server import FeedServer
 from router.metrics import RouterMetrics

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.policy import isolated
 
 

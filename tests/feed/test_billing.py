@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from router.core.budget import BudgetLedger, MemoryBudgetStore, Reservation, period_key
-from router.core.model import BudgetConfig, TenantBudget
+from router.core.policy import BudgetConfig, TenantBudget
 
 T0 = 1_795_000_000.0  # mid-month, 2026-11
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from router.core.feed import FeedError, FeedSnapshot, decode_feed, parse_feed
-from router.core.model import Policy
+from router.core.feedsnapshot import FeedError, FeedSnapshot, decode_feed, parse_feed
+from router.core.policy import Policy
 from router.policy.loader import load_policy
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from router.core.feed import FeedError, FeedSnapshot, decode_feed
+from router.core.feedsnapshot import FeedError, FeedSnapshot, decode_feed
 from router.policy.loader import load_policy
 
 ROOT = Path(__file__).resolve().parents[2]

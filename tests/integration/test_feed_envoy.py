@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from router.core.feed import format_time
+from router.core.feedsnapshot import format_time
 
 from .stack import POLICY, Stack
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from router.core.feed import format_time
+from router.core.feedsnapshot import format_time
 from tests.stores.conftest import RedisServer, TcpProxy
 
 from .stack import NODES, POLICY, Stack, fail_opens

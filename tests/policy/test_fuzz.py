@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.policy.loader import parse_policy
 from router.validate import check_file
 from tests.policy.test_loader import GOOD

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from router.cli import main
-from router.core.model import EdgeNode, Policy
+from router.core.policy import EdgeNode, Policy
 from router.core.schema import key_reference
 from router.policy.loader import parse_policy
 from tests.policy.test_loader import GOOD

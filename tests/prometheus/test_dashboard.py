@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from router.core.feed import format_time
+from router.core.feedsnapshot import format_time
 from tests.integration import stack as stack_mod
 from tests.integration.stack import ROOT, Stack, free_port, stop, wait_port
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from router.core.feed import FeedSnapshot, NodeState
-from router.core.model import Policy
+from router.core.feedsnapshot import FeedSnapshot, NodeState
+from router.core.policy import Policy
 from router.policy.loader import parse_policy
 from router.server.workers import WorkerRuntime, share, store_problem
 from router.stores.capacity import SqliteCapacity

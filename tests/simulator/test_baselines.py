@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from router.core.feed import FeedSnapshot, NodeState
+from router.core.feedsnapshot import FeedSnapshot, NodeState
 from simulator.baselines import BASELINES, Baseline, make_baseline
 from simulator.envoy import EnvoyRing
 from simulator.routers import Choice

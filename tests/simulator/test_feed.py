@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from router.core.feed import FeedSnapshot
+from router.core.feedsnapshot import FeedSnapshot
 from router.policy.loader import load_policy
 from simulator.routers import EPOCH, Adaptive
 from simulator.run import simulate

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from router.core.model import EdgeNode
+from router.core.policy import EdgeNode
 from simulator.lifecycle import BLOCK
 from simulator.physics import Link, Node, WarmKeys, percentile, transfer_s
 from simulator.scenario import Site, WorldConfig

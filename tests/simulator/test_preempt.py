@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from router.core.model import CloudPool
+from router.core.policy import CloudPool
 from simulator.baselines import make_baseline
 from simulator.pools import Pool
 from simulator.report import summarize

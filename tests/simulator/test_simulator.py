@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from router.cli import main
-from router.core.model import EdgeNode
+from router.core.policy import EdgeNode
 from router.policy.loader import load_policy
 from simulator.baselines import make_baseline
 from simulator.report import summarize

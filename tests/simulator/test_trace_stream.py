@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from router.cli import main
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.policy.loader import load_policy
 from simulator import tracelog
 from simulator.accesslog import JOIN_WINDOW_S, join
@@ -175,7 +175,7 @@ def test_histogram_quantiles_lie_within_the_stated_error(draw: str) -> None:
 PEAK = """\
 import resource, sys
 from router.cli import main
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.policy.loader import load_policy
 code = main(sys.argv[1:])
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)

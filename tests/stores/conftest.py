@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from router.core.budget import THROTTLED, Reservation
-from router.core.model import BudgetConfig, TenantBudget
+from router.core.policy import BudgetConfig, TenantBudget
 from router.harness.procs import free_port
 from router.stores.keeper import BudgetKeeper
 from router.stores.redis import RedisBudgetStore

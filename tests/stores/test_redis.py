@@ -103,7 +103,7 @@ def test_replicas_hammering_one_tenant_never_pass_the_limit(redis_server: RedisS
 WORKER = """
 import sys, time
 from router.core.budget import THROTTLED
-from router.core.model import BudgetConfig, TenantBudget
+from router.core.policy import BudgetConfig, TenantBudget
 from router.stores.keeper import BudgetKeeper
 from router.stores.redis import RedisBudgetStore
 keeper = BudgetKeeper(RedisBudgetStore(sys.argv[1], replicas=4)).start()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from router.core.decision import Routed
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.policy.loader import parse_policy
 from router.runtime import Runtime
 from router.stores import BudgetStoreError, open_keeper

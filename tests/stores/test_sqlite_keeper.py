@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from router.core.decision import Routed
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.policy.loader import parse_policy
 from router.runtime import Runtime
 from router.stores import BudgetKeeper, BudgetStoreError, open_keeper

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from router.core.feed import NodeState
+from router.core.feedsnapshot import NodeState
 from router.xds import resources as xds
 from router.xds.acks import AckBook
 from router.xds.ackshare import SharedAcks, keep_shared

@@ -16,7 +16,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.rpc import status_pb2
 
 from router import wire
-from router.core.feed import NodeState
+from router.core.feedsnapshot import NodeState
 from router.metrics import RouterMetrics
 from router.xds import resources as xds
 from router.xds.server import AdsServer
@@ -88,7 +88,7 @@ def test_default_residency_without_an_edge_node_is_refused_in_fail_open() -> Non
 
 
 def test_fail_open_routes_add_the_residency_floor_never_lower_it() -> None:
-    from router.core.model import BudgetConfig, Defaults, TenantBudget
+    from router.core.policy import BudgetConfig, Defaults, TenantBudget
 
     pinned = TenantBudget(limit_usd=1, residency=frozenset({"CCPA"}))
     pol = FLEET.model_copy(update={

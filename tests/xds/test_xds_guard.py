@@ -12,7 +12,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from router.core.decision import Decision
-from router.core.feed import NodeState
+from router.core.feedsnapshot import NodeState
 from router.metrics import RouterMetrics
 from router.xds import resources as xds
 from router.xds.acks import AckBook

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
 
-from router.core.model import Policy
+from router.core.policy import Policy
 from router.core.schema import (
     MAX_INT_DIGITS,
     Bool,
