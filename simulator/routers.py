@@ -153,7 +153,7 @@ class Adaptive:
         for residency, model in snap.class_keys():
             entry = snap.entry(residency, model)
             total = tracker.total(entry.gid, entry.member_slots)
-            for idx in entry.members:
+            for idx in entry.ring.members:
                 node = snap.nodes[idx]
                 limit = cap(total, node.weight, entry.weight_sum, eps, node.min_cap)
                 out[node.id] = max(out.get(node.id, 0.0), float(limit))

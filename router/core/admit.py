@@ -162,7 +162,7 @@ def _refuse(p: Plan, ledger: BudgetLedger, blocked: set[str], now: float) -> Dec
         return refusal(wire.STATUS_UNSERVABLE, wire.E_MAX_COST, wire.R_MAX_COST,
                        f"every eligible option costs more than x-affinity-max-cost "
                        f"{req.max_cost_usd}", digest)
-    if entry is not None and not entry.members and not entry.pools:
+    if entry is not None and not entry.ring.members and not entry.pools:
         tags = ",".join(sorted(req.residency)) or "none"
         return refusal(wire.STATUS_UNSERVABLE, wire.E_UNSERVABLE, wire.R_RESIDENCY,
                        f"no healthy node or pool satisfies residency [{tags}] and model "

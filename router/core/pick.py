@@ -111,7 +111,7 @@ def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: boo
     limit = _cap(scale * weights[owner] / wsum if wsum > 0 else 0.0, floors[owner])
     if load < size and load < held[slot] and load < limit:
         return Walk(Pick(snap.nodes[owner], True, load, limit), ())
-    want = len(entry.members)
+    want = len(entry.ring.members)
     seen: set[int] = set()
     passed: list[Step] | None = None  # built only when the walk passes a node
     for pos in range(start, start + n):

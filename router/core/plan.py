@@ -230,7 +230,7 @@ def _rank(start: Start, snap: Snapshot, budget: BudgetView, now: float) -> Plan:
         ladder += _degraded_options(pick, req, snap, key)
     if pick is not None and not shed:
         edge_why = wire.R_SLO
-    elif entry.members:
+    elif entry.ring.members:
         edge_why = wire.R_CAPACITY
     else:
         edge_why = wire.R_RESIDENCY

@@ -73,16 +73,13 @@ class NodeRt:
 class ClassEntry:
     """Everything precomputed for one (residency, model) request class."""
 
-    residency: frozenset[str]
-    model: str | None
-    ring: Ring
+    ring: Ring  # the class's own ring: `ring.members` are its eligible nodes' indices
     weight_sum: float
-    members: tuple[int, ...]
     member_slots: tuple[int, ...]
-    gid: int
     pools: tuple[PoolRt, ...]  # eligible, fastest first
     excluded: tuple[tuple[str, str], ...]  # (target id, why) for explain
     feature_slots: tuple[int, ...] = ()  # members' feature slots (split extractions)
+    gid: int = -1  # load group of `member_slots` (-1 until registered)
     fgid: int = -1  # load group of `feature_slots`
     cluster: str = ""  # the Envoy cluster of this residency's edge nodes (x-route-cluster)
 
@@ -177,9 +174,8 @@ class Snapshot:
         # cheapest to bill first (a reservation with room costs nothing more), then fastest:
         # within the SLO the ladder takes the first, so paid-for capacity fills before spot
         pools.sort(key=lambda p: (p.compute_usd, p.est_ms, p.id))
-        return ClassEntry(residency, model, ring, weight_sum, ring.members, member_slots, -1,
-                          tuple(pools), tuple(excluded), feature_slots,
-                          cluster=wire.edge_cluster(residency))
+        return ClassEntry(ring, weight_sum, member_slots, tuple(pools), tuple(excluded),
+                          feature_slots, cluster=wire.edge_cluster(residency))
 
 
 def node_ineligible(node: NodeRt, residency: frozenset[str], model: str | None) -> str:

@@ -39,8 +39,8 @@ def test_no_node_ever_exceeds_its_cap_or_slots(fleet, steps, eps, floor) -> None
             finish(live.pop(key % len(live)), tab.tracker, led)
             continue
         entry = tab.entry(frozenset(tags), None)
-        total = sum(tab.tracker.loads[tab.nodes[i].slot] for i in entry.members)
-        ftotal = sum(tab.tracker.loads[tab.nodes[i].feature_slot] for i in entry.members)
+        total = sum(tab.tracker.loads[tab.nodes[i].slot] for i in entry.ring.members)
+        ftotal = sum(tab.tracker.loads[tab.nodes[i].feature_slot] for i in entry.ring.members)
         before = list(tab.tracker.loads)
         routed = decide(request(f"key-{key}", residency=tags, slo=1000), tab, led, now=NOW)
         live.append(routed)
@@ -126,7 +126,7 @@ def test_the_walk_says_what_it_passed_and_why(fleet, steps, eps, floor) -> None:
             assert len(ids) == len(set(ids))
             assert all(s.load >= min(s.slots, s.cap) for s in walk.passed)
             if walk.pick is None:
-                assert len(ids) == (len(entry.members) if entry.ring.keys else 0)
+                assert len(ids) == (len(entry.ring.members) if entry.ring.keys else 0)
             else:
                 assert walk.pick.home == (not ids) and walk.pick.load < walk.pick.cap
                 assert walk.pick.node.id not in ids
