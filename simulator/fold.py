@@ -12,6 +12,7 @@ map is bounded by the number of distinct keys, not by the requests.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ class RunFold:
 
     def __init__(self, event_times: Sequence[float], settle_s: float) -> None:
         self.event_times, self.settle_s = tuple(event_times), settle_s
+        self.sorted_events = sorted(self.event_times)
         self.n, self.slo_met, self.variable, self.last_t = 0, 0, 0.0, 0.0
         self.modes: Counter[str] = Counter()
         self.nodes: Counter[str] = Counter()
@@ -40,7 +42,9 @@ class RunFold:
         self.window: tuple[int, bool, Counter[str]] | None = None  # the one filling up
         self.last_window: Window | None = None
         self.flap: float | None = None
-        self.last: dict[tuple[str, str], tuple[str, str | None, bool]] = {}
+        # per (class, key): its last request's mode, quality, whether it was in a steady
+        # window, and how many events came before it (metrics.stretch)
+        self.last: dict[tuple[str, str], tuple[str, str | None, bool, int]] = {}
         self.pairs = self.changed = 0
 
     def steady(self, w: int) -> bool:
@@ -83,11 +87,12 @@ class RunFold:
         steady = self.window[1]
         who = (row.cls, row.key)
         what = (row.mode, row.quality)
+        part = bisect.bisect_right(self.sorted_events, row.t)
         before = self.last.get(who)
-        if before is not None and before[2] and steady:
+        if before is not None and before[2] and steady and before[3] == part:
             self.pairs += 1
             self.changed += before[:2] != what
-        self.last[who] = (*what, steady)
+        self.last[who] = (*what, steady, part)
 
     def _close(self) -> None:
         """The filling window is complete: its mode mix against the one before it."""

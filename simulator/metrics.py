@@ -3,8 +3,11 @@
 Time is cut into `WINDOW_S` windows. A window is *steady* when no scenario
 event (nor the start of the run) falls in it or in the `settle_s` before it
 (the run records settle_s = refresh_seconds + one window: the router hears of
-a change at the next feed, and the world needs a window to settle). Each
-function here reads a `Result`'s columns and returns plain numbers.
+a change at the next feed, and the world needs a window to settle). Two
+requests are under the same steady load when both are in steady windows and
+no event falls between them: a key's requests before and after a node was lost
+are not a flap, however steady the windows around the loss. Each function here
+reads a `Result`'s columns and returns plain numbers.
 """
 
 from __future__ import annotations
@@ -67,9 +70,16 @@ def codes(values: object) -> np.ndarray:
                        dtype=np.int64)
 
 
+def stretch(t: Sequence[float], event_times: Sequence[float]) -> np.ndarray:
+    """Per arrival time, how many events came at or before it: two requests in steady
+    windows are under the same steady load when this is the same for both."""
+    return np.searchsorted(np.sort(np.asarray(event_times, dtype=float)),
+                           np.asarray(t, dtype=float), side="right")
+
+
 def quality_flap_rate(r: Result) -> float | None:
-    """Share of a key's consecutive requests (same class) in steady windows whose mode or
-    quality changed."""
+    """Share of a key's consecutive requests (same class) in steady windows, with no event
+    between them, whose mode or quality changed."""
     n = len(r.t)
     if n < 2:
         return None
@@ -80,7 +90,8 @@ def quality_flap_rate(r: Result) -> float | None:
     order = np.lexsort((np.asarray(r.t, dtype=float), who))
     same = who[order][1:] == who[order][:-1]
     steady_row = ok[win[order]]
-    pairs = same & steady_row[1:] & steady_row[:-1]
+    part = stretch(r.t, r.event_times)[order]
+    pairs = same & steady_row[1:] & steady_row[:-1] & (part[1:] == part[:-1])
     if not pairs.any():
         return None
     changed = what[order][1:] != what[order][:-1]

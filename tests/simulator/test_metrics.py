@@ -10,6 +10,8 @@ import pytest
 
 from router.cli import main
 from simulator import metrics
+from simulator.fold import RunFold
+from simulator.row import Row
 from simulator.run import Result
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +57,21 @@ def test_quality_flap_rate_counts_a_keys_changes_between_consecutive_requests() 
     assert metrics.quality_flap_rate(r) == pytest.approx(50 / 200)
     first = windowed({1: HALF_DEGRADED, 5: EDGE, 6: EDGE}, [0.0])
     assert metrics.quality_flap_rate(first) == 0.0  # window 1 is not steady: not counted
+
+
+def test_a_change_across_an_event_is_no_flap_however_steady_the_windows_around_it() -> None:
+    # windows 5-6 and 12-13 are steady; the event at 72 s falls between 6 and 12, so the
+    # keys that changed from window 6 to window 12 changed with the load, not under it
+    r = windowed({5: EDGE, 6: EDGE, 12: HALF_DEGRADED, 13: HALF_DEGRADED}, [0.0, 72.0])
+    assert metrics.quality_flap_rate(r) == 0.0
+    fold = RunFold(r.event_times, r.settle_s)
+    for i, t in enumerate(r.t):
+        row = Row(t, r.key[i], "tenant", r.cls[i], 100.0)
+        row.mode, row.quality = r.mode[i], r.quality[i]
+        fold.add(row)
+    assert fold.totals().quality_flap_rate == 0.0  # the streaming fold agrees
+    flapping = windowed({5: EDGE, 6: HALF_DEGRADED, 12: EDGE}, [0.0, 72.0])
+    assert metrics.quality_flap_rate(flapping) == pytest.approx(50 / 100)  # 5→6 only
 
 
 def test_affinity_counts_edge_requests_on_their_home_node() -> None:
