@@ -47,6 +47,9 @@ __all__ = ["MAX_KEY_BYTES", "MAX_TAGS_JSON_BYTES", "OWS", "HeaderMap", "RouteReq
            "parse_request"]
 
 
+_NONE: frozenset[str] = frozenset()
+
+
 class HeaderMap(dict[str, str]):
     """Request headers by lower-case name; `repeated` holds the names sent more than once.
 
@@ -59,10 +62,10 @@ class HeaderMap(dict[str, str]):
 
     def __init__(self, pairs: Iterable[tuple[str, str]] = (), *, lowered: bool = False) -> None:
         """Collect `(name, value)` pairs in order, names lower-cased (`lowered`: they are)."""
-        items = pairs if lowered and isinstance(pairs, list) else \
+        items = pairs if lowered and type(pairs) is list else \
             [(name.lower(), value) for name, value in pairs]
-        super().__init__(items)
-        self.repeated: frozenset[str] = frozenset()
+        dict.__init__(self, items)
+        self.repeated: frozenset[str] = _NONE
         if len(self) == len(items):
             return  # the common case: every name once, built at C speed
         self.clear()
@@ -103,34 +106,44 @@ def _check_headers(headers: Mapping[str, str]) -> None:
 
     An unknown `x-affinity-*` header is refused rather than ignored: a typo such as
     `x-affinity-residence: GDPR` would otherwise route with no residency rule at all.
+    One pass over the headers; an unknown name is refused before any bad value.
     """
-    repeated: frozenset[str] = getattr(headers, "repeated", frozenset())
-    for name in sorted(repeated):
+    repeated: frozenset[str] = getattr(headers, "repeated", _NONE)
+    for name in sorted(repeated) if repeated else ():
         if name.startswith(wire.AFFINITY_PREFIX):
             raise TagError(name, "sent more than once; send it once (residency takes a "
                                  "comma list: GDPR,CCPA)")
-    for name in headers:
-        if name.startswith(wire.AFFINITY_PREFIX) and name not in _KNOWN:
-            cut = len(wire.AFFINITY_PREFIX)
-            near = difflib.get_close_matches(name[cut:], [h[cut:] for h in _KNOWN], n=1)
-            hint = f"did you mean {wire.AFFINITY_PREFIX}{near[0]}?" if near else \
-                f"known: {', '.join(wire.AFFINITY_HEADERS)}"
-            raise TagError(name, f"unknown affinity tag; {hint}")
-    for name in wire.AFFINITY_HEADERS:
-        value = headers.get(name)
-        if isinstance(value, str) and not value.isascii():
+    unsure = False  # a known tag's value is not ASCII: checked after every name is
+    for name, value in headers.items():
+        if name.startswith(wire.AFFINITY_PREFIX):
+            if name not in _KNOWN:
+                raise TagError(name, f"unknown affinity tag; {_near(name)}")
+            if not value.isascii():
+                unsure = True
+    for name in wire.AFFINITY_HEADERS if unsure else ():
+        text = headers.get(name)
+        if isinstance(text, str) and not text.isascii():
             try:
-                value.encode()
+                text.encode()
             except UnicodeEncodeError as exc:
                 raise TagError(name, f"not valid UTF-8 (at byte {exc.start})") from None
 
 
+def _near(name: str) -> str:
+    """The hint for an unknown affinity tag: the known one it is closest to, or all."""
+    cut = len(wire.AFFINITY_PREFIX)
+    near = difflib.get_close_matches(name[cut:], [h[cut:] for h in _KNOWN], n=1)
+    return f"did you mean {wire.AFFINITY_PREFIX}{near[0]}?" if near else \
+        f"known: {', '.join(wire.AFFINITY_HEADERS)}"
+
+
 def _fields(headers: Mapping[str, str]) -> dict[str, Any]:
     """Every tag present, parsed; a single header wins over the JSON form."""
-    sources: dict[str, tuple[Any, str | None]] = {}
     raw_json = headers.get(wire.H_TAGS)
-    if raw_json is not None:
-        sources.update(parse_json_form(raw_json))
+    if raw_json is None:  # headers only: each parsed as sent, in PARSERS' order
+        return {name: parse(name, headers[name]) for name, parse in PARSERS.items()
+                if name in headers}
+    sources: dict[str, tuple[Any, str | None]] = dict(parse_json_form(raw_json))
     for name in PARSERS:
         if name in headers:
             sources[name] = (headers[name], None)

@@ -9,6 +9,7 @@ be reached; strings are checked printable before they are ever encoded.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
@@ -104,6 +105,17 @@ def parse_key(tag: str, value: Any) -> str:
 
 def parse_residency(tag: str, value: Any) -> frozenset[str]:
     """A comma list (header) or list (JSON) of ASCII residency tags."""
+    if type(value) is str:  # a few lists are sent over and over: each is parsed once
+        return _residency_text(tag, value)
+    return _residency(tag, value)
+
+
+@functools.lru_cache(maxsize=1024)  # bounded whatever clients send; a refusal is not kept
+def _residency_text(tag: str, value: str) -> frozenset[str]:
+    return _residency(tag, value)
+
+
+def _residency(tag: str, value: Any) -> frozenset[str]:
     if isinstance(value, str):
         parts: list[Any] = value.split(",")
         if any(not p.strip(OWS) for p in parts):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
@@ -35,9 +36,17 @@ PASS = {
 }
 
 
-def request_headers(msg: Any) -> HeaderMap:
+class SentHeaders(HeaderMap):
+    """The request headers the router reads, and the `x-route-*` names among them: Envoy
+    strips its clients' before asking, so only a direct client's reach the router."""
+
+    __slots__ = ("route",)
+    route: list[str]
+
+
+def request_headers(msg: Any) -> SentHeaders:
     """The headers the router reads (affinity tags, client route headers, content-length,
-    x-request-id) by lower-case name, repeated names remembered.
+    x-request-id) by lower-case name, repeated names remembered, in one pass.
 
     Envoy sends every header line as its own entry, a repeated name too (HTTP/1
     and HTTP/2 alike), with the bytes in `raw_value` (`value` in older Envoys).
@@ -46,6 +55,7 @@ def request_headers(msg: Any) -> HeaderMap:
     (user-agent, accept, ...) are skipped undecoded: the decision never reads them.
     """
     pairs = []
+    route = []
     for h in msg.headers.headers:
         name = h.key  # Envoy sends names lower-case; a direct client may not
         if not name.islower():
@@ -53,7 +63,11 @@ def request_headers(msg: Any) -> HeaderMap:
         if name.startswith(_READ_PREFIXES) or name in _READ_NAMES:
             raw = h.raw_value
             pairs.append((name, raw.decode("utf-8", "surrogateescape") if raw else h.value))
-    return HeaderMap(pairs, lowered=True)
+            if name.startswith(wire.ROUTE_PREFIX):
+                route.append(name)
+    sent = SentHeaders(pairs, lowered=True)
+    sent.route = route
+    return sent
 
 
 def _option(key: str, value: str) -> Any:
@@ -67,8 +81,9 @@ def _mutation(headers: list[tuple[str, str]], remove: list[str]) -> Any:
                              remove_headers=remove)
 
 
-def routed_response(decision: Decision, sent: dict[str, str]) -> Any:
-    """Header mutations: set the route headers, remove any other client-sent x-route-*.
+def routed_response(decision: Decision, route_sent: Collection[str] = ()) -> Any:
+    """Header mutations: set the route headers, remove any other client-sent x-route-*
+    (`route_sent`: the `x-route-*` names the request came with, `SentHeaders.route`).
 
     A fleet has few distinct answers (target × mode × quality × reason × cost), so the
     built protobuf response is cached by the decision's own fields, looked up before any
@@ -77,10 +92,10 @@ def routed_response(decision: Decision, sent: dict[str, str]) -> Any:
     before the router sees them, so a request that still carries one came from a direct
     client and gets a response built for it alone.
     """
-    if any(k.startswith(wire.ROUTE_PREFIX) for k in sent):
+    if route_sent:
         headers = decision.headers()
         ours = {k for k, _ in headers}
-        extra = [k for k in sent if k.startswith(wire.ROUTE_PREFIX) and k not in ours]
+        extra = [k for k in route_sent if k not in ours]
         if extra:
             return _routed(headers, extra)
     d = decision

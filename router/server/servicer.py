@@ -108,7 +108,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         size: int | None = None
         routed: Routed | None = None
         try:
-            headers = extproc.request_headers(msg)
+            headers = sent = extproc.request_headers(msg)
             size = 0 if msg.end_of_stream else payload_bytes(headers)
             t0 = time.perf_counter()
             rid = request_id(headers)
@@ -126,7 +126,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             record(self.metrics.tally, d, spent, rid)
             if not d.routed:
                 return None, extproc.immediate(d), (headers, size, d)  # a refusal holds nothing
-            return routed, extproc.routed_response(d, headers), (headers, size, d)
+            return routed, extproc.routed_response(d, sent.route), (headers, size, d)
         except Exception:
             # A routed decision that never reaches Envoy must not keep its hold.
             if routed is not None and routed.decision.routed:
