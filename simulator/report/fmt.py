@@ -12,62 +12,60 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-# key -> (label, kind, meaning). Kinds: text, count, pct (a 0..1 fraction), usd, ms,
-# seconds, ratio.
-KEYS: dict[str, tuple[str, str, str]] = {
-    "router": ("router", "text", "which router made these decisions"),
-    "requests": ("requests", "count", "requests in the run"),
-    "slo_attainment": ("SLO attainment", "pct",
-                       "requests answered within their SLO, refused ones counted as missed"),
-    "fixed_cost_per_hour_usd": ("fixed cost per hour", "usd",
-                                "owned edge fleet and reserved cloud capacity, used or not"),
-    "fixed_cost_usd": ("fixed cost", "usd", "fixed cost per hour over the run's span"),
-    "variable_cost_usd": ("variable cost", "usd",
-                          "what pools billed plus the edge's marginal cost per inference"),
-    "total_cost_usd": ("total cost", "usd", "fixed plus variable"),
-    "cost_per_1k_requests_usd": ("cost per 1,000 requests", "usd",
-                                 "total cost / requests × 1,000"),
-    "fleet_utilization": ("edge fleet utilization", "pct",
-                          "share of the edge's slot-seconds busy over the run"),
-    "break_even_utilization": ("break-even utilization", "pct",
-                               "fleet utilization from which owning the edge fleet costs less "
-                               "than cloud-only (with --baselines)"),
-    "cloud_fraction": ("cloud share", "pct", "requests sent to a cloud pool, whole or split"),
-    "cloud_spend_usd": ("cloud spend", "usd", "what pools billed: what tenant budgets count"),
-    "max_load_over_cap": ("max load over cap", "ratio",
-                          "largest (in flight + 1) / cap at any pick, by the router's own caps"),
-    "affinity_hit_rate": ("affinity hit rate", "pct",
-                          "edge requests that ran on their key's home node"),
-    "warm_hit_rate": ("warm-key hit rate", "pct",
-                      "edge inferences that found their key warm on the node"),
-    "split_fraction": ("split share", "pct", "requests split between an edge node and a pool"),
-    "mode_flap": ("mode flap", "ratio",
-                  "largest change of the mode mix between two steady 10-s windows (0..1)"),
-    "quality_flap_rate": ("quality flap rate", "pct",
-                          "a key's consecutive requests whose mode or quality changed"),
-    "residency_violations": ("residency violations", "count",
-                             "requests that ran somewhere breaking their residency (must be 0)"),
-    "budget_overrun_usd": ("budget overrun", "usd",
-                           "cloud spend past a tenant's hard limit (must be 0)"),
-    "refused": ("refused", "count", "requests refused (429 or 503)"),
-    "preempted_in_flight": ("preempted in flight", "count",
-                            "requests a spot reclaim ended unanswered (counted as SLO missed)"),
-    "wall_seconds": ("wall time", "seconds", "real time the simulation took"),
-    "mode_counts": ("requests per mode", "count", "where requests went"),
-    "latency_ms": ("latency percentiles", "ms", "over served requests, refused ones left out"),
+# key -> its one-line meaning. Its label is the key in words, less a `_usd` or `_ms`
+# suffix (LABELS where that does not say it); its kind, which says the unit, comes from the
+# suffix (KIND_SUFFIXES), else from its value. Kinds: text, count, pct (a 0..1 fraction),
+# usd, ms, seconds, ratio.
+KEYS: dict[str, str] = {
+    "router": "which router made these decisions",
+    "requests": "requests in the run",
+    "slo_attainment": "requests answered within their SLO, refused ones counted as missed",
+    "fixed_cost_per_hour_usd": "owned edge fleet and reserved cloud capacity, used or not",
+    "fixed_cost_usd": "fixed cost per hour over the run's span",
+    "variable_cost_usd": "what pools billed plus the edge's marginal cost per inference",
+    "total_cost_usd": "fixed plus variable",
+    "cost_per_1k_requests_usd": "total cost / requests × 1,000",
+    "fleet_utilization": "share of the edge's slot-seconds busy over the run",
+    "break_even_utilization": "fleet utilization from which owning the edge fleet costs less "
+                              "than cloud-only (with --baselines)",
+    "cloud_fraction": "requests sent to a cloud pool, whole or split",
+    "cloud_spend_usd": "what pools billed: what tenant budgets count",
+    "max_load_over_cap": "largest (in flight + 1) / cap at any pick, by the router's own caps",
+    "affinity_hit_rate": "edge requests that ran on their key's home node",
+    "warm_hit_rate": "edge inferences that found their key warm on the node",
+    "split_fraction": "requests split between an edge node and a pool",
+    "mode_flap": "largest change of the mode mix between two steady 10-s windows (0..1)",
+    "quality_flap_rate": "a key's consecutive requests whose mode or quality changed",
+    "residency_violations": "requests that ran somewhere breaking their residency (must be 0)",
+    "budget_overrun_usd": "cloud spend past a tenant's hard limit (must be 0)",
+    "refused": "requests refused (429 or 503)",
+    "preempted_in_flight": "requests a spot reclaim ended unanswered (counted as SLO missed)",
+    "wall_seconds": "real time the simulation took",
+    "mode_counts": "where requests went",
+    "latency_ms": "over served requests, refused ones left out",
 }
+LABELS = {"slo_attainment": "SLO attainment", "cost_per_1k_requests_usd": "cost per 1,000 requests",
+          "fleet_utilization": "edge fleet utilization",
+          "break_even_utilization": "break-even utilization", "cloud_fraction": "cloud share",
+          "warm_hit_rate": "warm-key hit rate", "split_fraction": "split share",
+          "wall_seconds": "wall time", "mode_counts": "requests per mode",
+          "latency_ms": "latency percentiles"}
+KIND_SUFFIXES = (("_usd", "usd"), ("_ms", "ms"), ("_seconds", "seconds"), ("_s", "seconds"),
+                 ("_fraction", "pct"), ("_rate", "pct"), ("_share", "pct"),
+                 ("_attainment", "pct"), ("_utilization", "pct"))
 MODE_ORDER = ("edge", "edge-degraded", "split", "cloud", "refused")
 
 
+def unit_kind(key: str) -> str | None:
+    """The kind a key's unit suffix says, if it has one."""
+    return next((kind for suffix, kind in KIND_SUFFIXES if key.endswith(suffix)), None)
+
+
 def guess_kind(key: str, value: Any) -> str:
-    """The kind of a key the KEYS table does not know, from its name and value."""
-    if key in KEYS:
-        return KEYS[key][1]
-    for suffix, kind in (("_usd", "usd"), ("_ms", "ms"), ("_seconds", "seconds"),
-                         ("_s", "seconds"), ("_fraction", "pct"), ("_rate", "pct"),
-                         ("_share", "pct")):
-        if key.endswith(suffix):
-            return kind
+    """The kind of a key: from its unit suffix, else from its value."""
+    kind = unit_kind(key)
+    if kind is not None:
+        return kind
     if isinstance(value, bool | str):
         return "text"
     return "count" if isinstance(value, int) else "ratio"
@@ -109,12 +107,16 @@ def number(kind: str, value: Any) -> str:
 
 def label(key: str) -> str:
     """The human label of a report key."""
-    return KEYS[key][0] if key in KEYS else key.replace("_", " ")
+    if key in LABELS:
+        return LABELS[key]
+    if key in KEYS:  # the unit goes without saying; an unknown key shows as it is
+        key = key.removesuffix("_usd").removesuffix("_ms")
+    return key.replace("_", " ")
 
 
 def meaning(key: str) -> str:
     """The one-line meaning of a report key ('' when unknown)."""
-    return KEYS[key][2] if key in KEYS else ""
+    return KEYS.get(key, "")
 
 
 def _esc(value: object) -> str:
@@ -150,7 +152,7 @@ def nested_table(key: str, value: Mapping[str, Any]) -> str:
     """A nested report value (latency_ms and the like) as its own two-column table."""
     if key == "mode_counts":
         return mode_table(value)
-    known = KEYS[key][1] if key in KEYS else None
+    known = unit_kind(key)
     rows = "".join(f"<tr><th scope='row'>{_esc(k)}</th><td class='num'>"
                    f"{_esc(number(known or guess_kind(str(k), v), v))}</td></tr>"
                    for k, v in value.items() if not isinstance(v, Mapping))
