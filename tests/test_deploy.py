@@ -210,12 +210,12 @@ def test_policy_points_at_the_compose_services() -> None:
 
 
 def test_emulate_command_parses_with_the_emulator() -> None:
-    from router import emulate
+    from simulator import emulate
 
     svc = SERVICES["emulate"]
-    assert svc["entrypoint"] == ["python", "-m", "router.emulate"]
-    assert emulate.__name__ == "router.emulate"
-    proc = subprocess.run([sys.executable, "-m", "router.emulate", "--help"], cwd=ROOT,
+    assert svc["entrypoint"] == ["python", "-m", "simulator.emulate"]
+    assert emulate.__name__ == "simulator.emulate"
+    proc = subprocess.run([sys.executable, "-m", "simulator.emulate", "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60, check=True)
     for opt in svc["command"][::2]:
         assert opt in proc.stdout

@@ -81,7 +81,7 @@ def test_demo_stack_starts_on_the_ports_its_processes_bound(tmp_path: Path,
         status, _ = _get(url)
         assert status == 200, (status, url)
         addresses = {t.address for t in (*policy.nodes, *policy.pools)}
-        bound = json.loads((tmp_path / "emulate-ports.json").read_text())
+        bound = json.loads((tmp_path / "emulate-ports.json").read_text())["targets"]
         assert addresses == {f"127.0.0.1:{port}" for port in bound.values()}
         assert {"grpc", "xds", "metrics", "listen", "admin", "feed_grpc"} <= set(world.ports)
     finally:

@@ -7,14 +7,14 @@ their real addresses, then the router, then Envoy's config with the router's por
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 from router.core.policy import Policy
 from router.demo.files import ROOT, World, make_world
-from router.harness.bound import FEED_LINE, SERVE_LINE, log_size, reported, start_envoy, wait_file
+from router.harness.bound import FEED_LINE, SERVE_LINE, log_size, reported, start_envoy
+from router.harness.emulator import start_emulator
 from router.harness.procs import Processes, wait_port
 from router.policy.loader import load_policy
 
@@ -41,11 +41,8 @@ def start_upstreams(procs: Processes, world: World) -> None:
     feed = reported(procs, "feed", FEED_LINE, 0)
     world.ports.update(feed_http=feed["http"], feed_grpc=feed["grpc"])
     world.place({}, feed["grpc"])  # the example's ports, never bound: the emulator picks
-    ports_file = world.state / "emulate-ports.json"
-    emu = procs.start("emulate", [sys.executable, "-m", "router.emulate", "--policy",
-                                  str(world.policy_path), "--any-port", "--ports-file",
-                                  str(ports_file)])
-    world.place(json.loads(wait_file(ports_file, emu)), feed["grpc"])
+    bound = start_emulator(procs, "emulate", world.policy_path)
+    world.place(bound["targets"], feed["grpc"])
 
 
 def start(procs: Processes, state: Path) -> tuple[World, Policy, str, str]:

@@ -2,10 +2,11 @@
 
 No port is chosen for a child in advance: a number found free here is free only until the
 child binds it, and any process on the machine can take it in between. So every child
-binds port 0 and says what it got, each in its own way: `router.emulate --any-port` and
-`simulator.live.upstream --ports-file` write a JSON file once all their servers listen;
-`serve` and `feed serve` print their addresses as bound; Envoy writes its admin address to
-`--admin-address-path` and lists its listeners' addresses on its admin `/listeners`.
+binds port 0 and says what it got, each in its own way: the node emulator
+(`simulator.emulate --ports-file`, `router.harness.emulator`) writes a JSON file once all
+its servers listen; `serve` and `feed serve` print their addresses as bound; Envoy writes
+its admin address to `--admin-address-path` and lists its listeners' addresses on its
+admin `/listeners`.
 """
 
 from __future__ import annotations
@@ -104,3 +105,4 @@ def start_envoy(procs: Processes, name: str, config: Path, *, concurrency: int =
                                "--use-dynamic-base-id", "--admin-address-path", str(admin_file),
                                "--concurrency", str(concurrency)])
     return envoy_ports(admin_file, envoy)
+

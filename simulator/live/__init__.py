@@ -6,9 +6,9 @@ scenario through the real stack, and reports both side by side (docs/reference.m
 
 - `realtime`: `LiveWorld`, the simulator's own world lifecycle (`simulator.lifecycle`,
   whose physics are `simulator.physics`) driven by asyncio timers instead of a heap;
-- `upstream`: the process that serves every node and pool of the policy from one
-  `LiveWorld`, writes its feed every `refresh_seconds`, and applies the scenario's
-  events at their times;
+- `timeline`: the scenario played on that world in the node emulator's process
+  (`simulator.emulate`, which serves every node and pool of the policy from one
+  `LiveWorld`): its feed written every `refresh_seconds`, its events at their times;
 - `stack`: the processes (that one, a feed server pushing its feed, the router, Envoy),
   each on a port it bound as 0 and reported, the policy copy naming them; always stopped;
 - `fleet`: with a scenario's two or more `gateways`, a redis-server and a router and an

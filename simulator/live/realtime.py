@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Hashable
 from typing import Any, NamedTuple
 
@@ -72,6 +73,12 @@ class LiveWorld(Lifecycle):
     def start_clock(self, origin: float) -> None:
         """Make loop time `origin` the scenario's t=0."""
         self.origin = origin
+
+    def forget_every(self, every_s: float) -> None:
+        """Start the feed windows over every `every_s`, as a feed reader would: a world
+        whose feed nobody reads keeps its memory flat however long it runs."""
+        self.feed(time.time())
+        self.loop.call_later(every_s, self.forget_every, every_s)
 
     def stop(self) -> None:
         """Cancel every timer (the process is going away)."""

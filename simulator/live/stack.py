@@ -1,5 +1,5 @@
-"""The live twin's processes: the world (`simulator.live.upstream`), its feed server, the
-router and Envoy.
+"""The live twin's processes: the world (the node emulator, `simulator.emulate`, playing the
+scenario), its feed server, the router and Envoy.
 
 Every process binds port 0 on 127.0.0.1 and reports what it got (`router.harness.bound`),
 and each starts only once the ports it must be told are known: the world first (its nodes,
@@ -25,7 +25,8 @@ from typing import Any
 
 import yaml
 
-from router.harness.bound import FEED_LINE, SERVE_LINE, log_size, reported, start_envoy, wait_file
+from router.harness.bound import FEED_LINE, SERVE_LINE, log_size, reported, start_envoy
+from router.harness.emulator import start_emulator
 from router.harness.procs import Processes, wait_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,12 +94,9 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -
 
 def start_upstreams(procs: Processes, twin: Twin, scenario: Path) -> None:
     """The world and its feed server, each on ports it picks; then the policy naming them."""
-    ports_file = twin.state / "world-ports.json"
-    world = procs.start("world", [sys.executable, "-m", "simulator.live.upstream",
-                                  "--policy", str(twin.policy), "--scenario", str(scenario),
-                                  "--feed", str(twin.feed), "--control", "127.0.0.1:0",
-                                  "--ports-file", str(ports_file)])
-    bound = json.loads(wait_file(ports_file, world))  # once the idle world's feed is written
+    # its ports are written once the idle world's feed is, so the feed server finds one
+    bound = start_emulator(procs, "world", twin.policy, "--scenario", str(scenario),
+                           "--feed", str(twin.feed), "--control", "127.0.0.1:0")
     twin.ports["control"] = bound["control"]
     procs.python("feed", "feed", "serve", "--from", str(twin.feed), "--listen",
                  "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--poll", "0.05")

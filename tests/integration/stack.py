@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from router.harness.bound import envoy_ports, wait_file, wait_line
+from router.harness.emulator import MODULE as EMULATOR
 from router.harness.procs import free_port  # one memory of handed-out ports per process
 from router.xds import ackshare
 
@@ -160,14 +161,19 @@ class Stack:
         ids = [*NODES, "cloud-eu", "cloud-hipaa"]
         self.address = {name: f"127.0.0.1:{self.ports[f'p{i}']}" for i, name in enumerate(ids)}
 
+    def emulate(self, name: str, policy: Path) -> dict[str, int]:
+        """The node emulator (`simulator.emulate`) as `name`, serving `policy`'s nodes and
+        pools on ports of their own choosing: {target id: port}."""
+        ports_file = self.tmp / f"{name}-ports.json"
+        ports_file.unlink(missing_ok=True)
+        emu = self._spawn(name, [sys.executable, "-m", EMULATOR, "--policy", str(policy),
+                                 "--ports-file", str(ports_file)])
+        targets: dict[str, int] = json.loads(wait_file(ports_file, emu))["targets"]
+        return targets
+
     def start_emulator(self) -> None:
         """The emulated upstreams on ports of their own choosing; the policy gets them."""
-        ports_file = self.tmp / "emulate-ports.json"
-        ports_file.unlink(missing_ok=True)
-        emu = self._spawn("emulate", [sys.executable, "-m", "router.emulate", "--policy",
-                                      str(self.policy), "--any-port", "--ports-file",
-                                      str(ports_file)])
-        picked = json.loads(wait_file(ports_file, emu))
+        picked = self.emulate("emulate", self.policy)
         placeholder = {int(re.sub(r".*:", "", a)): t for t, a in self._policy_addresses()}
         self.ports = {p: picked[placeholder[port]] for p, port in self.ports.items()}
         self._write_policy()

@@ -14,7 +14,6 @@ import io
 import json
 import signal
 import socket
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .stack import NODES, POLICY, Stack, wait_file
+from .stack import NODES, POLICY, Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 GDPR_EDGE = {n for n, (tag, _, _) in NODES.items() if tag == "GDPR"}
@@ -163,10 +162,7 @@ edge:
   nodes:
     - {id: eu-c, address: "127.0.0.1:1", weight: 4, slots: 16, residency: [GDPR]}
 """)
-    ports = stack.tmp / "extra-ports.json"
-    emu = stack._spawn("emulate-extra", [sys.executable, "-m", "router.emulate", "--policy",
-                                         str(extra), "--any-port", "--ports-file", str(ports)])
-    port = json.loads(wait_file(ports, emu))["eu-c"]
+    port = stack.emulate("emulate-extra", extra)["eu-c"]
     addresses = dict(stack.ports)
     text = POLICY.format(store="memory", **addresses)
     eu_b = f'    - {{id: eu-b, address: "127.0.0.1:{addresses["p1"]}"'

@@ -11,9 +11,7 @@ half a second.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -22,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from .stack import POLICY, Stack, free_port, wait_file
+from .stack import POLICY, Stack, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 Result = tuple[float, int, dict[str, str]]  # (start time, status, response headers)
@@ -35,10 +33,7 @@ def with_eu_c(stack: Stack) -> str:
     extra = stack.tmp / "extra.yaml"
     extra.write_text("version: 1\nedge:\n  nodes:\n    - {id: eu-c, address: \"127.0.0.1:1\", "
                      "weight: 4, slots: 16, residency: [GDPR]}\n")
-    ports = stack.tmp / "extra-ports.json"
-    emu = stack._spawn("emulate-extra", [sys.executable, "-m", "router.emulate", "--policy",
-                                         str(extra), "--any-port", "--ports-file", str(ports)])
-    port = json.loads(wait_file(ports, emu))["eu-c"]
+    port = stack.emulate("emulate-extra", extra)["eu-c"]
     text = POLICY.format(store="memory", **stack.ports)
     start = text.index('    - {id: eu-b, address:')
     end = text.index("\n    - {id: us-a")
