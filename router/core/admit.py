@@ -23,8 +23,9 @@ from router.core.budget import HARD, THROTTLED, BudgetLedger, Reservation
 from router.core.decision import Decision, Hold, Preview, Routed, refusal
 from router.core.loads import LoadTracker
 from router.core.pick import Walk
-from router.core.plan import Option, Plan, explained, note, plan
+from router.core.plan import Plan, explained, note, plan
 from router.core.request import RouteRequest
+from router.core.rungs import Option
 from router.core.table import Snapshot
 
 # The ledger asked about an option's cloud estimate: why it cannot be held (a string), or

@@ -23,7 +23,7 @@ from router.core.budget import Reservation
 from router.core.pools import PoolRt
 
 if TYPE_CHECKING:
-    from router.core.plan import Option
+    from router.core.rungs import Option
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,11 @@ second walk over feature slots, so a full edge still splits), drops the rungs th
 take (over its max cost, a pool at its `max_inflight`), and ranks the rest:
 first the rungs within the SLO (degraded ones within `degraded_slack` × SLO)
 in ladder order; then, as best effort, the others fastest first, except that a
-tenant over its soft budget gets pure cloud last. It changes nothing and reads
-no clock: `router.core.admit` takes the first ranked option whose slots and
-budget it can hold, `explain` and the simulator call exactly this.
+tenant over its soft budget gets pure cloud last. A key its home sheds
+(`router.core.shed`) gets the rungs off the edge first, within the SLO or not.
+It changes nothing and reads no clock: `router.core.admit` takes the first
+ranked option whose slots and budget it can hold, `explain` and the simulator
+call exactly this.
 
 A tenant the policy does not name shares the policy's default account, or is
 refused (403) with `budgets.unknown_tenant: refuse`; that is decided here too,
@@ -23,14 +25,24 @@ from __future__ import annotations
 from typing import NamedTuple, Protocol
 
 from router import wire
-from router.core import estimate
 from router.core.budget import BudgetState, account_of
 from router.core.decision import Candidate, Decision, refusal
-from router.core.pick import Pick, Walk, home_of, notes_of, pick_edge, pick_feature
-from router.core.policy import QUALITY_LEVELS, BudgetConfig
+from router.core.pick import Walk, home_of, notes_of, pick_edge
+from router.core.policy import BudgetConfig
 from router.core.request import RouteRequest
+from router.core.rungs import (
+    COST,
+    HELD,
+    POOL_FULL,
+    SLOW,
+    Option,
+    cloud_options,
+    degraded_options,
+    full_option,
+    off_edge_meets,
+)
 from router.core.shed import moving, tier
-from router.core.table import ClassEntry, NodeRt, PoolRt, Snapshot
+from router.core.table import ClassEntry, NodeRt, Snapshot
 from router.core.tenancy import narrow
 
 INF = float("inf")
@@ -42,31 +54,6 @@ class BudgetView(Protocol):
     def state(self, budgets: BudgetConfig, account: str, now: float) -> BudgetState:
         """Committed and reserved spend of `account` against its limits."""
         ...
-
-
-class Option(NamedTuple):
-    """One rung the request could take, with its estimate and what it would cost.
-
-    Named tuples (here and `Plan`): immutable like a frozen dataclass, several
-    times cheaper to build, and a few are built for every request.
-    """
-
-    mode: str
-    reason: str
-    est_ms: float
-    cost_usd: float
-    cloud_usd: float  # the part of the cost that draws on the tenant's cloud budget
-    node: NodeRt | None
-    pool: PoolRt | None
-    quality: str | None
-    home: bool = False  # the node is the key's home (first on its ring)
-    fill: float = 0.0  # (load + 1) / cap of the node when it was picked
-    held: bool = False  # over its estimate's bound, but the key is not among those shed
-
-
-# Why a rung is not tried (or is tried late): over max cost, its pool full, over its bound,
-# or over its bound but kept (the key is not among those shed from its node).
-COST, POOL_FULL, SLOW, HELD = "cost", "pool-full", "slow", "held"
 
 
 class Plan(NamedTuple):
@@ -85,61 +72,6 @@ class Plan(NamedTuple):
 
 
 Drop = tuple["Option", str, float]
-
-
-def _full_option(pick: Pick, req: RouteRequest, key: str, demoted: bool) -> Option | None:
-    """The full-quality edge rung on the picked node (None when VRAM forbids full quality,
-    or the key's home serves it degraded and it accepts that)."""
-    node = pick.node
-    if node.quality_floor != 0 or not estimate.full_quality(key, node) or \
-            (demoted and req.accept_degradation):
-        return None
-    full_ms = estimate.edge_ms(node, pick.load)
-    fill = (pick.load + 1) / pick.cap if pick.cap else 1.0
-    held = False
-    if full_ms > req.slo_ms:  # over its bound: held only if this key is not among those shed
-        held = estimate.stays(key, node, estimate.shed_fraction(node.est_ms, req.slo_ms,
-                                                                node.base_ms))
-    return Option(wire.MODE_EDGE, wire.R_AFFINITY if pick.home else wire.R_BALANCE,
-                  full_ms, node.cost_usd, 0.0, node, None, "full", pick.home, fill, held)
-
-
-def _degraded_options(pick: Pick, req: RouteRequest, snap: Snapshot, key: str) -> list[Option]:
-    """Edge rungs on the picked node at each quality below full (degradation accepted)."""
-    if not req.accept_degradation:
-        return []
-    node = pick.node
-    quality = snap.policy.quality
-    full_ms = estimate.edge_ms(node, pick.load)
-    fill = (pick.load + 1) / pick.cap if pick.cap else 1.0
-    vram = node.quality_floor > 0 or not estimate.full_quality(key, node)
-    reason = wire.R_VRAM if vram else wire.R_SLO
-    return [Option(wire.MODE_DEGRADED, reason, full_ms * quality.factor(level), node.cost_usd,
-                   0.0, node, None, level, pick.home, fill)
-            for level in QUALITY_LEVELS[max(1, node.quality_floor):]]
-
-
-def _cloud_options(entry: ClassEntry, req: RouteRequest, snap: Snapshot, key: str,
-                   edge_why: str) -> tuple[list[Option], Walk | None]:
-    """Split rungs (degradation accepted, a node with a free feature slot), then cloud rungs;
-    and the walk over feature slots, if one was made."""
-    out: list[Option] = []
-    payload = req.payload_bytes
-    walk = None
-    if req.accept_degradation and entry.pools:
-        # features need the residency, not the model: the pool does the inference
-        walk = pick_feature(snap.entry(req.residency, None), snap, key)
-        pick = walk.pick
-        if pick is not None:
-            fill = (pick.load + 1) / pick.cap if pick.cap else 1.0
-            for pool in entry.pools:
-                ms, usd, cloud_usd = estimate.split(pick.node, pool, payload, snap.policy.split)
-                out.append(Option(wire.MODE_SPLIT, edge_why, ms, usd, cloud_usd, pick.node,
-                                  pool, None, pick.home, fill))
-    for pool in entry.pools:
-        ms, usd = estimate.cloud(pool, payload, snap.cloud_uplink_mbps)
-        out.append(Option(wire.MODE_CLOUD, edge_why, ms, usd, usd, None, pool, None))
-    return out, walk
 
 
 def _tier(key: str, home: NodeRt, now: float, span: float) -> int:
@@ -182,7 +114,11 @@ def plan_whole(req: RouteRequest, snap: Snapshot, budget: BudgetView, *, now: fl
     return start if isinstance(start, Plan) else _rank(start, snap, budget, now)
 
 
-Start = tuple[RouteRequest, str, ClassEntry, str, Walk, "Option | None", int, bool]
+Start = tuple[RouteRequest, str, ClassEntry, str, Walk, "Option | None", int, int]
+
+# A key's standing at its home (its tier, router.core.shed): kept on the edge; shed, off the
+# edge first where that meets its SLO; shed anyway, nothing off the edge meeting its SLO.
+KEPT, SHED, SHED_ANYWAY = 0, 1, 2
 
 
 def _start(req: RouteRequest, snap: Snapshot, now: float) -> Plan | Start:
@@ -212,10 +148,12 @@ def _start(req: RouteRequest, snap: Snapshot, now: float) -> Plan | Start:
     home = pick.node if pick is not None and pick.home else home_of(entry, snap, key)
     home_slot = home.slot if home is not None else -1
     # the key's tier at its home (router.core.shed): degraded first, or split and cloud first
-    # (when they meet its SLO)
+    # (within its SLO first; when nothing off the edge can meet it, off the edge all the same)
     level = _tier(key, home, now, snap.policy.refresh_seconds) if home is not None else 0
-    shed = level == 2 and bool(entry.pools)
-    first = _full_option(pick, req, key, level > 0) if pick is not None else None
+    shed = KEPT
+    if level == 2 and entry.pools and home is not None:
+        shed = SHED if off_edge_meets(entry, req, home, snap) else SHED_ANYWAY
+    first = full_option(pick, req, key, level > 0) if pick is not None else None
     return req, account, entry, key, walk, first, home_slot, shed
 
 
@@ -227,17 +165,26 @@ def _rank(start: Start, snap: Snapshot, budget: BudgetView, now: float) -> Plan:
     if pick is not None:
         if first is not None:
             ladder.append(first)
-        ladder += _degraded_options(pick, req, snap, key)
+        ladder += degraded_options(pick, req, snap, key)
     if pick is not None and not shed:
         edge_why = wire.R_SLO
     elif entry.ring.members:
         edge_why = wire.R_CAPACITY
     else:
         edge_why = wire.R_RESIDENCY
-    off_edge, features = _cloud_options(entry, req, snap, key, edge_why)
-    ladder = off_edge + ladder if shed else ladder + off_edge
+    off_edge, features = cloud_options(entry, req, snap, key, edge_why)
     max_cost = INF if req.max_cost_usd is None else req.max_cost_usd
-    within, beyond, dropped = _sort(ladder, snap, req.slo_ms, max_cost)
+    within: list[Option] = []
+    dropped: list[Drop] = []
+    if shed == SHED_ANYWAY:  # off the edge, though it misses the SLO; the edge as a fallback
+        within, beyond, dropped = _sort(off_edge, snap, req.slo_ms, max_cost)
+        within += _steady_first(_best_effort(beyond, budget, snap.policy.budgets, account,
+                                             now))
+        off_edge = []
+    kept, beyond, more = _sort(off_edge + ladder if shed else ladder + off_edge, snap,
+                               req.slo_ms, max_cost)
+    within += kept
+    dropped += more
     if beyond:
         within += _best_effort(beyond, budget, snap.policy.budgets, account, now)
     return Plan(req, snap, account, entry, tuple(within),
@@ -292,6 +239,15 @@ def explained(p: Plan) -> list[Candidate]:
                 text += ", but this key is not among the share shed from the node"
         out.append(note(opt, text))
     return out
+
+
+def _steady_first(ranked: list[Option]) -> list[Option]:
+    """A shed key's rungs off the edge, all missing its SLO: a pool before a split, whose
+    free feature slot comes and goes (so the key would hop between them); as they are when
+    the budget ranks them (over the soft budget, pure cloud last)."""
+    if any(o.reason == wire.R_BUDGET_SOFT for o in ranked):
+        return ranked
+    return sorted(ranked, key=lambda o: o.mode == wire.MODE_SPLIT)
 
 
 def _best_effort(beyond: list[Option], budget: BudgetView, budgets: BudgetConfig,

@@ -10,8 +10,11 @@ a key at home on the node, with hash u = unit(key, node), is in tier
 
 - 0 (u < full_keep): served at full quality;
 - 1 (full_keep <= u < keep_share): served degraded (`constrained`) when it accepts it;
-- 2 (u >= keep_share): sent to split or cloud first (when they meet its SLO; the
-  edge stays its fallback).
+- 2 (u >= keep_share): sent to split or cloud first, even when neither meets its
+  SLO (then a pool before a split, whose feature slot comes and goes): on the edge
+  whenever a slot happened to be free, these keys would fill the room sized for
+  the others and every key of the node would spill at random instants. The edge
+  stays their fallback.
 
 Under a steady load the shares do not move, so a key keeps its mode and quality.
 When the load moves, a refresh's new shares are reached over the next refresh

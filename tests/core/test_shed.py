@@ -27,10 +27,12 @@ def _feed(at: float, n: int) -> FeedSnapshot:
     return FeedSnapshot(generated_at=at, received_at=at, nodes=states)
 
 
-def _refreshes(n: int, rates: list[list[float]], slots: int = 4) -> list[Snapshot]:
-    """One snapshot per window; in window w every node is the home of rates[w][i] req/s."""
+def _refreshes(n: int, rates: list[list[float]], slots: int = 4,
+               cloud_ms: float = 40.0) -> list[Snapshot]:
+    """One snapshot per window; in window w every node is the home of rates[w][i] req/s
+    (`cloud_ms`: the pool's round trip, 20 ms of compute on top)."""
     pol = policy([node(i, slots=slots, latency=60.0) for i in range(n)],
-                 [pool(latency=40.0, compute_ms=20.0)], slo_ms=300.0)
+                 [pool(latency=cloud_ms, compute_ms=20.0)], slo_ms=300.0)
     tracker, cache = LoadTracker(), PointCache()
     snap = build_table(pol, _feed(NOW, n), tracker, cache, now=NOW)
     out = []
@@ -174,3 +176,38 @@ def test_arrivals_are_counted_by_the_key_s_home() -> None:
     homes = [plan(request(k), snap, led, now=NOW).home_slot for k in KEYS[:30]]
     assert [tracker.arrivals[n.slot] for n in snap.nodes] == \
         [homes.count(n.slot) for n in snap.nodes]
+
+
+def test_a_shed_key_leaves_the_edge_even_when_nothing_off_it_meets_its_slo() -> None:
+    # the pool answers in 420 ms, over every key's 300 ms: shedding costs the shed keys their
+    # SLO either way, and keeping them on the edge whenever a slot is free would make every
+    # key of the node hop to the cloud whenever it is full
+    busy, calm = _refreshes(1, [[200.0], [200.0], [5.0]], cloud_ms=400.0)[1:]
+    node0 = busy.nodes[0]
+    assert node0.full_keep == 0.0 and 0.0 < node0.keep_share < 1.0
+    led = ledger(busy.policy)
+    shed = [k for k in KEYS if tier(k, node0.id, 0.0, node0.keep_share) == 2]
+    assert shed and len(shed) < len(KEYS)
+    for k in KEYS:  # the home has room every time; each key takes its tier's mode every time
+        for degrade in (True, False):
+            modes = set()
+            for _ in range(3):
+                routed = decide(request(k, slo=300.0, degrade=degrade), busy, led,
+                                now=busy.built_at + WINDOW)
+                modes.add(routed.decision.mode)
+                finish(routed, busy.tracker, led)
+            kept = "edge-degraded" if degrade else "edge"
+            assert modes == ({"cloud"} if k in shed else {kept}), (k, degrade)
+    # the load really moves (a twentieth of it): every key comes back to the edge at full
+    assert set(_modes(calm)) == {("edge", "full")}
+
+
+def test_a_shed_key_takes_the_pool_before_a_split_that_comes_and_goes() -> None:
+    # a split needs a free feature slot; the pool is always there: the shed key's mode holds
+    snap = _refreshes(1, [[200.0], [200.0]], cloud_ms=400.0)[-1]
+    node0 = snap.nodes[0]
+    k = next(k for k in KEYS if tier(k, node0.id, 0.0, node0.keep_share) == 2)
+    led = ledger(snap.policy)
+    ranked = [o.mode for o in plan(request(k, slo=300.0), snap, led,
+                                   now=snap.built_at + WINDOW).options]
+    assert ranked[0] == "cloud" and ranked.index("split") < ranked.index("edge-degraded")
