@@ -43,9 +43,9 @@ edge:
 cloud:
   pools:
     - {{id: cloud-eu, address: "127.0.0.1:{p4}", residency: [GDPR], models: ["*"],
-       instance_type: h100-spot, latency_ms: 20, compute_ms: 1000, usd_per_hour: 36}}
+       instance_type: h100-spot, latency_ms: 20, compute_ms: 10, usd_per_hour: 3600}}
     - {{id: cloud-hipaa, address: "127.0.0.1:{p5}", residency: [HIPAA], models: ["*"],
-       instance_type: h100-spot, latency_ms: 20, compute_ms: 1000, usd_per_hour: 36}}
+       instance_type: h100-spot, latency_ms: 20, compute_ms: 10, usd_per_hour: 3600}}
 budgets:
   period: month
   store: "{store}"

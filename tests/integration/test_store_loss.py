@@ -26,11 +26,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 __all__ = ["redis_server"]  # the fixture, shared with the fleet budget tests
 LIMIT, COST, FULL = 0.05, 0.0004, 125
 REBUILD_S = 2.0
-# The HIPAA pool at 40 ms of compute and $36/h: $0.0004 a request; tenant `tight` has $0.05.
+# The HIPAA pool at 0.4 ms of compute and $3,600/h: $0.0004 a request; tenant `tight` has $0.05.
 POLICY = FLEET_POLICY.replace(
     'residency: [HIPAA], models: ["*"],\n       instance_type: h100-spot, latency_ms: 20, '
-    "compute_ms: 1000", 'residency: [HIPAA], models: ["*"],\n       instance_type: h100-spot, '
-    "latency_ms: 20, compute_ms: 40").replace("roomy: {{limit_usd: 5.00}}",
+    "compute_ms: 10", 'residency: [HIPAA], models: ["*"],\n       instance_type: h100-spot, '
+    "latency_ms: 20, compute_ms: 0.4").replace("roomy: {{limit_usd: 5.00}}",
                                               "roomy: {{limit_usd: 5.00}}, "
                                               "tight: {{limit_usd: 0.05}}")
 
@@ -56,7 +56,7 @@ def wait_lost(fleet: Fleet, at_least: int) -> None:
 
 def test_flushall_and_a_restart_without_aof_reset_no_spend(tmp_path: Path,
                                                            redis_server: RedisServer) -> None:
-    assert "compute_ms: 40" in POLICY and "tight:" in POLICY
+    assert "compute_ms: 0.4" in POLICY and "tight:" in POLICY
     fleet = Fleet(tmp_path, redis_server.url, 3, f"&refresh=0.5&rebuild={REBUILD_S}",
                   policy=POLICY)
     counts: Counter[int | str] = Counter()
