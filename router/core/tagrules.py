@@ -27,6 +27,7 @@ MAX_JSON_DEPTH = 8  # the object and its residency list need 2
 MAX_SLO_MS = 3_600_000
 MAX_COST_USD = Decimal(1_000_000)
 MAX_RESIDENCY_TAGS = 32
+MAX_CACHED_RESIDENCY = 256  # characters: a longer residency header is parsed each time
 MAX_NUMBER_CHARS = 32
 OWS = " \t"
 _JSON_FIELDS = {
@@ -105,12 +106,14 @@ def parse_key(tag: str, value: Any) -> str:
 
 def parse_residency(tag: str, value: Any) -> frozenset[str]:
     """A comma list (header) or list (JSON) of ASCII residency tags."""
-    if type(value) is str:  # a few lists are sent over and over: each is parsed once
-        return _residency_text(tag, value)
+    if type(value) is str and len(value) <= MAX_CACHED_RESIDENCY:
+        return _residency_text(tag, value)  # a few lists are sent over and over: parsed once
     return _residency(tag, value)
 
 
-@functools.lru_cache(maxsize=1024)  # bounded whatever clients send; a refusal is not kept
+# Bounded whatever clients send (a refusal is not kept): 1,024 lists of at most 256
+# characters, so padding a valid list with whitespace cannot pin a 64-KB header per entry.
+@functools.lru_cache(maxsize=1024)
 def _residency_text(tag: str, value: str) -> frozenset[str]:
     return _residency(tag, value)
 

@@ -275,3 +275,19 @@ def test_an_unknown_affinity_header_is_refused_not_ignored(name: str, hint: str)
     with pytest.raises(TagError) as err:
         parse_request({name: "GDPR", "x-affinity-key": "k"}, Defaults(), 100.0)
     assert err.value.tag == name and hint in err.value.detail
+
+
+def test_a_residency_list_is_parsed_once_but_a_long_one_is_never_kept() -> None:
+    from router.core import tagrules
+
+    tagrules._residency_text.cache_clear()
+    short = parse_request({"x-affinity-residency": "GDPR,CCPA"}, Defaults(), 100.0)
+    again = parse_request({"x-affinity-residency": "GDPR,CCPA"}, Defaults(), 100.0)
+    assert short.residency == again.residency == frozenset({"GDPR", "CCPA"})
+    assert tagrules._residency_text.cache_info().hits == 1
+    # a valid list padded with whitespace to 60 KB parses the same, and the cache keeps nothing
+    # of it: clients cannot pin 1,024 such headers in the router's memory
+    padded = "GDPR" + " " * 60_000 + ",CCPA"
+    assert parse_request({"x-affinity-residency": padded}, Defaults(), 100.0).residency == \
+        frozenset({"GDPR", "CCPA"})
+    assert tagrules._residency_text.cache_info().currsize == 1
