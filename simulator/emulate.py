@@ -51,10 +51,11 @@ from aiohttp import web
 
 from router import wire
 from router.core.policy import QUALITY_LEVELS, Policy
+from router.harness.bound import write_atomically
 from router.policy.loader import PolicyError, load_policy
 from simulator.lifecycle import OK
 from simulator.live.realtime import LiveWorld, Outcome
-from simulator.live.timeline import Timeline, write_atomically
+from simulator.live.timeline import Timeline
 from simulator.scenario import Scenario, WorldConfig, load_scenario
 
 MAX_BODY = 64 * 1024 * 1024  # camera frames, documents

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import cast
 
 from router.core.feedsnapshot import format_time
+from router.harness.bound import write_atomically
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_POLICY = ROOT / "policies" / "example.yaml"
@@ -43,9 +44,7 @@ class World:
     def write_feed(self) -> None:
         """Stamp and write the feed atomically (the feed server pushes the change)."""
         self.feed["generated_at"] = format_time(time.time())
-        tmp = self.feed_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.feed, indent=1))
-        tmp.replace(self.feed_path)
+        write_atomically(self.feed_path, json.dumps(self.feed, indent=1))
 
     def node(self, node_id: str) -> dict[str, object]:
         """The feed entry of `node_id`."""

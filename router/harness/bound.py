@@ -45,6 +45,14 @@ def _until(read: Callable[[], T | None], proc: Proc, timeout: float, never: str)
     raise TimeoutError(never)
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one rename, so no reader (`wait_file`, a feed server
+    watching it) sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def wait_file(path: Path, proc: Proc, timeout: float = 30.0) -> str:
     """The text of `path` once it exists and is not empty, failing fast if `proc` dies."""
     return _until(path.read_text, proc, timeout, f"{path} never written")

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from router.core.feedsnapshot import FeedSnapshot, format_time
 from router.core.policy import Policy
+from router.harness.bound import write_atomically
 from simulator.live.realtime import LiveWorld
 from simulator.scenario import Scenario
 
@@ -44,13 +45,6 @@ def feed_document(snap: FeedSnapshot, wall: float) -> dict[str, Any]:
         nodes.append(entry)
     prices = [{"instance_type": k, "usd_per_hour": v} for k, v in snap.prices.items()]
     return {"version": 1, "generated_at": format_time(wall), "nodes": nodes, "prices": prices}
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` in one rename, so no reader sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 class Timeline:
