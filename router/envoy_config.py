@@ -59,6 +59,13 @@ PROCESSING_MODE = {"request_header_mode": "SEND", "response_header_mode": "SKIP"
                    "request_body_mode": "NONE", "response_body_mode": "NONE",
                    "request_trailer_mode": "SKIP", "response_trailer_mode": "SEND"}
 
+# Only the headers the router reads travel to it (wire.READ_*): serializing, sending and
+# parsing a browser's cookies and user agent on every request is work for nothing. The
+# rules apply to pseudo-headers too, so a response's :status is named.
+FORWARD_RULES = {"allowed_headers": {"patterns": (
+    [{"prefix": p} for p in wire.READ_PREFIXES]
+    + [{"exact": n} for n in wire.READ_NAMES + wire.READ_RESPONSE_NAMES])}}
+
 
 def local_replies() -> dict[str, Any]:
     """Envoy's own replies as JSON; the router's refusals and direct responses kept as sent."""
@@ -98,6 +105,7 @@ def _filters(message_timeout_ms: int, max_request_bytes: int) -> list[dict[str, 
             # the router asks for a cloud request's response headers (its status decides
             # what the budget is charged: router.server.servicer.OUTCOME_MODE)
             "allow_mode_override": True,
+            "forward_rules": FORWARD_RULES,
             "mutation_rules": {"allow_all_routing": True}}},
         {"name": "envoy.filters.http.router", "typed_config": {
             "@type": T + "envoy.extensions.filters.http.router.v3.Router"}},

@@ -35,6 +35,13 @@ ROUTE_HEADERS = (H_TARGET, H_NODE, H_MODE, H_QUALITY, H_SPLIT_CLOUD, H_COST, H_R
 
 H_REQUEST_ID = "x-request-id"
 H_RETRY_AFTER = "retry-after"
+H_STATUS = ":status"
+
+# Everything the router reads of a request's headers (by prefix or by name) and of a
+# response's: the generated Envoy config forwards these to ext_proc and no others.
+READ_PREFIXES = (AFFINITY_PREFIX, ROUTE_PREFIX)
+READ_NAMES = ("content-length", H_REQUEST_ID)
+READ_RESPONSE_NAMES = (H_STATUS,)
 
 # Modes.
 MODE_EDGE = "edge"

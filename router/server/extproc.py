@@ -17,8 +17,8 @@ from router.core.request import HeaderMap
 from router.envoy_config import PROCESSING_MODE
 
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-_READ_PREFIXES = (wire.AFFINITY_PREFIX, wire.ROUTE_PREFIX)
-_READ_NAMES = frozenset({"content-length", wire.H_REQUEST_ID})
+_READ_PREFIXES = wire.READ_PREFIXES
+_READ_NAMES = frozenset(wire.READ_NAMES)
 _RESPONSES: dict[tuple[object, ...], Any] = {}
 _MAX_CACHED = 4096  # responses are ~200-400 bytes; the cache is bounded whatever clients send
 # The answer to every message after the request headers, by message kind.
@@ -122,7 +122,7 @@ def upstream_failed(msg: Any) -> bool:
     """Whether response headers say the upstream failed: a 5xx, the upstream's own or
     Envoy's for it (503 reset or connection failure, 504 timeout)."""
     for h in msg.headers.headers:
-        if h.key == ":status":
+        if h.key == wire.H_STATUS:
             status = h.raw_value if h.raw_value else h.value.encode()
             return bool(status[:1] == b"5")
     return False
