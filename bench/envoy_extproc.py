@@ -2,9 +2,13 @@
 
 (a) Envoy straight to an upstream, (b) Envoy's own ring hash with
 hash_balance_factor, (c) a do-nothing Python ext_proc that sets one header (the
-language's floor), (d) hybrid-router; plus (d2) hybrid-router --workers 2, and
+language's floor), (d) hybrid-router; plus (d2) hybrid-router --workers 2, (dw)
+hybrid-router with Envoy forwarding every request header to it (the config without
+`forward_rules`), and
 (h8, h2) the do-nothing processor answering a fixed route, with every route header the
 router sets or only the two Envoy routes on: what the other headers cost Envoy.
+Requests carry what an inference client sends besides the tags (user agent, accept,
+content type, a bearer token, a trace context).
 Closed loop: wrk, 32 connections. Open loop: a fixed 300 req/s. Upstreams are
 a second Envoy answering with direct_response, so they are never the bottleneck.
 Runs are interleaved (a, b, c, d, d2, a, b, ...) and medians reported, because
@@ -88,7 +92,12 @@ end
 '''
 
 
-LUA = wrk_script()
+# What an API client sends besides its tags: none of it is the router's business.
+CLIENT_HEADERS = (("user-agent", "inference-client/2.3.1 (python 3.11; linux x86_64)"),
+                  ("accept", "application/json"), ("content-type", "application/json"),
+                  ("authorization", "Bearer " + "eyJhbGciOiJSUzI1NiJ9." + "x" * 600),
+                  ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"))
+LUA = wrk_script(headers=CLIENT_HEADERS)
 
 
 def policy_text(ports: list[int]) -> str:
@@ -128,6 +137,9 @@ def variant(base: dict[str, Any], way: str) -> dict[str, Any]:
     cfg = copy.deepcopy(base)
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
         "typed_config"]
+    if way == "dw":
+        for f in hcm["http_filters"]:
+            f["typed_config"].pop("forward_rules", None)
     if way in ("a", "b"):
         hcm["http_filters"] = [f for f in hcm["http_filters"]
                                if f["name"] != "envoy.filters.http.ext_proc"]
@@ -247,7 +259,8 @@ def _verdict(med: dict[str, dict[str, float]]) -> str:
         "request is what bounds throughput; where the router's goes is in \"Where the router's "
         "time goes\" below: most of it is gRPC and the event loop, not the routing.")
     for way, what in (("d0", "the router of the earlier revision"),
-                      ("dn", "the router with the echo off")):
+                      ("dn", "the router with the echo off"),
+                      ("dw", "the router sent every request header (no `forward_rules`)")):
         if way in med:
             m = med[way]
             text += (f" (d) against {what} ({way}): {d['rps'] / m['rps']:.2f}x the throughput, "
@@ -290,8 +303,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rate", type=float, default=300.0)
-    parser.add_argument("--ways", default="a,b,c,h8,h8n,h2,d,d2",
-                        help="comma list (default all but dn)")
+    parser.add_argument("--ways", default="a,b,c,d,dw,d2",
+                        help="comma list of a,b,c,h8,h8n,h2,d,dn,dw,d2 (default a,b,c,d,dw,d2)")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--baseline", metavar="REV",
                         help="also run (d0): the router as of git revision REV, side by side")
@@ -323,7 +336,8 @@ def main() -> int:
         chosen = args.ways.split(",") + (["d0"] if args.baseline else [])
         ways = {w: b for w, b in (("a", None), ("b", None), ("c", "noop"), ("h8", "fixed"),
                                   ("h8n", "fixed"), ("h2", "fixed"), ("d0", "router0"),
-                                  ("d", "router"), ("dn", "router"), ("d2", "router2"))
+                                  ("d", "router"), ("dn", "router"), ("dw", "router"),
+                                  ("d2", "router2"))
                 if w in chosen}
         answers = fixed_answers(policy)
         base = _baseline_tree(args.baseline, tmp) if args.baseline else ROOT
@@ -387,6 +401,7 @@ def main() -> int:
              "h2": "(h2) fixed answer: x-route-cluster and x-route-target only",
              "d0": f"(d0) hybrid-router as of {args.baseline}",
              "dn": "(dn) hybrid-router, `--no-echo`",
+             "dw": "(dw) hybrid-router, Envoy forwarding every header",
              "d2": "(d2) hybrid-router --workers 2"}
     lines = ["| setup | closed loop req/s | ÷ (a) | ÷ (c) | p50 / p99 ms (32 conns) | "
              f"open loop {args.rate:.0f}/s p50 / p99 ms | added p50 / p99 vs (a) ms | "
@@ -403,10 +418,12 @@ def main() -> int:
             f"{' '.join(load_after)}" + _quiet(float(load_before[0]), med["a"]["rps"]))
     body = "\n".join(lines) + load + verdict + f"""
 
-Medians of {args.rounds} interleaved rounds of {args.seconds} s each (a, b, c, h8, h8n, h2, d, d2,
-a, …): the machine has 2 cores shared with other people's work, so single runs are noisy and only
+Medians of {args.rounds} interleaved rounds of {args.seconds} s each ({", ".join(ways)}, then
+again): the machine has 2 cores shared with other people's work, so single runs are noisy and only
 the medians and the ratios within one run mean much. wrk -t2 -c32 with a Lua script spreading
-5,000 affinity keys (GDPR-tagged, 4 weighted edge nodes + 1 pool); the open loop is an aiohttp
+5,000 affinity keys (GDPR-tagged, 4 weighted edge nodes + 1 pool), each request also carrying
+what an API client sends (user agent, accept, content type, a 640-byte bearer token, a trace
+context), which Envoy keeps from the router unless told otherwise (dw); the open loop is an aiohttp
 client starting requests at a fixed rate whatever the latency. Upstreams are a separate Envoy
 with direct_response. Envoy runs with one worker thread and the generated config, access log off
 (the same for every way; (dn) also without the decision echo, `--no-echo`) (ext_proc sees
