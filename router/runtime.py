@@ -36,9 +36,10 @@ from router.core.feedsnapshot import FeedSnapshot
 from router.core.loads import LoadTracker
 from router.core.plan import Plan, plan_whole
 from router.core.policy import Policy
-from router.core.request import RouteRequest, TagError, parse_request
+from router.core.request import RouteRequest, TagError
 from router.core.ring import PointCache
 from router.core.table import Snapshot, build_table
+from router.core.tagmemo import TagMemo
 
 WARM_CLASSES = 32  # request classes prebuilt on a swap; the rest build on first use
 # Subscribed to commits: called where a snapshot is prepared (a worker thread), it returns
@@ -78,6 +79,7 @@ class Runtime:
         self.snapshot = build_table(policy, None, self.tracker, self.cache, now=clock())
         self.rebuilds = 0
         self._listeners: list[CommitListener] = []
+        self._tags = TagMemo(policy.defaults, policy.slo.default_latency_ms)
 
     @property
     def policy(self) -> Policy:
@@ -183,9 +185,12 @@ class Runtime:
         policy = self.snapshot.policy
         if payload_bytes is None:
             payload_bytes = int(policy.defaults.payload_kb * 1024)
+        tags = self._tags
+        if tags.defaults is not policy.defaults or \
+                tags.default_slo_ms != policy.slo.default_latency_ms:  # a new policy's
+            tags = self._tags = TagMemo(policy.defaults, policy.slo.default_latency_ms)
         try:
-            return parse_request(headers, policy.defaults, policy.slo.default_latency_ms,
-                                 payload_bytes=payload_bytes, request_id=request_id)
+            return tags.parse(headers, payload_bytes=payload_bytes, request_id=request_id)
         except TagError as exc:
             return refusal(wire.STATUS_BAD_TAG, wire.E_BAD_TAG, wire.R_BAD_TAG,
                            f"{exc.tag}: {exc.detail}", policy.digest)
