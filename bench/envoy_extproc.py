@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import itertools
 import json
 import os
 import re
@@ -241,6 +242,19 @@ def _headers_verdict(med: dict[str, dict[str, float]]) -> str:
                 f"{h8n['envoy_us'] / h2['envoy_us']:.2f}x (h2)'s." if h8n else ""))
 
 
+def _stages_verdict(med: dict[str, dict[str, float]]) -> str:
+    """Where the router's CPU beyond the floor goes, stage by stage (bench/router_stages.py)."""
+    steps = [w for w in ("c", "s0", "s1", "s2", "d") if w in med]
+    if steps[:4] != ["c", "s0", "s1", "s2"]:
+        return ""
+    what = {"s0": "the server around a fixed answer", "s1": "header map and tags",
+            "s2": "decision and release", "d": "answer from the decision, metrics, node lookup"}
+    parts = [f"{what[w]} {med[w]['backend_us'] - med[p]['backend_us']:+.0f}"
+             for p, w in itertools.pairwise(steps)]
+    return (" Router CPU per request stage by stage, µs over the stage before (from the floor's "
+            f"{med['c']['backend_us']:.0f}): " + "; ".join(parts) + ".")
+
+
 def _verdict(med: dict[str, dict[str, float]]) -> str:
     """What this run says about the goals, and what bounds them, from its own figures."""
     d, c, a = med["d"], med["c"], med["a"]
@@ -303,8 +317,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rate", type=float, default=300.0)
-    parser.add_argument("--ways", default="a,b,c,d,dw,d2",
-                        help="comma list of a,b,c,h8,h8n,h2,d,dn,dw,d2 (default a,b,c,d,dw,d2)")
+    parser.add_argument("--ways", default="b,d,dw,d2",
+                        help="comma list of b,h8,h8n,h2,d,dn,dw,d2,s0,s1,s2 (default b,d,dw,d2); "
+                        "(a) and (c) always run")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--baseline", metavar="REV",
                         help="also run (d0): the router as of git revision REV, side by side")
@@ -333,11 +348,13 @@ def main() -> int:
                                 "--concurrency", "1", "-l", "error"])
         for p in ports:
             wait_port(p, up)
-        chosen = args.ways.split(",") + (["d0"] if args.baseline else [])
+        # (a) and (c) always run: every ratio in the table is to them
+        chosen = ["a", "c", *args.ways.split(","), *(["d0"] if args.baseline else [])]
         ways = {w: b for w, b in (("a", None), ("b", None), ("c", "noop"), ("h8", "fixed"),
                                   ("h8n", "fixed"), ("h2", "fixed"), ("d0", "router0"),
                                   ("d", "router"), ("dn", "router"), ("dw", "router"),
-                                  ("d2", "router2"))
+                                  ("d2", "router2"), ("s0", "stage:fixed"),
+                                  ("s1", "stage:parse"), ("s2", "stage:decide"))
                 if w in chosen}
         answers = fixed_answers(policy)
         base = _baseline_tree(args.baseline, tmp) if args.baseline else ROOT
@@ -350,7 +367,10 @@ def main() -> int:
                     spawn("backend", [sys.executable, "-c", NOOP, f"127.0.0.1:{grpc_port}",
                                       json.dumps(answers[way])])
                 elif backend is not None:
-                    spawn("backend", [sys.executable, "-m", "router", "serve", "--policy",
+                    run = [sys.executable, str(ROOT / "bench" / "router_stages.py"),
+                           backend.partition(":")[2]] if backend.startswith("stage:") else \
+                        [sys.executable, "-m", "router"]
+                    spawn("backend", [*run, "serve", "--policy",
                                       str(tmp / "policy.yaml"), "--grpc",
                                       f"127.0.0.1:{grpc_port}", "--metrics", "off",
                                       "--workers", "2" if backend == "router2" else "1",
@@ -402,6 +422,9 @@ def main() -> int:
              "d0": f"(d0) hybrid-router as of {args.baseline}",
              "dn": "(dn) hybrid-router, `--no-echo`",
              "dw": "(dw) hybrid-router, Envoy forwarding every header",
+             "s0": "(s0) hybrid-router serve answering a fixed header, deciding nothing",
+             "s1": "(s1) (s0) + header map and tags",
+             "s2": "(s2) (s1) + decision and the stream end's release",
              "d2": "(d2) hybrid-router --workers 2"}
     lines = ["| setup | closed loop req/s | ÷ (a) | ÷ (c) | p50 / p99 ms (32 conns) | "
              f"open loop {args.rate:.0f}/s p50 / p99 ms | added p50 / p99 vs (a) ms | "
@@ -413,7 +436,8 @@ def main() -> int:
                      f"{m['o50']:.2f} / {m['o99']:.2f} | "
                      f"{m['o50'] - med['a']['o50']:+.2f} / {m['o99'] - med['a']['o99']:+.2f} | "
                      f"{m['envoy_us']:.0f} / {m['backend_us']:.0f} |")
-    verdict = (_verdict(med) if {"a", "c", "d"} <= med.keys() else "") + _headers_verdict(med)
+    verdict = (_verdict(med) if {"a", "c", "d"} <= med.keys() else "") + \
+        _headers_verdict(med) + _stages_verdict(med)
     load = (f"\n\nLoad average (1, 5, 15 min) before the run {' '.join(load_before)}, after it "
             f"{' '.join(load_after)}" + _quiet(float(load_before[0]), med["a"]["rps"]))
     body = "\n".join(lines) + load + verdict + f"""
