@@ -99,6 +99,8 @@ def main() -> int:
     ap.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
     ap.add_argument("--out", type=Path, default=None, help="keep the raw samples here")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--stage", choices=("fixed", "parse", "decide"),
+                    help="profile bench/router_stages.py cut short after this stage")
     args = ap.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
@@ -126,7 +128,9 @@ def main() -> int:
         for p in ports:
             wait_port(p, up)
         grpc_port, listen = free_port(), free_port()
-        router = spawn([sys.executable, "-m", "router", "serve", "--policy",
+        run = [sys.executable, str(ROOT / "bench" / "router_stages.py"), args.stage] \
+            if args.stage else [sys.executable, "-m", "router"]
+        router = spawn([*run, "serve", "--policy",
                         str(tmp / "policy.yaml"), "--grpc", f"127.0.0.1:{grpc_port}",
                         "--metrics", "off", "--log-level", "WARNING"])
         wait_port(grpc_port, router)
