@@ -258,8 +258,7 @@ a 4-slot Orin near 60 % busy is its 4 slots. A 4-slot node offered 2.4 Erlangs h
 busy 14 % (Erlang B) to 29 % (Erlang C) of the time, so affinity can be at most 0.71-0.86 there;
 scenarios with 8- and 16-slot nodes meet the goal at the same floor. Since keys keep their mode
 (`router/core/shed.py`: each node serves a hash-stable share of its home keys at full quality and
-degrades the next share once their demand passes half its slots, or its fill target where that
-is less) camera's fleet runs well below
+degrades the next share once their demand passes half its slots) camera's fleet runs well below
 saturation, so its split-vs-whole goal had no saturated window to judge, and its
 frames run `constrained` more often. Total cost counts the owned edge fleet by the hour (hardware
 presets) whether it serves or not, and cloud-only owns none: the edge pays where the fleet is
@@ -267,33 +266,18 @@ busier than its break-even utilization.
 
 Quality flap rate (issue #18): a key's consecutive requests are paired only when both are in
 steady windows with no scenario event between them; black-friday's sparse keys, minutes apart
-across its five events, had made 0.036 of its former 0.060. A key its home sheds leaves the edge
-even when nothing off it meets its SLO, a pool before a split whose feature slot comes and goes; a
-degraded quality is held by key like the full one. Recorded per decision (tier, home, reason,
-where it went), what still changed a key's quality was a *kept* key's request finding every slot
-it could walk to busy and going to split or cloud best effort: over nine tenths of fintech's
-changes. Two causes: demand was sized at base_ms while a request held its slot 1.1-1.2× that
-(contention; the throttled fra-l4-2 at its bounded-load cap, 4 of its 6 slots, spilling onto nodes
-then 0.82-0.86 busy), and 0.75 of the slots is a fill at which a lone 8-slot node (spot-spike's
-one GDPR node) is full about 12 % of the time. Each node now sizes demand by a measured service
-factor (what its home arrivals find in flight against the work admitted there) and fills to the
-Erlang B load at which 2 % of its keys' requests would find every slot they may walk to busy (at
-most 0.75). Before → after: spot-spike 0.141 → 0.041 (SLO 93.2 → 86.1 %, total $2.73 → $6.00:
-eu-fraud keys its one node no longer keeps go to the cloud), fintech 0.166 → 0.090 (SLO 84.5 →
-81.9 %, $3.79 → $4.65), fintech-trace 0.102 → 0.082 (SLO 94.4 → 95.8 %, $0.78 → $0.66), partition
-0.040 → 0.029 (SLO 98.4 → 95.5 %, $0.27 → $0.62), black-friday 0.024 → 0.023 (SLO 99.6 → 98.9 %,
-$1.59 → $2.09), camera 0.008 → 0.023 (SLO 99.9 %, $0.63 → $0.37: its warm keys hold a slot for
-less than base_ms, so its nodes keep more). Still missed: fintech by 0.040, nearly nine tenths of
-it kept keys finding all four nodes full (about 5 % of their requests against the 2 % sized for:
-the walk also passes nodes at a bounded-load cap under their slots, and the throttled node's
-overflow lands outside the shares of the nodes it reaches); fintech-trace by 0.032, about two
-fifths of it keys crossing between full and degraded as the shares follow the trace's own 30-s
-swings (it has no event, so every window counts as steady), the rest the same spill on bursty
-arrivals. A 3 % target would cost spot-spike the goal (0.053); lower ones, the SLO lead (a 0.5
-fill everywhere, service factor measured: fintech SLO 76.4 %, camera 96.9 %, under its best
-baseline's 97.3 %). Fintech's affinity row now has 14 windows below 60 % busy (0.784), where it
-had four; the twin sends more to split and cloud (0.203 and 0.076 of its requests, from 0.044 and
-0.018) at SLO 98.0 → 98.2 %. The missed affinity rows and flap rates are open work (issue #18)."""
+across its five events, had made 0.036 of its former 0.060. A key its home sheds now leaves the
+edge even when nothing off it meets its SLO (fintech's pool answers in 155 ms against 75: its shed
+keys had taken a free slot whenever there was one, filling the room sized for the kept keys), a
+pool before a split whose feature slot comes and goes; and a degraded quality is held by key like
+the full one, not by the load in flight at each request. Since then: black-friday 0.060 → 0.024,
+fintech 0.253 → 0.166 (SLO 85.9 → 84.5 %, cost $3.28 → $3.79), fintech-trace 0.140 → 0.102,
+spot-spike 0.141 (unchanged), camera and partition as they were. What still flaps is kept keys
+finding every slot busy: their homes are sized to fill 0.75 of their 6 to 8 slots, and at that
+load a node of 6 slots is full about 15 % of the time (Erlang B); under 2.5 % would mean sizing
+them to about 45 %, so meeting 0.05 by shedding alone would give up the SLO lead where nothing
+off the edge meets the SLO (fintech, spot-spike). Fintech's affinity row now has four windows below
+60 % busy, where it had none. The missed affinity rows and flap rates are open work (issue #18)."""
 
 FLOORS_NOTE = """
 

@@ -112,9 +112,6 @@ def _admitted(p: Plan, opt: Option, held: Reservation | None) -> Routed:
     if pool is None:  # an edge rung holds the node's inference slot and no budget
         assert node is not None and held is None
         hold = node.hold  # built with the table: nothing to build per request
-        # the work router.core.shed weighs against what the node's slots were found holding
-        snap = p.snapshot
-        snap.tracker.work[node.slot] += snap.policy.quality.factor(opt.quality or "full")
     elif node is None:
         hold = Hold((pool.slot,), held, pool)
     else:  # a split holds a feature slot on the node, not an inference slot

@@ -11,10 +11,8 @@ most this router may have in flight there (its lease; UNLEASED when no lease
 limits it), set by the capacity keeper's thread, and `blocked`, how many
 requests admission saw the walk pass it for want of lease since the keeper last
 looked (with what is in flight, this router's demand for it). `arrivals` counts,
-per node, the requests whose key's home it was, `found` the requests in flight
-there that those arrivals found, and `work` the edge inferences admitted there, in
-full requests (a degraded one counts its latency factor): `router.core.shed` turns
-the counts between two refreshes into the shares of keys the node keeps.
+per node, the requests whose key's home it was (`router.core.shed` turns the
+count between two refreshes into the shares of keys the node keeps).
 """
 
 from __future__ import annotations
@@ -40,8 +38,6 @@ class LoadTracker:
         self.held: list[int] = []
         self.blocked: list[int] = []
         self.arrivals: list[int] = []
-        self.found: list[int] = []
-        self.work: list[float] = []
         self.default_held = UNLEASED  # `held` of a slot allocated from now on
 
     def slot(self, name: str) -> int:
@@ -55,8 +51,6 @@ class LoadTracker:
             self.held.append(self.default_held)
             self.blocked.append(0)
             self.arrivals.append(0)
-            self.found.append(0)
-            self.work.append(0.0)
             self._node_groups.append([])
         return slot
 
@@ -95,10 +89,8 @@ class LoadTracker:
             totals[gid] += 1
 
     def arrive(self, slot: int) -> None:
-        """One more request whose key's home is the node counted on `slot`, and what it
-        found in flight there."""
+        """One more request whose key's home is the node counted on `slot`."""
         self.arrivals[slot] += 1
-        self.found[slot] += self.loads[slot]
 
     def release(self, slot: int) -> None:
         """One request on `slot` ended; never goes below zero."""

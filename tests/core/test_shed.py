@@ -11,18 +11,7 @@ from router.core.feedsnapshot import FeedSnapshot, NodeState
 from router.core.loads import LoadTracker
 from router.core.plan import plan
 from router.core.ring import PointCache
-from router.core.shed import (
-    BLOCKING,
-    DEGRADE,
-    SHOCK,
-    TARGET,
-    erlang_b,
-    fill,
-    origin,
-    shares,
-    tier,
-    walkable,
-)
+from router.core.shed import DEGRADE, SHOCK, TARGET, origin, shares, tier
 from router.core.table import Snapshot, build_table
 
 from .factory import NOW, ledger, node, policy, pool, request
@@ -70,18 +59,17 @@ def _modes(snap: Snapshot, after: float = WINDOW) -> list[tuple[str, str | None]
 
 
 def test_a_node_degrades_a_share_of_its_keys_before_it_sheds_any() -> None:
-    # 4 slots at 60 ms among 24 its keys may walk to, constrained at 0.6 of that: DEGRADE × 4
-    # slot-seconds per second fit at full quality, fill(24) × 4 degraded
-    room, kept = DEGRADE * 4, fill(24) * 4
-    assert shares(4, 60.0, 0.6, round(0.99 * room / 0.06 * 30), 30.0, (0.0, 0.0), 24) == \
-        (1.0, 1.0)
+    # 4 slots at 60 ms, constrained at 0.6 of that: DEGRADE × 4 slot-seconds per second fit
+    # at full quality, TARGET × 4 degraded
+    room, kept = DEGRADE * 4, TARGET * 4
+    assert shares(4, 60.0, 0.6, round(0.99 * room / 0.06 * 30), 30.0, (0.0, 0.0)) == (1.0, 1.0)
     need = 1.2 * room  # over by a fifth: a share d degraded saves d × 0.4 of the need
-    full, keep = shares(4, 60.0, 0.6, round(need / 0.06 * 30), 30.0, (1.0, 1.0), 24)
+    full, keep = shares(4, 60.0, 0.6, round(need / 0.06 * 30), 30.0, (1.0, 1.0))
     assert keep == 1.0 and need * (full + (1 - full) * 0.6) == pytest.approx(room, rel=1e-3)
     need = 0.99 * kept / 0.6  # all degraded, and that fits the kept room: none shed
-    assert shares(4, 60.0, 0.6, round(need / 0.06 * 30), 30.0, (1.0, 1.0), 24) == (0.0, 1.0)
+    assert shares(4, 60.0, 0.6, round(need / 0.06 * 30), 30.0, (1.0, 1.0)) == (0.0, 1.0)
     need = 3 * kept  # even all degraded it does not fit: the rest is shed
-    full, keep = shares(4, 60.0, 0.6, round(need / 0.06 * 30), 30.0, (1.0, 1.0), 24)
+    full, keep = shares(4, 60.0, 0.6, round(need / 0.06 * 30), 30.0, (1.0, 1.0))
     assert full == 0.0 and need * 0.6 * keep == pytest.approx(kept, rel=1e-3)
     assert shares(4, 60.0, 0.6, 9000, 1.0, (0.3, 0.4)) == (0.3, 0.4)  # too short a window
     assert shares(0, 60.0, 0.6, 9000, 30.0, (0.3, 0.4)) == (1.0, 1.0)  # no slots: walk on
@@ -223,65 +211,3 @@ def test_a_shed_key_takes_the_pool_before_a_split_that_comes_and_goes() -> None:
     ranked = [o.mode for o in plan(request(k, slo=300.0), snap, led,
                                    now=snap.built_at + WINDOW).options]
     assert ranked[0] == "cloud" and ranked.index("split") < ranked.index("edge-degraded")
-
-
-def _counted(found: int, n: int = 1, rate: float = 50.0) -> Snapshot:
-    """n 4-slot nodes at 60 ms after one window in which node 0's `rate` req/s home arrivals
-    each found `found` requests in flight there, and every one was admitted there at full."""
-    pol = policy([node(i, slots=4, latency=60.0) for i in range(n)], [pool()], slo_ms=300.0)
-    tracker, cache = LoadTracker(), PointCache()
-    snap = build_table(pol, _feed(NOW, n), tracker, cache, now=NOW)
-    slot = tracker.slot("n0000")
-    for _ in range(found):
-        tracker.acquire(slot)
-    for _ in range(round(rate * WINDOW)):
-        tracker.arrive(slot)
-    tracker.work[slot] += round(rate * WINDOW)
-    at = NOW + WINDOW
-    return build_table(pol, _feed(at, n), tracker, cache, now=at, previous=snap)
-
-
-def test_a_node_whose_requests_hold_their_slots_longer_than_its_base_keeps_fewer_keys() -> None:
-    # 50 req/s at 60 ms is 3 slot-seconds per second: arrivals finding 3 in flight on average
-    # is what the base predicts; finding 6, each request held its slot twice as long
-    # (contention, a slow model), so the node sizes its shares by twice the demand
-    as_modelled, slower = _counted(3).nodes[0], _counted(6).nodes[0]
-    assert as_modelled.service == pytest.approx(1.0)
-    assert slower.service == pytest.approx(2.0)
-    target = fill(4) * 4
-    assert 50.0 * 0.06 * 0.6 * as_modelled.keep_share == pytest.approx(target, rel=1e-3)
-    assert 50.0 * 0.06 * 2.0 * 0.6 * slower.keep_share == pytest.approx(target, rel=1e-3)
-    faster = _counted(1).nodes[0]  # warm keys: held a third of the base, every key kept
-    assert faster.service == pytest.approx(0.5) and faster.keep_share == 1.0  # at SERVICE[0]
-
-
-def test_too_little_work_keeps_the_service_factor() -> None:
-    idle = _counted(6, rate=5.0).nodes[0]  # 0.3 slot-seconds per second: too few to measure
-    assert idle.service == 1.0
-
-
-def test_kept_keys_fill_less_of_a_node_they_cannot_walk_on_from() -> None:
-    # Erlang B: kept keys' requests find every slot they may walk to busy at most BLOCKING of
-    # the time, so a lone node is filled less than one in a pool of slots
-    assert fill(8) < fill(24) <= TARGET
-    for pooled in (4, 8, 24, 100):
-        assert erlang_b(pooled, fill(pooled) * pooled) == pytest.approx(BLOCKING, rel=1e-3) \
-            or fill(pooled) == TARGET
-    lone = _counted(3, n=1, rate=100.0).nodes[0]
-    pooled = _counted(3, n=6, rate=100.0).nodes[0]
-    assert lone.keep_share < pooled.keep_share
-
-
-def test_the_slots_a_node_s_keys_may_walk_to() -> None:
-    gdpr, anywhere, vision = frozenset({"GDPR"}), frozenset(), frozenset({"vision"})
-    fraud = frozenset({"fraud"})
-    rooms = walkable([(gdpr, fraud, 8, 3.0), (anywhere, fraud, 8, 3.0),
-                      (anywhere, vision, 4, 1.0), (gdpr, fraud, 6, 0.0)], 0.25)
-    # the GDPR node's keys stay on it (the other GDPR node is out of the ring, with no room);
-    # the other fraud node's may walk to both; the vision node shares no model with them
-    assert rooms == [(8, 8), (8, 16), (4, 4), (0, 0)]
-    # a node whose ring weight was halved (throttled) reaches its bounded-load cap first:
-    # (1 + 0.25) x 1/4 of the 24 slots is 7, under its 8
-    rooms = walkable([(anywhere, fraud, 8, 1.0), (anywhere, fraud, 8, 1.5),
-                      (anywhere, fraud, 8, 1.5)], 0.25)
-    assert rooms == [(7, 23), (8, 23), (8, 23)]
