@@ -17,7 +17,13 @@ store, per book (account, period), for one of:
 - **return** when the book has admitted nothing for `idle` seconds: the lease
   goes back to what is in use, for the rest of the fleet. The ledger stops
   admitting on the lease before the call (`BudgetLedger.surrender`), so the
-  amount in use is exact;
+  amount in use is exact. A book whose grow fell short of its need returns
+  its lease too, at once: the headroom it lacks is leased to other replicas,
+  and if they are short as well, each holding a piece too small for one
+  request, nobody would ever admit it (throttled, not refused, until the
+  period ends). Given back, the pieces go whole to whichever grow comes next;
+  the others are throttled until they read the fleet's new spend, then
+  refused for the limit if it is reached;
 - **read** every `refresh` seconds otherwise, for the fleet's committed spend
   (the soft-budget check and the metrics read it from memory).
 
@@ -57,6 +63,7 @@ class _Track:
     active_at: float = -math.inf
     asked_at: float = -math.inf
     granted: float = 0.0
+    short: bool = False  # the last grow fell short of the need: the rest is held elsewhere
 
 
 class LeasePlanner:
@@ -107,6 +114,10 @@ class LeasePlanner:
             return READ if mono - track.asked_at >= self.refresh else None
         valid = view.lease if wall < view.lease_until else 0.0
         busy = mono - track.active_at < self.idle
+        if track.short:  # yield the piece: a replica whose grow comes first gets it all
+            track.short, track.granted = False, 0.0  # and no low-water refill of it
+            if valid > view.in_use + 1e-12:
+                return RETURN
         if view.need > 0:
             return GROW
         if valid > view.in_use + 1e-12 and not busy:
@@ -122,6 +133,7 @@ class LeasePlanner:
         track = self._tracks.get((ask.account, ask.period))
         if track is not None and ask.mode == GROW:
             track.granted = own
+            track.short = own < ask.need - 1e-12
 
     def forget(self, keys: set[tuple[str, str]]) -> None:
         """Drop the tracks of books the ledger no longer keeps."""

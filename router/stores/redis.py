@@ -66,7 +66,7 @@ from redis.retry import Retry
 from router.core.budget import Billed, BudgetLedger, Entry, Settled, Standing
 from router.stores import redis_epoch, redis_lua
 from router.stores.keeper import BudgetStoreError, StoreDown, StoreLost
-from router.stores.leases import GROW, READ, RETURN, Ask, LeasePlanner
+from router.stores.leases import READ, RETURN, Ask, LeasePlanner
 from router.stores.redis_calls import Batch, load_scripts
 from router.stores.redis_options import BIG, expire_at, parse_options
 
@@ -273,8 +273,10 @@ class RedisBudgetStore:
             if ask.mode == READ:  # a read renews nothing: only the fleet's spend is news
                 ledger.seen(ask.account, ask.period, committed)
                 continue
+            # a grow met the need, or fell short and is returned next (`LeasePlanner`); a
+            # return with a need is that: the need is given up, a new request asks again
             ledger.sync(ask.account, ask.period, Standing(committed, own, until),
-                        need_met=ask.need if ask.mode == GROW else 0.0)
+                        need_met=ask.need)
             self.planner.granted(ask, own)
 
     def _ask(self, ledger: BudgetLedger, asks: list[Ask]) -> None:

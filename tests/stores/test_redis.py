@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from router.core.budget import Billed, Entry, MemoryBudgetStore, Reservation, Settled
+from router.core.budget import HARD, Billed, Entry, MemoryBudgetStore, Reservation, Settled
 from router.stores import BudgetStoreError, open_backend
 from router.stores.redis import RedisBudgetStore
 from router.stores.redis_options import RETAIN_S, expire_at
@@ -162,10 +162,13 @@ def test_a_cut_off_replicas_lease_lapses_and_its_late_settle_still_counts(
     held = dying.reserve(cfg, "t", 0.8)
     assert held is not None
     assert other.reserve(cfg, "t", 0.8) is None  # the first replica's lease holds it
-    assert other.backend.read("t", period_now())[1] == pytest.approx(1.0)  # 0.8 + 0.2 leased
+    deadline = time.monotonic() + 5.0  # the 0.2 it was granted, short of 0.8, goes back
+    while other.backend.read("t", period_now())[2] > 0 and time.monotonic() < deadline:
+        other.keeper.wait_round(1.0)
+    assert other.backend.read("t", period_now())[1:] == (pytest.approx(0.8), 0.0)
     proxy.mode = "blackhole"  # the replica can no longer renew: Redis lets its lease lapse
     time.sleep(1.3)
-    assert other.backend.read("t", period_now())[1] == pytest.approx(0.2)  # only its own
+    assert other.backend.read("t", period_now())[1] == pytest.approx(0.0)
     assert dying.reserve(cfg, "t", 0.1) is None  # past its TTL, a lease is not spent locally
     got = other.reserve(cfg, "t", 0.2)
     assert got is not None
@@ -219,6 +222,42 @@ def test_an_outage_spends_only_the_lease_and_reconciles(redis_server: RedisServe
         write(entries)
     assert fresh.committed("t", month) == pytest.approx(3.0 + 0.1 * len(local))
     fresh.close()
+
+
+def test_headroom_split_across_busy_replicas_goes_to_one_of_them(
+        redis_server: RedisServer) -> None:
+    """Headroom for one more request, held in two pieces each too small for it, by two
+    replicas that both keep asking: one of them gets the request, then both refuse for
+    the limit, instead of throttling each other until the period ends."""
+    cfg, month = budgets(1.0, "t"), period_now()
+    a, b = Replica(redis_server.url), Replica(redis_server.url)
+    for replica in (a, b):  # each is granted a quarter of the headroom and spends 0.1 of it
+        got = replica.reserve(cfg, "t", 0.1)
+        assert got is not None
+        replica.settle(got, 0.1)
+        assert replica.flushed()
+    leases = [r.ledger.leases()[0].lease for r in (a, b)]
+    assert leases == [pytest.approx(0.15), pytest.approx(0.125)]
+    # 0.8 of headroom is left; a 0.7 request fits it, and fits neither replica's piece
+    answers = []
+    for replica in (a, b, a, b, a, b):
+        got = replica.reserve(cfg, "t", 0.7)
+        answers.append(got is not None)
+        if got is not None:
+            replica.settle(got, 0.7)
+            assert replica.flushed()
+            break
+    assert answers[-1], answers
+    assert a.backend.committed("t", month) == pytest.approx(0.9)
+    for replica in (a, b):  # what is left (0.1) is below the next request: the limit's refusal
+        deadline = time.monotonic() + 5.0
+        while (why := replica.ledger.hold(cfg, "t", 0.7, time.time())) != HARD \
+                and time.monotonic() < deadline:
+            replica.keeper.wait_round(1.0)
+        assert why == HARD
+    a.close()
+    b.close()
+    assert RedisBudgetStore(redis_server.url).read("t", month)[1] == 0.0
 
 
 def test_redis_restart_mid_run_loses_nothing(redis_server: RedisServer) -> None:
