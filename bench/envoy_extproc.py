@@ -466,7 +466,8 @@ demand, no static split, so one Envoy connection's worker can use the whole edge
 budget (`memory`) gives each worker limit / N, a `redis://` store is shared and reserves
 atomically, and a `sqlite:` budget file (one process's) is refused with N > 1
 (tests/server/test_workers.py; through Envoy, tests/integration/test_workers.py and
-test_fleet_slots.py).
+test_fleet_slots.py). What the lease sync costs each worker, measured on this 2-core box where
+the workers cannot have a core each, is in "`--workers N` without spare cores" below.
 
 Reproduce: `.venv/bin/python bench/envoy_extproc.py`."""
     if not args.no_write:
