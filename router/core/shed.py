@@ -28,31 +28,42 @@ The shares come from demand, not from the load they leave: the router counts
 every request by its key's home node (`LoadTracker.arrivals`), and at each fresh
 refresh turns the count since the last one into a rate λ. By Little's law the
 node's keys need N = λ × base_ms slot-seconds per second at full quality. Two
-rooms: keys degrade past D = DEGRADE × slots and leave the edge past
-R = TARGET × slots (f: `constrained`'s latency factor):
+rooms: keys degrade past D = min(DEGRADE, F) × slots and leave the edge past
+R = F × slots, f being `constrained`'s latency factor, F the fill target (`fill`)
+and slots those its keys may use on the node (up to its bounded-load cap):
 
 - N <= D: every key at full;
 - N × f <= D: a share d of the keys degraded, N × (1 − d + d f) = D;
 - else: every key degraded and keep_share = min(1, R / (N f)).
 
-Degrading early is what keeps keys in one mode: slots are few (3 to 16), and
-at 0.75 of them busy on average a node is full often enough (Erlang) that its
-keys' requests spill one at a time to split or cloud. Degraded requests are
-faster, so within the SLO; keys leave the edge, at a cost, only past R.
+Degrading early is what keeps keys in one mode: slots are few (3 to 16), and a
+kept key's request that finds every slot it may walk to busy spills to split or
+cloud, one request at a time. So F is sized by Erlang B for the slots its keys
+may walk to (`walkable`: the nodes in the ring with its residency or more and a
+model in common, each counted up to its bounded-load cap): the load at which at
+most BLOCKING of their requests find them all busy, and at most TARGET. A lone
+8-slot node (the only one with a residency) fills 0.45 of its slots; 24 slots
+that pool their overflow fill 0.69. Degraded requests are faster, so within the
+SLO; keys leave the edge, at a cost, only past R.
 
 Demand does not depend on the shares, so they do not oscillate: after a shock
 the first refresh sees part of a window of the new demand and the second all of
-it, so the mix settles in at most two refreshes, in one step each. Slots here are
-this router's: its lease when it shares the fleet.
+it, so the mix settles in at most two refreshes, in one step each. F depends
+only on the slots and the ring, not on the load. Slots here are this router's:
+its lease when it shares the fleet.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
+
 from router.core.policy import LATENCY_FACTOR
-from router.core.ring import hash64
+from router.core.ring import cap, hash64
 
 DEGRADE = 0.5  # share of a node's slots its keys may fill at full quality on average
-TARGET = 0.75  # share of a node's slots its kept keys fill on average, degraded
+TARGET = 0.75  # share of a node's slots its kept keys fill on average, degraded, at most
+BLOCKING = 0.02  # share of kept keys' requests that may find every slot they can walk to busy
 MIN_WINDOW_S = 5.0  # a shorter window since the last reading keeps the share it had
 SHOCK = 0.25  # a window's demand this far off the last one's is a shock: new shares at once
 UNIT = float(1 << 64)
@@ -63,23 +74,69 @@ FACTOR = LATENCY_FACTOR["constrained"]  # what a degraded request costs a node, 
 Keeping = tuple[tuple[float, float], tuple[float, float], int, float, float]
 
 
+def erlang_b(servers: int, offered: float) -> float:
+    """Share of arrivals that find all `servers` busy at `offered` Erlangs (Erlang B)."""
+    blocked = 1.0
+    for k in range(1, servers + 1):
+        blocked = offered * blocked / (k + offered * blocked)
+    return blocked
+
+
+@functools.lru_cache(maxsize=1024)
+def fill(pooled: int) -> float:
+    """The share of its slots a node's kept keys may fill on average when they can walk to
+    `pooled` slots in all: the load at which Erlang B blocks BLOCKING of them, at most
+    TARGET (so a lone 8-slot node fills 0.45 of them, a pool of 24 slots 0.69)."""
+    if pooled <= 0:
+        return TARGET
+    low, high = 0.0, float(pooled)
+    for _ in range(40):  # bisection: blocking rises with the load
+        mid = (low + high) / 2.0
+        low, high = (low, mid) if erlang_b(pooled, mid) > BLOCKING else (mid, high)
+    return min(TARGET, low / pooled)
+
+
+def walkable(nodes: Sequence[tuple[frozenset[str], frozenset[str], int, float]],
+             epsilon: float) -> list[tuple[int, int]]:
+    """Per node (residency, models, slots, ring weight; weight 0: out of the ring): the
+    slots its keys may use on it, up to its bounded-load cap with every slot they may walk
+    to busy (`cap`), and the slots of every node they may walk to (in the ring, its
+    residency or more, a model in common), counted alike. Nodes are grouped by kind, so
+    the cost is nodes × kinds."""
+    mates = {(r, m): [j for j, (r2, m2, _, w) in enumerate(nodes) if w > 0 and r2 >= r and
+                      ("*" in m or "*" in m2 or bool(m & m2))]
+             for r, m in {(r, m) for r, m, _, _ in nodes}}
+    totals = {kind: (sum(nodes[j][3] for j in near), sum(nodes[j][2] for j in near))
+              for kind, near in mates.items()}
+    usable = []
+    for residency, models, slots, weight in nodes:
+        total_w, total_s = totals[residency, models]
+        usable.append(min(slots, cap(total_s - 1, weight, total_w, epsilon))
+                      if total_w > 0 else slots)
+    pooled = {kind: sum(usable[j] for j in near) for kind, near in mates.items()}
+    return [(usable[i], pooled[r, m] if w > 0 else usable[i])
+            for i, (r, m, _, w) in enumerate(nodes)]
+
+
 def shares(slots: int, base_ms: float, factor: float, arrivals: int, elapsed_s: float,
-           previous: tuple[float, float]) -> tuple[float, float]:
+           previous: tuple[float, float], pooled: int = 0) -> tuple[float, float]:
     """(full, keep): the shares of a node's home keys served at full quality and on the edge
     at all (module docstring); too short a window keeps `previous`.
 
     `factor` is the latency factor of the first degraded quality: a key between the two
     shares is served degraded, which costs the node that factor of a full request.
+    `pooled`: the slots its keys may walk to (`fill`; 0: its own).
     """
     if elapsed_s < MIN_WINDOW_S:
         return previous
     need = arrivals / elapsed_s * base_ms / 1000.0  # slot-seconds per second, all at full
-    room = DEGRADE * slots
+    target = fill(pooled or slots)
+    room = min(DEGRADE, target) * slots
     if slots <= 0 or need <= room:
         return 1.0, 1.0
     if need * factor <= room:  # degrading a share d of the keys makes them fit
         return 1.0 - (need - room) / (need * (1.0 - factor)), 1.0
-    return 0.0, min(1.0, TARGET * slots / (need * factor))
+    return 0.0, min(1.0, target * slots / (need * factor))
 
 
 def moving(before: float, after: float, since: float, now: float, span: float) -> float:
@@ -99,11 +156,12 @@ def origin(reached: tuple[float, float], new: tuple[float, float], before: float
     return reached
 
 
-def keeping(count: int, slots: int, base_ms: float, before: Keeping | None, fresh: bool,
-            now: float, span: float) -> Keeping:
+def keeping(count: int, slots: tuple[int, int], base_ms: float, before: Keeping | None,
+            fresh: bool, now: float, span: float) -> Keeping:
     """A node's shares rebuilt at `now`, `count` arrivals at its home counted so far, from
-    what the node it replaces carried (`before`; None: a new node). `fresh`: a new feed
-    reading; a policy reload, or too short a window since `before`, keeps them."""
+    what the node it replaces carried (`before`; None: a new node); `slots`: those its keys
+    may use on it and those they may walk to (`walkable`). `fresh`: a new feed reading; a
+    policy reload, or too short a window since `before`, keeps them."""
     if before is None:
         return (1.0, 1.0), (1.0, 1.0), count, now, -1.0
     was, moved_from, seen, since, demand_before = before
@@ -111,7 +169,7 @@ def keeping(count: int, slots: int, base_ms: float, before: Keeping | None, fres
     if not fresh or elapsed < MIN_WINDOW_S:
         return before
     arrived = count - seen
-    new = shares(slots, base_ms, FACTOR, arrived, elapsed, was)
+    new = shares(slots[0], base_ms, FACTOR, arrived, elapsed, was, slots[1])
     # moving on from where the previous move had got to
     reached = (moving(moved_from[0], was[0], since, now, span),
                moving(moved_from[1], was[1], since, now, span))

@@ -24,7 +24,7 @@ from router.core.policy import EdgeNode, Policy
 from router.core.pools import PoolRt, compile_pool
 from router.core.quality import full_share, quality_floor
 from router.core.ring import PointCache, Ring, build_ring, filter_ring
-from router.core.shed import keeping
+from router.core.shed import keeping, walkable
 
 __all__ = ["ClassEntry", "NodeRt", "PoolRt", "Snapshot", "build_table", "full_share",
            "node_ineligible", "quality_floor"]
@@ -191,8 +191,27 @@ def node_ineligible(node: NodeRt, residency: frozenset[str], model: str | None) 
     return ""
 
 
+def _reading(spec: EdgeNode, feed: FeedSnapshot | None, policy: Policy,
+             stale: bool) -> tuple[NodeState, float]:
+    """What the feed says of a node (a default reading when it says nothing), and its
+    weight on the ring: policy weight x compute score x health."""
+    state = feed.nodes.get(spec.id) if feed is not None else None
+    if state is None:
+        state = NodeState(healthy=feed is None or policy.feed.missing_node == "keep")
+    health = 1.0 if state.healthy else 0.0
+    if stale and feed is not None:
+        health *= policy.feed.stale_weight
+    return state, spec.weight * state.compute_score * health
+
+
+def _slots(spec: EdgeNode, state: NodeState) -> int:
+    """The node's inference slots: as the feed states them, else the policy's."""
+    return state.slots if state.slots is not None else spec.slots
+
+
 def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: LoadTracker,
-          weight: float, previous: NodeRt | None, fresh: bool, now: float) -> NodeRt:
+          weight: float, previous: NodeRt | None, fresh: bool, now: float,
+          room: tuple[int, int]) -> NodeRt:
     score = max(state.compute_score, 1e-3)
     base = spec.base_latency_ms / score
     est = base if state.p95_ms is None else max(base, state.p95_ms)
@@ -200,13 +219,13 @@ def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: L
     # the load the feed saw matters only when it reported latency above the base
     own = tracker.loads[slot] if est > base else 0
     seen = max(float(state.inflight), float(own), 1.0) if est > base else 1.0
-    slots = state.slots if state.slots is not None else spec.slots
+    slots = _slots(spec, state)
     uplink = spec.uplink_mbps if state.uplink_mbps is None else \
         min(spec.uplink_mbps, state.uplink_mbps)
     floor = quality_floor(policy, state.vram_used_fraction,
                           previous.quality_floor if previous else 0)
     (full_keep, keep), start, arrived, seen_at, demand = keeping(
-        tracker.arrivals[slot], min(slots, tracker.held[slot]), base,
+        tracker.arrivals[slot], room, base,
         None if previous is None else ((previous.full_keep, previous.keep_share),
                                        previous.shares_from, previous.arrivals_seen,
                                        previous.seen_at, previous.demand),
@@ -261,22 +280,21 @@ def build_table(policy: Policy, feed: FeedSnapshot | None, tracker: LoadTracker,
     stale = feed is None or feed.age(now) > policy.feed.stale_after_seconds
     before = {n.id: n for n in previous.nodes} if previous is not None else {}
     fresh = previous is None or previous.feed is not feed  # a new reading moves full_share
+    read = [_reading(spec, feed, policy, stale) for spec in policy.nodes]
+    rooms = walkable([(spec.residency, frozenset(spec.models),
+                       min(_slots(spec, state), tracker.held[tracker.slot(spec.id)]), weight)
+                      for spec, (state, weight) in zip(policy.nodes, read, strict=True)],
+                     policy.hashing.balance_factor)
     nodes: list[NodeRt] = []
     for idx, spec in enumerate(policy.nodes):
-        state = feed.nodes.get(spec.id) if feed is not None else None
-        if state is None:
-            healthy = feed is None or policy.feed.missing_node == "keep"
-            state = NodeState(healthy=healthy)
-        health = 1.0 if state.healthy else 0.0
-        if stale and feed is not None:
-            health *= policy.feed.stale_weight
-        weight = spec.weight * state.compute_score * health
+        state, weight = read[idx]
         prev = before.get(spec.id)
         if prev is not None and _unchanged(prev, idx, spec, state, weight, tracker, policy,
                                            fresh, now):
             nodes.append(prev)
         else:
-            nodes.append(_node(idx, spec, state, policy, tracker, weight, prev, fresh, now))
+            nodes.append(_node(idx, spec, state, policy, tracker, weight, prev, fresh, now,
+                               rooms[idx]))
     pools = [compile_pool(idx, pspec, feed, tracker.slot(pspec.id))
              for idx, pspec in enumerate(policy.pools)]
     ring = build_ring([n.id for n in nodes], [n.weight if n.healthy else 0.0 for n in nodes],

@@ -222,5 +222,6 @@ def test_a_reused_node_is_exactly_a_freshly_built_one(readings) -> None:  # type
         snap = build_table(pol, feed(dict(states)), tracker, cache, now=NOW, previous=snap)
         for n in snap.nodes:
             assert n.state is not None
+            # the slots its keys may walk to move its shares only a window after the last
             assert n == _node(n.idx, n.spec, n.state, pol, tracker, n.weight, before[n.id], True,
-                           NOW)
+                           NOW, (n.slots, 0))

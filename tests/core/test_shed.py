@@ -11,7 +11,18 @@ from router.core.feedsnapshot import FeedSnapshot, NodeState
 from router.core.loads import LoadTracker
 from router.core.plan import plan
 from router.core.ring import PointCache
-from router.core.shed import DEGRADE, SHOCK, TARGET, origin, shares, tier
+from router.core.shed import (
+    BLOCKING,
+    DEGRADE,
+    SHOCK,
+    TARGET,
+    erlang_b,
+    fill,
+    origin,
+    shares,
+    tier,
+    walkable,
+)
 from router.core.table import Snapshot, build_table
 
 from .factory import NOW, ledger, node, policy, pool, request
@@ -59,17 +70,18 @@ def _modes(snap: Snapshot, after: float = WINDOW) -> list[tuple[str, str | None]
 
 
 def test_a_node_degrades_a_share_of_its_keys_before_it_sheds_any() -> None:
-    # 4 slots at 60 ms, constrained at 0.6 of that: DEGRADE × 4 slot-seconds per second fit
-    # at full quality, TARGET × 4 degraded
-    room, kept = DEGRADE * 4, TARGET * 4
-    assert shares(4, 60.0, 0.6, round(0.99 * room / 0.06 * 30), 30.0, (0.0, 0.0)) == (1.0, 1.0)
+    # 4 slots at 60 ms among 24 its keys may walk to, constrained at 0.6 of that: DEGRADE × 4
+    # slot-seconds per second fit at full quality, fill(24) × 4 degraded
+    room, kept = DEGRADE * 4, fill(24) * 4
+    assert shares(4, 60.0, 0.6, round(0.99 * room / 0.06 * 30), 30.0, (0.0, 0.0), 24) == \
+        (1.0, 1.0)
     need = 1.2 * room  # over by a fifth: a share d degraded saves d × 0.4 of the need
-    full, keep = shares(4, 60.0, 0.6, round(need / 0.06 * 30), 30.0, (1.0, 1.0))
+    full, keep = shares(4, 60.0, 0.6, round(need / 0.06 * 30), 30.0, (1.0, 1.0), 24)
     assert keep == 1.0 and need * (full + (1 - full) * 0.6) == pytest.approx(room, rel=1e-3)
     need = 0.99 * kept / 0.6  # all degraded, and that fits the kept room: none shed
-    assert shares(4, 60.0, 0.6, round(need / 0.06 * 30), 30.0, (1.0, 1.0)) == (0.0, 1.0)
+    assert shares(4, 60.0, 0.6, round(need / 0.06 * 30), 30.0, (1.0, 1.0), 24) == (0.0, 1.0)
     need = 3 * kept  # even all degraded it does not fit: the rest is shed
-    full, keep = shares(4, 60.0, 0.6, round(need / 0.06 * 30), 30.0, (1.0, 1.0))
+    full, keep = shares(4, 60.0, 0.6, round(need / 0.06 * 30), 30.0, (1.0, 1.0), 24)
     assert full == 0.0 and need * 0.6 * keep == pytest.approx(kept, rel=1e-3)
     assert shares(4, 60.0, 0.6, 9000, 1.0, (0.3, 0.4)) == (0.3, 0.4)  # too short a window
     assert shares(0, 60.0, 0.6, 9000, 30.0, (0.3, 0.4)) == (1.0, 1.0)  # no slots: walk on
@@ -211,3 +223,38 @@ def test_a_shed_key_takes_the_pool_before_a_split_that_comes_and_goes() -> None:
     ranked = [o.mode for o in plan(request(k, slo=300.0), snap, led,
                                    now=snap.built_at + WINDOW).options]
     assert ranked[0] == "cloud" and ranked.index("split") < ranked.index("edge-degraded")
+
+
+def _home_of(rate: float, n: int) -> Snapshot:
+    """n 4-slot nodes at 60 ms after one window in which node 0 was the home of `rate` req/s."""
+    return _refreshes(n, [[rate] + [0.0] * (n - 1)])[0]
+
+
+def test_kept_keys_fill_less_of_a_node_they_cannot_walk_on_from() -> None:
+    # Erlang B: kept keys' requests find every slot they may walk to busy at most BLOCKING of
+    # the time, so a lone node is filled less than one in a pool of slots
+    assert fill(8) < fill(24) <= TARGET
+    for pooled in (4, 8, 24, 100):
+        assert erlang_b(pooled, fill(pooled) * pooled) == pytest.approx(BLOCKING, rel=1e-3) \
+            or fill(pooled) == TARGET
+    # 100 req/s at 60 ms is 6 slot-seconds per second, 3.6 degraded: over what one node fills
+    lone, pooled = _home_of(100.0, 1).nodes[0], _home_of(100.0, 6).nodes[0]
+    # a lone node's keys have its 4 slots; six nodes of equal weight pool their overflow (24)
+    assert 100.0 * 0.06 * 0.6 * lone.keep_share == pytest.approx(fill(4) * 4, rel=1e-3)
+    assert 100.0 * 0.06 * 0.6 * pooled.keep_share == pytest.approx(fill(24) * 4, rel=1e-3)
+    assert lone.keep_share < pooled.keep_share
+
+
+def test_the_slots_a_node_s_keys_may_walk_to() -> None:
+    gdpr, anywhere, vision = frozenset({"GDPR"}), frozenset(), frozenset({"vision"})
+    fraud = frozenset({"fraud"})
+    rooms = walkable([(gdpr, fraud, 8, 3.0), (anywhere, fraud, 8, 3.0),
+                      (anywhere, vision, 4, 1.0), (gdpr, fraud, 6, 0.0)], 0.25)
+    # the GDPR node's keys stay on it (the other GDPR node is out of the ring, with no room);
+    # the other fraud node's may walk to both; the vision node shares no model with them
+    assert rooms == [(8, 8), (8, 16), (4, 4), (0, 0)]
+    # a node whose ring weight was halved (throttled) reaches its bounded-load cap first:
+    # with all 24 slots busy its cap is (1 + 0.25) x 1/5 of them, 6, under its 8
+    rooms = walkable([(anywhere, fraud, 8, 1.0), (anywhere, fraud, 8, 2.0),
+                      (anywhere, fraud, 8, 2.0)], 0.25)
+    assert rooms == [(6, 22), (8, 22), (8, 22)]
