@@ -18,16 +18,18 @@ import argparse
 import math
 import os
 import sys
-from collections import Counter
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._report import write_section
 from bench.scenarios import SCENARIOS, load
 from router.core.policy import Policy
+from simulator.metrics import mode_mix
 from simulator.routers import Adaptive
-from simulator.run import Result, simulate
+from simulator.run import simulate
 from simulator.scenario import Scenario
 
 STEP = 5.0  # points: a smaller move between two windows is not a step
@@ -35,45 +37,30 @@ NOISE = 2.0  # a move within this many standard deviations of sampling is not on
 GOAL = 2  # refreshes
 
 
-def mixes(res: Result, span: float, end: float) -> list[Counter[str]]:
-    """Requests per mode in each refresh window [i × span, (i + 1) × span)."""
-    out: list[Counter[str]] = [Counter() for _ in range(int(end // span) + 1)]
-    for t, mode in zip(res.t, res.mode, strict=True):
-        out[int(t // span)][mode or "refused"] += 1
-    return out
+def shares(counts: np.ndarray) -> np.ndarray:
+    """Each window's mix: the share of its requests in each mode."""
+    return counts / np.maximum(counts.sum(axis=1), 1.0)[:, None]
 
 
-def shares(c: Counter[str]) -> dict[str, float]:
-    """A window's mix: the share of its requests in each mode."""
-    n = sum(c.values()) or 1
-    return {m: k / n for m, k in c.items()}
-
-
-def difference(x: dict[str, float], y: dict[str, float]) -> dict[str, float]:
-    """Mix `x` less mix `y`, mode by mode."""
-    return {m: x.get(m, 0.0) - y.get(m, 0.0) for m in x.keys() | y.keys()}
-
-
-def noise(a: Counter[str], b: Counter[str]) -> float:
+def noise(a: np.ndarray, b: np.ndarray) -> float:
     """One standard deviation of what sampling alone moves two windows' mixes by, in
-    points (from their request counts and pooled shares)."""
-    na, nb = sum(a.values()) or 1, sum(b.values()) or 1
-    pooled = [(a[m] + b[m]) / (na + nb) for m in set(a) | set(b)]
-    return 50.0 * sum(math.sqrt(p * (1 - p)) for p in pooled) * math.sqrt(1 / na + 1 / nb)
+    points (from their request counts per mode and pooled shares)."""
+    na, nb = max(float(a.sum()), 1.0), max(float(b.sum()), 1.0)
+    pooled = (a + b) / (na + nb)
+    return 50.0 * float(np.sqrt(pooled * (1 - pooled)).sum()) * math.sqrt(1 / na + 1 / nb)
 
 
-def step(x: dict[str, float], y: dict[str, float], sd: float) -> float:
-    """Points between two mixes (or two differences of mixes); 0 within NOISE × `sd`."""
-    moved = 50.0 * sum(abs(y.get(m, 0.0) - x.get(m, 0.0)) for m in set(x) | set(y))
-    return moved if moved > NOISE * sd else 0.0
-
-
-def settle(series: list[dict[str, float]], counts: list[Counter[str]], first: int, last: int,
+def settle(series: np.ndarray, counts: np.ndarray, first: int, last: int,
            runs: int) -> tuple[int, float, int]:
-    """(refreshes to settle, the largest step, steps judged) of a mix series from window
-    `first` to `last`; `runs` 2 when the series is a difference of two runs' mixes."""
-    steps = [step(series[j], series[j + 1], math.sqrt(runs) * noise(counts[j], counts[j + 1]))
-             for j in range(first, last)]
+    """(refreshes to settle, the largest step, steps judged) of a mix series (a row per
+    window) from window `first` to `last`; `runs` 2 when the series is a difference of two
+    runs' mixes. A step is the points between two windows, 0 within NOISE standard
+    deviations of sampling."""
+    steps = []
+    for j in range(first, last):
+        moved = 50.0 * float(np.abs(series[j + 1] - series[j]).sum())
+        sd = math.sqrt(runs) * noise(counts[j], counts[j + 1])
+        steps.append(moved if moved > NOISE * sd else 0.0)
     k = len(steps)
     while k > 0 and steps[k - 1] <= STEP:
         k -= 1
@@ -87,24 +74,24 @@ def shocks(scenario: Scenario, policy: Policy) -> list[tuple[float, int, float, 
     the same run without that event and those after it: same arrivals, same refreshes,
     so what the traffic does to the mix cancels out and what is left is the event's."""
     span, end = policy.refresh_seconds, scenario.duration_s
-    run = simulate(scenario, policy, Adaptive(policy))
-    counts = mixes(run, span, end)
-    full = int(end // span)  # windows that end within the run
+    windows = int(end // span) + 1  # the last holds only requests at exactly `end`
+    counts, modes = mode_mix(simulate(scenario, policy, Adaptive(policy)), span,
+                             windows=windows)
     times = sorted({e.at_s for e in scenario.events})
     out = []
     for i, at in enumerate([0.0, *times]):
         first = int(at // span)
         # the last window before the next shock's (or the run's last whole window)
-        last = int(times[i] // span) - 1 if i < len(times) else full - 1
-        series = [shares(c) for c in counts]
-        runs = 1
+        last = int(times[i] // span) - 1 if i < len(times) else windows - 2
+        series, runs = shares(counts), 1
         if at > 0:
             before = scenario.model_copy(
                 update={"events": tuple(e for e in scenario.events if e.at_s < at)})
-            without = mixes(simulate(before, policy, Adaptive(policy)), span, end)
-            series = [difference(shares(c), shares(w))
-                      for c, w in zip(counts, without, strict=True)]
-            runs = 2
+            without, _ = mode_mix(simulate(before, policy, Adaptive(policy)), span,
+                                  modes=modes, windows=windows)
+            # modes only the run without the event took are columns past the run's own
+            ours = np.pad(counts, ((0, 0), (0, without.shape[1] - counts.shape[1])))
+            series, runs = shares(ours) - shares(without), 2
         out.append((at, *settle(series, counts, first, last, runs)))
     return out
 

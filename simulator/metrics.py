@@ -38,6 +38,22 @@ def steady(count: int, event_times: Sequence[float], settle_s: float,
     return ok
 
 
+def mode_mix(r: Result, width: float = WINDOW_S, *, modes: Sequence[object] = (),
+             windows: int | None = None) -> tuple[np.ndarray, list[object]]:
+    """Requests per window of `width` s (rows; `windows` of them, else up to the last
+    request's) and per mode (columns: `modes` first, then any other in order of first
+    appearance), and the modes in column order."""
+    n = len(r.t)
+    order: dict[object, int] = {m: i for i, m in enumerate(modes)}
+    col = np.fromiter((order.setdefault(m, len(order)) for m in r.mode[:n]),
+                      dtype=np.int64, count=n)
+    win = window_of(r.t[:n], width)
+    rows = windows if windows is not None else (int(win.max()) + 1 if n else 0)
+    mix = np.zeros((rows, len(order)))
+    np.add.at(mix, (win, col), 1.0)
+    return mix, list(order)
+
+
 def _steady_of(r: Result, n: int) -> tuple[np.ndarray, np.ndarray]:
     win = window_of(r.t[:n])
     count = int(win.max()) + 1 if n else 0
@@ -46,13 +62,10 @@ def _steady_of(r: Result, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def mode_flap(r: Result) -> float | None:
     """Largest total-variation distance of the mode mix between consecutive steady windows."""
-    n = len(r.t)
-    if not n:
+    if not len(r.t):
         return None
-    win, ok = _steady_of(r, n)
-    mode = codes(r.mode[:n])
-    mix = np.zeros((len(ok), int(mode.max()) + 1))
-    np.add.at(mix, (win, mode), 1.0)
+    mix, _ = mode_mix(r)
+    ok = steady(len(mix), r.event_times, r.settle_s)
     total = mix.sum(axis=1)
     usable = ok & (total >= MIN_WINDOW)
     pairs = np.flatnonzero(usable[:-1] & usable[1:])
