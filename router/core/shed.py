@@ -46,6 +46,13 @@ most BLOCKING of their requests find them all busy, and at most TARGET. A lone
 that pool their overflow fill 0.69. Degraded requests are faster, so within the
 SLO; keys leave the edge, at a cost, only past R.
 
+A node away. While a node is out of the ring (lost, unhealthy, weight 0) its keys
+are homed on the others and it counts no arrivals: a window read then would say
+it has no demand, and the keys coming back with it would start at full quality
+for a refresh, then be degraded at the next. So a node away, and the node at
+the first build it is back, holds the shares it had when it left and restarts
+its demand window; the first window it has spent in the ring sets them again.
+
 Demand does not depend on the shares, so they do not oscillate: after a shock
 the first refresh sees part of a window of the new demand and the second all of
 it, so the mix settles in at most two refreshes, in one step each. F depends
@@ -157,17 +164,22 @@ def origin(reached: tuple[float, float], new: tuple[float, float], before: float
 
 
 def keeping(count: int, slots: tuple[int, int], base_ms: float, before: Keeping | None,
-            fresh: bool, now: float, span: float) -> Keeping:
+            fresh: bool, now: float, span: float, away: bool = False) -> Keeping:
     """A node's shares rebuilt at `now`, `count` arrivals at its home counted so far, from
     what the node it replaces carried (`before`; None: a new node); `slots`: those its keys
     may use on it and those they may walk to (`walkable`). `fresh`: a new feed reading; a
-    policy reload, or too short a window since `before`, keeps them."""
+    policy reload, or too short a window since `before`, keeps them. `away`: the node is
+    out of the ring now or was at the last build (module docstring, "A node away")."""
     if before is None:
         return (1.0, 1.0), (1.0, 1.0), count, now, -1.0
     was, moved_from, seen, since, demand_before = before
     elapsed = now - since
     if not fresh or elapsed < MIN_WINDOW_S:
         return before
+    if away:  # its keys were homed elsewhere: hold the shares, count afresh from now
+        reached = (moving(moved_from[0], was[0], since, now, span),
+                   moving(moved_from[1], was[1], since, now, span))
+        return reached, reached, count, now, demand_before
     arrived = count - seen
     new = shares(slots[0], base_ms, FACTOR, arrived, elapsed, was, slots[1])
     # moving on from where the previous move had got to

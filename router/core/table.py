@@ -229,7 +229,8 @@ def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: L
         None if previous is None else ((previous.full_keep, previous.keep_share),
                                        previous.shares_from, previous.arrivals_seen,
                                        previous.seen_at, previous.demand),
-        fresh, now, policy.refresh_seconds)
+        fresh, now, policy.refresh_seconds,
+        away=weight <= 0 or (previous is not None and previous.weight <= 0))
     return NodeRt(
         idx=idx, id=spec.id, address=spec.address, slot=slot, weight=weight, slots=slots,
         est_ms=est, quality_floor=floor,

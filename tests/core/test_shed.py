@@ -33,15 +33,16 @@ KEYS = [f"cam-{i}" for i in range(300)]
 WINDOW = 30.0
 
 
-def _feed(at: float, n: int) -> FeedSnapshot:
-    states = {f"n{i:04d}": NodeState() for i in range(n)}
+def _feed(at: float, n: int, down: frozenset[int] = frozenset()) -> FeedSnapshot:
+    states = {f"n{i:04d}": NodeState(healthy=i not in down) for i in range(n)}
     return FeedSnapshot(generated_at=at, received_at=at, nodes=states)
 
 
-def _refreshes(n: int, rates: list[list[float]], slots: int = 4,
-               cloud_ms: float = 40.0) -> list[Snapshot]:
+def _refreshes(n: int, rates: list[list[float]], slots: int = 4, cloud_ms: float = 40.0,
+               down: dict[int, frozenset[int]] | None = None) -> list[Snapshot]:
     """One snapshot per window; in window w every node is the home of rates[w][i] req/s
-    (`cloud_ms`: the pool's round trip, 20 ms of compute on top)."""
+    (`cloud_ms`: the pool's round trip, 20 ms of compute on top); the feed read at the end
+    of window w reports the nodes `down[w]` unhealthy."""
     pol = policy([node(i, slots=slots, latency=60.0) for i in range(n)],
                  [pool(latency=cloud_ms, compute_ms=20.0)], slo_ms=300.0)
     tracker, cache = LoadTracker(), PointCache()
@@ -53,7 +54,8 @@ def _refreshes(n: int, rates: list[list[float]], slots: int = 4,
             for _ in range(round(rate * WINDOW)):
                 tracker.arrive(slot)
         at = NOW + (w + 1) * WINDOW
-        snap = build_table(pol, _feed(at, n), tracker, cache, now=at, previous=snap)
+        snap = build_table(pol, _feed(at, n, (down or {}).get(w, frozenset())), tracker,
+                           cache, now=at, previous=snap)
         out.append(snap)
     return out
 
@@ -176,6 +178,28 @@ def test_after_a_shock_the_shares_settle_in_one_step(before: float, after: float
     snaps = _refreshes(1, [[before], [before], [after], [after], [after]])
     steady = shares(4, 60.0, 0.6, round(after * WINDOW), WINDOW, (1.0, 1.0))
     assert [(s.nodes[0].full_keep, s.nodes[0].keep_share) for s in snaps[2:]] == [steady] * 3
+
+
+@pytest.mark.parametrize("away", [1, 3])
+def test_a_node_back_in_the_ring_takes_up_the_shares_it_left_with(away: int) -> None:
+    # n0001 is read unhealthy at the end of window 2 and back `away` windows later; its
+    # keys' 100 req/s are homed on the other two meanwhile (and counted there)
+    steady, moved = [100.0, 100.0, 100.0], [150.0, 0.0, 150.0]
+    rates = [steady] * 3 + [moved] * away + [steady] * 3
+    out = frozenset({1})
+    snaps = _refreshes(3, rates, down={w: out for w in range(2, 2 + away)})
+    before = (snaps[1].nodes[1].full_keep, snaps[1].nodes[1].keep_share)
+    assert before[0] < 1.0  # degraded a share of its keys before it left
+    back = snaps[2 + away:]
+    assert [(s.nodes[1].full_keep, s.nodes[1].keep_share) for s in back] == [before] * 4
+    # so its keys come back in the modes they left in, from the first instant; the other
+    # two, whose last window still held its keys, are back at the next refresh
+    led = ledger(back[0].policy)
+    homes = [plan(request(k), back[0], led, now=back[0].built_at).home_slot for k in KEYS]
+    mine = [i for i, home in enumerate(homes) if home == back[0].nodes[1].slot]
+    left, returned = _modes(snaps[1], 0.0), _modes(back[0], 0.0)
+    assert mine and [returned[i] for i in mine] == [left[i] for i in mine]
+    assert _modes(back[1], 0.0) == left == _modes(back[-1], WINDOW)
 
 
 def test_arrivals_are_counted_by_the_key_s_home() -> None:
