@@ -4,7 +4,8 @@
   score) plus the excess the feed measured (p95 above that base), scaled by
   the load in flight now against the load the feed saw — this router's own
   in-flight count is exact and live, so between refreshes the estimate moves
-  with every request admitted or ended instead of jumping at the next feed;
+  with every request admitted or ended instead of jumping at the next feed —
+  and never below the node's unloaded tail, base × `edge.tail_factor`;
 - cloud: the pool's round trip + the payload over the gateway site's uplink
   (`cloud.uplink_mbps`) + the pool's compute; cost = price × compute + egress
   × payload;
@@ -15,6 +16,14 @@
 
 So a large payload over a thin uplink favours split over cloud, on latency and cost.
 
+The edge estimate is a tail, as the SLO it is held against is met or missed per
+request: base_latency_ms is a mean (a lone inference, its key not cached on the
+node). The feed's p95 is mostly of keys warm at their home; it says little of a
+request walked to the node cold (its home at its cap) or of a key just re-homed,
+and there is none before the feed first reports one. So the unloaded tail, base
+× `edge.tail_factor`, bounds the estimate from below: a node whose lone inference
+misses a request's SLO one time in twenty is not held to meet it.
+
 Shedding. When a node's estimate E is over a request's bound B, a hash-stable
 fraction of keys leaves it: key k stays while unit(k, node) >= f, with
 
@@ -22,7 +31,7 @@ fraction of keys leaves it: key k stays while unit(k, node) >= f, with
 
 the share of the load whose removal brings the estimate back to B under the
 model above. Only the keys whose hash is below f move; a slight overload moves
-few keys, a node slower than B even unloaded moves them all.
+few keys, a node slower than B even unloaded (its tail over B) moves them all.
 """
 
 from __future__ import annotations
@@ -42,8 +51,14 @@ def transfer_ms(nbytes: float, mbps: float) -> float:
 def edge_ms(node: NodeRt, load: int) -> float:
     """Full-quality latency on `node` with `load` of this router's requests in flight."""
     if node.excess_ms <= 0.0:
-        return node.base_ms
-    return node.base_ms + node.excess_ms * (node.others_seen + load) / node.load_seen
+        return max(node.base_ms, node.tail_ms)
+    return max(node.tail_ms,
+               node.base_ms + node.excess_ms * (node.others_seen + load) / node.load_seen)
+
+
+def reading_ms(node: NodeRt) -> float:
+    """Full-quality latency on `node` by the feed's reading (what its shed share follows)."""
+    return max(node.est_ms, node.tail_ms)
 
 
 def cloud(pool: PoolRt, payload: int, uplink_mbps: float) -> tuple[float, float]:
@@ -62,11 +77,12 @@ def split(node: NodeRt, pool: PoolRt, payload: int, cfg: SplitConfig) -> tuple[f
     return ms, node.cost_usd + cloud_usd, cloud_usd
 
 
-def shed_fraction(estimate: float, bound: float, base: float) -> float:
-    """Share of a node's keys that leave it when its estimate is over the bound."""
+def shed_fraction(estimate: float, bound: float, base: float, tail: float = 0.0) -> float:
+    """Share of a node's keys that leave it when its estimate is over the bound (all of
+    them when the node is over it even unloaded: its base, or its unloaded `tail`)."""
     if estimate <= bound:
         return 0.0
-    if base >= bound:
+    if base >= bound or tail > bound:
         return 1.0
     return min(1.0, (estimate - bound) / (estimate - base))
 

@@ -185,6 +185,11 @@ class Edge(Schema):
     usd_per_inference: Num = Field(
         default=0.0, ge=0,
         description="marginal cost of one edge inference (power), for nodes without their own")
+    tail_factor: Num = Field(
+        default=1.4, ge=1.0,
+        description="a lone inference's p95 at full quality over its mean (base_latency_ms): "
+                    "the floor of every edge estimate, and all of it until the feed reports a "
+                    "p95")
     nodes: tuple[EdgeNode, ...] = Field(default=(), description="the edge nodes")
 
     @model_validator(mode="wrap")

@@ -55,8 +55,8 @@ def full_option(pick: Pick, req: RouteRequest, key: str, demoted: bool) -> Optio
     fill = (pick.load + 1) / pick.cap if pick.cap else 1.0
     held = False
     if full_ms > req.slo_ms:  # over its bound: held only if this key is not among those shed
-        held = estimate.stays(key, node, estimate.shed_fraction(node.est_ms, req.slo_ms,
-                                                                node.base_ms))
+        held = estimate.stays(key, node, estimate.shed_fraction(
+            estimate.reading_ms(node), req.slo_ms, node.base_ms, node.tail_ms))
     return Option(wire.MODE_EDGE, wire.R_AFFINITY if pick.home else wire.R_BALANCE,
                   full_ms, node.cost_usd, 0.0, node, None, "full", pick.home, fill, held)
 
@@ -79,7 +79,8 @@ def degraded_options(pick: Pick, req: RouteRequest, snap: Snapshot, key: str) ->
         # over its bound by the live load: held as the full rung is, by the share of keys
         # the feed's estimate sheds (the same hash), so a key does not hop between levels
         held = ms > bound and estimate.stays(key, node, estimate.shed_fraction(
-            node.est_ms * factor, bound, node.base_ms * factor))
+            estimate.reading_ms(node) * factor, bound, node.base_ms * factor,
+            node.tail_ms * factor))
         out.append(Option(wire.MODE_DEGRADED, reason, ms, node.cost_usd, 0.0, node, None,
                           level, pick.home, fill, held))
     return out

@@ -53,6 +53,7 @@ class NodeRt:
     feature_ms: float = 0.0
     uplink_mbps: float = 100.0  # the node's site uplink: split features cross it
     base_ms: float = 0.0  # unloaded full-quality latency: base_latency_ms / compute_score
+    tail_ms: float = 0.0  # its p95 unloaded: base_ms x edge.tail_factor (the estimate's floor)
     excess_ms: float = 0.0  # feed p95 above base_ms, attributed to the load the feed saw
     others_seen: float = 0.0  # in flight from other routers when the feed was read
     load_seen: float = 1.0  # everything in flight then (>= 1)
@@ -242,6 +243,7 @@ def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: L
         feature_slots=spec.feature_slots if state.slots is None or spec.slots <= 0 else
         round(spec.feature_slots * state.slots / spec.slots),
         feature_ms=spec.feature_ms, uplink_mbps=uplink, base_ms=base,
+        tail_ms=base * policy.edge.tail_factor,
         excess_ms=est - base,
         others_seen=max(0.0, state.inflight - own) if est > base else 0.0, load_seen=seen,
         min_cap=int(policy.hashing.min_cap_fraction * slots), state=state, own_seen=own,

@@ -188,7 +188,8 @@ def test_between_refreshes_the_estimate_follows_the_live_load() -> None:
     n = table(pol, feed({"n0000": NodeState(p95_ms=80, inflight=8)}), tracker).nodes[0]
     assert estimate.edge_ms(n, 8) == pytest.approx(80)  # what the feed saw
     assert estimate.edge_ms(n, 4) == pytest.approx(60)  # half the load: half the excess
-    assert estimate.edge_ms(n, 0) == pytest.approx(40)
+    # unloaded: the node's own tail (40 ms x edge.tail_factor 1.4), not its mean
+    assert estimate.edge_ms(n, 0) == pytest.approx(56)
     assert estimate.edge_ms(n, 16) == pytest.approx(120)
     # the same reading with none of the 8 ours: another router's load stays in the estimate
     other = table(pol, feed({"n0000": NodeState(p95_ms=80, inflight=8)})).nodes[0]
