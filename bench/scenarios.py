@@ -291,8 +291,9 @@ taken fintech to 0.090 and fintech-trace to 0.082, but made the live twin's mode
 simulation past its 10-point bound, so it is not used. What flaps in fintech is measured: 0.073
 of kept, degraded card-auth requests found every slot they could walk to busy (Erlang B puts it at
 0.02 for the fill target), and went to split and back; its nodes ran 0.72-0.80 of their slots
-busy (the throttled one aside) against a target of 0.69, because account-review, a fifth of the requests, cannot degrade and costs its node
-a full inference where the shares count 0.6 of one. Counting such requests at full cost took
+busy (the throttled one aside) against a target of 0.69, because account-review, a fifth of the
+requests, cannot degrade and costs its node a full inference where the shares count 0.6 of one.
+Counting such requests at full cost took
 fintech to 0.095 (SLO 82.0 %), but spot-spike's batch class is the same, and as the shares shed
 keys whatever their class, its eu-fraud keys went to the cloud and missed their 75 ms there: SLO
 86.3 → 81.3 %, under its best baseline (81.8 %), so it is not used; shedding first the keys whose
