@@ -43,7 +43,8 @@ def admit(p: Plan, ledger: BudgetLedger, *, now: float) -> Routed:
     if p.refusal is not None:
         return Routed(p.refusal)
     if p.home_slot >= 0:
-        p.snapshot.tracker.arrive(p.home_slot)  # the demand router.core.shed reads
+        # the demand router.core.shed reads
+        p.snapshot.tracker.arrive(p.home_slot, not p.request.accept_degradation, p.loose)
     walks = p.walks
     if walks and (walks[0].passed or len(walks) > 1):  # a walk passed nodes: any for lease?
         _count_unmet(walks, p.snapshot.tracker.blocked)

@@ -38,6 +38,11 @@ class LoadTracker:
         self.held: list[int] = []
         self.blocked: list[int] = []
         self.arrivals: list[int] = []
+        # of those: the requests that cannot degrade; the requests whose class meets its SLO off
+        # the edge (router.core.shed sheds those first), and of them those that cannot degrade
+        self.rigid: list[int] = []
+        self.loose: list[int] = []
+        self.loose_rigid: list[int] = []
         self.default_held = UNLEASED  # `held` of a slot allocated from now on
 
     def slot(self, name: str) -> int:
@@ -51,6 +56,9 @@ class LoadTracker:
             self.held.append(self.default_held)
             self.blocked.append(0)
             self.arrivals.append(0)
+            self.rigid.append(0)
+            self.loose.append(0)
+            self.loose_rigid.append(0)
             self._node_groups.append([])
         return slot
 
@@ -88,9 +96,16 @@ class LoadTracker:
         for gid in self._node_groups[slot]:
             totals[gid] += 1
 
-    def arrive(self, slot: int) -> None:
-        """One more request whose key's home is the node counted on `slot`."""
+    def arrive(self, slot: int, rigid: bool = False, loose: bool = False) -> None:
+        """One more request whose key's home is the node counted on `slot`; `rigid`: it
+        cannot degrade, `loose`: its class meets its SLO off the edge."""
         self.arrivals[slot] += 1
+        if rigid:
+            self.rigid[slot] += 1
+        if loose:
+            self.loose[slot] += 1
+            if rigid:
+                self.loose_rigid[slot] += 1
 
     def release(self, slot: int) -> None:
         """One request on `slot` ended; never goes below zero."""

@@ -69,17 +69,20 @@ class Plan(NamedTuple):
     home_slot: int = -1  # load slot of the key's home node, where admission counts it
     walks: tuple[Walk, ...] = ()  # the edge walk, then the feature walk if one was made
     dropped: tuple[Drop, ...] = ()  # (rung, why, its bound) for each rung not tried
+    loose: bool = False  # its home sheds keys and a rung off the edge meets its SLO
 
 
 Drop = tuple["Option", str, float]
 
 
-def _tier(key: str, home: NodeRt, now: float, span: float) -> int:
-    """The key's tier at its home now, the home's shares moving since its last refresh."""
+def _tier(key: str, home: NodeRt, now: float, span: float, loose: bool) -> int:
+    """The key's tier at its home now, the home's shares moving since its last refresh
+    (`loose`: its class meets its SLO off the edge, so it is among the keys shed first)."""
     since = home.seen_at
-    full_from, keep_from = home.shares_from
-    return tier(key, home.id, moving(full_from, home.full_keep, since, now, span),
-                moving(keep_from, home.keep_share, since, now, span))
+    full_from, tight_from, loose_from = home.shares_from
+    keep = moving(loose_from, home.keep_loose, since, now, span) if loose else \
+        moving(tight_from, home.keep_share, since, now, span)
+    return tier(key, home.id, moving(full_from, home.full_keep, since, now, span), keep)
 
 
 def note(opt: Option, verdict: str) -> Candidate:
@@ -99,11 +102,12 @@ def plan(req: RouteRequest, snap: Snapshot, budget: BudgetView, *, now: float) -
     start = _start(req, snap, now)
     if isinstance(start, Plan):
         return start
-    req, account, entry, _key, walk, first, home_slot, shed = start
+    req, account, entry, _key, walk, first, home_slot, shed, loose = start
     if first is not None and not shed and (first.est_ms <= req.slo_ms or first.held) and \
             first.cost_usd <= (INF if req.max_cost_usd is None else req.max_cost_usd) + 1e-12:
         # positional: a named tuple built from keywords costs twice as much
-        return Plan(req, snap, account, entry, (first,), False, None, home_slot, (walk,))
+        return Plan(req, snap, account, entry, (first,), False, None, home_slot, (walk,), (),
+                    loose)
     return _rank(start, snap, budget, now)
 
 
@@ -114,7 +118,7 @@ def plan_whole(req: RouteRequest, snap: Snapshot, budget: BudgetView, *, now: fl
     return start if isinstance(start, Plan) else _rank(start, snap, budget, now)
 
 
-Start = tuple[RouteRequest, str, ClassEntry, str, Walk, "Option | None", int, int]
+Start = tuple[RouteRequest, str, ClassEntry, str, Walk, "Option | None", int, int, bool]
 
 # A key's standing at its home (its tier, router.core.shed): kept on the edge; shed, off the
 # edge first where that meets its SLO; shed anyway, nothing off the edge meeting its SLO.
@@ -149,17 +153,23 @@ def _start(req: RouteRequest, snap: Snapshot, now: float) -> Plan | Start:
     home_slot = home.slot if home is not None else -1
     # the key's tier at its home (router.core.shed): degraded first, or split and cloud first
     # (within its SLO first; when nothing off the edge can meet it, off the edge all the same)
-    level = _tier(key, home, now, snap.policy.refresh_seconds) if home is not None else 0
+    # whether its class meets its SLO off the edge: asked only where the home degrades its
+    # keys, as only there are keys shed (those first) and is this demand counted apart
+    loose = home is not None and bool(entry.pools) and home.degrading and \
+        off_edge_meets(entry, req, home, snap)
+    level = _tier(key, home, now, snap.policy.refresh_seconds, loose) \
+        if home is not None else 0
     shed = KEPT
     if level == 2 and entry.pools and home is not None:
-        shed = SHED if off_edge_meets(entry, req, home, snap) else SHED_ANYWAY
+        meets = loose if home.degrading else off_edge_meets(entry, req, home, snap)
+        shed = SHED if meets else SHED_ANYWAY
     first = full_option(pick, req, key, level > 0) if pick is not None else None
-    return req, account, entry, key, walk, first, home_slot, shed
+    return req, account, entry, key, walk, first, home_slot, shed, loose
 
 
 def _rank(start: Start, snap: Snapshot, budget: BudgetView, now: float) -> Plan:
     """Every rung built, the ones this request can never take dropped, the rest ranked."""
-    req, account, entry, key, walk, first, home_slot, shed = start
+    req, account, entry, key, walk, first, home_slot, shed, loose = start
     pick = walk.pick
     ladder: list[Option] = []
     if pick is not None:
@@ -189,7 +199,7 @@ def _rank(start: Start, snap: Snapshot, budget: BudgetView, now: float) -> Plan:
         within += _best_effort(beyond, budget, snap.policy.budgets, account, now)
     return Plan(req, snap, account, entry, tuple(within),
                 any(why == COST for _, why, _b in dropped), None, home_slot,
-                (walk,) if features is None else (walk, features), tuple(dropped))
+                (walk,) if features is None else (walk, features), tuple(dropped), loose)
 
 
 def _sort(ladder: list[Option], snap: Snapshot, slo: float, max_cost: float

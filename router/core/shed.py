@@ -34,7 +34,17 @@ and slots those its keys may use on the node (up to its bounded-load cap):
 
 - N <= D: every key at full;
 - N × f <= D: a share d of the keys degraded, N × (1 − d + d f) = D;
-- else: every key degraded and keep_share = min(1, R / (N f)).
+- else: every key degraded and a share keep = min(1, R / (N f)) of them kept.
+
+A request that cannot degrade costs its node a full one in any tier, so f is the
+window's mix: f + (1 − f) × the share of requests that cannot degrade.
+
+Which keys leave. Shedding costs nothing to a key whose class meets its SLO off
+the edge (a batch class of 300 ms, in the cloud) and the SLO to one whose class
+does not, so the keys leave in that order: the loose keys' share of the load
+(counted apart while the node degrades, by the same estimate the ladder ranks
+with) goes first, `keep_loose`, and only what it does not cover takes tight
+keys, `keep_share` (`by_class`). A node with one kind of request has one share.
 
 Degrading early is what keeps keys in one mode: slots are few (3 to 16), and a
 kept key's request that finds every slot it may walk to busy spills to split or
@@ -76,9 +86,14 @@ SHOCK = 0.25  # a window's demand this far off the last one's is a shock: new sh
 UNIT = float(1 << 64)
 FACTOR = LATENCY_FACTOR["constrained"]  # what a degraded request costs a node, of a full one
 
-# A node's shares as a rebuild carries them on: (full_keep, keep_share), the shares they move
-# from, the tracker's arrival count and the time they were set, the demand (req/s) then
-Keeping = tuple[tuple[float, float], tuple[float, float], int, float, float]
+# A node's shares: (full, kept of the keys whose class misses its SLO off the edge, kept of
+# those that meet it); the tracker's counts at a refresh: arrivals, rigid (cannot degrade),
+# loose (their class meets its SLO off the edge), loose and rigid; a node's shares as a
+# rebuild carries them on: its shares, the shares they move from, the counts and the time
+# they were set, the demand (req/s) then
+Shares = tuple[float, float, float]
+Counts = tuple[int, int, int, int]
+Keeping = tuple[Shares, Shares, Counts, float, float]
 
 
 def erlang_b(servers: int, offered: float) -> float:
@@ -146,6 +161,19 @@ def shares(slots: int, base_ms: float, factor: float, arrivals: int, elapsed_s: 
     return 0.0, min(1.0, target * slots / (need * factor))
 
 
+def by_class(keep: float, cost: float, loose_cost: float) -> tuple[float, float]:
+    """(tight, loose): the shares of a node's keys kept on the edge when `keep` of them all
+    would be, shedding first those whose class meets its SLO off the edge (`loose_cost` of
+    the window's `cost`, both in full inferences degraded). Where all of them are of one
+    kind, both shares are `keep`."""
+    if keep >= 1.0 or loose_cost <= 0.0 or loose_cost >= cost:
+        return keep, keep
+    shed = (1.0 - keep) * cost
+    if shed <= loose_cost:
+        return 1.0, 1.0 - shed / loose_cost
+    return max(0.0, 1.0 - (shed - loose_cost) / (cost - loose_cost)), 0.0
+
+
 def moving(before: float, after: float, since: float, now: float, span: float) -> float:
     """A share going from `before` (at `since`) to `after` over `span` seconds, at `now`."""
     if before == after or now >= since + span:
@@ -153,8 +181,7 @@ def moving(before: float, after: float, since: float, now: float, span: float) -
     return before + (after - before) * max(0.0, now - since) / span
 
 
-def origin(reached: tuple[float, float], new: tuple[float, float], before: float,
-           demand: float) -> tuple[float, float]:
+def origin(reached: Shares, new: Shares, before: float, demand: float) -> Shares:
     """Where a refresh's `new` shares move from: where the last move had `reached`; or
     `new` itself, taken at once, after a shock: no demand known `before` (the first
     reading), or `demand` (arrivals per second) off the last window's by over SHOCK."""
@@ -163,28 +190,31 @@ def origin(reached: tuple[float, float], new: tuple[float, float], before: float
     return reached
 
 
-def keeping(count: int, slots: tuple[int, int], base_ms: float, before: Keeping | None,
+def keeping(count: Counts, slots: tuple[int, int], base_ms: float, before: Keeping | None,
             fresh: bool, now: float, span: float, away: bool = False) -> Keeping:
-    """A node's shares rebuilt at `now`, `count` arrivals at its home counted so far, from
+    """A node's shares rebuilt at `now`, `count` what the tracker counted at its home so far, from
     what the node it replaces carried (`before`; None: a new node); `slots`: those its keys
     may use on it and those they may walk to (`walkable`). `fresh`: a new feed reading; a
     policy reload, or too short a window since `before`, keeps them. `away`: the node is
     out of the ring now or was at the last build (module docstring, "A node away")."""
     if before is None:
-        return (1.0, 1.0), (1.0, 1.0), count, now, -1.0
+        return (1.0, 1.0, 1.0), (1.0, 1.0, 1.0), count, now, -1.0
     was, moved_from, seen, since, demand_before = before
     elapsed = now - since
     if not fresh or elapsed < MIN_WINDOW_S:
         return before
-    if away:  # its keys were homed elsewhere: hold the shares, count afresh from now
-        reached = (moving(moved_from[0], was[0], since, now, span),
-                   moving(moved_from[1], was[1], since, now, span))
-        return reached, reached, count, now, demand_before
-    arrived = count - seen
-    new = shares(slots[0], base_ms, FACTOR, arrived, elapsed, was, slots[1])
     # moving on from where the previous move had got to
     reached = (moving(moved_from[0], was[0], since, now, span),
-               moving(moved_from[1], was[1], since, now, span))
+               moving(moved_from[1], was[1], since, now, span),
+               moving(moved_from[2], was[2], since, now, span))
+    if away:  # its keys were homed elsewhere: hold the shares, count afresh from now
+        return reached, reached, count, now, demand_before
+    arrived, rigid, loose, loose_rigid = (c - s for c, s in zip(count, seen, strict=True))
+    # what the window's requests cost their node degraded, each that cannot degrade whole
+    factor = FACTOR + (1.0 - FACTOR) * rigid / arrived if arrived > 0 else FACTOR
+    full, keep = shares(slots[0], base_ms, factor, arrived, elapsed, was[:2], slots[1])
+    new = (full, *by_class(keep, FACTOR * (arrived - rigid) + rigid,
+                           FACTOR * (loose - loose_rigid) + loose_rigid))
     demand = arrived / elapsed
     return new, origin(reached, new, demand_before, demand), count, now, demand
 

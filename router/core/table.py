@@ -24,7 +24,7 @@ from router.core.policy import EdgeNode, Policy
 from router.core.pools import PoolRt, compile_pool
 from router.core.quality import full_share, quality_floor
 from router.core.ring import PointCache, Ring, build_ring, filter_ring
-from router.core.shed import keeping, walkable
+from router.core.shed import Counts, Shares, keeping, walkable
 
 __all__ = ["ClassEntry", "NodeRt", "PoolRt", "Snapshot", "build_table", "full_share",
            "node_ineligible", "quality_floor"]
@@ -61,10 +61,14 @@ class NodeRt:
     full_share: float = 1.0  # share of keys allowed full quality while leaving a floor
     state: NodeState | None = None  # the feed's reading it was built from
     own_seen: int = 0  # this router's in-flight count on the node when it was built
-    keep_share: float = 1.0  # share of its home keys kept on the edge (router.core.shed)
-    full_keep: float = 1.0  # share of its home keys kept at full quality (router.core.shed)
-    shares_from: tuple[float, float] = (1.0, 1.0)  # (full_keep, keep_share) moving from, at seen_at
-    arrivals_seen: int = 0  # the tracker's arrival count when the share was last set
+    # shares of its home keys (router.core.shed): kept on the edge, of the keys whose class
+    # misses its SLO off the edge and of those that meet it (shed first); at full quality
+    keep_share: float = 1.0
+    keep_loose: float = 1.0
+    full_keep: float = 1.0
+    shares_from: Shares = (1.0, 1.0, 1.0)  # (full, kept, kept loose) moving from, at seen_at
+    counts_seen: Counts = (0, 0, 0, 0)  # the tracker's counts when the shares were last set
+    degrading: bool = False  # some of its keys are served degraded, or are moving there
     seen_at: float = 0.0  # when the share was last set
     demand: float = -1.0  # its home keys' arrivals per second in that window (-1: none yet)
     hold: Hold = NOTHING  # what an edge rung on it holds (its inference slot), built once
@@ -225,10 +229,12 @@ def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: L
         min(spec.uplink_mbps, state.uplink_mbps)
     floor = quality_floor(policy, state.vram_used_fraction,
                           previous.quality_floor if previous else 0)
-    (full_keep, keep), start, arrived, seen_at, demand = keeping(
-        tracker.arrivals[slot], room, base,
-        None if previous is None else ((previous.full_keep, previous.keep_share),
-                                       previous.shares_from, previous.arrivals_seen,
+    (full_keep, keep, keep_loose), start, counted, seen_at, demand = keeping(
+        (tracker.arrivals[slot], tracker.rigid[slot], tracker.loose[slot],
+         tracker.loose_rigid[slot]), room, base,
+        None if previous is None else ((previous.full_keep, previous.keep_share,
+                                        previous.keep_loose),
+                                       previous.shares_from, previous.counts_seen,
                                        previous.seen_at, previous.demand),
         fresh, now, policy.refresh_seconds,
         away=weight <= 0 or (previous is not None and previous.weight <= 0))
@@ -247,8 +253,9 @@ def _node(idx: int, spec: EdgeNode, state: NodeState, policy: Policy, tracker: L
         excess_ms=est - base,
         others_seen=max(0.0, state.inflight - own) if est > base else 0.0, load_seen=seen,
         min_cap=int(policy.hashing.min_cap_fraction * slots), state=state, own_seen=own,
-        keep_share=keep, full_keep=full_keep, shares_from=start, arrivals_seen=arrived,
-        seen_at=seen_at, demand=demand, hold=Hold((slot,)))
+        keep_share=keep, keep_loose=keep_loose, full_keep=full_keep, shares_from=start,
+        counts_seen=counted, degrading=full_keep < 1.0 or start[0] < 1.0, seen_at=seen_at,
+        demand=demand, hold=Hold((slot,)))
 
 
 def _unchanged(previous: NodeRt | None, idx: int, spec: EdgeNode, state: NodeState,
@@ -268,7 +275,7 @@ def _unchanged(previous: NodeRt | None, idx: int, spec: EdgeNode, state: NodeSta
             and (previous.excess_ms <= 0.0
                  or tracker.loads[previous.slot] == previous.own_seen)
             and (not fresh or (previous.full_keep >= 1.0 and previous.seen_at == now
-                 and tracker.arrivals[previous.slot] == previous.arrivals_seen))
+                 and tracker.arrivals[previous.slot] == previous.counts_seen[0]))
             and (not fresh or previous.full_share == full_share(
                 policy, state.vram_used_fraction, previous.quality_floor, previous)))
 

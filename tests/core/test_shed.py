@@ -16,8 +16,10 @@ from router.core.shed import (
     DEGRADE,
     SHOCK,
     TARGET,
+    by_class,
     erlang_b,
     fill,
+    keeping,
     origin,
     shares,
     tier,
@@ -282,3 +284,51 @@ def test_the_slots_a_node_s_keys_may_walk_to() -> None:
     rooms = walkable([(anywhere, fraud, 8, 1.0), (anywhere, fraud, 8, 2.0),
                       (anywhere, fraud, 8, 2.0)], 0.25)
     assert rooms == [(6, 22), (8, 22), (8, 22)]
+
+
+def test_the_keys_whose_class_meets_its_slo_off_the_edge_are_shed_first() -> None:
+    assert by_class(0.5, 10.0, 6.0) == (1.0, pytest.approx(1 - 5 / 6))  # the loose suffice
+    tight, loose = by_class(0.2, 10.0, 3.0)  # they do not: all of them, then tight keys
+    assert loose == 0.0 and (1 - tight) * 7.0 + 3.0 == pytest.approx(0.8 * 10.0)
+    # one kind only, or nothing shed: one share for all
+    for keep, cost, loose_cost in ((0.5, 10.0, 0.0), (0.5, 10.0, 10.0), (1.0, 10.0, 6.0)):
+        assert by_class(keep, cost, loose_cost) == (keep, keep)
+
+
+def test_a_request_that_cannot_degrade_costs_its_node_a_full_one() -> None:
+    first = keeping((0, 0, 0, 0), (4, 4), 60.0, None, True, NOW, WINDOW)
+    # 100 req/s at 60 ms, all degraded, is over what 4 slots carry: a share is shed
+    flex = keeping((3000, 0, 0, 0), (4, 4), 60.0, first, True, NOW + WINDOW, WINDOW)
+    rigid = keeping((3000, 3000, 0, 0), (4, 4), 60.0, first, True, NOW + WINDOW, WINDOW)
+    assert flex[0][0] == rigid[0][0] == 0.0
+    assert 6.0 * 0.6 * flex[0][1] == pytest.approx(fill(4) * 4, rel=1e-3)
+    assert 6.0 * 1.0 * rigid[0][1] == pytest.approx(fill(4) * 4, rel=1e-3)
+
+
+def test_a_busy_node_sheds_the_class_the_cloud_serves_within_its_slo() -> None:
+    # one 4-slot node of 40 ms and a pool of 80 ms: "batch" (300 ms) meets its SLO there,
+    # "fraud" (70 ms) does not; at 100 req/s, 4 of 5 batch, the node cannot keep them all
+    pol = policy([node(0, slots=4, latency=40.0)], [pool(latency=60.0, compute_ms=20.0)],
+                 slo_ms=300.0)
+    tracker, cache = LoadTracker(), PointCache()
+    snap = build_table(pol, _feed(NOW, 1), tracker, cache, now=NOW)
+    led = ledger(pol)
+    classes = [("batch", 300.0)] * 4 + [("fraud", 70.0)]
+    for w in range(4):
+        for i in range(round(100 * WINDOW)):
+            cls, slo = classes[i % 5]
+            routed = decide(request(f"{cls}-{i % 1500}", slo=slo), snap, led,
+                            now=snap.built_at + i / 100)
+            finish(routed, tracker, led)
+        at = NOW + (w + 1) * WINDOW
+        snap = build_table(pol, _feed(at, 1), tracker, cache, now=at, previous=snap)
+    busy = snap.nodes[0]
+    assert busy.full_keep == 0.0 and busy.keep_loose < 1.0 and busy.keep_share == 1.0
+    later = snap.built_at + WINDOW
+    for k in range(300):
+        fraud = plan(request(f"fraud-{k}", slo=70.0), snap, led, now=later).options[0]
+        assert fraud.mode == "edge-degraded"  # every tight key kept
+    off = [plan(request(f"batch-{k}", slo=300.0), snap, led, now=later).options[0].mode
+           for k in range(300)]
+    shed = sum(mode in ("split", "cloud") for mode in off)  # off the edge, within the SLO
+    assert 0 < shed < 300 and shed + off.count("edge-degraded") == 300  # a share of them
