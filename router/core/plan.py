@@ -69,7 +69,7 @@ class Plan(NamedTuple):
     home_slot: int = -1  # load slot of the key's home node, where admission counts it
     walks: tuple[Walk, ...] = ()  # the edge walk, then the feature walk if one was made
     dropped: tuple[Drop, ...] = ()  # (rung, why, its bound) for each rung not tried
-    loose: bool = False  # its home sheds keys and a rung off the edge meets its SLO
+    loose: bool = False  # its home degrades keys and a rung off the edge meets its SLO
 
 
 Drop = tuple["Option", str, float]
