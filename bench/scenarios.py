@@ -288,20 +288,21 @@ in the trace's bursts, which Erlang B (Poisson arrivals) does not model: shares 
 swings are not most of it, as a dead band of 0.05 to 0.15 on the shares left it at 0.099 to 0.102.
 Sizing demand by how long requests were found holding their slots (a measured service factor) had
 taken fintech to 0.090 and fintech-trace to 0.082, but made the live twin's mode mix drift from its
-simulation past its 10-point bound, so it is not used. What flaps in fintech is measured: 0.073
+simulation past its 10-point bound, so it is not used. What flapped in fintech was measured: 0.073
 of kept, degraded card-auth requests found every slot they could walk to busy (Erlang B puts it at
 0.02 for the fill target), and went to split and back; its nodes ran 0.72-0.80 of their slots
 busy (the throttled one aside) against a target of 0.69, because account-review, a fifth of the
-requests, cannot degrade and costs its node a full inference where the shares count 0.6 of one.
-Counting such requests at full cost took
-fintech to 0.095 (SLO 82.0 %), but spot-spike's batch class is the same, and as the shares shed
-keys whatever their class, its eu-fraud keys went to the cloud and missed their 75 ms there: SLO
-86.3 → 81.3 %, under its best baseline (81.8 %), so it is not used; shedding first the keys whose
-class meets its SLO off the edge would be the way on. The twin holds every edge estimate to at
-least the node's unloaded tail (`edge.tail_factor`, 1.4 × `base_latency_ms`): SLO 98.0 → 99.1 %,
-0.123 of its requests to split and 0.166 to cloud (0.131 and 0.176 before); of its 43 misses, 22
-are requests sent to rtx-a between its loss at 25 s and the next feed, which no estimate can
-avoid. The missed affinity rows and flap rates are open work (issue #18)."""
+requests, cannot degrade and costs its node a full inference where the shares counted 0.6 of one.
+Such requests are now counted at full cost, and a busy node sheds first the keys whose class meets
+its SLO off the edge (`router/core/shed.py`, `by_class`): counting alone had taken spot-spike's SLO
+to 81.3 %, as the shares shed its 75 ms eu-fraud keys to a cloud that misses them while its 300 ms
+batch keys stayed. Before → after: fintech 0.138 → 0.095 (SLO 83.5 → 82.0 %, $4.11 → $4.59),
+fintech-trace 0.102 → 0.097 (94.3 → 94.0 %), spot-spike 0.043 → 0.041 with SLO 86.3 → 95.2 % ($5.91
+→ $7.97: batch keys now go to the cloud), black-friday 0.019 → 0.021 (99.1 → 99.0 %); camera and
+partition unchanged. The twin holds every edge estimate to at least the node's unloaded tail
+(`edge.tail_factor`, 1.4 × `base_latency_ms`): SLO 98.0 → 99.1 %; of its 43 misses, 22 are
+requests sent to rtx-a between its loss at 25 s and the next feed, which no estimate can avoid.
+The missed affinity rows and flap rates are open work (issue #18)."""
 
 FLOORS_NOTE = """
 
