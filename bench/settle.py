@@ -152,7 +152,7 @@ mix, and a scenario whose traffic moves moves it: fintech-trace replays the Azur
 whose request count moves by 10-20 % between 30-s windows, and the router's shares follow
 that demand by design. Spot-spike's rate ramps from 300 to 600 req/s over its first 600 s, and
 since its busy nodes shed the batch keys first (the cloud serves them within their SLO), the
-growing shed load falls on that 40 % of its requests: their share in the cloud rises by 4-12
+growing shed load falls on that 40 % of its requests: their share in the cloud rises by 2-12
 points a refresh (2 % to 49 % over the first 330 s), where it had spread over every class before.
 A miss says the mix was still moving, not why."""
 
