@@ -66,9 +66,12 @@ def _count_unmet(walks: tuple[Walk, ...], blocked: list[int]) -> None:
     of lease only, counted in the tracker's `blocked` (the capacity keeper reads it as demand
     this router's lease did not meet). A walk that went on to leased room elsewhere counts
     nothing: its request was served on this router's own slots, and asking the fleet for the
-    home's slot too would move a slot between routers for a request already placed."""
+    home's slot too would move a slot between routers for a request already placed. A walk
+    that queued its request counts as one that found no room: its wait is demand the lease
+    did not meet."""
     for walk in walks:
-        if walk.pick is not None:
+        pick = walk.pick
+        if pick is not None and pick.wait_ms <= 0.0:
             continue
         for step in walk.passed:
             if step.short:

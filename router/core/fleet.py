@@ -190,6 +190,11 @@ class Edge(Schema):
         description="a lone inference's p95 at full quality over its mean (base_latency_ms): "
                     "the floor of every edge estimate, and all of it until the feed reports a "
                     "p95")
+    queue_per_slot: Num = Field(
+        default=0.0, ge=0,
+        description="requests a node may hold waiting per slot, sent there only when every "
+                    "node a request may walk to is full (0: a full edge spills to split or "
+                    "cloud)")
     nodes: tuple[EdgeNode, ...] = Field(default=(), description="the edge nodes")
 
     @model_validator(mode="wrap")

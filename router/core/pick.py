@@ -10,7 +10,10 @@ explain's plans count nothing). The first node on the ring is the key's *home*;
 a key leaves its home only while the home is at its cap. The same walk over the
 nodes' feature slots (counted apart from inference slots) places split
 extractions, so a split is possible exactly when the edge's inference slots are
-full.
+full. When every node the inference walk passed is full, it offers a place in a
+node's queue (`queue`, `edge.queue_per_slot`), its wait in `Pick.wait_ms`: the
+plan ranks it with that wait in its estimate, so a wait that meets the SLO keeps
+the request on the edge and one that misses it leaves it to split or cloud.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class Pick(NamedTuple):
     home: bool
     load: int
     cap: int
+    wait_ms: float = 0.0  # > 0: queued, every node the walk passed full (`queue`)
 
 
 class Step(NamedTuple):
@@ -132,7 +136,33 @@ def _walk(entry: ClassEntry, snap: Snapshot, key: str, total: int, features: boo
                            lease < UNLEASED, slot, lease <= load < size))
         if len(seen) == want:
             break
-    return Walk(None, () if passed is None else tuple(passed))
+    if passed is None:
+        return NOWHERE
+    steps = tuple(passed)
+    if not features and snap.queue_per_slot > 0.0:
+        return Walk(queue(steps, snap.queue_per_slot), steps)
+    return Walk(None, steps)
+
+
+def queue(passed: tuple[Step, ...], per_slot: float) -> Pick | None:
+    """A place in a node's queue once the walk found every node full: the first node in
+    walk order (the key's home first) whose slots are all busy and that holds fewer than
+    `per_slot` × its slots waiting, its load still under its bounded-load cap (a queue
+    never takes a node past its share); None: none.
+
+    Its wait is that of a place behind the requests already queued there: each of them,
+    and this one, waits for one of the node's slots to free, taken at the node's unloaded
+    tail (tail_ms / slots each), as the SLO the wait is held against is met or missed per
+    request.
+    """
+    for i, step in enumerate(passed):
+        full = step.slots
+        load = step.load
+        if full <= 0 or load < full or load >= step.cap or load >= full + int(per_slot * full):
+            continue
+        node = step.node
+        return Pick(node, i == 0, load, step.cap, (load - full + 1) * node.tail_ms / full)
+    return None
 
 
 def notes_of(walk: Walk, features: bool) -> list[Candidate]:
@@ -151,6 +181,8 @@ def notes_of(walk: Walk, features: bool) -> list[Candidate]:
         pick = walk.pick
         what = "features: picked by the walk over feature slots" if features \
             else "picked by bounded-load walk"
+        if pick.wait_ms > 0.0:
+            what = f"queued: every node full, waits ~{pick.wait_ms:.0f} ms for a slot"
         out.append(Candidate(pick.node.id, mode, what, pick.node.est_ms, pick.node.cost_usd,
                              load=pick.load, cap=pick.cap))
     return out

@@ -51,10 +51,13 @@ def full_option(pick: Pick, req: RouteRequest, key: str, demoted: bool) -> Optio
     if node.quality_floor != 0 or not estimate.full_quality(key, node) or \
             (demoted and req.accept_degradation):
         return None
-    full_ms = estimate.edge_ms(node, pick.load)
+    live_ms = estimate.edge_ms(node, pick.load)
+    full_ms = live_ms + pick.wait_ms
     fill = (pick.load + 1) / pick.cap if pick.cap else 1.0
     held = False
-    if full_ms > req.slo_ms:  # over its bound: held only if this key is not among those shed
+    # over its bound by the node's load: held only if this key is not among those shed
+    # (a queued request over it by its wait is not held: it would miss it)
+    if live_ms > req.slo_ms:
         held = estimate.stays(key, node, estimate.shed_fraction(
             estimate.reading_ms(node), req.slo_ms, node.base_ms, node.tail_ms))
     return Option(wire.MODE_EDGE, wire.R_AFFINITY if pick.home else wire.R_BALANCE,
@@ -75,10 +78,10 @@ def degraded_options(pick: Pick, req: RouteRequest, snap: Snapshot, key: str) ->
     out = []
     for level in QUALITY_LEVELS[max(1, node.quality_floor):]:
         factor = quality.factor(level)
-        ms = full_ms * factor
+        ms = full_ms * factor + pick.wait_ms  # a queued request waits alike at any quality
         # over its bound by the live load: held as the full rung is, by the share of keys
         # the feed's estimate sheds (the same hash), so a key does not hop between levels
-        held = ms > bound and estimate.stays(key, node, estimate.shed_fraction(
+        held = full_ms * factor > bound and estimate.stays(key, node, estimate.shed_fraction(
             estimate.reading_ms(node) * factor, bound, node.base_ms * factor,
             node.tail_ms * factor))
         out.append(Option(wire.MODE_DEGRADED, reason, ms, node.cost_usd, 0.0, node, None,

@@ -47,8 +47,9 @@ with) goes first, `keep_loose`, and only what it does not cover takes tight
 keys, `keep_share` (`by_class`). A node with one kind of request has one share.
 
 Degrading early is what keeps keys in one mode: slots are few (3 to 16), and a
-kept key's request that finds every slot it may walk to busy spills to split or
-cloud, one request at a time. So F is sized by Erlang B for the slots its keys
+kept key's request that finds every slot it may walk to busy waits in a queue
+(`router.core.pick.queue`) or, past it or past its SLO, spills to split or cloud,
+one request at a time. So F is sized by Erlang B for the slots its keys
 may walk to (`walkable`: the nodes in the ring with its residency or more and a
 model in common, each counted up to its bounded-load cap): the load at which at
 most BLOCKING of their requests find them all busy, and at most TARGET. A lone

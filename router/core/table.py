@@ -109,6 +109,7 @@ class Snapshot:
     walk_weights: tuple[float, ...] = ()
     walk_floors: tuple[int, ...] = ()
     epsilon: float = 0.25  # hashing.balance_factor
+    queue_per_slot: float = 0.0  # edge.queue_per_slot
     _classes: dict[tuple[frozenset[str], str | None], ClassEntry] = field(default_factory=dict)
     # built by prebuild() before the table is published, load group not yet registered
     _pending: dict[tuple[frozenset[str], str | None], ClassEntry] = field(default_factory=dict)
@@ -316,4 +317,5 @@ def build_table(policy: Policy, feed: FeedSnapshot | None, tracker: LoadTracker,
                     walk_features=tuple((n.feature_slot, n.feature_slots) for n in nodes),
                     walk_weights=tuple(n.weight for n in nodes),
                     walk_floors=tuple(n.min_cap for n in nodes),
-                    epsilon=policy.hashing.balance_factor)
+                    epsilon=policy.hashing.balance_factor,
+                    queue_per_slot=policy.edge.queue_per_slot)

@@ -45,13 +45,14 @@ def pool(name: str = "cloud", *, port: int = 9900, residency: Iterable[str] = ()
 
 def policy(nodes: Iterable[EdgeNode] = (), pools: Iterable[CloudPool] = (), *,
            eps: float = 0.25, slo_ms: float = 100.0, limit: float | None = None,
-           soft: float = 0.8, min_cap: float = 0.0) -> Policy:
-    """A policy from parts; `limit` sets tenant 'default''s budget."""
+           soft: float = 0.8, min_cap: float = 0.0, queue: float = 0.0) -> Policy:
+    """A policy from parts; `limit` sets tenant 'default''s budget; `queue`: the nodes'
+    `edge.queue_per_slot` (0 here, so a full edge spills, unless a test asks for a queue)."""
     tenants = {} if limit is None else {"default": TenantBudget(limit_usd=limit)}
     return Policy(version=1, refresh_seconds=30,
                   hashing=Hashing(balance_factor=eps, min_cap_fraction=min_cap),
                   slo=SloConfig(default_latency_ms=slo_ms, degraded_slack=1.5),
-                  edge=Edge(usd_per_inference=0.001, nodes=tuple(nodes)),
+                  edge=Edge(usd_per_inference=0.001, queue_per_slot=queue, nodes=tuple(nodes)),
                   cloud=Cloud(pools=tuple(pools)),
                   budgets=BudgetConfig(soft_fraction=soft, tenants=tenants)).with_digest("test")
 

@@ -1,5 +1,7 @@
 """The bounded-load walk, tuned for speed, picks exactly what the plain walk of its definition
-picks: the first node from hash(key) under its cap (ring.cap) and its slots."""
+picks: the first node from hash(key) under its cap (ring.cap) and its slots; when there is
+none, a place in the queue of the first full node still under its cap whose queue
+(edge.queue_per_slot × its slots) has room."""
 
 from __future__ import annotations
 
@@ -34,6 +36,13 @@ def reference(entry: ClassEntry, snap: Snapshot, key: str, features: bool) -> Pi
         limit = cap(total, rt.weight, entry.weight_sum, snap.policy.balance_factor, rt.min_cap)
         if load < (rt.feature_slots if features else rt.slots) and load < limit:
             return Pick(rt, len(seen) == 1, load, limit)
+    per_slot = snap.policy.edge.queue_per_slot
+    for i, owner in enumerate(seen):
+        rt = snap.nodes[owner]
+        load = snap.tracker.loads[rt.slot]
+        limit = cap(total, rt.weight, entry.weight_sum, snap.policy.balance_factor, rt.min_cap)
+        if not features and rt.slots <= load < min(limit, rt.slots + int(per_slot * rt.slots)):
+            return Pick(rt, i == 0, load, limit, (load - rt.slots + 1) * rt.tail_ms / rt.slots)
     return None
 
 
@@ -42,11 +51,12 @@ def reference(entry: ClassEntry, snap: Snapshot, key: str, features: bool) -> Pi
        slots=st.lists(st.integers(1, 6), min_size=7, max_size=7),
        loads=st.lists(st.integers(0, 7), min_size=7, max_size=7),
        eps=st.sampled_from([0.1, 0.25, 1.0]), floor=st.sampled_from([0.0, 0.5]),
-       keys=st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=6))
+       keys=st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=6),
+       queue=st.sampled_from([0.0, 0.5, 1.0]))
 def test_the_walk_picks_what_its_definition_picks(weights, slots, loads, eps, floor,  # type: ignore[no-untyped-def]
-                                                  keys) -> None:
+                                                  keys, queue) -> None:
     nodes = [node(i, weight=w, slots=slots[i]) for i, w in enumerate(weights)]
-    pol = policy(nodes, eps=eps, min_cap=floor)
+    pol = policy(nodes, eps=eps, min_cap=floor, queue=queue)
     tracker = LoadTracker()
     tab = table(pol, tracker=tracker)
     entry = tab.entry(frozenset(), None)

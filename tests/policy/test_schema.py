@@ -34,7 +34,8 @@ DOCUMENTED: list[tuple[str, Any]] = [
     ("quality.constrained_above", 0.85), ("quality.minimal_above", 0.95),
     ("quality.recover_below", 0.75),
     ("slo.default_latency_ms", 100.0), ("slo.degraded_slack", 1.5),
-    ("edge.usd_per_inference", 0.0), ("edge.tail_factor", 1.4), ("cloud.uplink_mbps", 1000.0),
+    ("edge.usd_per_inference", 0.0), ("edge.tail_factor", 1.4), ("edge.queue_per_slot", 0.0),
+    ("cloud.uplink_mbps", 1000.0),
     ("split.payload_fraction", 0.05), ("split.cloud_compute_fraction", 0.7),
     ("budgets.period", "month"), ("budgets.store", "memory"), ("budgets.soft_fraction", 0.8),
     ("budgets.hard_fraction", 1.0), ("budgets.unknown_tenant", "default"),
@@ -88,7 +89,7 @@ def test_every_key_has_a_reference_row_with_its_default() -> None:
     assert rows["edge.nodes[].feature_slots"][1] == ">= 0"
     assert rows["budgets.unknown_tenant"] == ("default", "default | refuse")
     assert rows["edge.nodes[].id"][0] == "required"
-    assert len(rows) == 62
+    assert len(rows) == 63
 
 
 def test_feature_slots_default_follows_the_node_slots() -> None:
@@ -185,6 +186,9 @@ def test_tenant_zeros_are_kept() -> None:
     pytest.param(("edge:\n", "edge:\n  tail_factor: 0.8\n"),
                  "p.yaml:3:16: edge.tail_factor: must be at least 1, got 0.8",
                  id="tail-below-the-mean"),
+    pytest.param(("edge:\n", "edge:\n  queue_per_slot: -1\n"),
+                 "p.yaml:3:19: edge.queue_per_slot: must be at least 0, got -1",
+                 id="negative-queue"),
     pytest.param(("cloud:\n", "cloud:\n  uplink_mbps: -5\n"),
                  "p.yaml:6:16: cloud.uplink_mbps: must be greater than 0, got -5",
                  id="negative-cloud-uplink"),

@@ -98,8 +98,9 @@ def test_utilization_windows_select_calm_and_saturated_traffic() -> None:
 
 def test_report_keys_agree_with_the_decisions_file(tmp_path: Path) -> None:
     out = tmp_path / "out"
+    # 60,000 requests reach 130 s, where the rate has grown enough for the shares to split
     assert main(["simulate", "--scenario", str(SCENARIOS / "camera.yaml"), "--requests",
-                 "30000", "--out", str(out)]) == 0
+                 "60000", "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     rows = [json.loads(line) for line in (out / "decisions.jsonl").read_text().splitlines()]
     n = len(rows)
