@@ -64,6 +64,15 @@ for a refresh, then be degraded at the next. So a node away, and the node at
 the first build it is back, holds the shares it had when it left and restarts
 its demand window; the first window it has spent in the ring sets them again.
 
+Quality recovers slowly. A production trace's demand swings from one window to the
+next (±15 % on fintech-trace's nodes) though the load is steady, and the full share
+follows it steeply: with `constrained` at 0.6 the share at full moves 2.5 points for
+each point of demand, so the keys at its margin would hop between full and degraded
+at every refresh. So the full share is sized for a held demand: a window's own when
+it is higher (degrading is never late), or a shock off the held one (taken at once,
+as above); a lower one moves it only RECOVER of the way down each refresh. The share
+kept on the edge at all follows each window's demand, as it costs money.
+
 Demand does not depend on the shares, so they do not oscillate: after a shock
 the first refresh sees part of a window of the new demand and the second all of
 it, so the mix settles in at most two refreshes, in one step each. F depends
@@ -84,6 +93,7 @@ TARGET = 0.75  # share of a node's slots its kept keys fill on average, degraded
 BLOCKING = 0.02  # share of kept keys' requests that may find every slot they can walk to busy
 MIN_WINDOW_S = 5.0  # a shorter window since the last reading keeps the share it had
 SHOCK = 0.25  # a window's demand this far off the last one's is a shock: new shares at once
+RECOVER = 0.5  # how far down a window's lower demand moves the full share's, each refresh
 UNIT = float(1 << 64)
 FACTOR = LATENCY_FACTOR["constrained"]  # what a degraded request costs a node, of a full one
 
@@ -91,7 +101,7 @@ FACTOR = LATENCY_FACTOR["constrained"]  # what a degraded request costs a node, 
 # those that meet it); the tracker's counts at a refresh: arrivals, rigid (cannot degrade),
 # loose (their class meets its SLO off the edge), loose and rigid; a node's shares as a
 # rebuild carries them on: its shares, the shares they move from, the counts and the time
-# they were set, the demand (req/s) then
+# they were set, the demand (req/s) held then (`holding`)
 Shares = tuple[float, float, float]
 Counts = tuple[int, int, int, int]
 Keeping = tuple[Shares, Shares, Counts, float, float]
@@ -141,7 +151,7 @@ def walkable(nodes: Sequence[tuple[frozenset[str], frozenset[str], int, float]],
             for i, (r, m, _, w) in enumerate(nodes)]
 
 
-def shares(slots: int, base_ms: float, factor: float, arrivals: int, elapsed_s: float,
+def shares(slots: int, base_ms: float, factor: float, arrivals: float, elapsed_s: float,
            previous: tuple[float, float], pooled: int = 0) -> tuple[float, float]:
     """(full, keep): the shares of a node's home keys served at full quality and on the edge
     at all (module docstring); too short a window keeps `previous`.
@@ -213,11 +223,22 @@ def keeping(count: Counts, slots: tuple[int, int], base_ms: float, before: Keepi
     arrived, rigid, loose, loose_rigid = (c - s for c, s in zip(count, seen, strict=True))
     # what the window's requests cost their node degraded, each that cannot degrade whole
     factor = FACTOR + (1.0 - FACTOR) * rigid / arrived if arrived > 0 else FACTOR
-    full, keep = shares(slots[0], base_ms, factor, arrived, elapsed, was[:2], slots[1])
+    demand = arrived / elapsed
+    held = holding(demand_before, demand)
+    full = shares(slots[0], base_ms, factor, held * elapsed, elapsed, was[:2], slots[1])[0]
+    keep = shares(slots[0], base_ms, factor, arrived, elapsed, was[:2], slots[1])[1]
     new = (full, *by_class(keep, FACTOR * (arrived - rigid) + rigid,
                            FACTOR * (loose - loose_rigid) + loose_rigid))
-    demand = arrived / elapsed
-    return new, origin(reached, new, demand_before, demand), count, now, demand
+    return new, origin(reached, new, demand_before, demand), count, now, held
+
+
+def holding(before: float, demand: float) -> float:
+    """The demand a node's full-quality share is sized for: a window's own when it is more
+    than the last one held, or a shock off it; else the held demand moves RECOVER of the
+    way down (module docstring, "Quality recovers slowly")."""
+    if before < 0.0 or demand >= before or before - demand > SHOCK * before:
+        return demand
+    return before + RECOVER * (demand - before)
 
 
 def tier(key: str, node_id: str, full: float, keep: float) -> int:

@@ -70,7 +70,7 @@ class NodeRt:
     counts_seen: Counts = (0, 0, 0, 0)  # the tracker's counts when the shares were last set
     degrading: bool = False  # some of its keys are served degraded, or are moving there
     seen_at: float = 0.0  # when the share was last set
-    demand: float = -1.0  # its home keys' arrivals per second in that window (-1: none yet)
+    demand: float = -1.0  # its home keys' arrivals per second held for it (-1: none yet)
     hold: Hold = NOTHING  # what an edge rung on it holds (its inference slot), built once
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,11 +16,13 @@ from router.core.ring import PointCache
 from router.core.shed import (
     BLOCKING,
     DEGRADE,
+    RECOVER,
     SHOCK,
     TARGET,
     by_class,
     erlang_b,
     fill,
+    holding,
     keeping,
     origin,
     shares,
@@ -174,12 +178,47 @@ def test_origin_moves_on_from_where_the_last_move_got_unless_demand_jumped() -> 
     assert origin((1.0, 1.0), (1.0, 1.0), 0.0, 0.0) == (1.0, 1.0)  # idle stays idle
 
 
+def test_the_held_demand_rises_at_once_and_falls_part_of_the_way_unless_it_drops() -> None:
+    assert holding(-1.0, 80.0) == 80.0  # the first reading
+    assert holding(100.0, 115.0) == 115.0  # more: at once
+    assert holding(100.0, 90.0) == 100.0 + RECOVER * (90.0 - 100.0)  # a tenth less
+    assert holding(100.0, 70.0) == 70.0  # 30 % less: a shock, at once
+    assert holding(0.0, 0.0) == 0.0
+
+
+def test_a_demand_that_swings_between_refreshes_moves_the_full_share_half_as_far() -> None:
+    # a production trace's windows: 20 and 23 req/s in turn, under a steady load
+    snaps = _refreshes(1, [[20.0], [23.0]] * 4)
+    high = shares(4, 60.0, 0.6, round(23.0 * WINDOW), WINDOW, (1.0, 1.0))[0]
+    held = 23.0 + RECOVER * (20.0 - 23.0)
+    mid = shares(4, 60.0, 0.6, round(held * WINDOW), WINDOW, (1.0, 1.0))[0]
+    low = shares(4, 60.0, 0.6, round(20.0 * WINDOW), WINDOW, (1.0, 1.0))[0]
+    assert high < mid < low  # the full share is degraded, and moves with demand
+    assert [s.nodes[0].full_keep for s in snaps[2:]] == [mid, high] * 3
+    # so fewer keys hop between full and degraded at each refresh than the windows say
+    hops = [sum(a != b for a, b in zip(_modes(x), _modes(y), strict=True))
+            for x, y in itertools.pairwise(snaps[2:])]
+    assert max(hops) < len(KEYS) * (low - high)
+
+
 @SETTINGS
 @given(before=st.floats(0.0, 300.0), after=st.floats(0.0, 300.0))
-def test_after_a_shock_the_shares_settle_in_one_step(before: float, after: float) -> None:
+def test_after_a_change_the_shares_settle_in_one_step_but_quality_recovers_by_halves(
+        before: float, after: float) -> None:
     snaps = _refreshes(1, [[before], [before], [after], [after], [after]])
+    got = [(s.nodes[0].full_keep, s.nodes[0].keep_share) for s in snaps[2:]]
     steady = shares(4, 60.0, 0.6, round(after * WINDOW), WINDOW, (1.0, 1.0))
-    assert [(s.nodes[0].full_keep, s.nodes[0].keep_share) for s in snaps[2:]] == [steady] * 3
+    assert [keep for _, keep in got] == [steady[1]] * 3  # kept on the edge: in one step
+    b, a = round(before * WINDOW) / WINDOW, round(after * WINDOW) / WINDOW
+    if a >= b or _shock(before, after):  # more demand, or a shock: full quality in one step
+        assert [full for full, _ in got] == [steady[0]] * 3
+        return
+    held, want = b, []  # a little less demand: the full share's moves halfway each refresh
+    for _ in range(3):
+        held = holding(held, a)
+        want.append(shares(4, 60.0, 0.6, held * WINDOW, WINDOW, (1.0, 1.0))[0])
+    assert [full for full, _ in got] == want
+    assert all(x <= y for x, y in itertools.pairwise([*want, steady[0]]))  # toward steady
 
 
 @pytest.mark.parametrize("away", [1, 3])
