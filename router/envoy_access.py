@@ -49,3 +49,27 @@ def access_log(path: str) -> list[dict[str, Any]]:
         "path": path,
         "log_format": {"json_format": FIELDS,
                        "json_format_options": {"sort_properties": False}}}}]
+
+
+# Passive health (router.core.outliers): Envoy streams the entry of every request that
+# failed (a 5xx, its own for an upstream that refused, reset or timed out, or the upstream's)
+# to the router's access log service, which counts it against the edge node the router
+# named. Only failures travel: a request that succeeds costs Envoy nothing here.
+FAILURE_LOG = "hybrid-router-failures"
+FAILED_FROM = 500
+
+
+def failure_log(cluster: str) -> dict[str, Any]:
+    """The connection manager's gRPC access log of failed requests, to the router's
+    `cluster` (`router.server.accesslog`)."""
+    return {"name": "envoy.access_loggers.http_grpc",
+            "filter": {"status_code_filter": {"comparison": {
+                "op": "GE", "value": {"default_value": FAILED_FROM,
+                                      "runtime_key": "hybrid_router.failed_from"}}}},
+            "typed_config": {
+                "@type": _T + "envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
+                "common_config": {
+                    "log_name": FAILURE_LOG, "transport_api_version": "V3",
+                    "grpc_service": {"envoy_grpc": {"cluster_name": cluster}},
+                    "buffer_flush_interval": "0.1s"},
+                "additional_request_headers_to_log": [wire.H_NODE, wire.H_MODE]}}

@@ -151,8 +151,9 @@ def build(policy: Policy, *, mode: str, listen: str, router: str, admin: str,
     responses carry the decision's x-route-* headers (`--static` only)."""
     opts = xds.Options(upstream_timeout_s=upstream_timeout_s, xds=not static, echo=echo)
     hcm = _hcm(mode, message_timeout_ms, request_timeout_s, max_request_bytes)
+    hcm["access_log"] = [envoy_access.failure_log(ROUTER_CLUSTER)]
     if access_log != "off":
-        hcm["access_log"] = envoy_access.access_log(access_log)
+        hcm["access_log"] += envoy_access.access_log(access_log)
     clusters: list[dict[str, Any]] = [router_cluster(router, link.max_streams, link.workers)]
     if auth is not None:
         envoy_auth.apply(hcm, clusters, auth)

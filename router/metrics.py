@@ -57,6 +57,12 @@ class RouterMetrics:
                                         "How late the event loop woke a task sleeping "
                                         f"{LOOP_LAG_INTERVAL_S:g} s", buckets=LOOP_LAG_BUCKETS,
                                         registry=r)
+        self.edge_failures = Counter("router_edge_failures_total",
+                                     "Edge requests Envoy reported failed (a 5xx, or its own 503 "
+                                     "or 504 for the node), by node", ["node"], registry=r)
+        self.edge_ejections = Counter("router_edge_ejections_total",
+                                      "Times a node was taken out of the ring for failing "
+                                      "(outliers)", ["node"], registry=r)
         self.store_errors = Counter("router_store_errors_total",
                                     "Budget store calls that failed (retried off the request "
                                     "path)", ["store"], registry=r)

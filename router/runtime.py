@@ -34,6 +34,7 @@ from router.core.budget import BudgetLedger, account_of
 from router.core.decision import Decision, Preview, Routed, refusal
 from router.core.feedsnapshot import FeedSnapshot
 from router.core.loads import LoadTracker
+from router.core.outliers import Outliers
 from router.core.plan import Plan, plan_whole
 from router.core.policy import Policy
 from router.core.request import RouteRequest, TagError
@@ -77,6 +78,7 @@ class Runtime:
         self.cache = PointCache()
         self.ledger = ledger if ledger is not None else BudgetLedger()
         self.snapshot = build_table(policy, None, self.tracker, self.cache, now=clock())
+        self.outliers = Outliers()
         self.rebuilds = 0
         self._listeners: list[CommitListener] = []
         self._tags = TagMemo(policy.defaults, policy.slo.default_latency_ms)
@@ -113,7 +115,8 @@ class Runtime:
         current = self.snapshot
         snap = build_table(policy if policy is not None else current.policy,
                            feed if feed is not None else current.feed,
-                           self.tracker, self.cache, now=now, previous=current)
+                           self.tracker, self.cache, now=now, previous=current,
+                           ejected=self.outliers.ejected())
         snap.prebuild(current.class_keys()[:WARM_CLASSES])
         then = (listener(snap) for listener in self._listeners)
         return Prepared(snap, tuple(t for t in then if t is not None))
@@ -147,13 +150,31 @@ class Runtime:
 
     def tick(self, now: float) -> Intake | None:
         """A rebuild when the feed in force crossed `stale_after_seconds` since its table was
-        built (its nodes weighted down, or back); None: nothing to do."""
+        built (its nodes weighted down, or back), or a node was taken out of the ring for
+        failing or its time out has passed (`failed`); None: nothing to do. Call it on the
+        routing thread."""
         current = self.snapshot
+        outliers = self.outliers
+        outliers.expire(now)
+        if outliers.ejected() != current.ejected:
+            outliers.forget(frozenset(spec.id for spec in current.policy.nodes))
+        if outliers.ejected() != current.ejected:
+            return Intake(None, True)
         feed = current.feed
         if feed is None:
             return None
         stale = feed.age(now) > current.policy.feed.stale_after_seconds
         return Intake(None, True) if stale != current.stale else None
+
+    def failed(self, node_id: str, now: float) -> bool:
+        """A request that ended on edge node `node_id` failed (an upstream failure or a 5xx
+        Envoy reported); True: it took the node out of the ring, and `tick` now asks for
+        the rebuild that homes its keys elsewhere (call it on the routing thread)."""
+        policy = self.snapshot.policy
+        if not any(spec.id == node_id for spec in policy.nodes):
+            return False  # a node a policy reload removed since
+        ended = self.tracker.ended[self.tracker.slot(node_id)]
+        return self.outliers.failed(node_id, ended, len(policy.nodes), policy.outliers, now)
 
     def merge_bills(self, intake: Intake) -> None:
         """Merge the bills an offered feed carries into the ledger."""

@@ -123,6 +123,9 @@ class Baseline:
             ring = self._rings[ck] = EnvoyRing(nodes, weights, round(100 * (1 + self.eps)))
         return ring
 
+    def failed(self, choice: Choice, now: float) -> None:
+        """A baseline keeps no health of its own: its nodes stay where the feed puts them."""
+
     def done(self, choice: Choice) -> None:
         """Track in flight (least-loaded, p2c and Envoy's bounded load read it)."""
         if choice.node is not None:

@@ -121,6 +121,13 @@ class Gateways:
             g, token = choice.token
             self.routers[g].done(choice._replace(token=token))
 
+    def failed(self, choice: Choice, now: float) -> None:
+        """A failure reaches the gateway that routed the request (each Envoy logs to its
+        own router)."""
+        if isinstance(choice.token, tuple):
+            g, token = choice.token
+            self.routers[g].failed(choice._replace(token=token), now)
+
     def sync(self, now: float) -> None:
         """Each live gateway's lease sync, in order (as their keepers' calls reach the store)."""
         self.next_sync = now + self.sync_s

@@ -9,6 +9,7 @@ resumes `wait_s` later on its own clock, as the server awaits the keeper.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import NamedTuple, Protocol, cast
@@ -25,6 +26,7 @@ from router.core.ring import cap
 from router.runtime import Runtime
 from simulator.scenario import TrafficClass
 
+EDGE_MODES = (wire.MODE_EDGE, wire.MODE_DEGRADED)
 EPOCH = 1_790_000_000.0  # simulated t=0 (2026-09-21T00:00Z): budgets roll over in UTC periods
 
 
@@ -69,6 +71,10 @@ class Router(Protocol):
     def done(self, choice: Choice) -> None:
         """The request ended."""
 
+    def failed(self, choice: Choice, now: float) -> None:
+        """The request, ended (`done`), failed upstream: its node or pool answered nothing
+        or an error, as Envoy's access log reports it."""
+
     def set_limit(self, tenant: str, limit: float) -> None:
         """A budget change event."""
 
@@ -85,6 +91,7 @@ class Adaptive:
         self.name = name
         self.runtime = Runtime(policy, ledger, clock=lambda: EPOCH)
         self.control = RequestControl(self.runtime, max_open=max_open)
+        self._back_at = math.inf  # simulated time the first node out for failing comes back
         # The same request value for the same class, key and size: building one is most of
         # the cost of a request outside the core, and the core never keeps or changes it.
         self._requests: dict[tuple[int, str, int], RouteRequest] = {}
@@ -95,10 +102,12 @@ class Adaptive:
         rt.apply(rt.offer(feed, EPOCH + now), EPOCH + now)
 
     def tick(self, now: float) -> None:
-        """The server's refresher tick: a rebuild once the feed in force has gone stale."""
+        """The server's refresher tick: a rebuild once the feed in force has gone stale, or
+        a node was taken out of the ring for failing or is back."""
         intake = self.runtime.tick(EPOCH + now)
         if intake is not None:
             self.runtime.apply(intake, EPOCH + now)
+        self._back_at = self.runtime.outliers.next_back() - EPOCH
 
     def route(self, cls: TrafficClass, key: str, now: float, payload_bytes: int) -> Choice:
         """One decision through the shared plan and admission."""
@@ -113,6 +122,8 @@ class Adaptive:
 
     def decide(self, req: RouteRequest, now: float) -> Choice:
         """One request opens and is decided as the server decides it."""
+        if now >= self._back_at:  # the server's refresher ticks every second; here, exactly
+            self.tick(now)
         self.control.begin()
         return self._decide(req, True, now)
 
@@ -131,6 +142,14 @@ class Adaptive:
         """Release slots and settle the budget."""
         if isinstance(choice.token, Routed):
             self.control.end(choice.token)
+
+    def failed(self, choice: Choice, now: float) -> None:
+        """Passive health, as the server hears Envoy's access log: an edge request that
+        failed counts against its node, and a node it takes out of the ring is out from
+        the next request on (the server rebuilds at once, off the request path)."""
+        if choice.mode in EDGE_MODES and choice.node is not None and \
+                self.runtime.failed(choice.node, EPOCH + now):
+            self.tick(now)
 
     def set_limit(self, tenant: str, limit: float) -> None:
         """A budget event: the policy in force, with this tenant's limit changed."""

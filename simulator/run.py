@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from router.core.policy import Policy
-from simulator.lifecycle import EVENT, REFRESH, SAMPLE, Lifecycle
+from simulator.lifecycle import EVENT, LOST, REFRESH, SAMPLE, TIMED_OUT, Lifecycle
 from simulator.routers import EPOCH, WAIT, Choice, Router, resume
 from simulator.scenario import Scenario
 from simulator.traffic import draw
@@ -105,7 +105,7 @@ def simulate(scenario: Scenario, policy: Policy, router: Router, *,
     router.refresh(world.feed(EPOCH), 0.0)
     choices: list[Choice | None] = [None] * len(tl)
     waited: dict[int, float] = {}  # rows that waited, and how long (ms)
-    world.on_done = partial(_done, out.latency_ms, out.warm, choices, router.done, waited)
+    world.on_done = partial(_done, out.latency_ms, out.warm, choices, router, world, waited)
     collecting = gc.isenabled()
     # A request's objects form no reference cycles, but the cyclic collector still walks the
     # growing result columns again and again: off for the run, it costs a tenth of the time.
@@ -123,14 +123,21 @@ def simulate(scenario: Scenario, policy: Policy, router: Router, *,
     return out
 
 
+UPSTREAM_FAILED = (LOST, TIMED_OUT)  # a 502 or 504 from upstream; a client giving up is not
+
+
 def _done(latency: list[float], warm: list[bool | None], choices: list[Choice | None],
-          done: Any, waited: dict[int, float], row: int, ms: float,
-          was_warm: bool | None, _status: int) -> None:
+          router: Router, world: World, waited: dict[int, float], row: int, ms: float,
+          was_warm: bool | None, status: int) -> None:
     latency[row] = ms + waited.pop(row, 0.0) if waited else ms
     warm[row] = was_warm
     choice = choices[row]
     choices[row] = None
-    done(choice)
+    if choice is None:
+        return
+    router.done(choice)
+    if status in UPSTREAM_FAILED:  # as Envoy's access log reports it to the server
+        router.failed(choice, world.now)
 
 
 def _loop(world: World, scenario: Scenario, policy: Policy, router: Router, out: Result,

@@ -169,6 +169,9 @@ class SeedCostAware:
         cost = edge_cost(node, self.policy)
         return Choice(mode, node.id, None, quality, cost, 0.0, node is home, None)
 
+    def failed(self, choice: Choice, now: float) -> None:
+        """The seed keeps no health of its own: its nodes stay where the feed puts them."""
+
     def done(self, choice: Choice) -> None:
         """Track in flight per node (inference and feature slots apart)."""
         if choice.pool is not None:

@@ -12,7 +12,8 @@ limits it), set by the capacity keeper's thread, and `blocked`, how many
 requests admission saw the walk pass it for want of lease since the keeper last
 looked (with what is in flight, this router's demand for it). `arrivals` counts,
 per node, the requests whose key's home it was (`router.core.shed` turns the
-count between two refreshes into the shares of keys the node keeps).
+count between two refreshes into the shares of keys the node keeps); `ended`, the
+requests that ended on each slot (`router.core.outliers` weighs failures against it).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class LoadTracker:
         self.held: list[int] = []
         self.blocked: list[int] = []
         self.arrivals: list[int] = []
+        self.ended: list[int] = []
         # of those: the requests that cannot degrade; the requests whose class meets its SLO off
         # the edge (router.core.shed sheds those first), and of them those that cannot degrade
         self.rigid: list[int] = []
@@ -56,6 +58,7 @@ class LoadTracker:
             self.held.append(self.default_held)
             self.blocked.append(0)
             self.arrivals.append(0)
+            self.ended.append(0)
             self.rigid.append(0)
             self.loose.append(0)
             self.loose_rigid.append(0)
@@ -112,6 +115,7 @@ class LoadTracker:
         if self.loads[slot] <= 0:
             raise RuntimeError(f"release of {self.names[slot]} with nothing in flight")
         self.loads[slot] -= 1
+        self.ended[slot] += 1
         totals = self.group_totals
         for gid in self._node_groups[slot]:
             totals[gid] -= 1

@@ -76,6 +76,24 @@ class Hashing(Schema):
         description="utilization floor: a cap is never below this fraction of slots")
 
 
+class OutlierConfig(Schema):
+    """Passive health: edge nodes whose requests fail are taken out of the ring (`outliers`)."""
+
+    failures: Int = Field(
+        default=5, ge=0,
+        description="failed requests on a node within `interval_s` that take it out (0: never)")
+    failure_fraction: Fraction = Field(
+        default=0.5,
+        description="and at least this share of the requests that ended on it in that time")
+    interval_s: Num = Field(default=10.0, gt=0, description="the window failures are counted in")
+    eject_s: Num = Field(
+        default=30.0, gt=0,
+        description="how long a node stays out; doubled for each time in a row, up to max_eject_s")
+    max_eject_s: Num = Field(default=300.0, gt=0, description="the longest a node stays out")
+    max_ejected_fraction: Fraction = Field(
+        default=0.5, description="never more than this share of the edge nodes out at once")
+
+
 class SloConfig(Schema):
     """Latency objective defaults (`slo`)."""
 
@@ -256,6 +274,7 @@ class Policy(Schema):
     quality: Annotated[QualityConfig, Sect] = _section(QualityConfig)
     slo: Annotated[SloConfig, Sect] = _section(SloConfig)
     edge: Annotated[Edge, Sect] = _section(Edge)
+    outliers: Annotated[OutlierConfig, Sect] = _section(OutlierConfig)
     cloud: Annotated[Cloud, Sect] = _section(Cloud)
     split: Annotated[SplitConfig, Sect] = _section(SplitConfig)
     budgets: Annotated[BudgetConfig, Sect] = _section(BudgetConfig)

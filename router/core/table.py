@@ -110,6 +110,7 @@ class Snapshot:
     walk_floors: tuple[int, ...] = ()
     epsilon: float = 0.25  # hashing.balance_factor
     queue_per_slot: float = 0.0  # edge.queue_per_slot
+    ejected: frozenset[str] = frozenset()  # out of the ring for failing (router.core.outliers)
     _classes: dict[tuple[frozenset[str], str | None], ClassEntry] = field(default_factory=dict)
     # built by prebuild() before the table is published, load group not yet registered
     _pending: dict[tuple[frozenset[str], str | None], ClassEntry] = field(default_factory=dict)
@@ -198,13 +199,13 @@ def node_ineligible(node: NodeRt, residency: frozenset[str], model: str | None) 
 
 
 def _reading(spec: EdgeNode, feed: FeedSnapshot | None, policy: Policy,
-             stale: bool) -> tuple[NodeState, float]:
+             stale: bool, ejected: bool = False) -> tuple[NodeState, float]:
     """What the feed says of a node (a default reading when it says nothing), and its
-    weight on the ring: policy weight x compute score x health."""
+    weight on the ring: policy weight x compute score x health (0 while `ejected`)."""
     state = feed.nodes.get(spec.id) if feed is not None else None
     if state is None:
         state = NodeState(healthy=feed is None or policy.feed.missing_node == "keep")
-    health = 1.0 if state.healthy else 0.0
+    health = 1.0 if state.healthy and not ejected else 0.0
     if stale and feed is not None:
         health *= policy.feed.stale_weight
     return state, spec.weight * state.compute_score * health
@@ -282,16 +283,18 @@ def _unchanged(previous: NodeRt | None, idx: int, spec: EdgeNode, state: NodeSta
 
 
 def build_table(policy: Policy, feed: FeedSnapshot | None, tracker: LoadTracker,
-                cache: PointCache, *, now: float, previous: Snapshot | None = None) -> Snapshot:
+                cache: PointCache, *, now: float, previous: Snapshot | None = None,
+                ejected: frozenset[str] = frozenset()) -> Snapshot:
     """Compile `policy` and `feed` into a snapshot (pure but for slot allocation).
 
     `previous`, the snapshot this one replaces, carries the quality floors and
-    full-quality shares that hysteresis and gradual leaving need.
+    full-quality shares that hysteresis and gradual leaving need; `ejected`: nodes out of
+    the ring for failing (`router.core.outliers`), weighted 0 whatever the feed says.
     """
     stale = feed is None or feed.age(now) > policy.feed.stale_after_seconds
     before = {n.id: n for n in previous.nodes} if previous is not None else {}
     fresh = previous is None or previous.feed is not feed  # a new reading moves full_share
-    read = [_reading(spec, feed, policy, stale) for spec in policy.nodes]
+    read = [_reading(spec, feed, policy, stale, spec.id in ejected) for spec in policy.nodes]
     rooms = walkable([(spec.residency, frozenset(spec.models),
                        min(_slots(spec, state), tracker.held[tracker.slot(spec.id)]), weight)
                       for spec, (state, weight) in zip(policy.nodes, read, strict=True)],
@@ -318,4 +321,5 @@ def build_table(policy: Policy, feed: FeedSnapshot | None, tracker: LoadTracker,
                     walk_weights=tuple(n.weight for n in nodes),
                     walk_floors=tuple(n.min_cap for n in nodes),
                     epsilon=policy.hashing.balance_factor,
-                    queue_per_slot=policy.edge.queue_per_slot)
+                    queue_per_slot=policy.edge.queue_per_slot,
+                    ejected=ejected & {spec.id for spec in policy.nodes})

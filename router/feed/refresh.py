@@ -59,6 +59,10 @@ class Refresher(Swapper):
         """Documents a watched source pushed."""
         return self.follow.pushes
 
+    def wake(self) -> None:
+        """Look at the runtime now rather than at the next tick (a node was taken out)."""
+        self._wake.set()
+
     def request_reload(self) -> None:
         """Re-read the policy file now (wire SIGHUP here)."""
         self.reloader.request()

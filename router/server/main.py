@@ -53,15 +53,18 @@ class _Parts:
     metrics_address: str = "off"
     xds_server: Any = None  # ADS on its own address (`--xds`), else on `server`
     xds_address: str = "shared"  # as bound, like `grpc_address`
+    failures: Any = None  # Envoy's access log of failed requests (passive health)
 
 
 def _build(args: argparse.Namespace, runtime: Runtime, metrics: RouterMetrics, keeper: Any,
            index: int, workers: int) -> _Parts:
     """The gRPC server with ext_proc, ADS and health on it, and the optional request log."""
     import grpc
+    from envoy.service.accesslog.v3 import als_pb2_grpc
     from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
     from grpc_health.v1 import health, health_pb2_grpc
 
+    from router.server.accesslog import FailureLog
     from router.server.servicer import Processor
     from router.xds.acks import AckBook
     from router.xds.resources import Options as XdsOptions
@@ -87,6 +90,8 @@ def _build(args: argparse.Namespace, runtime: Runtime, metrics: RouterMetrics, k
                           budget_wait=keeper.wait_topup, request_log=request_log,
                           envoys=ads.acks.view)
     pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)
+    failures = FailureLog(runtime, _failure_counter(metrics))
+    als_pb2_grpc.add_AccessLogServiceServicer_to_server(failures, server)
     xds_server, xds_address = None, args.xds
     if args.xds == "shared":
         ads.add_to(server)
@@ -99,7 +104,16 @@ def _build(args: argparse.Namespace, runtime: Runtime, metrics: RouterMetrics, k
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     bound = _bound(args.grpc, server.add_insecure_port(args.grpc))
     return _Parts(server, processor, ads, health_servicer, request_log, bound,
-                  xds_server=xds_server, xds_address=xds_address)
+                  xds_server=xds_server, xds_address=xds_address, failures=failures)
+
+
+def _failure_counter(metrics: RouterMetrics) -> Any:
+    """What the access log service counts per failure: the node's failures and ejections."""
+    def count(node: str, ejected: bool) -> None:
+        metrics.edge_failures.labels(node).inc()
+        if ejected:
+            metrics.edge_ejections.labels(node).inc()
+    return count
 
 
 def _bound(address: str, port: int) -> str:
@@ -173,6 +187,7 @@ async def _run_until_stopped(args: argparse.Namespace, runtime: Runtime,
         from router.feed.refresh import Refresher
 
         refresher = Refresher(runtime, args.policy, metrics)
+        parts.failures.wake = refresher.wake  # an ejection rebuilds the table at once
         tasks.append(asyncio.create_task(refresher.run()))
     except ImportError:
         log.warning("feed refresh unavailable; serving the policy without a feed")

@@ -35,6 +35,9 @@ DOCUMENTED: list[tuple[str, Any]] = [
     ("quality.recover_below", 0.75),
     ("slo.default_latency_ms", 100.0), ("slo.degraded_slack", 1.5),
     ("edge.usd_per_inference", 0.0), ("edge.tail_factor", 1.4), ("edge.queue_per_slot", 0.0),
+    ("outliers.failures", 5), ("outliers.failure_fraction", 0.5),
+    ("outliers.interval_s", 10.0), ("outliers.eject_s", 30.0), ("outliers.max_eject_s", 300.0),
+    ("outliers.max_ejected_fraction", 0.5),
     ("cloud.uplink_mbps", 1000.0),
     ("split.payload_fraction", 0.05), ("split.cloud_compute_fraction", 0.7),
     ("budgets.period", "month"), ("budgets.store", "memory"), ("budgets.soft_fraction", 0.8),
@@ -89,7 +92,7 @@ def test_every_key_has_a_reference_row_with_its_default() -> None:
     assert rows["edge.nodes[].feature_slots"][1] == ">= 0"
     assert rows["budgets.unknown_tenant"] == ("default", "default | refuse")
     assert rows["edge.nodes[].id"][0] == "required"
-    assert len(rows) == 63
+    assert len(rows) == 69
 
 
 def test_feature_slots_default_follows_the_node_slots() -> None:
@@ -189,6 +192,9 @@ def test_tenant_zeros_are_kept() -> None:
     pytest.param(("edge:\n", "edge:\n  queue_per_slot: -1\n"),
                  "p.yaml:3:19: edge.queue_per_slot: must be at least 0, got -1",
                  id="negative-queue"),
+    pytest.param(("edge:\n", "outliers: {failure_fraction: 2}\nedge:\n"),
+                 "p.yaml:2:30: outliers.failure_fraction: must be at most 1, got 2",
+                 id="outlier-fraction-over-one"),
     pytest.param(("cloud:\n", "cloud:\n  uplink_mbps: -5\n"),
                  "p.yaml:6:16: cloud.uplink_mbps: must be greater than 0, got -5",
                  id="negative-cloud-uplink"),
