@@ -158,7 +158,8 @@ class Snapshot:
         members: list[int] = []
         excluded: list[tuple[str, str]] = []
         for node in self.nodes:
-            why = node_ineligible(node, residency, model)
+            why = "out of the ring: its requests fail (outliers)" if node.id in self.ejected \
+                else node_ineligible(node, residency, model)
             if why:
                 excluded.append((node.id, why))
             else:

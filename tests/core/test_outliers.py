@@ -98,6 +98,8 @@ def test_a_node_out_of_the_ring_gets_no_keys_until_it_is_back() -> None:
     assert intake is not None and intake.rebuild
     rt.apply(intake, NOW + 5)
     assert rt.snapshot.ejected == {dead}
+    assert (dead, "out of the ring: its requests fail (outliers)") in \
+        rt.snapshot.entry(frozenset(), None).excluded  # what explain says of it
     moved = {k: where(k, NOW + 5) for k in homes}
     assert dead not in moved.values()
     # only its keys moved
