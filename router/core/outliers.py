@@ -17,9 +17,11 @@ counts every end, so a failure's share needs no report of the successes):
 - it stays out `eject_s`, doubled for each ejection in a row (ejected again within
   `max_eject_s` of coming back), at most `max_eject_s`; then it is back in the ring, and
   a new feed reading cannot bring it back sooner, as a feed can be older than the failures;
-- never more than `max_ejected_fraction` of the edge nodes are out at once: a failure of
+- never more than `max_ejected_fraction` of the nodes with any one residency tag of the
+  failing node (of all nodes, for a node with none) are out at once, as Envoy bounds its
+  ejections per cluster and the generated config has a cluster per residency: a failure of
   every node (a bad model push, the gateway's own uplink) is not fixed by emptying the ring,
-  and the requests must still go somewhere; past it, a failing node stays in.
+  and a residency's requests must still have somewhere to go; past it, a failing node stays in.
 
 State changes only when a failure is reported (`failed`) or time passes (`expire`), each
 saying whether the set of ejected nodes changed: the runtime rebuilds its table then (the
@@ -31,6 +33,7 @@ that answers every request with an error is as lost to its keys as one that is d
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from router.core.policy import OutlierConfig
 
@@ -61,10 +64,12 @@ class Outliers:
         """When `node` is back in the ring (None: it is not out)."""
         return self._out.get(node)
 
-    def failed(self, node: str, ended: int, nodes: int, cfg: OutlierConfig, now: float) -> bool:
+    def failed(self, node: str, ended: int, peers: Sequence[frozenset[str]],
+               cfg: OutlierConfig, now: float) -> bool:
         """A request on edge node `node` failed at `now`, `ended` the requests that have ended
-        on it so far (that one included), `nodes` the policy's edge nodes; True: this failure
-        took the node out of the ring."""
+        on it so far (that one included), `peers` the nodes sharing each of its residency
+        tags (all nodes, for a node with none); True: this failure took the node out of the
+        ring."""
         if cfg.failures <= 0 or node in self._out:
             return False
         start, before, count = self._windows.get(node, (now, ended - 1, 0))
@@ -74,7 +79,8 @@ class Outliers:
         self._windows[node] = (start, before, count)
         if count < cfg.failures or count < cfg.failure_fraction * max(ended - before, count):
             return False
-        if len(self._out) + 1 > cfg.max_ejected_fraction * nodes:
+        if any(len(group & self._out.keys()) + 1 > cfg.max_ejected_fraction * len(group)
+               for group in peers):
             self.held_in += 1
             return False
         row, back = self._streak.get(node, (0, -math.inf))

@@ -91,7 +91,8 @@ class OutlierConfig(Schema):
         description="how long a node stays out; doubled for each time in a row, up to max_eject_s")
     max_eject_s: Num = Field(default=300.0, gt=0, description="the longest a node stays out")
     max_ejected_fraction: Fraction = Field(
-        default=0.5, description="never more than this share of the edge nodes out at once")
+        default=0.5,
+        description="never more than this share of the nodes with a residency tag out at once")
 
 
 class SloConfig(Schema):

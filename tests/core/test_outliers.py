@@ -12,12 +12,15 @@ from .factory import NOW, node, policy, pool, request
 CFG = OutlierConfig()  # 5 failures within 10 s, half the node's ends; out 30 s, at most 300
 
 
+FLEET = [frozenset("abcd")]  # four nodes, none with a residency tag
+
+
 def _fail(o: Outliers, node_id: str, times: list[float], ended: int = 0,
-          nodes: int = 4, cfg: OutlierConfig = CFG) -> list[bool]:
+          peers: list[frozenset[str]] = FLEET, cfg: OutlierConfig = CFG) -> list[bool]:
     """Report a failure at each of `times`, the node's ends growing with them."""
     out = []
     for i, t in enumerate(times):
-        out.append(o.failed(node_id, ended + i + 1, nodes, cfg, t))
+        out.append(o.failed(node_id, ended + i + 1, peers, cfg, t))
     return out
 
 
@@ -39,7 +42,7 @@ def test_failures_spread_over_windows_longer_than_the_interval_do_not() -> None:
 def test_a_busy_node_whose_failures_are_a_small_share_of_its_requests_stays_in() -> None:
     o = Outliers()
     # 5 failures among 100 ends in the window: 5 %, under failure_fraction 0.5
-    got = [o.failed("a", ended, 4, CFG, t) for ended, t in
+    got = [o.failed("a", ended, FLEET, CFG, t) for ended, t in
            [(20, 0.0), (40, 1.0), (60, 2.0), (80, 3.0), (100, 4.0)]]
     assert got == [False] * 5
     # every request failing: out at the fifth
@@ -66,8 +69,20 @@ def test_each_ejection_in_a_row_doubles_the_time_out_up_to_max_eject_s() -> None
 def test_never_more_than_max_ejected_fraction_of_the_nodes_out_at_once() -> None:
     o = Outliers()
     for name in "abcd":
-        _fail(o, name, [0.0, 1.0, 2.0, 3.0, 4.0], nodes=4)
+        _fail(o, name, [0.0, 1.0, 2.0, 3.0, 4.0])
     assert o.ejected() == {"a", "b"} and o.held_in == 2  # half of 4 nodes
+
+
+def test_a_residency_keeps_half_its_nodes_however_many_the_fleet_has() -> None:
+    # eu-1, eu-2 (GDPR) and us-1..us-4 (CCPA): half of six nodes would be both GDPR ones
+    o = Outliers()
+    gdpr, ccpa = frozenset({"eu-1", "eu-2"}), frozenset({"us-1", "us-2", "us-3", "us-4"})
+    for name in sorted(gdpr):
+        _fail(o, name, [0.0, 1.0, 2.0, 3.0, 4.0], peers=[gdpr])
+    assert o.ejected() == {"eu-1"}  # eu-2 stays: GDPR requests still have an edge node
+    for name in sorted(ccpa):
+        _fail(o, name, [0.0, 1.0, 2.0, 3.0, 4.0], peers=[ccpa])
+    assert o.ejected() == {"eu-1", "us-1", "us-2"}
 
 
 def test_failures_zero_turns_it_off() -> None:
