@@ -302,7 +302,35 @@ fintech-trace 0.102 → 0.097 (94.3 → 94.0 %), spot-spike 0.043 → 0.041 with
 partition unchanged. The twin holds every edge estimate to at least the node's unloaded tail
 (`edge.tail_factor`, 1.4 × `base_latency_ms`): SLO 98.0 → 99.1 %; of its 43 misses, 22 are
 requests sent to rtx-a between its loss at 25 s and the next feed, which no estimate can avoid.
-The missed affinity rows and flap rates are open work (issue #18)."""
+What still flapped in fintech was traced the same way: 0.033 of its card-auth pairs went from
+`edge-degraded` to `split` and 0.033 back, on the same home node, every one because every slot the
+request could walk to was busy at its instant (all four GDPR nodes full, the throttled one at its
+cap); split and cloud miss card-auth's 75 ms anyway. With `edge.queue_per_slot` (off by default, 1
+in the shipped fintech, camera, spot-spike and partition policies) such a request waits in a node's
+queue, its home first, within the node's cap and with the wait in its estimate (each place one
+slot's turn at the node's unloaded tail), so a wait that misses the SLO still spills. Before →
+after: fintech 0.095 → 0.023 (SLO 82.0 → 84.8 %), fintech-trace 0.097 → 0.057 (94.0 → 96.9 %, $0.91
+→ $0.46), spot-spike 0.041 → 0.012 (95.2 → 96.8 %), partition 0.018 → 0.002 (93.7 → 94.5 %), camera
+0.011 → 0.007 (these in a run with the queue on for every policy). What was left in fintech-trace
+crossed refreshes: its full-quality share follows each window's demand, which the Azure trace
+swings by ±15 % under a steady load, at 2.5 points of share per point of demand. The full share is
+now sized for a held demand (a window's own when higher or a shock off it, else halfway down to
+it), while the share kept on the edge follows each window: fintech-trace 0.057 → 0.041 with it and
+passive health (this table), mode flap 0.090 → 0.073. Passive health (section 5 of
+docs/reference.md: Envoy's access log service reports failed requests, and a node with five in 10 s
+leaves the ring) takes the twin's lost rtx-a out 2.0 s after its loss instead of at the next feed:
+requests sent to it before that feed 21 → 10, SLO 99.1 → 99.2 % (43 → 37 misses; cloud-only 100 %).
+It moves camera's reaction to the loss of cam-c2 a refresh earlier, and with it the reaction's
+second step (the shed keys' splits fill their sites' uplinks, split p50 110 → 151 ms, and the next
+feed's uplink reading sends them to the cloud, where their 1.5 MB frames queue behind the gateway
+site's 50 Mbps uplink to their deadline): that step now falls in windows counted as steady (10 s
+after 380 s: split 0.35 → 0.02, cloud 0 → 0.12), where before it fell in the window of the node's
+return at 410 s. Camera's mode flap is 0.332 against 0.15: the staircase the goal asks to remove,
+which before hid behind the next event; the split estimate does not yet count the uplink the
+router's own splits will take, nor the cloud estimate the gateway's measured uplink. Camera with
+the queue and the held demand but no passive health: SLO 98.3 %, total $1.25, mode flap 0.115; with
+it 98.0 %, $1.46, 0.332. Open work (issue #18): camera's mode flap, the affinity rows, and the
+twin's SLO under cloud-only."""
 
 FLOORS_NOTE = """
 
