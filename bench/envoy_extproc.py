@@ -459,7 +459,7 @@ ext_proc process trees over the wrk run.
 Reading it: (c)→(d) is what the routing itself costs over the Python gRPC floor (goal: (d) keeps ≥
 0.9x of (c)); (h2)→(h8) is what the route headers beyond the two Envoy routes on cost Envoy (set on
 the request, five of them echoed on the response); the open-loop columns are the latency a request
-pays at a moderate rate (goal: (d) adds < 1 ms p50 and < 3 ms p99 over (a)). `--workers 2` runs two
+pays at a moderate rate (goal: (d) adds < 1 ms p50 and < 2 ms p99 over (a)). `--workers 2` runs two
 router processes on one port (SO_REUSEPORT). The workers lease node slots and pool caps from a
 host-local file the parent creates (docs/operations.md, "Many routers, one fleet"): max-min fair by
 demand, no static split, so one Envoy connection's worker can use the whole edge. A per-process
