@@ -86,7 +86,8 @@ class Outliers:
         row, back = self._streak.get(node, (0, -math.inf))
         row = row + 1 if now - back <= cfg.max_eject_s else 1
         self._streak[node] = (row, back)
-        self._out[node] = now + min(cfg.eject_s * 2.0 ** (row - 1), cfg.max_eject_s)
+        # the exponent bounded: a node failing for days must not overflow the float
+        self._out[node] = now + min(cfg.eject_s * 2.0 ** min(row - 1, 64), cfg.max_eject_s)
         del self._windows[node]
         self.ejections += 1
         return True

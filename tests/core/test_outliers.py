@@ -60,6 +60,12 @@ def test_each_ejection_in_a_row_doubles_the_time_out_up_to_max_eject_s() -> None
         o.expire(until)
         t = until + 1.0  # fails again a second after it is back
     assert outs == [30.0, 60.0, 120.0, 240.0, 300.0, 300.0]
+    for _ in range(1100):  # days of failing in a row: still max_eject_s, no overflow
+        _fail(o, "a", [t + i for i in range(5)])
+        until = o.until("a")
+        assert until is not None and until - (t + 4) == CFG.max_eject_s
+        o.expire(until)
+        t = until + 1.0
     # back for longer than max_eject_s without failing: the next one is eject_s again
     t += CFG.max_eject_s + 1.0
     _fail(o, "a", [t + i for i in range(5)])
