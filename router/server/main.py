@@ -58,7 +58,8 @@ class _Parts:
 
 def _build(args: argparse.Namespace, runtime: Runtime, metrics: RouterMetrics, keeper: Any,
            index: int, workers: int) -> _Parts:
-    """The gRPC server with ext_proc, ADS and health on it, and the optional request log."""
+    """The gRPC server with ext_proc, ADS, the access log service (failed requests: passive
+    health) and health on it, and the optional request log."""
     import grpc
     from envoy.service.accesslog.v3 import als_pb2_grpc
     from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
