@@ -327,10 +327,12 @@ site's 50 Mbps uplink to their deadline): that step now falls in windows counted
 after 380 s: split 0.35 → 0.02, cloud 0 → 0.12), where before it fell in the window of the node's
 return at 410 s. Camera's mode flap is 0.332 against 0.15: the staircase the goal asks to remove,
 which before hid behind the next event; the split estimate does not yet count the uplink the
-router's own splits will take, nor the cloud estimate the gateway's measured uplink. Camera with
-the queue and the held demand but no passive health: SLO 98.3 %, total $1.25, mode flap 0.115; with
-it 98.0 %, $1.46, 0.332. Open work (issue #18): camera's mode flap, the affinity rows, and the
-twin's SLO under cloud-only."""
+router's own splits will take, and the cloud estimate prices one frame over the gateway's 50 Mbps
+(`cloud.uplink_mbps`), not the frames already queued on it: with nothing off the edge meeting the
+SLO, the shed keys take the pool before a split by design. Camera with the queue and the held
+demand but no passive health: SLO 98.3 %, total $1.25, mode flap 0.115; with it 98.0 %, $1.46,
+0.332. Open work (issue #18): camera's mode flap, the affinity rows, and the twin's SLO under
+cloud-only."""
 
 FLOORS_NOTE = """
 
