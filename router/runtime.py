@@ -171,13 +171,16 @@ class Runtime:
         Envoy reported); True: it took the node out of the ring, and `tick` now asks for
         the rebuild that homes its keys elsewhere (call it on the routing thread)."""
         policy = self.snapshot.policy
-        spec = next((n for n in policy.nodes if n.id == node_id), None)
+        spec = policy.node(node_id)
         if spec is None:
             return False  # a node a policy reload removed since
         ended = self.tracker.ended[self.tracker.slot(node_id)]
-        # the nodes that share each of its residency tags (all, for a node with none)
-        peers = [frozenset(n.id for n in policy.nodes if tag in n.residency)
-                 for tag in spec.residency] or [frozenset(n.id for n in policy.nodes)]
+
+        def peers() -> list[frozenset[str]]:
+            """The nodes that share each of its residency tags (all, for a node with none)."""
+            return [frozenset(n.id for n in policy.nodes if tag in n.residency)
+                    for tag in spec.residency] or [frozenset(n.id for n in policy.nodes)]
+
         return self.outliers.failed(node_id, ended, peers, policy.outliers, now)
 
     def merge_bills(self, intake: Intake) -> None:

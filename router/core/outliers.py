@@ -33,7 +33,7 @@ that answers every request with an error is as lost to its keys as one that is d
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from router.core.policy import OutlierConfig
 
@@ -64,12 +64,12 @@ class Outliers:
         """When `node` is back in the ring (None: it is not out)."""
         return self._out.get(node)
 
-    def failed(self, node: str, ended: int, peers: Sequence[frozenset[str]],
+    def failed(self, node: str, ended: int, peers: Callable[[], Sequence[frozenset[str]]],
                cfg: OutlierConfig, now: float) -> bool:
         """A request on edge node `node` failed at `now`, `ended` the requests that have ended
-        on it so far (that one included), `peers` the nodes sharing each of its residency
-        tags (all nodes, for a node with none); True: this failure took the node out of the
-        ring."""
+        on it so far (that one included), `peers()` the nodes sharing each of its residency
+        tags (all nodes, for a node with none; asked only once the failures would take it
+        out); True: this failure took the node out of the ring."""
         if cfg.failures <= 0 or node in self._out:
             return False
         start, before, count = self._windows.get(node, (now, ended - 1, 0))
@@ -80,7 +80,7 @@ class Outliers:
         if count < cfg.failures or count < cfg.failure_fraction * max(ended - before, count):
             return False
         if any(len(group & self._out.keys()) + 1 > cfg.max_ejected_fraction * len(group)
-               for group in peers):
+               for group in peers()):
             self.held_in += 1
             return False
         row, back = self._streak.get(node, (0, -math.inf))

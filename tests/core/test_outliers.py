@@ -20,7 +20,7 @@ def _fail(o: Outliers, node_id: str, times: list[float], ended: int = 0,
     """Report a failure at each of `times`, the node's ends growing with them."""
     out = []
     for i, t in enumerate(times):
-        out.append(o.failed(node_id, ended + i + 1, peers, cfg, t))
+        out.append(o.failed(node_id, ended + i + 1, lambda: peers, cfg, t))
     return out
 
 
@@ -42,7 +42,7 @@ def test_failures_spread_over_windows_longer_than_the_interval_do_not() -> None:
 def test_a_busy_node_whose_failures_are_a_small_share_of_its_requests_stays_in() -> None:
     o = Outliers()
     # 5 failures among 100 ends in the window: 5 %, under failure_fraction 0.5
-    got = [o.failed("a", ended, FLEET, CFG, t) for ended, t in
+    got = [o.failed("a", ended, lambda: FLEET, CFG, t) for ended, t in
            [(20, 0.0), (40, 1.0), (60, 2.0), (80, 3.0), (100, 4.0)]]
     assert got == [False] * 5
     # every request failing: out at the fifth
