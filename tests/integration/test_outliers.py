@@ -40,8 +40,22 @@ def _send(stack: Stack, key: str, **hooks: str) -> tuple[int, str]:
         return err.code, ""
 
 
+def _home(stack: Stack, key: str) -> str:
+    """The node that serves `key` at its home: a request the walk sent on (`balance`: the
+    previous request's stream had not ended yet, so the home was at its cap of 1) is sent
+    again."""
+    req = urllib.request.Request(stack.url + "/infer", headers={
+        "x-affinity-key": key, "x-affinity-residency": "CCPA"})
+    for _ in range(20):
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            if resp.headers.get("x-route-reason") != "balance":
+                return resp.headers.get("x-served-by", "")
+        time.sleep(0.05)
+    raise AssertionError(f"{key} never reached its home")
+
+
 def _served(stack: Stack, keys: list[str]) -> dict[str, str]:
-    return {k: _send(stack, k)[1] for k in keys}
+    return {k: _home(stack, k) for k in keys}
 
 
 def _until(what: object, timeout: float) -> bool:
