@@ -49,6 +49,7 @@ MODE_DEGRADED = "edge-degraded"
 MODE_SPLIT = "split"
 MODE_CLOUD = "cloud"
 MODES = (MODE_EDGE, MODE_DEGRADED, MODE_SPLIT, MODE_CLOUD)
+EDGE_MODES = (MODE_EDGE, MODE_DEGRADED)  # the modes an edge node infers, holding its slot
 MODE_REFUSED = "refused"
 
 # Reason codes (x-route-reason and router_decisions_total{reason}).

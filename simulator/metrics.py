@@ -16,11 +16,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from router import wire
 from simulator.run import SAMPLE_S, Result
 
 WINDOW_S = SAMPLE_S
 MIN_WINDOW = 50  # fewer requests in a window: its mode mix is too noisy to compare
-EDGE = ("edge", "edge-degraded")
+EDGE = wire.EDGE_MODES
 
 
 def window_of(t: Sequence[float], width: float = WINDOW_S) -> np.ndarray:

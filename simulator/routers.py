@@ -26,7 +26,6 @@ from router.core.ring import cap
 from router.runtime import Runtime
 from simulator.scenario import TrafficClass
 
-EDGE_MODES = (wire.MODE_EDGE, wire.MODE_DEGRADED)
 EPOCH = 1_790_000_000.0  # simulated t=0 (2026-09-21T00:00Z): budgets roll over in UTC periods
 
 
@@ -147,7 +146,7 @@ class Adaptive:
         """Passive health, as the server hears Envoy's access log: an edge request that
         failed counts against its node, and a node it takes out of the ring is out from
         the next request on (the server rebuilds at once, off the request path)."""
-        if choice.mode in EDGE_MODES and choice.node is not None and \
+        if choice.mode in wire.EDGE_MODES and choice.node is not None and \
                 self.runtime.failed(choice.node, EPOCH + now):
             self.tick(now)
 

@@ -26,7 +26,6 @@ from router.envoy_access import FAILED_FROM
 from router.runtime import Runtime
 
 log = logging.getLogger("hybrid_router.server")
-EDGE_MODES = frozenset({wire.MODE_EDGE, wire.MODE_DEGRADED})
 
 
 def _nothing() -> None:
@@ -64,7 +63,7 @@ class FailureLog(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
                 continue
             headers = entry.request.request_headers
             node, mode = headers.get(wire.H_NODE), headers.get(wire.H_MODE)
-            if not node or mode not in EDGE_MODES:
+            if not node or mode not in wire.EDGE_MODES:
                 continue
             counted += 1
             ejected = self.runtime.failed(node, now)

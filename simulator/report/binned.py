@@ -17,10 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from router import wire
 from simulator.run import Result
 
 CLOUDY = ("cloud", "split")
-EDGE_MODES = ("edge", "edge-degraded")  # modes that hold an inference slot on an edge node
+EDGE_MODES = wire.EDGE_MODES  # modes that hold an inference slot on an edge node
 # (a split holds one of the node's feature slots instead, counted apart)
 # Quantile levels at which a CDF is drawn: even steps, denser in the tail where SLOs live.
 LEVELS = np.unique(np.concatenate([np.linspace(0.001, 0.99, 300), np.linspace(0.99, 1.0, 101)]))
