@@ -116,8 +116,10 @@ def _admitted(p: Plan, opt: Option, held: Reservation | None) -> Routed:
     if pool is None:  # an edge rung holds the node's inference slot and no budget
         assert node is not None and held is None
         hold = node.hold  # built with the table: nothing to build per request
-    elif node is None:
-        hold = Hold((pool.slot,), held, pool)
+    elif node is None:  # the whole payload crosses the gateway's uplink
+        nbytes = p.request.payload_bytes
+        hold = Hold((pool.slot,), held, pool, nbytes)
+        p.snapshot.tracker.uplink_bytes += nbytes
     else:  # a split holds a feature slot on the node, not an inference slot
         hold = Hold((node.feature_slot, pool.slot), held, pool)
     take = p.snapshot.tracker.acquire
@@ -188,6 +190,8 @@ def finish(routed: Routed, tracker: LoadTracker, ledger: BudgetLedger,
     release = tracker.release
     for slot in hold.slots:
         release(slot)
+    if hold.nbytes:
+        tracker.uplink_bytes -= hold.nbytes
     if hold.reservation is not None:
         if failed and not bills_failed(hold):
             actual_usd = 0.0

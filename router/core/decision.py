@@ -107,6 +107,7 @@ class Hold(NamedTuple):
     slots: tuple[int, ...] = ()  # load-tracker slots: the node's (inference or feature), the pool's
     reservation: Reservation | None = None  # the budget held for its cloud part
     pool: PoolRt | None = None  # the pool that bills it (cloud, split): whether it bills a failure
+    nbytes: int = 0  # a cloud request's whole payload: on the gateway's uplink while in flight
 
 
 NOTHING = Hold()  # a refusal's: nothing held

@@ -7,8 +7,9 @@
   with every request admitted or ended instead of jumping at the next feed —
   and never below the node's unloaded tail, base × `edge.tail_factor`;
 - cloud: the pool's round trip + the payload over the gateway site's uplink
-  (`cloud.uplink_mbps`) + the pool's compute; cost = price × compute + egress
-  × payload;
+  (`cloud.uplink_mbps`), behind the whole payloads of this router's cloud requests
+  in flight (they share it; counted as if all still crossing it) + the pool's
+  compute; cost = price × compute + egress × payload;
 - split: the node's feature extraction + the features (payload ×
   `split.payload_fraction`) over the node's site uplink + the pool's round
   trip + `split.cloud_compute_fraction` × its compute; cost = the edge cost +
@@ -61,9 +62,11 @@ def reading_ms(node: NodeRt) -> float:
     return max(node.est_ms, node.tail_ms)
 
 
-def cloud(pool: PoolRt, payload: int, uplink_mbps: float) -> tuple[float, float]:
-    """(latency ms, cost USD) of the whole request in `pool`."""
-    return (pool.est_ms + transfer_ms(payload, uplink_mbps),
+def cloud(pool: PoolRt, payload: int, uplink_mbps: float, queued: int = 0
+          ) -> tuple[float, float]:
+    """(latency ms, cost USD) of the whole request in `pool`, its payload behind `queued`
+    bytes on the gateway's uplink."""
+    return (pool.est_ms + transfer_ms(payload + queued, uplink_mbps),
             pool.compute_usd + pool.egress_usd_per_byte * payload)
 
 

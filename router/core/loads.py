@@ -14,6 +14,8 @@ looked (with what is in flight, this router's demand for it). `arrivals` counts,
 per node, the requests whose key's home it was (`router.core.shed` turns the
 count between two refreshes into the shares of keys the node keeps); `ended`, the
 requests that ended on each slot (`router.core.outliers` weighs failures against it).
+`uplink_bytes` is the whole payloads of this router's cloud requests in flight: each crosses
+the gateway's uplink, so a new one waits behind them (`router.core.estimate.cloud`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class LoadTracker:
         self.loose: list[int] = []
         self.loose_rigid: list[int] = []
         self.default_held = UNLEASED  # `held` of a slot allocated from now on
+        self.uplink_bytes = 0  # whole payloads of cloud requests in flight (the gateway's uplink)
 
     def slot(self, name: str) -> int:
         """The slot of target `name`, allocated on first use."""

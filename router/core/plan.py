@@ -189,7 +189,7 @@ def _rank(start: Start, snap: Snapshot, budget: BudgetView, now: float) -> Plan:
     if shed == SHED_ANYWAY:  # off the edge, though it misses the SLO; the edge as a fallback
         within, beyond, dropped = _sort(off_edge, snap, req.slo_ms, max_cost)
         within += _steady_first(_best_effort(beyond, budget, snap.policy.budgets, account,
-                                             now))
+                                             now), req.slo_ms)
         off_edge = []
     kept, beyond, more = _sort(off_edge + ladder if shed else ladder + off_edge, snap,
                                req.slo_ms, max_cost)
@@ -251,11 +251,17 @@ def explained(p: Plan) -> list[Candidate]:
     return out
 
 
-def _steady_first(ranked: list[Option]) -> list[Option]:
-    """A shed key's rungs off the edge, all missing its SLO: a pool before a split, whose
-    free feature slot comes and goes (so the key would hop between them); as they are when
-    the budget ranks them (over the soft budget, pure cloud last)."""
-    if any(o.reason == wire.R_BUDGET_SOFT for o in ranked):
+def _steady_first(ranked: list[Option], slo: float) -> list[Option]:
+    """A shed key's rungs off the edge, all missing its SLO, fastest first: a pool before a
+    split, whose free feature slot comes and goes (so the key would hop between them),
+    unless the split is faster by more than the SLO (the pool's gateway queue costs more
+    than a hop); as they are when the budget ranks them (over the soft budget, pure cloud
+    last)."""
+    if not ranked or ranked[0].mode != wire.MODE_SPLIT or \
+            any(o.reason == wire.R_BUDGET_SOFT for o in ranked):
+        return ranked
+    pool_ms = min((o.est_ms for o in ranked if o.mode == wire.MODE_CLOUD), default=INF)
+    if ranked[0].est_ms + slo < pool_ms:
         return ranked
     return sorted(ranked, key=lambda o: o.mode == wire.MODE_SPLIT)
 

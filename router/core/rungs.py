@@ -106,15 +106,17 @@ def cloud_options(entry: ClassEntry, req: RouteRequest, snap: Snapshot, key: str
                 ms, usd, cloud_usd = estimate.split(pick.node, pool, payload, snap.policy.split)
                 out.append(Option(wire.MODE_SPLIT, edge_why, ms, usd, cloud_usd, pick.node,
                                   pool, None, pick.home, fill))
+    queued = snap.tracker.uplink_bytes
     for pool in entry.pools:
-        ms, usd = estimate.cloud(pool, payload, snap.cloud_uplink_mbps)
+        ms, usd = estimate.cloud(pool, payload, snap.cloud_uplink_mbps, queued)
         out.append(Option(wire.MODE_CLOUD, edge_why, ms, usd, usd, None, pool, None))
     return out, walk
 
 
 def off_edge_meets(entry: ClassEntry, req: RouteRequest, home: NodeRt, snap: Snapshot) -> bool:
     """Whether a rung off the edge could meet the request's SLO by its estimate, whether or
-    not it has room now (a split estimated on the key's home node)."""
+    not it has room now (a split estimated on the key's home node, the cloud on an idle
+    gateway uplink: what its class can have, not what this instant offers)."""
     payload = req.payload_bytes
     for pool in entry.pools:
         if estimate.cloud(pool, payload, snap.cloud_uplink_mbps)[0] <= req.slo_ms or (

@@ -290,6 +290,35 @@ def test_a_shed_key_takes_the_pool_before_a_split_that_comes_and_goes() -> None:
     assert ranked[0] == "cloud" and ranked.index("split") < ranked.index("edge-degraded")
 
 
+def test_a_shed_key_takes_a_split_when_the_gateway_queue_makes_the_pool_slower_by_its_slo(
+) -> None:
+    # whole payloads in flight share the gateway's uplink (1000 Mbps): forty of 1 MB put 320 ms
+    # in front of the next one, more than the 300 ms SLO over the split's estimate; the shed
+    # key's splits no longer lose to a pool it would queue for, and win back when they end
+    snap = _refreshes(1, [[200.0], [200.0]], cloud_ms=400.0)[-1]
+    node0, now = snap.nodes[0], snap.built_at + WINDOW
+    shed = [k for k in KEYS if tier(k, node0.id, 0.0, node0.keep_share) == 2]
+    led = ledger(snap.policy)
+
+    def ranked() -> list[tuple[str, float]]:
+        return [(o.mode, o.est_ms) for o in plan(request(shed[0], slo=300.0), snap, led,
+                                                 now=now).options]
+
+    idle = ranked()
+    assert idle[0][0] == "cloud"
+    whole = [decide(request(k, slo=300.0, degrade=False, payload=1_000_000), snap, led, now=now)
+             for k in shed[1:41]]  # they cannot degrade, so no split: all to the pool
+    assert {r.decision.mode for r in whole} == {"cloud"}
+    assert snap.tracker.uplink_bytes == 40_000_000
+    queued = ranked()
+    assert queued[0][0] == "split"
+    cloud_ms = dict(idle)["cloud"]
+    assert dict(queued)["cloud"] == pytest.approx(cloud_ms + 40_000_000 * 8 / 1e6)
+    for i, routed in enumerate(whole):  # however they end
+        finish(routed, snap.tracker, led, failed=i % 2 == 0)
+    assert snap.tracker.uplink_bytes == 0 and ranked() == idle
+
+
 def _home_of(rate: float, n: int) -> Snapshot:
     """n 4-slot nodes at 60 ms after one window in which node 0 was the home of `rate` req/s."""
     return _refreshes(n, [[rate] + [0.0] * (n - 1)])[0]
