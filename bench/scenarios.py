@@ -325,14 +325,25 @@ second step (the shed keys' splits fill their sites' uplinks, split p50 110 → 
 feed's uplink reading sends them to the cloud, where their 1.5 MB frames queue behind the gateway
 site's 50 Mbps uplink to their deadline): that step now falls in windows counted as steady (10 s
 after 380 s: split 0.35 → 0.02, cloud 0 → 0.12), where before it fell in the window of the node's
-return at 410 s. Camera's mode flap is 0.332 against 0.15: the staircase the goal asks to remove,
-which before hid behind the next event; the split estimate does not yet count the uplink the
-router's own splits will take, and the cloud estimate prices one frame over the gateway's 50 Mbps
-(`cloud.uplink_mbps`), not the frames already queued on it: with nothing off the edge meeting the
-SLO, the shed keys take the pool before a split by design. Camera with the queue and the held
-demand but no passive health: SLO 98.3 %, total $1.25, mode flap 0.115; with it 98.0 %, $1.46,
-0.332. Open work (issue #18): camera's mode flap, the affinity rows, and the twin's SLO under
-cloud-only."""
+return at 410 s. That second step was a trap: with their split over the SLO by the feed's uplink
+reading, the shed keys took the pool before a split, and their 1.5 MB frames queued behind the
+gateway's 50 Mbps uplink (`cloud.uplink_mbps`) to their deadline; the gateway is at site B, so
+those frames lowered site B's own uplink reading and sent more of its keys the same way (0.03-0.04
+of camera's requests still went to the pool a minute after cam-c2 was back). The cloud estimate now
+counts the whole payloads of the router's own cloud requests in flight ahead of a new one on the
+gateway's uplink, and a shed key whose pool is slower than its split by more than its SLO takes the
+split (docs/reference.md, "Estimates" and "Keys keep their mode"): camera's mode flap 0.332 →
+0.062, SLO 98.0 → 99.5 %, total $1.46 → $0.90, its requests in the pool 0.017 → 0.000; the other
+scenarios moved by at most 0.1 SLO points and 0.002 of flap (fintech-trace's affinity 0.801 → 0.799
+below 60 % busy, now under its 0.8 line: it sits on it). Open work (issue #18): the affinity rows,
+and the twin's SLO under cloud-only. Of the twin's 37 misses, 10 are requests sent to rtx-a before
+five of them had failed (passive health's signal), and 27 are keys cold on an L4 or Orin whose
+other slot was busy: the node's contention makes a cold request slower than the unloaded tail the
+estimate's floor covers and than the feed's p95, which is mostly of warm keys. An estimate that
+knows which keys a node has warm took the 27 to 8 in a trial, but it made a key's rung depend on
+the instant's cache, and fintech-trace's mode flap rose from 0.073 to 0.141 and black-friday's from
+0.021 to 0.086: not taken."""
+
 
 FLOORS_NOTE = """
 
