@@ -252,11 +252,11 @@ def explained(p: Plan) -> list[Candidate]:
 
 
 def _steady_first(ranked: list[Option], slo: float) -> list[Option]:
-    """A shed key's rungs off the edge, all missing its SLO, fastest first: a pool before a
-    split, whose free feature slot comes and goes (so the key would hop between them),
-    unless the split is faster by more than the SLO (the pool's gateway queue costs more
-    than a hop); as they are when the budget ranks them (over the soft budget, pure cloud
-    last)."""
+    """A shed key's rungs off the edge, all missing its SLO and ranked fastest first: a pool
+    goes before a split, whose free feature slot comes and goes (so the key would hop
+    between them), unless the split is faster by more than the SLO (the pool's gateway
+    queue costs more than a hop); as they are when the budget ranks them (over the soft
+    budget, pure cloud last)."""
     if not ranked or ranked[0].mode != wire.MODE_SPLIT or \
             any(o.reason == wire.R_BUDGET_SOFT for o in ranked):
         return ranked
