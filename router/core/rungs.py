@@ -78,14 +78,15 @@ def degraded_options(pick: Pick, req: RouteRequest, snap: Snapshot, key: str) ->
     out = []
     for level in QUALITY_LEVELS[max(1, node.quality_floor):]:
         factor = quality.factor(level)
-        ms = full_ms * factor + pick.wait_ms  # a queued request waits alike at any quality
+        live_ms = full_ms * factor
         # over its bound by the live load: held as the full rung is, by the share of keys
         # the feed's estimate sheds (the same hash), so a key does not hop between levels
-        held = full_ms * factor > bound and estimate.stays(key, node, estimate.shed_fraction(
+        held = live_ms > bound and estimate.stays(key, node, estimate.shed_fraction(
             estimate.reading_ms(node) * factor, bound, node.base_ms * factor,
             node.tail_ms * factor))
-        out.append(Option(wire.MODE_DEGRADED, reason, ms, node.cost_usd, 0.0, node, None,
-                          level, pick.home, fill, held))
+        # a queued request waits alike at any quality
+        out.append(Option(wire.MODE_DEGRADED, reason, live_ms + pick.wait_ms, node.cost_usd,
+                          0.0, node, None, level, pick.home, fill, held))
     return out
 
 
