@@ -84,6 +84,16 @@ def warm(scenario: Scenario, span: float) -> Scenario | None:
         "events": tuple(e.model_copy(update={"at_s": e.at_s + pre}) for e in scenario.events)})
 
 
+def counterpart(scenario: Scenario, at: float, span: float) -> tuple[Scenario, int] | None:
+    """The run a shock at `at` is judged against, and how many refreshes of it come before
+    the scenario's own start (`shocks`); None: none, the run's own mix is judged."""
+    if at == 0:
+        early = warm(scenario, span)
+        return None if early is None else (early, PRE)
+    return scenario.model_copy(
+        update={"events": tuple(e for e in scenario.events if e.at_s < at)}), 0
+
+
 def shocks(scenario: Scenario, policy: Policy) -> list[tuple[float, int, float, int]]:
     """Per shock: (its time, refreshes to settle, the largest step, steps judged).
 
@@ -104,21 +114,14 @@ def shocks(scenario: Scenario, policy: Policy) -> list[tuple[float, int, float, 
         # the last window before the next shock's (or the run's last whole window)
         last = int(times[i] // span) - 1 if i < len(times) else windows - 2
         series, runs = shares(counts), 1
-        early = warm(scenario, span) if at == 0 else None
-        if early is not None:
-            ahead, _ = mode_mix(simulate(early, policy, Adaptive(policy)), span, modes=modes,
-                                windows=windows + PRE)
-            ahead = ahead[PRE:]
-            ours = np.pad(counts, ((0, 0), (0, ahead.shape[1] - counts.shape[1])))
-            series, runs = shares(ours) - shares(ahead), 2
-        elif at > 0:
-            before = scenario.model_copy(
-                update={"events": tuple(e for e in scenario.events if e.at_s < at)})
-            without, _ = mode_mix(simulate(before, policy, Adaptive(policy)), span,
-                                  modes=modes, windows=windows)
-            # modes only the run without the event took are columns past the run's own
-            ours = np.pad(counts, ((0, 0), (0, without.shape[1] - counts.shape[1])))
-            series, runs = shares(ours) - shares(without), 2
+        other = counterpart(scenario, at, span)
+        if other is not None:
+            run, skip = other
+            mix, _ = mode_mix(simulate(run, policy, Adaptive(policy)), span, modes=modes,
+                              windows=windows + skip)
+            # modes only the counterpart took are columns past the run's own
+            ours = np.pad(counts, ((0, 0), (0, mix.shape[1] - counts.shape[1])))
+            series, runs = shares(ours) - shares(mix[skip:]), 2
         out.append((at, *settle(series, counts, first, last, runs)))
     return out
 
