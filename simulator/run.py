@@ -17,7 +17,7 @@ from router.core.policy import Policy
 from simulator.lifecycle import EVENT, LOST, REFRESH, SAMPLE, TIMED_OUT, Lifecycle
 from simulator.routers import EPOCH, WAIT, Choice, Router, resume
 from simulator.scenario import Scenario
-from simulator.traffic import draw
+from simulator.traffic import Arrivals, draw
 from simulator.world import World
 
 SAMPLE_S = 10.0  # utilization and caps are sampled this often (the report's steady windows)
@@ -84,11 +84,17 @@ def _prefill(out: Result, scenario: Scenario, times: np.ndarray, cls_idx: np.nda
 
 
 def simulate(scenario: Scenario, policy: Policy, router: Router, *,
-             requests: int | None = None, progress: bool = False) -> Result:
-    """Run the scenario through `router`; same scenario and seed, same result."""
+             requests: int | None = None, progress: bool = False,
+             arrivals: Arrivals | None = None) -> Result:
+    """Run the scenario through `router`; same scenario and seed, same result.
+
+    `arrivals`: run these instead of drawing the scenario's own (`draw` with the
+    scenario's seed draws what a run would), e.g. the same requests after a warm-up;
+    `requests` does not cut them.
+    """
     wall = time.perf_counter()
-    rng = np.random.default_rng(scenario.seed)
-    drawn = draw(scenario, rng, requests)
+    drawn = arrivals if arrivals is not None else \
+        draw(scenario, np.random.default_rng(scenario.seed), requests)
     times, cls_idx, key_idx = drawn.times, drawn.cls, drawn.keys
     world = World(policy, np.random.default_rng(scenario.seed + 1), scenario.world)
     if drawn.demand is not None:

@@ -18,6 +18,7 @@ from simulator.report import summarize
 from simulator.routers import Adaptive
 from simulator.run import simulate
 from simulator.scenario import WorldConfig, load_scenario, parse_scenario
+from simulator.traffic import Arrivals, draw
 from simulator.world import World
 from tests.core.factory import policy as make_policy
 
@@ -69,6 +70,21 @@ def test_same_seed_same_result() -> None:
     a.pop("wall_seconds")
     b.pop("wall_seconds")
     assert a == b
+
+
+def test_a_run_of_given_arrivals_routes_exactly_those() -> None:
+    scenario, policy, drawn_run = run("camera.yaml", 6000)
+    arrivals = draw(scenario, np.random.default_rng(scenario.seed), 6000)
+    given = simulate(scenario, policy, Adaptive(policy), arrivals=arrivals)
+    # the scenario's own arrivals, given: the run it would have made
+    for column in ("t", "key", "cls", "mode", "node", "quality", "latency_ms"):
+        assert getattr(given, column) == getattr(drawn_run, column), column
+    # the same requests a minute later, every other one: those rows, at those times
+    later = Arrivals(arrivals.times[::2] + 60.0, arrivals.cls[::2], arrivals.keys[::2])
+    moved = simulate(scenario, policy, Adaptive(policy), arrivals=later)
+    assert moved.t == (arrivals.times[::2] + 60.0).tolist()
+    assert moved.key == drawn_run.key[::2] and moved.cls == drawn_run.cls[::2]
+    assert all(m for m in moved.mode)  # every one decided
 
 
 def test_same_seed_same_result_for_the_world_model_and_seeded_baselines() -> None:
