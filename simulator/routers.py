@@ -17,13 +17,14 @@ from typing import NamedTuple, Protocol, cast
 from router import wire
 from router.control import MAX_OPEN, RequestControl
 from router.core.budget import BudgetLedger
-from router.core.decision import Routed
+from router.core.decision import Hold, Routed
 from router.core.feedsnapshot import FeedSnapshot
 from router.core.policy import CloudPool, EdgeNode, Policy, TenantBudget
 from router.core.pools import marginal_usd_per_hour
 from router.core.request import RouteRequest
 from router.core.ring import cap
 from router.runtime import Runtime
+from simulator.fastpath import FastPath
 from simulator.scenario import TrafficClass
 
 EPOCH = 1_790_000_000.0  # simulated t=0 (2026-09-21T00:00Z): budgets roll over in UTC periods
@@ -85,8 +86,11 @@ class Adaptive:
     """hybrid-router's own core through the same `Runtime` facade the server uses."""
 
     def __init__(self, policy: Policy, name: str = "hybrid-router", *,
-                 ledger: BudgetLedger | None = None, max_open: int = MAX_OPEN) -> None:
-        """Compile the policy with no feed yet; `max_open` as `serve --max-streams`."""
+                 ledger: BudgetLedger | None = None, max_open: int = MAX_OPEN,
+                 fast: bool = True) -> None:
+        """Compile the policy with no feed yet; `max_open` as `serve --max-streams`;
+        `fast`: `route` decides a request the edge keeps on the fast path
+        (`simulator.fastpath`), as the core alone would."""
         self.name = name
         self.runtime = Runtime(policy, ledger, clock=lambda: EPOCH)
         self.control = RequestControl(self.runtime, max_open=max_open)
@@ -94,6 +98,8 @@ class Adaptive:
         # The same request value for the same class, key and size: building one is most of
         # the cost of a request outside the core, and the core never keeps or changes it.
         self._requests: dict[tuple[int, str, int], RouteRequest] = {}
+        # the common request decided as the core would, without its whole path (`fast`)
+        self.fast: FastPath | None = FastPath(self.runtime, self.control) if fast else None
 
     def refresh(self, feed: FeedSnapshot, now: float) -> None:
         """Offer the feed and do what the runtime asks, as the server's refresher does."""
@@ -117,7 +123,20 @@ class Adaptive:
                 key=key, tenant=cls.tenant, residency=cls.residency, slo_ms=cls.slo_ms,
                 model=cls.model, accept_degradation=cls.degrade, max_cost_usd=cls.max_cost_usd,
                 payload_bytes=payload_bytes)
-        return self.decide(req, now)
+        fast = self.fast
+        if fast is None:
+            return self.decide(req, now)
+        if now >= self._back_at:
+            self.tick(now)
+        self.control.begin()
+        opt = fast.decide(req, (ck[0], payload_bytes), EPOCH + now)
+        if opt is None:
+            return self._decide(req, True, now)
+        node = opt.node
+        assert node is not None
+        # as `choice_of` answers for the core's route; the node's hold is the token
+        return Choice(opt.mode, node.id, None, opt.quality, opt.cost_usd, 0.0, opt.home,
+                      opt.fill, node.hold)
 
     def decide(self, req: RouteRequest, now: float) -> Choice:
         """One request opens and is decided as the server decides it."""
@@ -139,8 +158,11 @@ class Adaptive:
 
     def done(self, choice: Choice) -> None:
         """Release slots and settle the budget."""
-        if isinstance(choice.token, Routed):
-            self.control.end(choice.token)
+        token = choice.token
+        if isinstance(token, Routed):
+            self.control.end(token)
+        elif isinstance(token, Hold) and self.fast is not None:
+            self.fast.done(token)
 
     def failed(self, choice: Choice, now: float) -> None:
         """Passive health, as the server hears Envoy's access log: an edge request that

@@ -75,7 +75,7 @@ class Plan(NamedTuple):
 Drop = tuple["Option", str, float]
 
 
-def _tier(key: str, home: NodeRt, now: float, span: float, loose: bool) -> int:
+def home_tier(key: str, home: NodeRt, now: float, span: float, loose: bool) -> int:
     """The key's tier at its home now, the home's shares moving since its last refresh
     (`loose`: its class meets its SLO off the edge, so it is among the keys shed first)."""
     since = home.seen_at
@@ -157,7 +157,7 @@ def _start(req: RouteRequest, snap: Snapshot, now: float) -> Plan | Start:
     # keys, as only there are keys shed (those first) and is this demand counted apart
     loose = home is not None and bool(entry.pools) and home.degrading and \
         off_edge_meets(entry, req, home, snap)
-    level = _tier(key, home, now, snap.policy.refresh_seconds, loose) \
+    level = home_tier(key, home, now, snap.policy.refresh_seconds, loose) \
         if home is not None else 0
     shed = KEPT
     if level == 2 and entry.pools and home is not None:

@@ -1,0 +1,160 @@
+"""The simulator's fast path (simulator/fastpath.py) decides every request as the core does.
+
+Each test runs the same scenario twice, once with every request decided by the core
+(`Adaptive(fast=False)`) and once with the fast path on, and finds the runs identical:
+every request's mode, node, quality, latency and cost, the time series, and the load
+tracker's counts the shares are set from. The world runs the choices it is given, so one
+request decided otherwise would change the rows after it. The scenarios are shipped ones
+with their events moved into the first minutes, so that a throttled node, a lost node and
+its return, a spot price spike, a preemption and a budget cut fall within the requests run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from router.policy.loader import load_policy
+from simulator.gateways import Gateways
+from simulator.routers import Adaptive, Router
+from simulator.run import Result, simulate
+from simulator.scenario import Scenario, load_scenario, parse_scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = ROOT / "simulator" / "scenarios"
+COLUMNS = ("t", "key", "cls", "tenant", "mode", "node", "pool", "quality", "latency_ms",
+           "cost_usd", "cloud_usd", "home", "fill", "warm", "violations", "preempted", "util",
+           "caps", "loads")
+COUNTS = ("arrivals", "rigid", "loose", "loose_rigid", "ended", "blocked", "group_totals")
+
+
+def shipped(name: str, events_at: tuple[float, ...] | None) -> Scenario:
+    """A shipped scenario, its events (in order) moved to `events_at`."""
+    scenario, problems = load_scenario(SCENARIOS / name)
+    assert scenario is not None, problems
+    if events_at is None:
+        return scenario
+    assert len(events_at) == len(scenario.events)
+    return scenario.model_copy(update={"events": tuple(
+        e.model_copy(update={"at_s": at}) for e, at in zip(scenario.events, events_at,
+                                                           strict=True))})
+
+
+def same(core: Result, fast: Result) -> None:
+    for column in COLUMNS:
+        assert getattr(fast, column) == getattr(core, column), column
+
+
+@pytest.mark.parametrize(("name", "events_at", "requests"), [
+    ("twin.yaml", None, None),  # a node lost at 25 s and back at 45 s, 5-s refreshes
+    ("fintech.yaml", (30.0, 60.0), 80_000),  # queues, degraded keys, a throttle, a node lost
+    ("camera.yaml", (30.0, 60.0), 30_000),  # 1.5 MB frames, split and shed keys, a node back
+    ("spot-spike.yaml", (30.0, 50.0, 60.0, 70.0), 30_000),  # prices, preemption, budget cut
+])
+def test_the_fast_path_decides_every_request_as_the_core(
+        name: str, events_at: tuple[float, ...] | None, requests: int | None) -> None:
+    scenario = shipped(name, events_at)
+    policy = load_policy(scenario.policy)
+    core_router, fast_router = Adaptive(policy, fast=False), Adaptive(policy)
+    core = simulate(scenario, policy, core_router, requests=requests)
+    fast = simulate(scenario, policy, fast_router, requests=requests)
+    same(core, fast)
+    # what the shares are set from, and the requests still open and held: all alike
+    for count in COUNTS:
+        assert getattr(fast_router.runtime.tracker, count) == \
+            getattr(core_router.runtime.tracker, count), count
+    assert (fast_router.control.open, fast_router.control.held) == \
+        (core_router.control.open, core_router.control.held) == (0, 0)
+    assert fast_router.runtime.snapshot.class_keys() == core_router.runtime.snapshot.class_keys()
+    # both paths decided requests: most took the fast one, the others the core
+    assert fast_router.fast is not None and core_router.fast is None
+    taken = fast_router.fast.taken
+    assert 0.6 * len(core.t) < taken < len(core.t)
+    assert {"edge", "edge-degraded"} <= set(core.mode) and \
+        {"split", "cloud"} & set(core.mode)
+
+
+DEGRADING = """\
+version: 1
+refresh_seconds: 10
+edge:
+  queue_per_slot: 1
+  nodes:
+    - {id: n1, address: "127.0.0.1:9101", hardware: rtx-4090, weight: 1, slots: 16,
+       residency: [GDPR], models: [vision-v3], base_latency_ms: 20}
+cloud:
+  pools:
+    - {id: eu, address: "127.0.0.1:9201", residency: [GDPR], models: ["*"], latency_ms: 120}
+budgets: {store: memory}
+"""
+
+
+def test_a_degraded_rung_builds_the_class_the_cores_ranking_builds(tmp_path: Path) -> None:
+    """A node that degrades a share of its keys (their load past half its fill, under it
+    degraded) and queues rather than spill: every request is the fast path's, full or
+    degraded. The core ranks a degraded request's rungs off the edge too, and its walk over
+    feature slots builds the class of the residency with any model, which the report's caps
+    count (the largest cap over the classes built): the fast path builds it alike."""
+    (tmp_path / "policy.yaml").write_text(DEGRADING)
+    text = ("version: 1\npolicy: policy.yaml\nduration_s: 60\nseed: 3\ntraffic:\n"
+            "  rate_rps: [[0, 100], [20, 450]]\n  keys: {count: 2000, zipf_s: 1.0}\n  classes:\n"
+            "    - {name: v, residency: [GDPR], model: vision-v3, slo_ms: 200, payload_kb: 8}\n")
+    scenario, problems = parse_scenario(text, str(tmp_path / "s.yaml"))
+    assert scenario is not None, problems
+    policy = load_policy(scenario.policy)
+    core_router, fast_router = Adaptive(policy, fast=False), Adaptive(policy)
+    core = simulate(scenario, policy, core_router)
+    fast = simulate(scenario, policy, fast_router)
+    same(core, fast)
+    assert set(core.mode) == {"edge", "edge-degraded"}
+    assert core.mode.count("edge-degraded") > 0.1 * len(core.t)
+    assert fast_router.fast is not None and fast_router.fast.taken == len(core.t)
+    classes = core_router.runtime.snapshot.class_keys()
+    assert (frozenset({"GDPR"}), None) in classes
+    assert fast_router.runtime.snapshot.class_keys() == classes
+
+
+GATEWAYS = """\
+version: 1
+policy: {policy}
+duration_s: 30
+seed: 11
+traffic:
+  rate_rps: 900
+  keys: {{count: 400, zipf_s: 1.0}}
+  classes:
+    - {{name: vision, residency: [GDPR], slo_ms: 400, degrade: false, payload_kb: 4}}
+    - {{name: chat, residency: [GDPR], slo_ms: 120, payload_kb: 8}}
+gateways: [{{share: 0.7}}, {{share: 0.3}}]
+lease_sync_s: 0.25
+events:
+  - {{at_s: 10, gateway_down: 0}}
+  - {{at_s: 20, gateway_up: 0}}
+"""
+
+
+def test_under_slot_leases_too(tmp_path: Path) -> None:
+    """Several gateways lease the slots of one fleet: their walks count unmet demand, which
+    the fast path leaves to the core where it could count any."""
+    text = GATEWAYS.format(policy=ROOT / "policies" / "example.yaml")
+    scenario, problems = parse_scenario(text, str(tmp_path / "s.yaml"))
+    assert scenario is not None, problems
+    policy = load_policy(scenario.policy)
+
+    def gateways(fast: bool) -> Router:
+        router = Gateways(policy, [g.share for g in scenario.gateways],
+                          sync_s=scenario.lease_sync_s)
+        if not fast:
+            for r in router.routers:
+                r.fast = None
+        return router
+
+    core_router, fast_router = gateways(False), gateways(True)
+    core = simulate(scenario, policy, core_router, requests=20_000)
+    fast = simulate(scenario, policy, fast_router, requests=20_000)
+    same(core, fast)
+    assert isinstance(fast_router, Gateways)
+    taken = sum(r.fast.taken for r in fast_router.routers if r.fast is not None)
+    assert 0 < taken < len(core.t)
+    assert {"edge", "cloud"} <= set(core.mode)
