@@ -16,6 +16,7 @@ places at FILE:LINE:COL. Nothing here reads files or clocks.
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -183,6 +184,7 @@ def _fields(root: type[BaseModel], path: KeyPath) -> tuple[str, ...]:
     return ()
 
 
+_BARE_EXPONENT = re.compile(r"([+-]?[0-9]+)([eE][+-]?[0-9]+)")
 _TYPE_MESSAGES = {
     "int_type": "expected an integer", "int_parsing": "expected an integer",
     "int_from_float": "expected an integer", "float_type": "expected a number",
@@ -205,7 +207,12 @@ def _message(err: Mapping[str, Any], root: type[BaseModel], path: KeyPath) -> st
     if kind in ("int_type", "int_from_float") and isinstance(value, float):
         return f"expected an integer, got {value!r}"
     if kind in ("int_type", "int_parsing", "int_from_float", "float_type", "float_parsing"):
-        return f"expected a number, got {_got(value)}"
+        text = f"expected a number, got {_got(value)}"
+        if isinstance(value, str) and _BARE_EXPONENT.fullmatch(value):
+            # YAML 1.1 (PyYAML) reads an exponent only after a decimal point as a number
+            fixed = _BARE_EXPONENT.sub(r"\1.0\2", value)
+            text += f" (YAML reads {value} as text; write {fixed})"
+        return text
     if kind in _TYPE_MESSAGES:
         return f"{_TYPE_MESSAGES[kind]}, got {_got(value)}"
     if kind in _BOUNDS:

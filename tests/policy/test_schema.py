@@ -142,6 +142,9 @@ def test_tenant_zeros_are_kept() -> None:
     pytest.param(("weight: 2", 'weight: "2"'),
                  "p.yaml:4:50: edge.nodes[0].weight: expected a number, got string '2'",
                  id="quoted-number"),
+    pytest.param(("weight: 2", "weight: 2e+0"),
+                 "p.yaml:4:50: edge.nodes[0].weight: expected a number, got string '2e+0' "
+                 "(YAML reads 2e+0 as text; write 2.0e+0)", id="exponent-without-point"),
     pytest.param(("weight: 2", "weight: true"),
                  "p.yaml:4:50: edge.nodes[0].weight: expected a number, got boolean True",
                  id="bool-for-float"),
@@ -243,6 +246,10 @@ def test_tenant_zeros_are_kept() -> None:
 def test_rule_is_located_on_its_key(edit: tuple[str, str], expected: str) -> None:
     found = errors(GOOD.replace(*edit, 1))
     assert any(e.startswith(expected) for e in found), found
+
+
+def test_an_exponent_after_a_decimal_point_is_a_number() -> None:
+    assert load(GOOD.replace("weight: 2", "weight: 2.0e+0", 1)).nodes[0].weight == 2.0
 
 
 def test_a_policy_needs_nodes_or_pools() -> None:
