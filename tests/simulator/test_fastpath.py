@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from router.policy.loader import load_policy
@@ -158,3 +159,78 @@ def test_under_slot_leases_too(tmp_path: Path) -> None:
     taken = sum(r.fast.taken for r in fast_router.routers if r.fast is not None)
     assert 0 < taken < len(core.t)
     assert {"edge", "cloud"} <= set(core.mode)
+
+
+HARDWARE = ("generic", "jetson-agx-orin", "rtx-4090", "nvidia-l4", "a100-80g")
+MODELS = (["a"], ["b"], ["a", "b"], ['"*"'])
+
+
+def drawn(seed: int, tmp_path: Path) -> Scenario:
+    """A fleet, a policy and traffic drawn from `seed`: 2-5 nodes of mixed slots, residency
+    and models, two pools, tenants with a small budget or rules, classes of every kind
+    (degradable or not, a max cost that an edge inference's marginal cost may pass, a model,
+    a payload from 4 KB to 1 MB), an offered load from half to over the edge's slots, and a
+    node lost and back or throttled."""
+    rng = np.random.default_rng(seed)
+    nodes, slots, base = [], 0, 0.0
+    for i in range(int(rng.integers(2, 6))):
+        tags = [t for t in ("GDPR", "CCPA") if rng.random() < 0.6] or ["GDPR"]
+        models = MODELS[int(rng.integers(len(MODELS)))]
+        n, ms = int(rng.choice([1, 2, 4, 8])), int(rng.integers(40, 200))
+        slots, base = slots + n, base + ms
+        nodes.append(f'    - {{id: n{i}, address: "127.0.0.1:{9100 + i}", '
+                     f"hardware: {HARDWARE[int(rng.integers(len(HARDWARE)))]}, "
+                     f"weight: {int(rng.integers(1, 5))}, slots: {n}, "
+                     f"residency: [{', '.join(tags)}], models: [{', '.join(models)}], "
+                     f"base_latency_ms: {ms}}}")
+    refusing = "refuse" if rng.random() < 0.3 else "default"
+    (tmp_path / "policy.yaml").write_text(
+        f"version: 1\nrefresh_seconds: {int(rng.choice([5, 10]))}\n"
+        f"hashing: {{balance_factor: {rng.choice([0.1, 0.25, 0.5])}, "
+        f"min_cap_fraction: {rng.choice([0.0, 0.5])}}}\n"
+        f"edge:\n  queue_per_slot: {int(rng.choice([0, 1]))}\n"
+        f"  usd_per_inference: {rng.choice([0.0, 0.00002]):.1e}\n  nodes:\n"
+        + "\n".join(nodes) + "\ncloud:\n  pools:\n"
+        '    - {id: eu, address: "127.0.0.1:9201", residency: [GDPR], models: ["*"], '
+        "latency_ms: 110, usd_per_hour: 2.0}\n"
+        '    - {id: us, address: "127.0.0.1:9202", residency: [CCPA], models: ["*"], '
+        "latency_ms: 140, usd_per_hour: 1.5}\n"
+        f"budgets:\n  store: memory\n  unknown_tenant: {refusing}\n  tenants:\n"
+        "    default: {limit_usd: 1000}\n    thrifty: {limit_usd: 0.02}\n"
+        "    ruled: {limit_usd: 1000, models: [a], residency: [GDPR]}\n")
+    classes = []
+    for i in range(int(rng.integers(2, 5))):
+        tenant = ("default", "thrifty", "ruled", "stranger")[int(rng.integers(4))]
+        tags = [t for t in ("GDPR", "CCPA") if rng.random() < 0.4]
+        model = ("a", "b", "null")[int(rng.integers(3))]
+        cost = "null" if rng.random() < 0.7 else "0.00001"
+        classes.append(f"    - {{name: c{i}, tenant: {tenant}, residency: [{', '.join(tags)}], "
+                       f"model: {model}, slo_ms: {int(rng.choice([100, 250, 500, 1000]))}, "
+                       f"degrade: {str(rng.random() < 0.6).lower()}, max_cost_usd: {cost}, "
+                       f"payload_kb: {int(rng.choice([4, 64, 1024]))}}}")
+    rate = float(rng.uniform(0.5, 1.3)) * slots * 1000.0 / (base / len(nodes))
+    events = ("  - {at_s: 15, node_down: n0}\n  - {at_s: 30, node_up: n0}\n"
+              if rng.random() < 0.5 else
+              "  - {at_s: 15, throttle: {node: n1, compute_score: 0.4}}\n")
+    text = (f"version: 1\npolicy: policy.yaml\nduration_s: 45\nseed: {seed}\ntraffic:\n"
+            f"  rate_rps: {rate:.0f}\n  keys: {{count: 600, zipf_s: 1.1}}\n  classes:\n"
+            + "\n".join(classes) + "\nevents:\n" + events)
+    scenario, problems = parse_scenario(text, str(tmp_path / "s.yaml"))
+    assert scenario is not None, problems
+    return scenario
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_on_a_drawn_fleet_and_traffic_the_fast_path_decides_as_the_core(
+        seed: int, tmp_path: Path) -> None:
+    scenario = drawn(seed, tmp_path)
+    policy = load_policy(scenario.policy)
+    core_router, fast_router = Adaptive(policy, fast=False), Adaptive(policy)
+    core = simulate(scenario, policy, core_router, requests=6000)
+    fast = simulate(scenario, policy, fast_router, requests=6000)
+    same(core, fast)
+    for count in COUNTS:
+        assert getattr(fast_router.runtime.tracker, count) == \
+            getattr(core_router.runtime.tracker, count), count
+    assert fast_router.runtime.snapshot.class_keys() == core_router.runtime.snapshot.class_keys()
+    assert fast_router.fast is not None and fast_router.fast.taken < len(core.t)
