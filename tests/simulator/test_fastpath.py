@@ -4,9 +4,11 @@ Each test runs the same scenario twice, once with every request decided by the c
 (`Adaptive(fast=False)`) and once with the fast path on, and finds the runs identical:
 every request's mode, node, quality, latency and cost, the time series, and the load
 tracker's counts the shares are set from. The world runs the choices it is given, so one
-request decided otherwise would change the rows after it. The scenarios are shipped ones
-with their events moved into the first minutes, so that a throttled node, a lost node and
-its return, a spot price spike, a preemption and a budget cut fall within the requests run.
+request decided otherwise would change the rows after it. The runs: shipped scenarios with
+their events moved into the first minutes (a throttled node, a lost node and its return, a
+spot price spike, a preemption and a budget cut fall within the requests run); a node that
+degrades keys and queues, so that every request is the fast path's; gateways that lease the
+slots of one fleet; and fleets, policies and traffic drawn from seeds.
 """
 
 from __future__ import annotations
