@@ -130,6 +130,9 @@ CREATE TABLE IF NOT EXISTS leases (resource TEXT NOT NULL, member TEXT NOT NULL,
 """
 
 
+OPEN_WAIT_S = 10.0  # how long opening a host-local file waits for the other processes opening it
+
+
 class SqliteCapacity:
     """Capacity leases in a SQLite file shared by the processes of one host (`--workers`)."""
 
@@ -139,10 +142,13 @@ class SqliteCapacity:
                  timeout: float = 0.25) -> None:
         """Open (create) `path`; `clock` is the host's wall clock, the same for every process."""
         self.path, self.clock = path, clock
-        self._db = sqlite3.connect(path, timeout=timeout, isolation_level=None,
+        # the workers of `serve --workers N` open the file at once: setting WAL and the
+        # schema waits out the others' (OPEN_WAIT_S), a sync only its `timeout`
+        self._db = sqlite3.connect(path, timeout=OPEN_WAIT_S, isolation_level=None,
                                    check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         self.trips: Counter[str] = Counter()  # transactions by purpose
 
     def sync(self, member: str, ttl: float, asks: list[Ask]) -> tuple[int, list[Grant]]:

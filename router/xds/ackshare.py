@@ -31,6 +31,8 @@ from collections.abc import Iterable
 
 from router.xds.acks import AckBook, Held
 
+OPEN_WAIT_S = 10.0  # how long opening the file waits for the other workers opening it
+
 log = logging.getLogger("hybrid_router.xds")
 
 TICK = 0.1  # seconds between exchanges
@@ -49,9 +51,12 @@ class SharedAcks:
     def __init__(self, path: str, worker: int, *, ttl: float = TTL) -> None:
         """Open (creating) the file at `path` as worker `worker`."""
         self.path, self.worker, self.ttl = path, worker, ttl
-        self._db = sqlite3.connect(path, timeout=1.0, isolation_level=None,
+        # the workers open the file at once: the schema waits out the others', an exchange
+        # only a second
+        self._db = sqlite3.connect(path, timeout=OPEN_WAIT_S, isolation_level=None,
                                    check_same_thread=False)
         self._db.executescript(_SCHEMA)
+        self._db.execute("PRAGMA busy_timeout = 1000")
         self._lock = threading.Lock()  # an exchange cancelled on the loop runs on in its thread
 
     def exchange(self, mine: Iterable[Held]) -> list[Held]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,3 +161,25 @@ def test_a_router_that_loses_the_store_keeps_its_lease_until_ttl_then_a_safe_sha
         assert keeper.cycle() and snap.tracker.held[slot] == 4
     finally:
         keeper.close()
+
+
+def test_opening_the_file_waits_out_another_process_opening_it(tmp_path: Path) -> None:
+    """`serve --workers N` opens the host-local file in N processes at once. One of them
+    holding it (setting WAL and the schema) longer than a sync may wait must not fail the
+    others' start, as it did (`database is locked`, a worker gone); a sync still gives up
+    after its own short wait."""
+    path = str(tmp_path / "capacity.db")
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")  # another worker, in the middle of its set-up
+    released = threading.Timer(1.0, holder.execute, ("COMMIT",))
+    released.start()
+    store = SqliteCapacity(path, timeout=0.25)  # waited for the holder
+    released.join()
+    members, (grant,) = sync(store, "a", ("n", 4, 0, 1))
+    assert (members, grant.lease) == (1, 4)
+    holder.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(StoreDown, match="locked"):
+        sync(store, "a", ("n", 4, 0, 1))  # past its 0.25 s: the keeper counts the store down
+    holder.execute("COMMIT")
+    store.close()
+    holder.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
+import threading
 from pathlib import Path
 
 from router.core.feedsnapshot import NodeState
@@ -83,3 +85,18 @@ async def test_keep_shared_brings_an_ack_to_the_other_worker(
             t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+
+
+def test_opening_the_file_waits_out_another_worker_opening_it(tmp_path: Path) -> None:
+    """The workers open the ACK file at once: one holding it longer than an exchange waits
+    must not fail another's start."""
+    path = str(tmp_path / "acks.db")
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")  # another worker, in the middle of creating the schema
+    released = threading.Timer(1.5, holder.execute, ("COMMIT",))
+    released.start()
+    shared = SharedAcks(path, 0)  # waited for the holder
+    released.join()
+    holder.close()
+    assert shared.exchange([]) == []
+    shared.close()
