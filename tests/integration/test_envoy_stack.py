@@ -6,8 +6,10 @@ import asyncio
 import json
 import math
 import signal
+import subprocess
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -254,3 +256,21 @@ def test_router_down_fails_open_and_still_ignores_spoofing(stack: Stack) -> None
         stack.start_router()
     [(status, headers, _)] = many(stack, [{"x-affinity-key": "back"}])
     assert status == 200 and headers["x-route-mode"] in ("edge", "edge-degraded", "split", "cloud")
+
+
+def test_a_stack_whose_router_fails_to_start_leaves_nothing_running(tmp_path: Path) -> None:
+    """The harness's own promise: a test whose stack fails to start gets no stack to close,
+    so the start stops what it had started (the emulator here) before it raises."""
+    stack = Stack(tmp_path, router_args=("--no-such-flag",))
+    spawned: list[subprocess.Popen[bytes]] = []
+    spawn = stack._spawn
+
+    def remembered(name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        spawned.append(spawn(name, argv))
+        return spawned[-1]
+
+    stack._spawn = remembered  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="exited with 2"):
+        stack.start()
+    assert [p.args[2] for p in spawned] == ["simulator.emulate", "router"]
+    assert all(p.poll() is not None for p in spawned) and stack.procs == {}
