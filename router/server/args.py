@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -55,7 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def spawn_workers(args: argparse.Namespace, argv: list[str]) -> int:
     """Run `--workers` copies of `serve` with `argv`, forward signals to them and return the
-    worst exit code."""
+    first failure's exit code (0: every worker stopped cleanly).
+
+    A worker that exits on its own with a failure (it could not start: a port taken, a
+    store it cannot open; or it crashed) takes the others down with it (SIGTERM: they
+    drain): a serve that answered with fewer workers than asked for, silently, would look
+    healthy to whatever supervises it, which restarts the whole of it instead.
+    """
     procs = [subprocess.Popen([sys.executable, "-m", "router", "serve", *argv,
                                "--worker-index", str(i)]) for i in range(args.workers)]
 
@@ -66,8 +73,20 @@ def spawn_workers(args: argparse.Namespace, argv: list[str]) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
-    codes = [p.wait() for p in procs]
-    return max(codes)
+    live = {p.pid: (i, p) for i, p in enumerate(procs)}
+    failed = 0
+    while live:
+        pid, status = os.waitpid(-1, 0)  # resumed after a forwarded signal (PEP 475)
+        if pid not in live:
+            continue
+        i, proc = live.pop(pid)
+        proc.returncode = code = os.waitstatus_to_exitcode(status)
+        if code != 0 and not failed:
+            failed = code if code > 0 else 128 - code  # killed by signal N: 128 + N
+            print(f"hybrid-router serve: worker {i} exited with {code}; stopping the "
+                  f"{len(live)} others", file=sys.stderr, flush=True)
+            forward(signal.SIGTERM, None)
+    return failed
 
 
 def worker_argv(args: argparse.Namespace) -> list[str]:

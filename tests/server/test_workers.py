@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +14,7 @@ import pytest
 
 from router.core.feedsnapshot import FeedSnapshot, NodeState
 from router.core.policy import Policy
+from router.harness.procs import free_port
 from router.policy.loader import parse_policy
 from router.server.workers import WorkerRuntime, share, store_problem
 from router.stores.capacity import SqliteCapacity
@@ -128,3 +133,35 @@ def test_serve_refuses_sqlite_with_workers(tmp_path: Path) -> None:
                            "--workers", "2"], capture_output=True, text=True, timeout=60,
                           cwd=ROOT, check=False)
     assert proc.returncode == 2 and "belongs to one process" in proc.stderr
+
+
+def test_a_worker_that_cannot_start_takes_the_others_down(tmp_path: Path) -> None:
+    """Worker 1 of 2 cannot bind its metrics port (PORT + 1, taken): serve exits with its
+    failure and stops worker 0, where it used to run on with one worker of two, silently."""
+    path = tmp_path / "p.yaml"
+    path.write_text(POLICY.format(store="memory", **PORTS))
+    while True:  # a metrics port whose next one can be taken here
+        metrics = free_port()
+        taken = socket.socket()
+        try:
+            taken.bind(("127.0.0.1", metrics + 1))
+            break
+        except OSError:
+            taken.close()
+    with taken:
+        taken.listen()
+        proc = subprocess.Popen([sys.executable, "-m", "router", "serve", "--policy", str(path),
+                                 "--workers", "2", "--grpc", f"127.0.0.1:{free_port()}",
+                                 "--metrics", f"127.0.0.1:{metrics}"], cwd=ROOT, text=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        try:
+            _, err = proc.communicate(timeout=60)
+        finally:  # the workers too, whatever happened
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 1, err
+    assert "worker 1 exited with 1; stopping the 1 others" in err
+    with pytest.raises(OSError):  # worker 0 is gone too
+        socket.create_connection(("127.0.0.1", metrics), 0.5).close()
