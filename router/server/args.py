@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
 
@@ -54,9 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--acks-file", help=argparse.SUPPRESS)
 
 
+WATCH_S = 0.1  # how often the parent of `--workers N` looks at its workers
+
+
 def spawn_workers(args: argparse.Namespace, argv: list[str]) -> int:
     """Run `--workers` copies of `serve` with `argv`, forward signals to them and return the
-    first failure's exit code (0: every worker stopped cleanly).
+    first failure's exit code (0: every worker stopped cleanly, on its own or by a stop
+    signal forwarded to it, even one that came before its handler).
 
     A worker that exits on its own with a failure (it could not start: a port taken, a
     store it cannot open; or it crashed) takes the others down with it (SIGTERM: they
@@ -66,26 +70,33 @@ def spawn_workers(args: argparse.Namespace, argv: list[str]) -> int:
     procs = [subprocess.Popen([sys.executable, "-m", "router", "serve", *argv,
                                "--worker-index", str(i)]) for i in range(args.workers)]
 
+    asked: set[int] = set()  # the stop signals forwarded: a worker they killed stopped cleanly
+
     def forward(signum: int, _frame: Any) -> None:
+        if signum != signal.SIGHUP:
+            asked.add(signum)
         for p in procs:
             with contextlib.suppress(ProcessLookupError):
                 p.send_signal(signum)
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
-    live = {p.pid: (i, p) for i, p in enumerate(procs)}
+    # polled, not waited on: forwarding a signal polls (and may reap) the workers too
+    running = dict(enumerate(procs))
     failed = 0
-    while live:
-        pid, status = os.waitpid(-1, 0)  # resumed after a forwarded signal (PEP 475)
-        if pid not in live:
-            continue
-        i, proc = live.pop(pid)
-        proc.returncode = code = os.waitstatus_to_exitcode(status)
-        if code != 0 and not failed:
-            failed = code if code > 0 else 128 - code  # killed by signal N: 128 + N
-            print(f"hybrid-router serve: worker {i} exited with {code}; stopping the "
-                  f"{len(live)} others", file=sys.stderr, flush=True)
-            forward(signal.SIGTERM, None)
+    while running:
+        for i, proc in list(running.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            del running[i]
+            if code != 0 and -code not in asked and not failed:
+                failed = code if code > 0 else 128 - code  # killed by signal N: 128 + N
+                print(f"hybrid-router serve: worker {i} exited with {code}; stopping the "
+                      f"{len(running)} others", file=sys.stderr, flush=True)
+                forward(signal.SIGTERM, None)
+        if running:
+            time.sleep(WATCH_S)
     return failed
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from router.core.feedsnapshot import FeedSnapshot, NodeState
 from router.core.policy import Policy
-from router.harness.procs import free_port
+from router.harness.procs import free_port, wait_port
 from router.policy.loader import parse_policy
 from router.server.workers import WorkerRuntime, share, store_problem
 from router.stores.capacity import SqliteCapacity
@@ -165,3 +165,35 @@ def test_a_worker_that_cannot_start_takes_the_others_down(tmp_path: Path) -> Non
     assert "worker 1 exited with 1; stopping the 1 others" in err
     with pytest.raises(OSError):  # worker 0 is gone too
         socket.create_connection(("127.0.0.1", metrics), 0.5).close()
+
+
+def test_a_sigterm_stops_every_worker_and_serve_exits_0(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(POLICY.format(store="memory", **PORTS))
+    metrics = free_port()
+    while True:  # two metrics ports in a row, both free now
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", metrics + 1))
+                break
+            except OSError:
+                metrics = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "router", "serve", "--policy", str(path),
+                             "--workers", "2", "--grpc", f"127.0.0.1:{free_port()}",
+                             "--metrics", f"127.0.0.1:{metrics}"], cwd=ROOT, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        for port in (metrics, metrics + 1):
+            wait_port(port, 30.0, proc)  # type: ignore[arg-type]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == 0, err
+    assert "exited with" not in err
+    for port in (metrics, metrics + 1):
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
