@@ -40,6 +40,27 @@ def free_port() -> int:
     raise RuntimeError("no fresh free port in 100 tries")
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive TCP ports on 127.0.0.1 all free now (`free_port`'s
+    race, for each): `serve --workers N --metrics HOST:PORT` serves worker i on PORT + i."""
+    for _ in range(100):
+        first = free_port()
+        held: list[socket.socket] = []
+        try:
+            for port in range(first + 1, first + count):
+                s = socket.socket()
+                held.append(s)
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+        _HANDED.update(range(first, first + count))
+        return first
+    raise RuntimeError(f"no {count} free ports in a row in 100 tries")
+
+
 def wait_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None
               ) -> None:
     """Block until 127.0.0.1:`port` accepts connections; raise if it never does."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from router.harness.bound import envoy_ports, wait_file, wait_line
 from router.harness.emulator import MODULE as EMULATOR
-from router.harness.procs import free_port  # one memory of handed-out ports per process
+from router.harness.procs import free_port, free_ports  # one memory of handed-out ports per process
 from router.xds import ackshare
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -197,7 +197,7 @@ class Stack:
         a port need it chosen for them), then again on the same ones, where Envoy looks;
         with Envoy running, until Envoy holds what it publishes (`wait_synced`)."""
         if not self.grpc and self.workers > 1:
-            self.grpc, self.metrics_port = free_port(), free_port()
+            self.grpc, self.metrics_port = free_port(), free_ports(self.workers)
         first = not self.grpc
         log = self.tmp / "router.log"
         mark = log.stat().st_size if log.exists() else 0

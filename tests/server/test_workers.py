@@ -14,7 +14,7 @@ import pytest
 
 from router.core.feedsnapshot import FeedSnapshot, NodeState
 from router.core.policy import Policy
-from router.harness.procs import free_port, wait_port
+from router.harness.procs import free_port, free_ports, wait_port
 from router.policy.loader import parse_policy
 from router.server.workers import WorkerRuntime, share, store_problem
 from router.stores.capacity import SqliteCapacity
@@ -140,15 +140,9 @@ def test_a_worker_that_cannot_start_takes_the_others_down(tmp_path: Path) -> Non
     failure and stops worker 0, where it used to run on with one worker of two, silently."""
     path = tmp_path / "p.yaml"
     path.write_text(POLICY.format(store="memory", **PORTS))
-    while True:  # a metrics port whose next one can be taken here
-        metrics = free_port()
-        taken = socket.socket()
-        try:
-            taken.bind(("127.0.0.1", metrics + 1))
-            break
-        except OSError:
-            taken.close()
-    with taken:
+    metrics = free_ports(2)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", metrics + 1))
         taken.listen()
         proc = subprocess.Popen([sys.executable, "-m", "router", "serve", "--policy", str(path),
                                  "--workers", "2", "--grpc", f"127.0.0.1:{free_port()}",
@@ -170,14 +164,7 @@ def test_a_worker_that_cannot_start_takes_the_others_down(tmp_path: Path) -> Non
 def test_a_sigterm_stops_every_worker_and_serve_exits_0(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text(POLICY.format(store="memory", **PORTS))
-    metrics = free_port()
-    while True:  # two metrics ports in a row, both free now
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", metrics + 1))
-                break
-            except OSError:
-                metrics = free_port()
+    metrics = free_ports(2)
     proc = subprocess.Popen([sys.executable, "-m", "router", "serve", "--policy", str(path),
                              "--workers", "2", "--grpc", f"127.0.0.1:{free_port()}",
                              "--metrics", f"127.0.0.1:{metrics}"], cwd=ROOT, text=True,
