@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -135,26 +136,34 @@ def test_serve_refuses_sqlite_with_workers(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "belongs to one process" in proc.stderr
 
 
+@contextlib.contextmanager
+def two_workers(tmp_path: Path, metrics: int) -> Iterator[subprocess.Popen[str]]:
+    """`serve --workers 2` on a per-process store, worker i's metrics on `metrics` + i; its
+    whole process group killed after, whatever happened."""
+    path = tmp_path / "p.yaml"
+    path.write_text(POLICY.format(store="memory", **PORTS))
+    proc = subprocess.Popen([sys.executable, "-m", "router", "serve", "--policy", str(path),
+                             "--workers", "2", "--grpc", f"127.0.0.1:{free_port()}",
+                             "--metrics", f"127.0.0.1:{metrics}"], cwd=ROOT, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def test_a_worker_that_cannot_start_takes_the_others_down(tmp_path: Path) -> None:
     """Worker 1 of 2 cannot bind its metrics port (PORT + 1, taken): serve exits with its
     failure and stops worker 0, where it used to run on with one worker of two, silently."""
-    path = tmp_path / "p.yaml"
-    path.write_text(POLICY.format(store="memory", **PORTS))
     metrics = free_ports(2)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", metrics + 1))
         taken.listen()
-        proc = subprocess.Popen([sys.executable, "-m", "router", "serve", "--policy", str(path),
-                                 "--workers", "2", "--grpc", f"127.0.0.1:{free_port()}",
-                                 "--metrics", f"127.0.0.1:{metrics}"], cwd=ROOT, text=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                start_new_session=True)
-        try:
+        with two_workers(tmp_path, metrics) as proc:
             _, err = proc.communicate(timeout=60)
-        finally:  # the workers too, whatever happened
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert proc.returncode == 1, err
     assert "worker 1 exited with 1; stopping the 1 others" in err
     with pytest.raises(OSError):  # worker 0 is gone too
@@ -162,23 +171,12 @@ def test_a_worker_that_cannot_start_takes_the_others_down(tmp_path: Path) -> Non
 
 
 def test_a_sigterm_stops_every_worker_and_serve_exits_0(tmp_path: Path) -> None:
-    path = tmp_path / "p.yaml"
-    path.write_text(POLICY.format(store="memory", **PORTS))
     metrics = free_ports(2)
-    proc = subprocess.Popen([sys.executable, "-m", "router", "serve", "--policy", str(path),
-                             "--workers", "2", "--grpc", f"127.0.0.1:{free_port()}",
-                             "--metrics", f"127.0.0.1:{metrics}"], cwd=ROOT, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    try:
+    with two_workers(tmp_path, metrics) as proc:
         for port in (metrics, metrics + 1):
             wait_port(port, 30.0, proc)  # type: ignore[arg-type]
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
     assert proc.returncode == 0, err
     assert "exited with" not in err
     for port in (metrics, metrics + 1):
