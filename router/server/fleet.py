@@ -55,10 +55,17 @@ def host_local_files(policy: Policy, workers: int) -> Iterator[list[str]]:
     if workers <= 1:
         yield []
         return
+    from router.stores.capacity import SqliteCapacity
+    from router.xds.ackshare import SharedAcks
+
     where = tempfile.mkdtemp(prefix="hybrid-router-")
-    flags = ["--acks-file", os.path.join(where, "acks.db")]
+    acks = os.path.join(where, "acks.db")
+    SharedAcks(acks, 0).close()  # created here, so the workers do not all create it at once
+    flags = ["--acks-file", acks]
     if not shared(policy):
-        flags += ["--capacity-store", "sqlite:" + os.path.join(where, "capacity.db")]
+        capacity = os.path.join(where, "capacity.db")
+        SqliteCapacity(capacity).close()  # its schema and WAL mode, as above
+        flags += ["--capacity-store", "sqlite:" + capacity]
     try:
         yield flags
     finally:

@@ -146,8 +146,19 @@ class SqliteCapacity:
         # schema waits out the others' (OPEN_WAIT_S), a sync only its `timeout`
         self._db = sqlite3.connect(path, timeout=OPEN_WAIT_S, isolation_level=None,
                                    check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
+        deadline = time.monotonic() + OPEN_WAIT_S
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.executescript(SCHEMA)
+                break
+            except sqlite3.OperationalError as exc:
+                # switching to WAL under another connection's lock can fail at once,
+                # without the busy wait (SQLite's deadlock guard): try again until the
+                # deadline
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         self.trips: Counter[str] = Counter()  # transactions by purpose
 
