@@ -10,7 +10,7 @@ resumes `wait_s` later on its own clock, as the server awaits the keeper.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from functools import partial
 from typing import NamedTuple, Protocol, cast
 
@@ -123,26 +123,23 @@ class Adaptive:
                 key=key, tenant=cls.tenant, residency=cls.residency, slo_ms=cls.slo_ms,
                 model=cls.model, accept_degradation=cls.degrade, max_cost_usd=cls.max_cost_usd,
                 payload_bytes=payload_bytes)
-        fast = self.fast
-        if fast is None:
-            return self.decide(req, now)
-        if now >= self._back_at:
-            self.tick(now)
-        self.control.begin()
-        opt = fast.decide(req, (ck[0], payload_bytes), EPOCH + now)
-        if opt is None:
-            return self._decide(req, True, now)
-        node = opt.node
-        assert node is not None
-        # as `choice_of` answers for the core's route; the node's hold is the token
-        return Choice(opt.mode, node.id, None, opt.quality, opt.cost_usd, 0.0, opt.home,
-                      opt.fill, node.hold)
+        return self.decide(req, now, (ck[0], payload_bytes))
 
-    def decide(self, req: RouteRequest, now: float) -> Choice:
-        """One request opens and is decided as the server decides it."""
+    def decide(self, req: RouteRequest, now: float, kind: Hashable | None = None) -> Choice:
+        """One request opens and is decided as the server decides it; with `kind` (the same
+        for every request of one class and payload), a request the edge keeps is decided on
+        the fast path, as the core would."""
         if now >= self._back_at:  # the server's refresher ticks every second; here, exactly
             self.tick(now)
         self.control.begin()
+        if kind is not None and self.fast is not None:
+            opt = self.fast.decide(req, kind, EPOCH + now)
+            if opt is not None:
+                node = opt.node
+                assert node is not None
+                # as `choice_of` answers for the core's route; the node's hold is the token
+                return Choice(opt.mode, node.id, None, opt.quality, opt.cost_usd, 0.0,
+                              opt.home, opt.fill, node.hold)
         return self._decide(req, True, now)
 
     def _decide(self, req: RouteRequest, first: bool, now: float) -> Choice:
