@@ -49,6 +49,24 @@ def same(core: Result, fast: Result) -> None:
         assert getattr(fast, column) == getattr(core, column), column
 
 
+def compared(scenario: Scenario, requests: int | None = None
+             ) -> tuple[Adaptive, Adaptive, Result]:
+    """(the core alone, the fast path, the run) of `scenario`, run both ways and found alike:
+    every request's columns, the tracker's counts the shares are set from, the requests
+    still open and held (none), and the classes the last table built."""
+    policy = load_policy(scenario.policy)
+    core_router, fast_router = Adaptive(policy, fast=False), Adaptive(policy)
+    core = simulate(scenario, policy, core_router, requests=requests)
+    same(core, simulate(scenario, policy, fast_router, requests=requests))
+    for count in COUNTS:
+        assert getattr(fast_router.runtime.tracker, count) == \
+            getattr(core_router.runtime.tracker, count), count
+    assert (fast_router.control.open, fast_router.control.held) == \
+        (core_router.control.open, core_router.control.held) == (0, 0)
+    assert fast_router.runtime.snapshot.class_keys() == core_router.runtime.snapshot.class_keys()
+    return core_router, fast_router, core
+
+
 @pytest.mark.parametrize(("name", "events_at", "requests"), [
     ("twin.yaml", None, None),  # a node lost at 25 s and back at 45 s, 5-s refreshes
     ("fintech.yaml", (30.0, 60.0), 80_000),  # queues, degraded keys, a throttle, a node lost
@@ -57,19 +75,7 @@ def same(core: Result, fast: Result) -> None:
 ])
 def test_the_fast_path_decides_every_request_as_the_core(
         name: str, events_at: tuple[float, ...] | None, requests: int | None) -> None:
-    scenario = shipped(name, events_at)
-    policy = load_policy(scenario.policy)
-    core_router, fast_router = Adaptive(policy, fast=False), Adaptive(policy)
-    core = simulate(scenario, policy, core_router, requests=requests)
-    fast = simulate(scenario, policy, fast_router, requests=requests)
-    same(core, fast)
-    # what the shares are set from, and the requests still open and held: all alike
-    for count in COUNTS:
-        assert getattr(fast_router.runtime.tracker, count) == \
-            getattr(core_router.runtime.tracker, count), count
-    assert (fast_router.control.open, fast_router.control.held) == \
-        (core_router.control.open, core_router.control.held) == (0, 0)
-    assert fast_router.runtime.snapshot.class_keys() == core_router.runtime.snapshot.class_keys()
+    core_router, fast_router, core = compared(shipped(name, events_at), requests)
     # both paths decided requests: most took the fast one, the others the core
     assert fast_router.fast is not None and core_router.fast is None
     taken = fast_router.fast.taken
@@ -105,17 +111,11 @@ def test_a_degraded_rung_builds_the_class_the_cores_ranking_builds(tmp_path: Pat
             "    - {name: v, residency: [GDPR], model: vision-v3, slo_ms: 200, payload_kb: 8}\n")
     scenario, problems = parse_scenario(text, str(tmp_path / "s.yaml"))
     assert scenario is not None, problems
-    policy = load_policy(scenario.policy)
-    core_router, fast_router = Adaptive(policy, fast=False), Adaptive(policy)
-    core = simulate(scenario, policy, core_router)
-    fast = simulate(scenario, policy, fast_router)
-    same(core, fast)
+    core_router, fast_router, core = compared(scenario)
     assert set(core.mode) == {"edge", "edge-degraded"}
     assert core.mode.count("edge-degraded") > 0.1 * len(core.t)
     assert fast_router.fast is not None and fast_router.fast.taken == len(core.t)
-    classes = core_router.runtime.snapshot.class_keys()
-    assert (frozenset({"GDPR"}), None) in classes
-    assert fast_router.runtime.snapshot.class_keys() == classes
+    assert (frozenset({"GDPR"}), None) in core_router.runtime.snapshot.class_keys()
 
 
 GATEWAYS = """\
@@ -225,14 +225,5 @@ def drawn(seed: int, tmp_path: Path) -> Scenario:
 @pytest.mark.parametrize("seed", range(12))
 def test_on_a_drawn_fleet_and_traffic_the_fast_path_decides_as_the_core(
         seed: int, tmp_path: Path) -> None:
-    scenario = drawn(seed, tmp_path)
-    policy = load_policy(scenario.policy)
-    core_router, fast_router = Adaptive(policy, fast=False), Adaptive(policy)
-    core = simulate(scenario, policy, core_router, requests=6000)
-    fast = simulate(scenario, policy, fast_router, requests=6000)
-    same(core, fast)
-    for count in COUNTS:
-        assert getattr(fast_router.runtime.tracker, count) == \
-            getattr(core_router.runtime.tracker, count), count
-    assert fast_router.runtime.snapshot.class_keys() == core_router.runtime.snapshot.class_keys()
+    _, fast_router, core = compared(drawn(seed, tmp_path), 6000)
     assert fast_router.fast is not None and fast_router.fast.taken < len(core.t)
