@@ -1,6 +1,7 @@
 """Child processes of the demo, the live twin and the tests: started in their own process
 groups, always stopped; the Envoy binary; `free_port` for the few children that cannot bind
-port 0 and report what they got (`router.harness.bound` reads back the ports of those that can)."""
+port 0 and report what they got (`router.harness.bound` reads back the ports of those that can);
+`as_if_typed` for a child a test stops with Ctrl-C."""
 
 from __future__ import annotations
 
@@ -38,6 +39,19 @@ def free_port() -> int:
             _HANDED.add(port)
             return port
     raise RuntimeError("no fresh free port in 100 tries")
+
+
+def as_if_typed() -> None:
+    """A `preexec_fn` for a child that a test stops with Ctrl-C: SIGINT back to its default.
+
+    A command typed at a terminal starts with SIGINT at its default and gets the Ctrl-C.
+    One started from a background job (`cmd &` in a script, `nohup`) inherits SIGINT
+    ignored, as does every process it starts, and a Python child then has no
+    KeyboardInterrupt to raise: the Ctrl-C a test sends would be lost, and the test would
+    fail whenever its suite runs in the background. A command that sets its own handler
+    (the demo, `serve`) does not need this; one that relies on Python's does.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def free_ports(count: int) -> int:

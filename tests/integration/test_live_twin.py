@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
+from router.harness.procs import as_if_typed
+
 from .stack import ROOT
 
 pytestmark = pytest.mark.integration
@@ -120,7 +122,7 @@ def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "router", "simulate", "--scenario",
                              str(_scenario(tmp_path, 60)), "--live", "--out", str(out)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=as_if_typed)
     try:
         deadline = time.monotonic() + 60
         while not (out / "live" / "envoy.log").exists() and time.monotonic() < deadline:
