@@ -53,8 +53,11 @@ sysdeps:
 demo: sysdeps $(STAMP) protos
 	$(PY) -m router demo
 
+# Two passes: every test but the `alone` ones spread over the cores (pytest-xdist), then the
+# `alone` ones, which judge timing or drift, one at a time with nothing else of ours running.
 test: sysdeps $(STAMP) protos
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto -m "not alone"
+	$(PY) -m pytest -q -m alone
 
 lint: $(STAMP)
 	$(PY) -m ruff check router simulator tests bench

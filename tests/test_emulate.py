@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from router import wire
@@ -75,6 +76,7 @@ async def _emulator(tmp_path: Path) -> tuple[Emulator, list[web.AppRunner]]:
     return emu, await emu.listen(any_port=True)
 
 
+@pytest.mark.alone  # a 40-ms service time with the loop's lag on top
 async def test_a_node_answers_after_the_service_time_the_world_model_draws(
         tmp_path: Path) -> None:
     """Node a: 40 ms at full quality, × 0.35 at minimal (the policy's latency factor), the

@@ -107,3 +107,26 @@ def test_twin_stack_starts_on_the_ports_its_processes_bound(tmp_path: Path,
     finally:
         procs.stop_all()
     assert churn[0] > 100
+
+
+def test_free_ports_stay_out_of_the_kernels_range_and_apart_per_test_process(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A port picked for a child to bind later is never one the kernel can hand to a port-0
+    bind meanwhile (the churn above), and two pytest-xdist workers pick from disjoint slices."""
+    ephemeral = tmp_path / "ip_local_port_range"
+    ephemeral.write_text("40000\t60999\n")
+    monkeypatch.setattr(harness, "EPHEMERAL", ephemeral)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    assert harness.port_range() == range(28000, 40000)
+    slices = []
+    for i in range(3):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", f"gw{i}")
+        monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "3")
+        slices.append(set(harness.port_range()))
+        picked = [harness.free_port() for _ in range(20)] + [harness.free_ports(3)]
+        assert all(p in slices[-1] for p in picked), picked
+    assert not (slices[0] & slices[1] or slices[1] & slices[2] or slices[0] & slices[2])
+    assert set().union(*slices) <= set(range(28000, 40000))
+    ephemeral.write_text("garbage")
+    monkeypatch.delenv("PYTEST_XDIST_WORKER")
+    assert harness.port_range() == range(20768, 32768)  # Linux's default, when unreadable

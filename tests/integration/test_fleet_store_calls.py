@@ -32,7 +32,8 @@ from .test_fleet_budget import Fleet, redis_server
 from .test_fleet_slots import POLICY as SLOTS_POLICY
 
 __all__ = ["redis_server"]  # the fixture, shared with the fleet budget tests
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# store round trips per second of wall time
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.alone]
 ROUTERS = 2
 CLIENTS = 12  # per gateway
 WARMUP_S, WINDOW_S = 4.0, 10.0

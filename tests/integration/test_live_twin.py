@@ -29,7 +29,8 @@ from router.harness.procs import as_if_typed
 
 from .stack import ROOT
 
-pytestmark = pytest.mark.integration
+# the twin's drift from its simulation and its timers' lateness are judged
+pytestmark = [pytest.mark.integration, pytest.mark.alone]
 
 POLICY = ROOT / "simulator" / "scenarios" / "policies" / "twin.yaml"
 SCENARIO = """\

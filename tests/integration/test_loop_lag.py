@@ -20,7 +20,8 @@ from tests.stores.conftest import RedisServer, TcpProxy
 
 from .stack import NODES, POLICY, Stack, fail_opens
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# an event-loop lag bound
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.alone]
 # What this test tells apart: a loop that never waits on the store, the reload or the refresh
 # from one that does. One that waited would put its p99 at the store's 0.25 s timeout, or
 # near 0.1 s for a 1,000-node policy built on the loop. One that does not stays near 5 ms on a

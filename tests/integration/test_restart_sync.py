@@ -22,7 +22,8 @@ import pytest
 
 from .stack import POLICY, Stack, free_port
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# how soon Envoy holds the new endpoints
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.alone]
 Result = tuple[float, int, dict[str, str]]  # (start time, status, response headers)
 Marks = dict[str, float]  # moments of the scenario, time.monotonic()
 PENDING = 'router_refusals_total{code="503",reason="xds-pending"}'
