@@ -67,7 +67,9 @@ def feed_file_problem(policy: Policy, loc: Located) -> Problem | None:
         return None
     near = next((d for d in (path.parent, beside.parent) if d.is_dir()), None)
     names = [p.name for p in near.iterdir()] if near is not None else []
-    where = str(path) if path.is_absolute() else f"{path} (nor {beside})"
+    # a relative path names both places serve looks in, once when they are one
+    where = str(path) if path.is_absolute() or beside.resolve() == path.resolve() \
+        else f"{path} (nor {beside}, beside the policy)"
     return Problem(loc.file, *loc.where(("feed", "source")),
                    f"feed.source: {where} does not exist: the router serves on the policy "
                    f"alone and counts the feed unreachable until it appears"

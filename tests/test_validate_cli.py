@@ -106,6 +106,21 @@ def test_a_feed_file_that_does_not_exist_is_a_located_warning(
                       "unreachable until it appears (did you mean 'feed.json'?)")
 
 
+@pytest.mark.parametrize("beside", [False, True])
+def test_a_relative_feed_file_names_each_place_it_was_looked_for_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        beside: bool) -> None:
+    (tmp_path / "pol").mkdir()
+    policy = tmp_path / "pol" / "p.yaml"
+    policy.write_text(EXAMPLE.read_text())  # file:policies/feeds/demo.json, relative
+    monkeypatch.chdir(tmp_path / "pol" if beside else tmp_path)
+    assert main(["validate", "p.yaml" if beside else "pol/p.yaml"]) == 0
+    head = capsys.readouterr().out.splitlines()[0]
+    where = ("policies/feeds/demo.json" if beside else
+             "policies/feeds/demo.json (nor pol/policies/feeds/demo.json, beside the policy)")
+    assert f"warning: feed.source: {where} does not exist:" in head, head
+
+
 def test_a_residency_typo_names_the_tag_meant(tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     policy = tmp_path / "p.yaml"
