@@ -53,10 +53,11 @@ sysdeps:
 demo: sysdeps $(STAMP) protos
 	$(PY) -m router demo
 
-# Two passes: every test but the `alone` ones spread over the cores (pytest-xdist), then the
-# `alone` ones, which judge timing or drift, one at a time with nothing else of ours running.
+# Two passes: every test but the `alone` ones spread over the cores (pytest-xdist; at most 4
+# workers, as a container may see more cores than its quota lets it use), then the `alone`
+# ones, which judge timing or drift, one at a time with nothing else of ours running.
 test: sysdeps $(STAMP) protos
-	$(PY) -m pytest -q -n auto -m "not alone"
+	$(PY) -m pytest -q -n auto --maxprocesses 4 -m "not alone"
 	$(PY) -m pytest -q -m alone
 
 lint: $(STAMP)
