@@ -7,7 +7,8 @@ hybrid-router with Envoy forwarding every request header to it (the config witho
 `forward_rules`), and
 (h8, h2) the do-nothing processor answering a fixed route, with every route header the
 router sets or only the two Envoy routes on: what the other headers cost Envoy, and (h0)
-(c)'s answer with the route cache cleared: what routing the request again costs Envoy.
+(c)'s answer with the route cache cleared: what routing the request again costs Envoy, and (h1)
+x-route-cluster alone: the router's route with Envoy's ring hash picking the node.
 Requests carry what an inference client sends besides the tags (user agent, accept,
 content type, a bearer token, a trace context).
 Closed loop: wrk, 32 connections. Open loop: a fixed 300 req/s. Upstreams are
@@ -226,6 +227,7 @@ def fixed_answers(policy: Policy) -> dict[str, list[tuple[str, str]]]:
     every = routed.decision.headers()
     return {"h8": every, "h8n": every,
             "h2": [(k, v) for k, v in every if k in (wire.H_CLUSTER, wire.H_TARGET)],
+            "h1": [(k, v) for k, v in every if k == wire.H_CLUSTER],
             "h0": [(wire.H_NODE, "noop")]}
 
 
@@ -320,7 +322,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rate", type=float, default=300.0)
     parser.add_argument("--ways", default="b,d,dw,d2",
-                        help="comma list of b,h8,h8n,h2,h0,d,dn,dw,d2,s0,s1,s2 "
+                        help="comma list of b,h8,h8n,h2,h1,h0,d,dn,dw,d2,s0,s1,s2 "
                         "(default b,d,dw,d2); (a) and (c) always run")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--baseline", metavar="REV",
@@ -353,8 +355,8 @@ def main() -> int:
         # (a) and (c) always run: every ratio in the table is to them
         chosen = ["a", "c", *args.ways.split(","), *(["d0"] if args.baseline else [])]
         ways = {w: b for w, b in (("a", None), ("b", None), ("c", "noop"), ("h8", "fixed"),
-                                  ("h8n", "fixed"), ("h2", "fixed"), ("h0", "fixed"),
-                                  ("d0", "router0"),
+                                  ("h8n", "fixed"), ("h2", "fixed"), ("h1", "fixed"),
+                                  ("h0", "fixed"), ("d0", "router0"),
                                   ("d", "router"), ("dn", "router"), ("dw", "router"),
                                   ("d2", "router2"), ("s0", "stage:fixed"),
                                   ("s1", "stage:parse"), ("s2", "stage:decide"))
@@ -422,6 +424,7 @@ def main() -> int:
              "h8": "(h8) fixed answer: the router's 8 route headers",
              "h8n": "(h8n) fixed answer: the router's 8 route headers, `--no-echo`",
              "h2": "(h2) fixed answer: x-route-cluster and x-route-target only",
+             "h1": "(h1) fixed answer: x-route-cluster only (Envoy's ring hash picks the node)",
              "h0": "(h0) (c)'s answer with clear_route_cache: the same route again",
              "d0": f"(d0) hybrid-router as of {args.baseline}",
              "dn": "(dn) hybrid-router, `--no-echo`",
