@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
-from router.core.hardware import PRESETS, preset_usd_per_hour
+from router.core.hardware import PRESETS, not_a_preset, preset_usd_per_hour
 from router.core.schema import Breach, Int, KeyPath, Num, Schema, Tags, Text, enforce, reraise
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -102,9 +102,8 @@ class EdgeNode(Schema):
     @model_validator(mode="after")
     def _priced(self) -> EdgeNode:
         if self.usd_per_hour is None and self.hardware not in PRESETS:
-            enforce([Breach(("hardware",), f"'{self.hardware}' is not a hardware preset (one of "
-                            f"{', '.join(PRESETS)}): name one, or set usd_per_hour for this "
-                            "node")])
+            enforce([Breach(("hardware",), f"{not_a_preset(self.hardware)}: name one, or set "
+                            "usd_per_hour for this node")])
         return self
 
     @property

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from router.core.schema import did_you_mean
+
 LIFETIME_YEARS = 3.0
 ELECTRICITY_USD_PER_KWH = 0.15
 HOURS_PER_MONTH = 730.0
@@ -52,3 +54,9 @@ def preset_usd_per_hour(hardware: str) -> float | None:
     """The preset's hourly cost, or None when `hardware` names no preset."""
     found = PRESETS.get(hardware)
     return None if found is None else found.usd_per_hour
+
+
+def not_a_preset(name: str) -> str:
+    """What a policy or a planner's space says of a hardware name that is no preset."""
+    return (f"'{name}' is not a hardware preset{did_you_mean(name, PRESETS)} (one of "
+            f"{', '.join(PRESETS)})")

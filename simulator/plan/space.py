@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, model_validator
 
-from router.core.hardware import PRESETS
+from router.core.hardware import PRESETS, not_a_preset
 from router.core.policy import Policy
 from router.core.schema import Breach, Finding, Int, Num, Schema, Tags, Text, enforce
 from router.policy.loader import place, validate_located
@@ -49,8 +49,7 @@ class AddNodes(Schema):
     @model_validator(mode="after")
     def _range(self) -> AddNodes:
         if self.preset not in PRESETS:
-            enforce([Breach(("preset",), f"'{self.preset}' is not a hardware preset (one of "
-                                         f"{', '.join(PRESETS)})")])
+            enforce([Breach(("preset",), not_a_preset(self.preset))])
         if self.min > self.max:
             enforce([Breach(("min",), f"min {self.min} is above max {self.max}")])
         return self

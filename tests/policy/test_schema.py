@@ -252,6 +252,16 @@ def test_an_exponent_after_a_decimal_point_is_a_number() -> None:
     assert load(GOOD.replace("weight: 2", "weight: 2.0e+0", 1)).nodes[0].weight == 2.0
 
 
+def test_a_misspelt_hardware_preset_names_the_one_meant() -> None:
+    text = MINIMAL.replace('{id: a, address: "127.0.0.1:9001"}',
+                           '{id: a, address: "127.0.0.1:9001", hardware: rtx-4009}')
+    [said] = errors(text)
+    assert said.startswith("p.yaml:4:") and "edge.nodes[0].hardware: " in said, said
+    assert "'rtx-4009' is not a hardware preset (did you mean 'rtx-4090'?) (one of generic, " \
+        "jetson-agx-orin, rtx-4090, nvidia-l4, a100-80g): name one, or set usd_per_hour for " \
+        "this node" in said, said
+
+
 def test_a_policy_needs_nodes_or_pools() -> None:
     assert errors("version: 1\nedge: {nodes: []}\n") == [
         "p.yaml:1:1: the policy has neither edge nodes nor cloud pools"]

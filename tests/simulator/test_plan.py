@@ -88,6 +88,9 @@ def space_problems(files: Path, text: str) -> list[str]:
     ("version: 1\n", "bad.yaml:1:1: names nothing that may change"),
     ("add_nodes:\n  - {preset: tpu-v9, max: 2}\n",
      "bad.yaml:2:14: add_nodes[0].preset: 'tpu-v9' is not a hardware preset"),
+    ("add_nodes:\n  - {preset: jetson-agx-orn, max: 2}\n",
+     "bad.yaml:2:14: add_nodes[0].preset: 'jetson-agx-orn' is not a hardware preset (did you "
+     "mean 'jetson-agx-orin'?)"),
     ("add_nodes:\n  - {preset: jetson-agx-orin, min: 3, max: 2}\n",
      "bad.yaml:2:36: add_nodes[0].min: min 3 is above max 2"),
     ("add_nodes:\n  - {preset: jetson-agx-orin, site: mall, max: 2}\n",
@@ -109,8 +112,8 @@ def space_problems(files: Path, text: str) -> list[str]:
      "bad.yaml:1:9: knobs.hashing.min_cap_fraction: the policy refuses 3.0 here"),
     ("knobs: {nonsense: [0, 1]}\n", "bad.yaml:1:9: knobs.nonsense: 'nonsense' is not a policy "
                                     "key"),
-], ids=["empty", "preset", "min-max", "site", "no-template", "node", "pool", "slots-order",
-        "knob-key", "knob-tenant", "knob-value", "knob-shape"])
+], ids=["empty", "preset", "preset-typo", "min-max", "site", "no-template", "node", "pool",
+        "slots-order", "knob-key", "knob-tenant", "knob-value", "knob-shape"])
 def test_space_errors_are_located(files: Path, text: str, said: str) -> None:
     problems = space_problems(files, text)
     assert any(p.startswith(said) for p in problems), problems
