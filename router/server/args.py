@@ -11,15 +11,39 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
+
+from router.core.fleet import valid_hostport
+
+
+def address(*words: str, unix: bool = True) -> Callable[[str], str]:
+    """An argparse type for a listen address: HOST:PORT with a port of 0 (the kernel's pick)
+    to 65535, `unix:PATH` when `unix`, or one of `words`. Checked before anything starts:
+    gRPC takes a port past 65535 modulo 65536 and listens on another port than the one asked
+    for, without a word, and the metrics server dies on it with a traceback."""
+    forms = ["HOST:PORT (port 0-65535)", *(["unix:PATH"] if unix else []), *words]
+
+    def check(value: str) -> str:
+        if value in words or (unix and value.startswith("unix:") and len(value) > 5):
+            return value
+        host, sep, port = value.rpartition(":")
+        if sep and port == "0" and valid_hostport(f"{host}:1"):
+            return value
+        if valid_hostport(value):
+            return value
+        raise argparse.ArgumentTypeError(f"{value!r}: want {' or '.join(forms)}")
+    return check
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register this command's arguments."""
     parser.add_argument("--policy", required=True, metavar="FILE")
     parser.add_argument("--grpc", default="127.0.0.1:50051", metavar="HOST:PORT|unix:PATH",
+                        type=address(),
                         help="ext_proc listen address (default 127.0.0.1:50051)")
     parser.add_argument("--metrics", default="127.0.0.1:9464", metavar="HOST:PORT",
+                        type=address("off", unix=False),
                         help="Prometheus /metrics address (default 127.0.0.1:9464; off: none);"
                         " worker i of --workers N serves on PORT + i")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
@@ -44,6 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--request-log-backups", type=int, default=3, metavar="N",
                         help="rotated request logs kept: FILE.1 .. FILE.N (default 3)")
     parser.add_argument("--xds", default="shared", metavar="HOST:PORT|unix:PATH|shared",
+                        type=address("shared"),
                         help="ADS (xDS) listen address, apart from ext_proc; shared: on the "
                              "--grpc port (default)")
     parser.add_argument("--xds-max-streams", type=int, default=256, metavar="N",

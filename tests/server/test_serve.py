@@ -176,3 +176,32 @@ def test_sigterm_lets_open_streams_finish_and_refuses_new_ones(tmp_path: Path) -
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize(("flag", "value", "want"), [
+    ("--grpc", "127.0.0.1:99999", "HOST:PORT (port 0-65535) or unix:PATH"),
+    ("--grpc", "garbage", "HOST:PORT (port 0-65535) or unix:PATH"),
+    ("--grpc", "unix:", "HOST:PORT (port 0-65535) or unix:PATH"),
+    ("--metrics", "127.0.0.1:65536", "HOST:PORT (port 0-65535) or off"),
+    ("--metrics", "unix:/tmp/m.sock", "HOST:PORT (port 0-65535) or off"),
+    ("--xds", "127.0.0.1:-1", "HOST:PORT (port 0-65535) or unix:PATH or shared"),
+])
+def test_a_listen_address_out_of_range_is_refused_before_anything_starts(
+        capsys: pytest.CaptureFixture[str], flag: str, value: str, want: str) -> None:
+    """gRPC would take 127.0.0.1:99999 as port 34463 (modulo 65536) and listen there."""
+    with pytest.raises(SystemExit) as done:
+        main(["serve", "--policy", str(EXAMPLE), "--metrics", "off", flag, value])
+    assert done.value.code == 2
+    assert f"argument {flag}: {value!r}: want {want}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--grpc", "127.0.0.1:0"), ("--grpc", "[::1]:50051"), ("--grpc", "unix:/tmp/r.sock"),
+    ("--metrics", "off"), ("--metrics", "0.0.0.0:9464"), ("--xds", "shared"),
+    ("--xds", "localhost:65535"),
+])
+def test_every_form_of_listen_address_is_taken(flag: str, value: str) -> None:
+    from router.cli import build_parser
+
+    args = build_parser("serve").parse_args(["serve", "--policy", "p.yaml", flag, value])
+    assert getattr(args, flag.lstrip("-")) == value
