@@ -37,6 +37,7 @@ from router.core.table import build_table
 from router.envoy_link import DEFAULT_LINK, ROUTER_CLUSTER, RouterLink, name_envoy, router_cluster
 from router.envoy_link import ads as _ads
 from router.envoy_link import socket as _socket
+from router.listen import address
 from router.policy.loader import load_policy_or_report
 from router.xds import resources as xds
 
@@ -219,12 +220,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--static", action="store_true",
                         help="write the inference clusters and routes inline instead of "
                              "taking them from the router over xDS")
-    parser.add_argument("--listen", metavar="HOST:PORT",
-                        help="Envoy's listener (gateway 127.0.0.1:10000, sidecar :15001)")
+    parser.add_argument("--listen", metavar="HOST:PORT", type=address(unix=False),
+                        help="Envoy's listener (gateway 127.0.0.1:10000, sidecar "
+                             "127.0.0.1:15001)")
     parser.add_argument("--router", default="127.0.0.1:50051", metavar="HOST:PORT|unix:PATH",
+                        type=address(listen=False),
                         help="where hybrid-router serve listens: ext_proc and xDS "
                              "(default 127.0.0.1:50051)")
-    parser.add_argument("--admin", metavar="HOST:PORT",
+    parser.add_argument("--admin", metavar="HOST:PORT", type=address(unix=False),
                         help="Envoy admin address (loopback by default; never expose it)")
     parser.add_argument("--upstream-timeout", type=float, default=30.0, metavar="SECONDS",
                         help="route timeout to the inference upstreams (default 30)")
@@ -242,7 +245,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the router are sized to it (default 4096)")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="the router's `serve --workers` (default 1)")
-    parser.add_argument("--xds", metavar="HOST:PORT|unix:PATH",
+    parser.add_argument("--xds", metavar="HOST:PORT|unix:PATH", type=address(listen=False),
                         help="the router's `serve --xds`, when ADS has an address of its own "
                              "(default: ADS on --router)")
     parser.add_argument("--node-id", metavar="ID",

@@ -71,6 +71,20 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return build_parser(argv[0]).parse_args(argv)
 
 
+# what the kubelet puts in for a container's `valueFrom.fieldRef` variables: an example pod's
+POD_FIELDS = {"status.podIP": "10.244.1.17"}
+
+
+def container_args(container: dict[str, Any]) -> argparse.Namespace:
+    """A Kubernetes container's args as its process gets them, parsed by the real parser:
+    `$(NAME)` is the kubelet's, filled in from the container's env (a field ref as an example
+    pod's)."""
+    env = {e["name"]: e.get("value") or POD_FIELDS[e["valueFrom"]["fieldRef"]["fieldPath"]]
+           for e in container.get("env", [])}
+    return parse([re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a)
+                  for a in container["args"]])
+
+
 def cli_args(service: str) -> argparse.Namespace:
     """The service's command parsed by the real hybrid-router parser."""
     return parse(SERVICES[service]["command"])
@@ -241,7 +255,7 @@ def test_k8s_sidecar_envoy_config_matches_its_policy() -> None:
     config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
     deploy = next(d for d in docs if d["kind"] == "Deployment")
     containers = {c["name"]: c for c in deploy["spec"]["template"]["spec"]["containers"]}
-    router_args = parse(containers["hybrid-router"]["args"])
+    router_args = container_args(containers["hybrid-router"])
     with tempfile.TemporaryDirectory() as tmp:
         policy_file = Path(tmp) / "policy.yaml"
         policy_file.write_text(config["policy.yaml"])
@@ -310,7 +324,7 @@ def test_k8s_router_mounts_the_policy_directory_so_configmap_edits_reach_it() ->
     deploy = next(d for d in docs if d["kind"] == "Deployment")
     containers = {c["name"]: c for c in deploy["spec"]["template"]["spec"]["containers"]}
     router = containers["hybrid-router"]
-    policy = Path(parse(router["args"]).policy)
+    policy = Path(container_args(router).policy)
     mounts = [m for m in router["volumeMounts"] if policy.is_relative_to(m["mountPath"])]
     assert len(mounts) == 1 and "subPath" not in mounts[0], mounts
     assert policy.parent == Path(mounts[0]["mountPath"])

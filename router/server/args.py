@@ -11,29 +11,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
-from router.core.fleet import valid_hostport
-
-
-def address(*words: str, unix: bool = True) -> Callable[[str], str]:
-    """An argparse type for a listen address: HOST:PORT with a port of 0 (the kernel's pick)
-    to 65535, `unix:PATH` when `unix`, or one of `words`. Checked before anything starts:
-    gRPC takes a port past 65535 modulo 65536 and listens on another port than the one asked
-    for, without a word, and the metrics server dies on it with a traceback."""
-    forms = ["HOST:PORT (port 0-65535)", *(["unix:PATH"] if unix else []), *words]
-
-    def check(value: str) -> str:
-        if value in words or (unix and value.startswith("unix:") and len(value) > 5):
-            return value
-        host, sep, port = value.rpartition(":")
-        if sep and port == "0" and valid_hostport(f"{host}:1"):
-            return value
-        if valid_hostport(value):
-            return value
-        raise argparse.ArgumentTypeError(f"{value!r}: want {' or '.join(forms)}")
-    return check
+from router.listen import address
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

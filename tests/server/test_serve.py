@@ -205,3 +205,22 @@ def test_every_form_of_listen_address_is_taken(flag: str, value: str) -> None:
 
     args = build_parser("serve").parse_args(["serve", "--policy", "p.yaml", flag, value])
     assert getattr(args, flag.lstrip("-")) == value
+
+
+@pytest.mark.parametrize(("flag", "value", "want"), [
+    ("--listen", "127.0.0.1:99999", "HOST:PORT (port 0-65535)"),
+    ("--admin", "127.0.0.1:70000", "HOST:PORT (port 0-65535)"),
+    ("--admin", "unix:/tmp/admin.sock", "HOST:PORT (port 0-65535)"),
+    ("--router", "garbage", "HOST:PORT (port 1-65535) or unix:PATH"),
+    ("--router", "127.0.0.1:0", "HOST:PORT (port 1-65535) or unix:PATH"),
+    ("--xds", "127.0.0.1:65536", "HOST:PORT (port 1-65535) or unix:PATH"),
+])
+def test_envoy_config_refuses_an_address_envoy_could_not_use(
+        capsys: pytest.CaptureFixture[str], flag: str, value: str, want: str) -> None:
+    """Envoy would refuse a listener past 65535 only when it loads the config, and a router
+    address of 'garbage' was a ValueError traceback; port 0 is for listening, not for reaching
+    the router."""
+    with pytest.raises(SystemExit) as done:
+        main(["envoy-config", "--policy", str(EXAMPLE), flag, value])
+    assert done.value.code == 2
+    assert f"argument {flag}: {value!r}: want {want}" in capsys.readouterr().err

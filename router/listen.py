@@ -1,0 +1,32 @@
+"""Addresses on the command line: the forms a flag takes, checked before anything starts.
+
+gRPC takes a port past 65535 modulo 65536 (`--grpc 127.0.0.1:99999` listens on 34463,
+without a word), Python's servers die on it with a traceback, and Envoy refuses a config
+naming it only when it loads it; so every flag that names an address is typed with
+`address`, and argparse exits 2 naming the flag and the forms it takes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from router.core.fleet import valid_hostport
+
+
+def address(*words: str, unix: bool = True, listen: bool = True) -> Callable[[str], str]:
+    """An argparse type: HOST:PORT with a port of 1 to 65535, or 0 (the kernel's pick) for an
+    address to `listen` on; `unix:PATH` when `unix`; or one of `words` (`off`, `shared`)."""
+    ports = "0-65535" if listen else "1-65535"
+    forms = [f"HOST:PORT (port {ports})", *(["unix:PATH"] if unix else []), *words]
+
+    def check(value: str) -> str:
+        if value in words or (unix and value.startswith("unix:") and len(value) > 5):
+            return value
+        host, sep, port = value.rpartition(":")
+        if listen and sep and port == "0" and valid_hostport(f"{host}:1"):
+            return value
+        if valid_hostport(value):
+            return value
+        raise argparse.ArgumentTypeError(f"{value!r}: want {' or '.join(forms)}")
+    return check
