@@ -32,12 +32,12 @@ from typing import Any
 import yaml
 
 from router import envoy_access, envoy_auth, wire
+from router.cliargs import POSITIVE, address, number
 from router.core.policy import Policy
 from router.core.table import build_table
 from router.envoy_link import DEFAULT_LINK, ROUTER_CLUSTER, RouterLink, name_envoy, router_cluster
 from router.envoy_link import ads as _ads
 from router.envoy_link import socket as _socket
-from router.listen import address
 from router.policy.loader import load_policy_or_report
 from router.xds import resources as xds
 
@@ -229,21 +229,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 127.0.0.1:50051)")
     parser.add_argument("--admin", metavar="HOST:PORT", type=address(unix=False),
                         help="Envoy admin address (loopback by default; never expose it)")
-    parser.add_argument("--upstream-timeout", type=float, default=30.0, metavar="SECONDS",
+    parser.add_argument("--upstream-timeout", type=POSITIVE, default=30.0, metavar="SECONDS",
                         help="route timeout to the inference upstreams (default 30)")
-    parser.add_argument("--request-timeout", type=float, default=60.0, metavar="SECONDS",
+    parser.add_argument("--request-timeout", type=POSITIVE, default=60.0, metavar="SECONDS",
                         help="time to receive a whole request, body included (default 60)")
-    parser.add_argument("--max-request-bytes", type=int, default=8 * 1024 * 1024, metavar="N",
+    parser.add_argument("--max-request-bytes", type=number(int, 1), metavar="N",
+                        default=8 * 1024 * 1024,
                         help="largest request body Envoy buffers before routing; 413 past it "
                              "(default 8 MiB)")
-    parser.add_argument("--message-timeout", type=int, default=200, metavar="MS",
+    parser.add_argument("--message-timeout", type=number(int, 1), default=200, metavar="MS",
                         help="how long Envoy waits for the router's answer before it routes "
                              "on its own, within the request's residency (default 200)")
     envoy_auth.add_arguments(parser)
-    parser.add_argument("--max-streams", type=int, default=4096, metavar="N",
+    parser.add_argument("--max-streams", type=number(int, 1), default=4096, metavar="N",
                         help="the router's `serve --max-streams`: Envoy's circuit breakers on "
                              "the router are sized to it (default 4096)")
-    parser.add_argument("--workers", type=int, default=1, metavar="N",
+    parser.add_argument("--workers", type=number(int, 1), default=1, metavar="N",
                         help="the router's `serve --workers` (default 1)")
     parser.add_argument("--xds", metavar="HOST:PORT|unix:PATH", type=address(listen=False),
                         help="the router's `serve --xds`, when ADS has an address of its own "

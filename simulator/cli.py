@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from router.cliargs import POSITIVE, number
 from router.core.policy import Policy
 from router.policy.loader import load_policy_or_report
 from simulator import tracecli
@@ -42,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --trace: only the lines within SECONDS of the newest")
     parser.add_argument("--seed", type=int, metavar="N",
                         help="with --trace: the simulated world's random seed (default 1)")
-    parser.add_argument("--requests", type=int, metavar="N",
+    parser.add_argument("--requests", type=number(int, 1), metavar="N",
                         help="stop after N requests instead of at duration_s")
     parser.add_argument("--out", metavar="DIR", help="write report.json, decisions.jsonl and "
                                                      "report.html here")
@@ -57,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--live", action="store_true",
                         help="also run the scenario in real time through real Envoy, the "
                              "router and emulated nodes, and report both side by side")
-    parser.add_argument("--seconds", type=float, metavar="S",
+    parser.add_argument("--seconds", type=POSITIVE, metavar="S",
                         help="with --live: only the arrivals of the first S seconds")
 
 

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from router.cliargs import POSITIVE, number
 from router.core.policy import Policy
 from router.demo import stack
 from router.demo.files import ROOT, World
@@ -27,15 +28,15 @@ from router.harness.procs import Processes
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the demo's options."""
-    parser.add_argument("--duration", type=float, default=0.0, metavar="SECONDS",
+    parser.add_argument("--duration", type=number(float, 0), default=0.0, metavar="SECONDS",
                         help="stop after this long (default: run until Ctrl-C)")
-    parser.add_argument("--rate", type=float, default=120.0, metavar="RPS",
+    parser.add_argument("--rate", type=POSITIVE, default=120.0, metavar="RPS",
                         help="request rate through Envoy (default 120)")
-    parser.add_argument("--event-every", type=float, default=20.0, metavar="SECONDS",
+    parser.add_argument("--event-every", type=number(float, 0), default=20.0, metavar="SECONDS",
                         help="seconds between injected events (default 20; 0: none)")
     parser.add_argument("--state", default=str(ROOT / "state" / "demo"), metavar="DIR",
                         help="where policy, feed, logs and the budget database go")
-    parser.add_argument("--refresh", type=float, default=1.0, metavar="SECONDS",
+    parser.add_argument("--refresh", type=POSITIVE, default=1.0, metavar="SECONDS",
                         help="summary refresh interval (default 1)")
 
 

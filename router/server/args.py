@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from router.listen import address
+from router.cliargs import POSITIVE, address, number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,14 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         type=address("off", unix=False),
                         help="Prometheus /metrics address (default 127.0.0.1:9464; off: none);"
                         " worker i of --workers N serves on PORT + i")
-    parser.add_argument("--workers", type=int, default=1, metavar="N",
+    parser.add_argument("--workers", type=number(int, 1), default=1, metavar="N",
                         help="worker processes sharing the port, each with its share of"
                         " every limit (default 1)")
-    parser.add_argument("--max-streams", type=int, default=4096, metavar="N",
+    parser.add_argument("--max-streams", type=number(int, 1), default=4096, metavar="N",
                         help="open ext_proc streams before refusing with 503 (default 4096)")
-    parser.add_argument("--grace", type=float, default=5.0, metavar="SECONDS",
+    parser.add_argument("--grace", type=number(float, 0), default=5.0, metavar="SECONDS",
                         help="drain time on SIGTERM (default 5)")
-    parser.add_argument("--upstream-timeout", type=float, default=30.0, metavar="SECONDS",
+    parser.add_argument("--upstream-timeout", type=POSITIVE, default=30.0, metavar="SECONDS",
                         help="route timeout to the inference upstreams, in the route table "
                              "this router serves Envoy over xDS (default 30)")
     parser.add_argument("--no-echo", dest="echo", action="store_false",
@@ -43,15 +43,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="one JSON line per request (tags, decision, duration) for "
                              "`simulate --trace`; off by default; worker i of --workers N "
                              "writes FILE.w<i>")
-    parser.add_argument("--request-log-max-mb", type=float, default=64.0, metavar="MB",
+    parser.add_argument("--request-log-max-mb", type=POSITIVE, default=64.0, metavar="MB",
                         help="rotate the request log past this size (default 64)")
-    parser.add_argument("--request-log-backups", type=int, default=3, metavar="N",
+    parser.add_argument("--request-log-backups", type=number(int, 0), default=3, metavar="N",
                         help="rotated request logs kept: FILE.1 .. FILE.N (default 3)")
     parser.add_argument("--xds", default="shared", metavar="HOST:PORT|unix:PATH|shared",
                         type=address("shared"),
                         help="ADS (xDS) listen address, apart from ext_proc; shared: on the "
                              "--grpc port (default)")
-    parser.add_argument("--xds-max-streams", type=int, default=256, metavar="N",
+    parser.add_argument("--xds-max-streams", type=number(int, 1), default=256, metavar="N",
                         help="ADS streams (one per Envoy) before refusing more (default 256)")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--worker-index", type=int, default=-1, help=argparse.SUPPRESS)

@@ -1,14 +1,17 @@
-"""Addresses on the command line: the forms a flag takes, checked before anything starts.
+"""Values on the command line, checked before anything starts: addresses and numbers.
 
 gRPC takes a port past 65535 modulo 65536 (`--grpc 127.0.0.1:99999` listens on 34463,
 without a word), Python's servers die on it with a traceback, and Envoy refuses a config
-naming it only when it loads it; so every flag that names an address is typed with
-`address`, and argparse exits 2 naming the flag and the forms it takes.
+naming it only when it loads it; a count of 0 workers or streams, or a negative timeout, was
+taken as given and ran until something failed far from the flag. So every flag that names
+an address is typed with `address` and every count or duration with `number`, and argparse
+exits 2 naming the flag and what it takes.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 
 from router.core.fleet import valid_hostport
@@ -30,3 +33,23 @@ def address(*words: str, unix: bool = True, listen: bool = True) -> Callable[[st
             return value
         raise argparse.ArgumentTypeError(f"{value!r}: want {' or '.join(forms)}")
     return check
+
+
+def number(kind: type[int] | type[float], low: float, *, above: bool = False
+           ) -> Callable[[str], int | float]:
+    """An argparse type: an int or float at least `low` (above it, when `above`)."""
+    what = "an integer" if kind is int else "a number"
+    want = f"{what} {'above' if above else 'of at least'} {low:g}"
+
+    def check(value: str) -> int | float:
+        try:
+            n = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r}: want {want}") from None
+        if not math.isfinite(n) or n < low or (above and n == low):
+            raise argparse.ArgumentTypeError(f"{value!r}: want {want}")
+        return n
+    return check
+
+
+POSITIVE = number(float, 0, above=True)  # a timeout, a size
