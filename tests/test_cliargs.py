@@ -1,4 +1,5 @@
-"""Counts and durations on every command line are checked before anything starts."""
+"""Addresses, counts and durations on every command line are checked before anything
+starts: a value out of range exits 2 naming the flag and what it takes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from router.cli import main
+from router.cli import build_parser, main
 from router.cliargs import POSITIVE, number
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,30 +16,49 @@ EXAMPLE = str(ROOT / "policies" / "example.yaml")
 TWIN = str(ROOT / "simulator" / "scenarios" / "twin.yaml")
 
 
+SERVE, ENVOY = ["serve", "--policy", EXAMPLE], ["envoy-config", "--policy", EXAMPLE]
+LISTEN, REACH = "HOST:PORT (port 0-65535)", "HOST:PORT (port 1-65535)"
+
+
 @pytest.mark.parametrize(("argv", "flag", "value", "want"), [
-    (["serve", "--policy", EXAMPLE], "--workers", "0", "an integer of at least 1"),
-    (["serve", "--policy", EXAMPLE], "--max-streams", "0", "an integer of at least 1"),
-    (["serve", "--policy", EXAMPLE], "--xds-max-streams", "-3", "an integer of at least 1"),
-    (["serve", "--policy", EXAMPLE], "--grace", "-1", "a number of at least 0"),
-    (["serve", "--policy", EXAMPLE], "--upstream-timeout", "0", "a number above 0"),
-    (["serve", "--policy", EXAMPLE], "--request-log-max-mb", "nan", "a number above 0"),
-    (["serve", "--policy", EXAMPLE], "--request-log-backups", "-1", "an integer of at least 0"),
-    (["envoy-config", "--policy", EXAMPLE], "--message-timeout", "0", "an integer of at least 1"),
-    (["envoy-config", "--policy", EXAMPLE], "--max-streams", "-1", "an integer of at least 1"),
-    (["envoy-config", "--policy", EXAMPLE], "--workers", "1.5", "an integer of at least 1"),
-    (["envoy-config", "--policy", EXAMPLE], "--request-timeout", "inf", "a number above 0"),
-    (["envoy-config", "--policy", EXAMPLE], "--max-request-bytes", "0",
+    # gRPC took 127.0.0.1:99999 as port 34463 (modulo 65536) and listened there
+    (SERVE, "--grpc", "127.0.0.1:99999", f"{LISTEN} or unix:PATH"),
+    (SERVE, "--grpc", "garbage", f"{LISTEN} or unix:PATH"),
+    (SERVE, "--grpc", "unix:", f"{LISTEN} or unix:PATH"),
+    (SERVE, "--metrics", "127.0.0.1:65536", f"{LISTEN} or off"),
+    (SERVE, "--metrics", "unix:/tmp/m.sock", f"{LISTEN} or off"),
+    (SERVE, "--xds", "127.0.0.1:-1", f"{LISTEN} or unix:PATH or shared"),
+    # Envoy refused a listener past 65535 only when it loaded the config; a router address
+    # of 'garbage' was a traceback; port 0 is for listening, not for reaching the router
+    (ENVOY, "--listen", "127.0.0.1:99999", LISTEN),
+    (ENVOY, "--admin", "127.0.0.1:70000", LISTEN),
+    (ENVOY, "--admin", "unix:/tmp/admin.sock", LISTEN),
+    (ENVOY, "--router", "garbage", f"{REACH} or unix:PATH"),
+    (ENVOY, "--router", "127.0.0.1:0", f"{REACH} or unix:PATH"),
+    (ENVOY, "--xds", "127.0.0.1:65536", f"{REACH} or unix:PATH"),
+    # simulate --requests -5 ran all but the last 5 requests, serve --max-streams 0 started
+    # a router that refuses every stream, demo --rate -5 ended in a traceback
+    (SERVE, "--workers", "0", "an integer of at least 1"),
+    (SERVE, "--max-streams", "0", "an integer of at least 1"),
+    (SERVE, "--xds-max-streams", "-3", "an integer of at least 1"),
+    (SERVE, "--grace", "-1", "a number of at least 0"),
+    (SERVE, "--upstream-timeout", "0", "a number above 0"),
+    (SERVE, "--request-log-max-mb", "nan", "a number above 0"),
+    (SERVE, "--request-log-backups", "-1", "an integer of at least 0"),
+    (ENVOY, "--message-timeout", "0", "an integer of at least 1"),
+    (ENVOY, "--max-streams", "-1", "an integer of at least 1"),
+    (ENVOY, "--workers", "1.5", "an integer of at least 1"),
+    (ENVOY, "--request-timeout", "inf", "a number above 0"),
+    (ENVOY, "--max-request-bytes", "0",
      "an integer of at least 1"),
     (["simulate", "--scenario", TWIN], "--requests", "-5", "an integer of at least 1"),
     (["simulate", "--scenario", TWIN, "--live"], "--seconds", "0", "a number above 0"),
     (["demo"], "--rate", "-5", "a number above 0"),
     (["demo"], "--duration", "-1", "a number of at least 0"),
 ])
-def test_a_count_or_duration_out_of_range_exits_2_naming_the_flag(
+def test_a_value_out_of_range_exits_2_naming_the_flag(
         capsys: pytest.CaptureFixture[str], argv: list[str], flag: str, value: str,
         want: str) -> None:
-    """`simulate --requests -5` ran all but the last 5 requests, `serve --max-streams 0`
-    started a router that refuses every stream, `demo --rate -5` ended in a traceback."""
     with pytest.raises(SystemExit) as done:
         main([*argv, flag, value])
     assert done.value.code == 2
@@ -55,3 +75,13 @@ def test_the_bounds_are_the_ones_stated() -> None:
                          (POSITIVE, "-inf"), (POSITIVE, "x")):
         with pytest.raises(argparse.ArgumentTypeError):
             check(value)
+
+
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--grpc", "127.0.0.1:0"), ("--grpc", "[::1]:50051"), ("--grpc", "unix:/tmp/r.sock"),
+    ("--metrics", "off"), ("--metrics", "0.0.0.0:9464"), ("--xds", "shared"),
+    ("--xds", "localhost:65535"),
+])
+def test_every_form_of_listen_address_is_taken(flag: str, value: str) -> None:
+    args = build_parser("serve").parse_args(["serve", "--policy", "p.yaml", flag, value])
+    assert getattr(args, flag.lstrip("-")) == value
