@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from router import wire
+from router.cliargs import number
 from router.core.budget import BudgetState, period_key
 from router.core.decision import Candidate, Decision
 from router.core.feedsnapshot import FeedError, FeedSnapshot, decode_feed, format_time, parse_time
@@ -42,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-feed", action="store_true", help="explain as if no feed arrived")
     parser.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'",
                         help="a request header, e.g. -H 'x-affinity-tenant: acme' (repeatable)")
-    parser.add_argument("--payload-bytes", type=int, default=None, metavar="N",
+    parser.add_argument("--payload-bytes", type=number(int, 0), default=None, metavar="N",
                         help="request body size, for transfer and egress estimates "
                              "(default: the policy's defaults.payload_kb)")
     parser.add_argument("--spend", action="append", default=[], metavar="TENANT=USD",

@@ -54,6 +54,7 @@ LISTEN, REACH = "HOST:PORT (port 0-65535)", "HOST:PORT (port 1-65535)"
     (["simulate", "--scenario", TWIN], "--requests", "-5", "an integer of at least 1"),
     (["simulate", "--scenario", TWIN, "--live"], "--seconds", "0", "a number above 0"),
     (["demo"], "--rate", "-5", "a number above 0"),
+    (["explain", "--policy", EXAMPLE], "--payload-bytes", "-5", "an integer of at least 0"),
     (["demo"], "--duration", "-1", "a number of at least 0"),
 ])
 def test_a_value_out_of_range_exits_2_naming_the_flag(
