@@ -55,6 +55,9 @@ LISTEN, REACH = "HOST:PORT (port 0-65535)", "HOST:PORT (port 1-65535)"
     (["simulate", "--scenario", TWIN, "--live"], "--seconds", "0", "a number above 0"),
     (["demo"], "--rate", "-5", "a number above 0"),
     (["explain", "--policy", EXAMPLE], "--payload-bytes", "-5", "an integer of at least 0"),
+    # feed serve had its own check of the same, with its own message
+    (["feed", "serve", "--from", EXAMPLE], "--listen", "127.0.0.1:70000", LISTEN),
+    (["feed", "serve", "--from", EXAMPLE], "--grpc", "garbage", f"{LISTEN} or off"),
     (["demo"], "--duration", "-1", "a number of at least 0"),
 ])
 def test_a_value_out_of_range_exits_2_naming_the_flag(

@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from router.policy.loader import valid_hostport
+from router.cliargs import address
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,8 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--from", dest="source", required=True, metavar="FILE",
                        help="feed JSON file to serve")
     serve.add_argument("--listen", default="127.0.0.1:8089", metavar="HOST:PORT",
+                       type=address(unix=False),
                        help="HTTP address (default 127.0.0.1:8089; port 0 picks one)")
     serve.add_argument("--grpc", default="127.0.0.1:8090", metavar="HOST:PORT",
+                       type=address("off", unix=False),
                        help="gRPC Watch address (default 127.0.0.1:8090; 'off' disables)")
     serve.add_argument("--poll", type=float, default=0.2, metavar="SECONDS",
                        help="how often to check the file for changes (default 0.2)")
@@ -56,10 +58,6 @@ def run(args: argparse.Namespace) -> int:
               "[--grpc HOST:PORT]", file=sys.stderr)
         return 2
     grpc_addr = None if args.grpc == "off" else args.grpc
-    for addr in (args.listen, grpc_addr):
-        if addr is not None and not (addr.endswith(":0") or valid_hostport(addr)):
-            print(f"feed serve: bad address {addr!r}; want HOST:PORT", file=sys.stderr)
-            return 2
     path = Path(args.source)
     if not path.is_file():
         print(f"feed serve: {path}: no such file", file=sys.stderr)
