@@ -23,7 +23,7 @@ from router.control import RequestControl
 from router.core.budget import account_of
 from router.core.decision import Hold
 from router.core.loads import UNLEASED
-from router.core.pick import pick_edge
+from router.core.pick import home_queue, pick_edge
 from router.core.plan import home_tier
 from router.core.request import RouteRequest
 from router.core.rungs import Option, degraded_options, full_option, off_edge_meets
@@ -73,6 +73,10 @@ class FastPath:
         # without slot leases, admission counts no unmet demand (`router.core.admit`)
         unleased = snap.tracker.default_held == UNLEASED
         if pick is None or (pick.wait_ms > 0.0 and not unleased):
+            return None
+        # the key's home full but for its queue: the core decides whether it waits there
+        if not pick.home and snap.queue_per_slot > 0.0 and \
+                home_queue(walk, snap.queue_per_slot) is not None:
             return None
         # the key's home: where the walk began (`home_of`), the first node it passed if any
         home = pick.node if pick.home else walk.passed[0].node

@@ -191,8 +191,9 @@ class Edge(Schema):
                     "p95")
     queue_per_slot: Num = Field(
         default=0.0, ge=0,
-        description="requests a node may hold waiting per slot, sent there only when every "
-                    "node a request may walk to is full (0: a full edge spills to split or "
+        description="requests a node may hold waiting per slot, sent there when every "
+                    "node a request may walk to is full, or at a key's home whose slots alone "
+                    "are full when the wait meets the SLO (0: a full edge spills to split or "
                     "cloud)")
     nodes: tuple[EdgeNode, ...] = Field(default=(), description="the edge nodes")
 

@@ -13,7 +13,11 @@ extractions, so a split is possible exactly when the edge's inference slots are
 full. When every node the inference walk passed is full, it offers a place in a
 node's queue (`queue`, `edge.queue_per_slot`), its wait in `Pick.wait_ms`: the
 plan ranks it with that wait in its estimate, so a wait that meets the SLO keeps
-the request on the edge and one that misses it leaves it to split or cloud.
+the request on the edge and one that misses it leaves it to split or cloud. With a
+queue, a walk that passed the key's home for its slots alone (not its cap) also
+offers the home's queue (`home_queue`): the plan takes it over the node with room
+when the key's rung there, wait included, meets its SLO, as that node would serve
+it cold.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ class Walk(NamedTuple):
 
     pick: Pick | None
     passed: tuple[Step, ...] = ()
+    home_wait: bool = False  # queued at the key's home, passed first, though a node had room
 
 
 NOWHERE = Walk(None)
@@ -165,6 +170,26 @@ def queue(passed: tuple[Step, ...], per_slot: float) -> Pick | None:
     return None
 
 
+def home_queue(walk: Walk, per_slot: float) -> Pick | None:
+    """A place in the key's home's queue for a request the walk took to another node: the
+    home passed first for want of slots (not of its cap), with fewer than `per_slot` × its
+    slots waiting; its wait as `queue` counts it. None: the walk stayed home, found no
+    room anywhere (then `queue` has already been asked), or the home cannot take it.
+
+    Whether the request waits there instead of going to the other node cold is the plan's
+    (`router.core.plan`): only when its rung at home, wait included, meets its SLO.
+    """
+    pick = walk.pick
+    if pick is None or pick.home or pick.wait_ms > 0.0 or not walk.passed or per_slot <= 0.0:
+        return None
+    home = walk.passed[0]
+    full, load = home.slots, home.load
+    if full <= 0 or load < full or load >= home.cap or load >= full + int(per_slot * full):
+        return None
+    node = home.node
+    return Pick(node, True, load, home.cap, (load - full + 1) * node.tail_ms / full)
+
+
 def notes_of(walk: Walk, features: bool) -> list[Candidate]:
     """What explain says of a walk: every node passed and why, then the one taken."""
     mode = wire.MODE_SPLIT if features else wire.MODE_EDGE
@@ -181,7 +206,11 @@ def notes_of(walk: Walk, features: bool) -> list[Candidate]:
         pick = walk.pick
         what = "features: picked by the walk over feature slots" if features \
             else "picked by bounded-load walk"
-        if pick.wait_ms > 0.0:
+        if walk.home_wait:
+            out.pop(0)  # the home passed, then queued at after all (`home_queue`)
+            what = (f"queued at the key's home: waits ~{pick.wait_ms:.0f} ms for a slot, within "
+                    "its SLO, rather than go to another node cold")
+        elif pick.wait_ms > 0.0:
             what = f"queued: every node full, waits ~{pick.wait_ms:.0f} ms for a slot"
         out.append(Candidate(pick.node.id, mode, what, pick.node.est_ms, pick.node.cost_usd,
                              load=pick.load, cap=pick.cap))

@@ -27,7 +27,7 @@ from typing import NamedTuple, Protocol
 from router import wire
 from router.core.budget import BudgetState, account_of
 from router.core.decision import Candidate, Decision, refusal
-from router.core.pick import Walk, home_of, notes_of, pick_edge
+from router.core.pick import Pick, Walk, home_of, home_queue, notes_of, pick_edge
 from router.core.policy import BudgetConfig
 from router.core.request import RouteRequest
 from router.core.rungs import (
@@ -164,7 +164,23 @@ def _start(req: RouteRequest, snap: Snapshot, now: float) -> Plan | Start:
         meets = loose if home.degrading else off_edge_meets(entry, req, home, snap)
         shed = SHED if meets else SHED_ANYWAY
     first = full_option(pick, req, key, level > 0) if pick is not None else None
+    if pick is not None and shed == KEPT and snap.queue_per_slot > 0.0:
+        # the key's home full but for its queue: wait there, warm, when that meets the SLO
+        at_home = home_queue(walk, snap.queue_per_slot)
+        if at_home is not None and _meets_at(at_home, req, snap, key, level > 0):
+            walk, pick = Walk(at_home, walk.passed[:1], True), at_home
+            first = full_option(pick, req, key, level > 0)
     return req, account, entry, key, walk, first, home_slot, shed, loose
+
+
+def _meets_at(pick: Pick, req: RouteRequest, snap: Snapshot, key: str, demoted: bool) -> bool:
+    """Whether the key's first edge rung on `pick` (full, or degraded where its home serves
+    it so) meets its bound, the pick's wait included."""
+    first = full_option(pick, req, key, demoted)
+    if first is not None:
+        return first.est_ms <= req.slo_ms
+    bound = req.slo_ms * snap.policy.slo.degraded_slack
+    return any(o.est_ms <= bound for o in degraded_options(pick, req, snap, key)[:1])
 
 
 def _rank(start: Start, snap: Snapshot, budget: BudgetView, now: float) -> Plan:

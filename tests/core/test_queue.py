@@ -4,6 +4,8 @@ for one request; docs/reference.md, "Routing"."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from router import wire
 from router.core.admit import decide, finish
 from router.core.plan import explained, plan_whole
@@ -14,8 +16,9 @@ from .factory import NOW, ledger, node, policy, pool, request, table
 def test_every_node_full_queues_the_request_on_its_home_with_its_wait_in_the_estimate() -> None:
     pol = policy([node(0, slots=2), node(1, slots=2)], [pool(latency=80)], queue=1.0)
     tab, led = table(pol), ledger(pol)
-    first = [decide(request(f"k{i}", slo=200), tab, led, now=NOW).decision for i in range(4)]
-    assert [d.mode for d in first] == ["edge"] * 4  # both nodes' slots taken
+    for n in tab.nodes:  # both nodes' slots taken
+        for _ in range(2):
+            tab.tracker.acquire(n.slot)
     queued = decide(request("cam", slo=200), tab, led, now=NOW).decision
     home = plan_whole(request("cam", slo=200), tab, led, now=NOW).walks[0].passed[0].node
     assert (queued.mode, queued.node) == (wire.MODE_EDGE, home.id)
@@ -83,3 +86,41 @@ def test_a_queued_request_counts_as_demand_its_lease_did_not_meet() -> None:
     assert queued.mode == "edge"  # one place behind its one leased slot
     # the capacity keeper reads the wait as demand: the lease should grow
     assert tab.tracker.blocked[tab.nodes[0].slot] == 1
+
+
+def _home_full(queue: float) -> tuple[Any, Any, Any, str]:
+    """Two 2-slot nodes; the key "cam"'s home with both its slots taken, one of the other's:
+    (table, ledger, home node, the other node's id). The home's bounded-load cap, 3 of the
+    3 in flight, is over its slots: it is full by its slots alone."""
+    pol = policy([node(0, slots=2), node(1, slots=2)], [pool(latency=80)], queue=queue)
+    tab, led = table(pol), ledger(pol)
+    home = plan_whole(request("cam", slo=200), tab, led, now=NOW).walks[0].pick.node
+    for _ in range(2):
+        tab.tracker.acquire(home.slot)
+    other = next(n for n in tab.nodes if n is not home)
+    tab.tracker.acquire(other.slot)
+    return tab, led, home, other.id
+
+
+def test_a_key_waits_at_its_full_home_rather_than_go_cold_to_a_node_with_room() -> None:
+    tab, led, home, _ = _home_full(queue=1.0)
+    notes = explained(plan_whole(request("cam", slo=200), tab, led, now=NOW))
+    assert any(n.verdict.startswith("queued at the key's home: waits ~21 ms") for n in notes)
+    d = decide(request("cam", slo=200), tab, led, now=NOW).decision
+    # one place behind two busy slots: half the node's unloaded tail, 42 ms / 2
+    tail = 30.0 * tab.policy.edge.tail_factor
+    assert (d.mode, d.node, d.est_ms) == (wire.MODE_EDGE, home.id, tail + tail / 2)
+    assert tab.tracker.loads[home.slot] == 3  # its slots and one place in its queue
+
+
+def test_a_wait_at_home_that_misses_the_slo_goes_to_the_node_with_room() -> None:
+    # at home the rung would take 42 + 21 ms, over 50; the other node answers in 42
+    tab, led, home, other = _home_full(queue=1.0)
+    d = decide(request("cam", slo=50), tab, led, now=NOW).decision
+    assert (d.mode, d.node, d.est_ms) == (wire.MODE_EDGE, other, 30.0 * 1.4)
+    assert tab.tracker.loads[home.slot] == 2
+
+
+def test_without_a_queue_a_full_home_sends_the_key_to_the_node_with_room() -> None:
+    tab, led, _, other = _home_full(queue=0.0)
+    assert decide(request("cam", slo=200), tab, led, now=NOW).decision.node == other
