@@ -35,18 +35,21 @@ def address(*words: str, unix: bool = True, listen: bool = True) -> Callable[[st
     return check
 
 
-def number(kind: type[int] | type[float], low: float, *, above: bool = False
-           ) -> Callable[[str], int | float]:
-    """An argparse type: an int or float at least `low` (above it, when `above`)."""
+def number(kind: type[int] | type[float], low: float, *, above: bool = False,
+           high: float = math.inf) -> Callable[[str], int | float]:
+    """An argparse type: an int or float at least `low` (above it, when `above`), at most
+    `high`."""
     what = "an integer" if kind is int else "a number"
-    want = f"{what} {'above' if above else 'of at least'} {low:g}"
+    want = f"{what} {'above' if above else 'of at least'} {low:g}" if high == math.inf else \
+        f"{what} from {low:g} to {high:.0f}" if float(high).is_integer() else \
+        f"{what} from {low:g} to {high:g}"
 
     def check(value: str) -> int | float:
         try:
             n = kind(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{value!r}: want {want}") from None
-        if not math.isfinite(n) or n < low or (above and n == low):
+        if not math.isfinite(n) or n < low or (above and n == low) or n > high:
             raise argparse.ArgumentTypeError(f"{value!r}: want {want}")
         return n
     return check

@@ -30,9 +30,11 @@ from router.policy.yamlloc import MAX_BYTES, Problem, load_located, read_text
 from simulator.trafficconfig import Keys, Points, Traffic, TrafficClass
 from simulator.worldconfig import Site, WorldConfig
 
-__all__ = ["Event", "Gateway", "Keys", "Scenario", "Site", "Traffic", "TrafficClass", "WorldConfig",
-           "load_scenario", "parse_scenario"]
+__all__ = ["SEED_MAX", "Event", "Gateway", "Keys", "Scenario", "Site", "Traffic", "TrafficClass",
+           "WorldConfig", "load_scenario", "parse_scenario"]
 
+# the planner's search seeds numpy's legacy generator (optuna's TPE), which takes 32 bits
+SEED_MAX = 2**32 - 1
 EVENT_KINDS = ("node_down", "node_up", "throttle", "spot_price", "partition", "budget",
                "preempt", "gateway_down", "gateway_up", "feed_delay")
 
@@ -143,7 +145,7 @@ class Scenario(Schema):
     policy: Annotated[Path, BeforeValidator(_policy_file)] = Field(
         description="policy file, relative to the scenario")
     duration_s: Num = Field(default=600.0, gt=0, description="simulated time")
-    seed: Int = Field(default=1, ge=0, description="random seed")
+    seed: Int = Field(default=1, ge=0, le=SEED_MAX, description="random seed")
     traffic: Traffic = Field(description="arrivals")
     events: tuple[Event, ...] = Field(default=(), description="timed changes, any order")
     world: Annotated[WorldConfig, Sect] = Field(

@@ -17,6 +17,8 @@ TWIN = str(ROOT / "simulator" / "scenarios" / "twin.yaml")
 
 
 SERVE, ENVOY = ["serve", "--policy", EXAMPLE], ["envoy-config", "--policy", EXAMPLE]
+PLAN = ["plan", "--scenario", TWIN, "--space", str(ROOT / "simulator" / "scenarios" / "spaces" /
+        "camera.yaml"), "--slo", "0.9", "--out", str(ROOT / "no-such-plan-dir")]
 LISTEN, REACH = "HOST:PORT (port 0-65535)", "HOST:PORT (port 1-65535)"
 
 
@@ -59,6 +61,12 @@ LISTEN, REACH = "HOST:PORT (port 0-65535)", "HOST:PORT (port 1-65535)"
     (["feed", "serve", "--from", EXAMPLE], "--listen", "127.0.0.1:70000", LISTEN),
     (["feed", "serve", "--from", EXAMPLE], "--grpc", "garbage", f"{LISTEN} or off"),
     (["demo"], "--duration", "-1", "a number of at least 0"),
+    # plan --seed -1 (or past 32 bits) was a traceback from the search's numpy generator
+    (PLAN, "--seed", "-1", "an integer from 0 to 4294967295"),
+    (PLAN, "--seed", "4294967296", "an integer from 0 to 4294967295"),
+    (PLAN, "--trials", "0", "an integer of at least 1"),
+    (PLAN, "--jobs", "-2", "an integer of at least 1"),
+    (PLAN, "--requests", "0", "an integer of at least 1"),
 ])
 def test_a_value_out_of_range_exits_2_naming_the_flag(
         capsys: pytest.CaptureFixture[str], argv: list[str], flag: str, value: str,

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from router.cliargs import number
 from router.policy.loader import policy_from_text
 from router.policy.yamlloc import MAX_BYTES, read_text
 from simulator.plan.apply import candidate, knob_checker
@@ -26,7 +27,7 @@ from simulator.report import ReportInput, html_report
 from simulator.report.data import Run
 from simulator.report.fmt import usd
 from simulator.report.verdict import versus
-from simulator.scenario import Scenario
+from simulator.scenario import SEED_MAX, Scenario
 from simulator.sites import load_checked
 
 
@@ -38,13 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what may change and how far (docs/reference.md)")
     parser.add_argument("--slo", type=float, metavar="FRACTION", required=True,
                         help="SLO attainment the recommendation must meet, e.g. 0.99")
-    parser.add_argument("--trials", type=int, default=40, metavar="N",
+    parser.add_argument("--trials", type=number(int, 1), default=40, metavar="N",
                         help="points of the space to simulate (default 40)")
-    parser.add_argument("--jobs", type=int, default=1, metavar="J",
+    parser.add_argument("--jobs", type=number(int, 1), default=1, metavar="J",
                         help="processes measuring trials at once (at most 4; default 1)")
-    parser.add_argument("--seed", type=int, metavar="N",
+    parser.add_argument("--seed", type=number(int, 0, high=SEED_MAX), metavar="N",
                         help="the search's random seed (default: the scenario's)")
-    parser.add_argument("--requests", type=int, metavar="N",
+    parser.add_argument("--requests", type=number(int, 1), metavar="N",
                         help="each run stops after N requests instead of at duration_s")
     parser.add_argument("--out", metavar="DIR", required=True,
                         help="write pareto.json, recommended.yaml and report.html here")
@@ -53,10 +54,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _bad(args: argparse.Namespace) -> str:
     if not 0.0 < args.slo <= 1.0:
         return f"--slo {args.slo} must be a fraction in (0, 1]"
-    if args.trials < 1 or args.jobs < 1:
-        return "--trials and --jobs must be at least 1"
-    if args.requests is not None and args.requests < 1:
-        return "--requests must be at least 1"
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         return f"--out {out} exists and is not a directory"

@@ -91,6 +91,10 @@ events:
                  ["s.yaml:2:7: number too large (more than 15 digits)"], id="huge-seed"),
     pytest.param(("version: 1", "version: 1\nseed: -1"),
                  ["s.yaml:2:7: seed: must be at least 0, got -1"], id="negative-seed"),
+    # the planner seeds its search with the scenario's seed, in 32 bits
+    pytest.param(("version: 1", "version: 1\nseed: 4294967296"),
+                 ["s.yaml:2:7: seed: must be at most 4294967295, got 4294967296"],
+                 id="seed-past-32-bits"),
     pytest.param(("version: 1", "version: 3"),
                  ["s.yaml:1:10: version: unsupported scenario version 3; this simulator reads 1"],
                  id="version"),
