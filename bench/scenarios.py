@@ -256,8 +256,9 @@ Camera's affinity miss is its nodes' bounded-load cap. Counted in its run at `mi
 0.5, of the requests whose walk passed their key's home, 43,363 found the home at a cap below its
 4 slots and 16,352 at a cap of its 4 slots with all of them busy (a queue never takes a node past
 its cap); the 8,066 that found only its slots busy now wait there (below). The cap follows the
-load in flight over the class's nodes, (1 + ε)(L + 1) w / W, so near 60 % busy it is under a
-4-slot node's slots unless `min_cap_fraction` holds it up, and 0.5 of 4 slots is a floor of 2.
+load in flight over the class's nodes, ⌈(1 + ε)(L + 1) w / W⌉: for camera's six equal 4-slot
+nodes at ε 0.25 it is 3 or less while at most 13 of their 24 slots are busy (56 %), and
+`min_cap_fraction` 0.5 is a floor of 2, under that.
 Since keys keep their mode
 (`router/core/shed.py`: each node serves a hash-stable share of its home keys at full quality and
 degrades the next share once their demand passes half its slots, or its fill target where that
