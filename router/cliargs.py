@@ -40,9 +40,11 @@ def number(kind: type[int] | type[float], low: float, *, above: bool = False,
     """An argparse type: an int or float at least `low` (above it, when `above`), at most
     `high`."""
     what = "an integer" if kind is int else "a number"
-    want = f"{what} {'above' if above else 'of at least'} {low:g}" if high == math.inf else \
-        f"{what} from {low:g} to {high:.0f}" if float(high).is_integer() else \
-        f"{what} from {low:g} to {high:g}"
+    if high < math.inf:  # written out whole: a seed's 4294967295, not 4.29497e+09
+        want = f"{what} from {low:g} to {high:.0f}" if float(high).is_integer() else \
+            f"{what} from {low:g} to {high:g}"
+    else:
+        want = f"{what} {'above' if above else 'of at least'} {low:g}"
 
     def check(value: str) -> int | float:
         try:

@@ -83,8 +83,10 @@ def test_the_bounds_are_the_ones_stated() -> None:
     zero_or_more = number(float, 0)
     assert zero_or_more("0") == 0.0 and zero_or_more("2.5") == 2.5
     assert POSITIVE("0.001") == 0.001
+    digit = number(int, 0, high=9)
+    assert digit("0") == 0 and digit("9") == 9
     for check, value in ((one, "0"), (one, "1.0"), (zero_or_more, "-0.1"), (POSITIVE, "0"),
-                         (POSITIVE, "-inf"), (POSITIVE, "x")):
+                         (POSITIVE, "-inf"), (POSITIVE, "x"), (digit, "10"), (digit, "-1")):
         with pytest.raises(argparse.ArgumentTypeError):
             check(value)
 
