@@ -167,16 +167,18 @@ def _start(req: RouteRequest, snap: Snapshot, now: float) -> Plan | Start:
     if pick is not None and shed == KEPT and snap.queue_per_slot > 0.0:
         # the key's home full but for its queue: wait there, warm, when that meets the SLO
         at_home = home_queue(walk, snap.queue_per_slot)
-        if at_home is not None and _meets_at(at_home, req, snap, key, level > 0):
-            walk, pick = Walk(at_home, walk.passed[:1], True), at_home
-            first = full_option(pick, req, key, level > 0)
+        if at_home is not None:
+            waited = full_option(at_home, req, key, level > 0)
+            if _meets_at(at_home, waited, req, snap, key):
+                walk, pick, first = Walk(at_home, walk.passed[:1], True), at_home, waited
     return req, account, entry, key, walk, first, home_slot, shed, loose
 
 
-def _meets_at(pick: Pick, req: RouteRequest, snap: Snapshot, key: str, demoted: bool) -> bool:
-    """Whether the key's first edge rung on `pick` (full, or degraded where its home serves
-    it so) meets its bound, the pick's wait included."""
-    first = full_option(pick, req, key, demoted)
+def _meets_at(pick: Pick, first: Option | None, req: RouteRequest, snap: Snapshot,
+              key: str) -> bool:
+    """Whether the key's first edge rung on `pick` meets its bound, the pick's wait included:
+    `first`, its full-quality rung there (`full_option`), or where that is None (its home
+    serves it degraded, or VRAM forbids full quality) the first degraded one."""
     if first is not None:
         return first.est_ms <= req.slo_ms
     bound = req.slo_ms * snap.policy.slo.degraded_slack
