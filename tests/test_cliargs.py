@@ -60,6 +60,8 @@ LISTEN, REACH = "HOST:PORT (port 0-65535)", "HOST:PORT (port 1-65535)"
     # feed serve had its own check of the same, with its own message
     (["feed", "serve", "--from", EXAMPLE], "--listen", "127.0.0.1:70000", LISTEN),
     (["feed", "serve", "--from", EXAMPLE], "--grpc", "garbage", f"{LISTEN} or off"),
+    # --poll 0 checked the file in a busy loop
+    (["feed", "serve", "--from", EXAMPLE], "--poll", "0", "a number above 0"),
     (["demo"], "--duration", "-1", "a number of at least 0"),
     # plan --seed -1 (or past 32 bits) was a traceback from the search's numpy generator
     (PLAN, "--seed", "-1", "an integer from 0 to 4294967295"),

@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from router.cliargs import address
+from router.cliargs import POSITIVE, address
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--grpc", default="127.0.0.1:8090", metavar="HOST:PORT",
                        type=address("off", unix=False),
                        help="gRPC Watch address (default 127.0.0.1:8090; 'off' disables)")
-    serve.add_argument("--poll", type=float, default=0.2, metavar="SECONDS",
+    serve.add_argument("--poll", type=POSITIVE, default=0.2, metavar="SECONDS",
                        help="how often to check the file for changes (default 0.2)")
 
 
