@@ -21,7 +21,7 @@ from simulator.report.verdict import text as verdict_text
 from simulator.report.verdict import versus
 from simulator.routers import Adaptive, Router
 from simulator.run import Result, simulate
-from simulator.scenario import Scenario
+from simulator.scenario import SEED_MAX, Scenario
 from simulator.sites import load_checked
 
 
@@ -39,9 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", metavar="CANDIDATE",
                         help="the policy to run instead of the scenario's; with --trace, the "
                              "policy to replay the log through")
-    parser.add_argument("--last", type=float, metavar="SECONDS",
+    parser.add_argument("--last", type=POSITIVE, metavar="SECONDS",
                         help="with --trace: only the lines within SECONDS of the newest")
-    parser.add_argument("--seed", type=int, metavar="N",
+    parser.add_argument("--seed", type=number(int, 0, high=SEED_MAX), metavar="N",
                         help="with --trace: the simulated world's random seed (default 1)")
     parser.add_argument("--requests", type=number(int, 1), metavar="N",
                         help="stop after N requests instead of at duration_s")

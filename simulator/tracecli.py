@@ -37,10 +37,6 @@ def _check(args: argparse.Namespace) -> str | None:
         return "--trace needs --policy CANDIDATE (the policy to replay the log through)"
     if args.compare is not None or args.baselines or args.requests is not None:
         return "--compare, --baselines and --requests are for --scenario runs"
-    if args.seed is not None and args.seed < 0:
-        return f"--seed must be 0 or more, got {args.seed}"
-    if args.last is not None and not args.last > 0:
-        return f"--last must be a number of seconds above 0, got {args.last:g}"
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not out.is_dir():
         return f"--out {out} exists and is not a directory"

@@ -69,6 +69,12 @@ LISTEN, REACH = "HOST:PORT (port 0-65535)", "HOST:PORT (port 1-65535)"
     (PLAN, "--trials", "0", "an integer of at least 1"),
     (PLAN, "--jobs", "-2", "an integer of at least 1"),
     (PLAN, "--requests", "0", "an integer of at least 1"),
+    # a replay's --seed and --last had checks of their own after parsing, the seed unbounded
+    (["simulate", "--trace", "t.jsonl", "--policy", EXAMPLE], "--seed", "-1",
+     "an integer from 0 to 4294967295"),
+    (["simulate", "--trace", "t.jsonl", "--policy", EXAMPLE], "--seed", "4294967296",
+     "an integer from 0 to 4294967295"),
+    (["simulate", "--trace", "t.jsonl", "--policy", EXAMPLE], "--last", "0", "a number above 0"),
 ])
 def test_a_value_out_of_range_exits_2_naming_the_flag(
         capsys: pytest.CaptureFixture[str], argv: list[str], flag: str, value: str,

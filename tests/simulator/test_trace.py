@@ -218,12 +218,10 @@ def test_a_log_with_nothing_to_replay_exits_2_with_one_line(
     (["--trace", "LOG"], "--trace needs --policy CANDIDATE"),
     (["--trace", "LOG", "--policy", "P", "--scenario", "S"], "does not take --scenario"),
     (["--trace", "LOG", "--policy", "P", "--baselines"], "are for --scenario runs"),
-    (["--trace", "LOG", "--policy", "P", "--last", "0"], "--last must be"),
     (["--policy", "P"], "give --scenario FILE"),
     (["--scenario", "S", "--seed", "3"], "give --scenario FILE"),
-    (["--trace", "LOG", "--policy", "P", "--seed", "-1"], "--seed must be"),
-], ids=["no-policy", "with-scenario", "with-baselines", "last-zero", "policy-alone",
-         "seed-with-scenario", "negative-seed"])
+], ids=["no-policy", "with-scenario", "with-baselines", "policy-alone",
+         "seed-with-scenario"])  # --seed's and --last's ranges: tests/test_cliargs.py
 def test_mixed_up_arguments_exit_2(capsys: pytest.CaptureFixture[str], args: list[str],
                                    message: str) -> None:
     assert main(["simulate", *args]) == 2
