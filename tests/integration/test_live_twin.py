@@ -223,7 +223,7 @@ def test_two_gateways_share_the_traffic_and_hold_every_node_slot(tmp_path: Path,
     if per_slot == 0:
         assert live["over_slots"] == 0 and all(c["over_slots"] == 0 for c in nodes.values()), nodes
     assert all(c["peak_inflight"] <= c["slots"] * (1 + per_slot) for c in nodes.values()), nodes
-    assert any(c["peak_inflight"] == c["slots"] for c in nodes.values()), nodes
+    assert any(c["peak_inflight"] >= c["slots"] for c in nodes.values()), nodes
     assert (out / "live" / "router-1.log").exists() and (out / "live" / "envoy-1.log").exists()
     assert _running(str(out)) == []
 
