@@ -11,9 +11,11 @@
   in flight (they share it; counted as if all still crossing it) + the pool's
   compute; cost = price × compute + egress × payload;
 - split: the node's feature extraction + the features (payload ×
-  `split.payload_fraction`) over the node's site uplink + the pool's round
-  trip + `split.cloud_compute_fraction` × its compute; cost = the edge cost +
-  price × that compute + egress × the features.
+  `split.payload_fraction`) over the node's site uplink, behind the features of
+  this router's splits in flight from that node (counted as if all still
+  crossing it, as the cloud's are) + the pool's round trip +
+  `split.cloud_compute_fraction` × its compute; cost = the edge cost + price ×
+  that compute + egress × the features.
 
 So a large payload over a thin uplink favours split over cloud, on latency and cost.
 
@@ -70,13 +72,15 @@ def cloud(pool: PoolRt, payload: int, uplink_mbps: float, queued: int = 0
             pool.compute_usd + pool.egress_usd_per_byte * payload)
 
 
-def split(node: NodeRt, pool: PoolRt, payload: int, cfg: SplitConfig) -> tuple[float, float, float]:
-    """(latency ms, total cost USD, cloud part USD) of features on `node`, inference in `pool`."""
+def split(node: NodeRt, pool: PoolRt, payload: int, cfg: SplitConfig, ahead: int = 0
+          ) -> tuple[float, float, float]:
+    """(latency ms, total cost USD, cloud part USD) of features on `node`, inference in `pool`,
+    its features behind those of `ahead` splits of the same payload in flight from `node`."""
     features = payload * cfg.payload_fraction
     compute = cfg.cloud_compute_fraction
     cloud_usd = pool.compute_usd * compute + pool.egress_usd_per_byte * features
-    ms = (node.feature_ms + transfer_ms(features, node.uplink_mbps) + pool.latency_ms
-          + compute * pool.compute_ms)
+    ms = (node.feature_ms + transfer_ms(features * (1 + ahead), node.uplink_mbps)
+          + pool.latency_ms + compute * pool.compute_ms)
     return ms, node.cost_usd + cloud_usd, cloud_usd
 
 

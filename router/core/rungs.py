@@ -104,7 +104,10 @@ def cloud_options(entry: ClassEntry, req: RouteRequest, snap: Snapshot, key: str
         if pick is not None:
             fill = (pick.load + 1) / pick.cap if pick.cap else 1.0
             for pool in entry.pools:
-                ms, usd, cloud_usd = estimate.split(pick.node, pool, payload, snap.policy.split)
+                # behind this router's splits in flight there (the walk's load on the node's
+                # feature slot): their features share the node's uplink
+                ms, usd, cloud_usd = estimate.split(pick.node, pool, payload, snap.policy.split,
+                                                    pick.load)
                 out.append(Option(wire.MODE_SPLIT, edge_why, ms, usd, cloud_usd, pick.node,
                                   pool, None, pick.home, fill))
     queued = snap.tracker.uplink_bytes

@@ -42,6 +42,31 @@ def test_estimates_are_payload_and_bandwidth_aware() -> None:
     assert ms == pytest.approx(6 + features * 8 / 50_000 + 60 + 0.7 * 40)
     assert cloud_usd == pytest.approx(0.7 * p.compute_usd + 0.09 * features / 1e9)
     assert total == pytest.approx(n.cost_usd + cloud_usd)
+    # behind three splits of the same frame in flight from the node: four frames' features
+    ahead, _, _ = estimate.split(n, p, int(1.5 * MB), pol.split, ahead=3)
+    assert ahead == pytest.approx(ms + 3 * features * 8 / 50_000)
+
+
+def test_a_split_waits_behind_the_routers_own_splits_on_the_node_uplink() -> None:
+    # 25 Mbps from the node: a frame's 75 KB of features take 24 ms to cross it
+    pol = camera_policy(node_mbps=25.0)
+    tab, led = table(pol), ledger(pol)
+    frame = int(1.5 * MB)
+    assert decide(request("cam-0", slo=150, payload=frame), tab, led,
+                  now=NOW).decision.mode == "edge"  # the one inference slot
+    split_ms = 6 + frame * 0.05 * 8 / 25_000 + 60 + 0.7 * 40
+    cloud_ms = 60 + frame * 8 / 200_000 + 40
+    first, second = (decide(request(f"cam-{i}", slo=150, payload=frame), tab, led, now=NOW)
+                     for i in (1, 2))
+    assert (first.decision.mode, second.decision.mode) == ("split", "split")
+    assert first.decision.est_ms == pytest.approx(split_ms)  # 118 ms
+    assert second.decision.est_ms == pytest.approx(split_ms + 24)  # behind the first's features
+    # a third would wait behind two (166 ms): the whole frame in the cloud is sooner (160 ms),
+    # though neither meets the SLO, where counting the uplink idle said 118 ms and split
+    third = decide(request("cam-3", slo=150, payload=frame), tab, led, now=NOW)
+    assert third.decision.mode == "cloud"
+    assert third.decision.est_ms == pytest.approx(cloud_ms)
+    assert cloud_ms < split_ms + 48
 
 
 def test_a_saturated_edge_splits_camera_frames_and_sends_small_requests_to_cloud() -> None:
