@@ -79,7 +79,10 @@ class Timeline:
 
         loop.call_at(origin, feed_at, 0)
         for ev in self.scenario.events:
-            loop.call_at(origin + ev.at_s, self.event, ev.kind, ev.args)
+            # an event due with a feed goes after it, as the simulator orders them (its heap
+            # takes REFRESH before EVENT): the loop runs the timers due at one instant in no
+            # set order, so a node lost at 25 s was in the 25-s feed in some runs and not others
+            loop.call_at(origin + ev.at_s, loop.call_soon, self.event, ev.kind, ev.args)
 
     def event(self, kind: str, args: dict[str, Any]) -> None:
         """One scenario event, now."""

@@ -8,13 +8,17 @@ the event loop's clock.
 from __future__ import annotations
 
 import asyncio
+import json
+import time
+from pathlib import Path
 
 import pytest
 
 from simulator import lifecycle
 from simulator.lifecycle import GAVE_UP, LOST, OK, TIMED_OUT
 from simulator.live.realtime import LiveWorld
-from simulator.scenario import WorldConfig
+from simulator.live.timeline import Timeline
+from simulator.scenario import WorldConfig, load_scenario
 from tests.core.factory import node as make_node
 from tests.core.factory import policy as make_policy
 from tests.core.factory import pool as make_pool
@@ -103,3 +107,37 @@ async def test_a_client_that_goes_away_leaves_the_world_consistent() -> None:
     await asyncio.sleep(0.1)  # the queued one still took its turn on the slot, and ended
     assert w.nodes["n0001"].busy == 0 and not w.nodes["n0001"].queue
     w.stop()
+
+
+async def test_a_scenario_event_due_with_a_feed_comes_after_it_as_in_the_simulator(
+        tmp_path: Path) -> None:
+    # the simulator's heap takes a refresh before an event at the same instant; the live
+    # timeline's timers due together ran in no set order, so the node lost at 1 s was in the
+    # 1-s feed in some runs and not in others
+    pol = make_policy([make_node(1, slots=1, latency=40.0)],
+                      [make_pool(latency=20.0, compute_ms=30.0)]).model_copy(
+        update={"refresh_seconds": 1})
+    policy_path = tmp_path / "policy.yaml"
+    policy_path.write_text("version: 1\n")  # read only by a budget event
+    (tmp_path / "s.yaml").write_text(
+        f"version: 1\npolicy: {policy_path}\nduration_s: 3\n"
+        "traffic: {rate_rps: 1, classes: [{name: c}]}\n"
+        "events: [{at_s: 1, node_down: n0001}, {at_s: 2, node_up: n0001}]\n")
+    scenario, problems = load_scenario(tmp_path / "s.yaml")
+    assert scenario is not None, problems
+    w = LiveWorld(pol, WorldConfig(), seed=1, loop=asyncio.get_running_loop())
+    feed = tmp_path / "feed.json"
+    timeline = Timeline(w, pol, policy_path, scenario, feed)
+    seen: list[tuple[int, bool]] = []
+    write = timeline.write_feed
+
+    def recording() -> None:
+        write()
+        seen.append((timeline.refreshes, json.loads(feed.read_text())["nodes"][0]["healthy"]))
+
+    timeline.write_feed = recording  # type: ignore[method-assign]
+    timeline.start(time.time())
+    await asyncio.sleep(2.5)
+    w.stop()
+    # refreshes 2, 3, 4 are the feeds at 0, 1 and 2 s (1 is the idle world's, before start)
+    assert seen[:3] == [(2, True), (3, True), (4, False)]
