@@ -264,22 +264,26 @@ inferences that found their key warm. Reproduce: `.venv/bin/python bench/scenari
 
 GOALS_NOTE = """
 
-Camera's affinity miss is its nodes' bounded-load cap. Counted in its run at `min_cap_fraction`
+Camera's affinity miss was its nodes' bounded-load cap. Counted in its run at `min_cap_fraction`
 0.5, of the requests whose walk passed their key's home, 43,363 found the home at a cap below its 4
 slots and 16,352 at a cap of its 4 slots with all of them busy (a queue never takes a node past its
 cap); the 8,066 that found only its slots busy now wait there (below). The cap follows the load in
 flight over the class's nodes, ⌈(1 + ε)(L + 1) w / W⌉: for camera's six equal 4-slot nodes at ε
 0.25 it is 3 or less while at most 13 of their 24 slots are busy (56 %), and `min_cap_fraction` 0.5
-is a floor of 2, under that. A wider bound meets the goal and costs SLO (the affinity table below,
-in bold): at ε 0.5 affinity below 60 % busy is 0.846 and SLO attainment 99.0 % against 99.5 %, at
-0.75 0.924 and 98.7 %. The misses are in the minute of cam-c2's loss (down from 330 to 410 s):
-between 360 and 420 s, 1,485 at 0.25 and 2,728 at 0.5, nearly all split frames over their deadline,
-while the splits themselves were about as many (14,265 and 14,625 from 330 to 420 s), so what the
-wider bound changes is where the lost node's keys and their splits go (which sites' uplinks carry
-them), not how many; not traced further. Warm hits are 0.997 at 0.25 already (its 120 cameras fit
-in every node's 500 warm keys, so a key is warm wherever it runs), so the shipped policy keeps
-0.25: the goal's affinity would buy no cache warmth here, and would cost SLO where the scenario is
-about a lost node.
+is a floor of 2, under that. A wider bound met the goal and cost SLO: at ε 0.5, affinity below 60 %
+busy 0.846 and SLO attainment 99.0 % against 99.5 %, at 0.75 0.924 and 98.7 %, the misses in the
+minute of cam-c2's loss (down from 330 to 410 s): between 360 and 420 s, 1,485 at 0.25 and 2,728 at
+0.5, nearly all split frames over their deadline, while the splits themselves were about as many
+(14,265 and 14,625 from 330 to 420 s). The split estimate priced a frame's features on an idle node
+uplink (the feed's reading, up to a refresh old) while the splits of the lost node's shed keys
+crossed the same uplinks at once. A split now waits behind the features of this router's splits in
+flight from its node, as a cloud request waits behind its cloud payloads on the gateway's uplink
+(docs/reference.md, "Estimates"): camera's misses between 360 and 420 s went to 0 at 0.25 and at
+0.5 (11,375 and 11,457 splits from 330 to 420 s, the rest degraded on the edge), its SLO over the
+run 99.5 → 99.99 % at 0.25, total $0.90 → $0.82, and at 0.5 with it: camera's policy now runs 0.5,
+affinity below 60 % busy 0.845 (the affinity table below, 0.25 and 0.75 in bold beside it), mode
+flap 0.057 → 0.048, quality flap 0.003 → 0.015. The other scenarios moved by at most 0.001
+(spot-spike's quality flap).
 
 Since keys keep their mode
 (`router/core/shed.py`: each node serves a hash-stable share of its home keys at full quality and
@@ -406,7 +410,7 @@ hybrid-router alone, each scenario's policy with `hashing.min_cap_fraction` set 
 *hottest node busy*: the busiest node's share of its slots in use over the run, against the
 fleet's. A higher floor keeps keys home (warm) at low load and lets a node fill further before the
 proportional bound spreads its keys. Rows with the balance_factor in bold run camera's policy with
-a wider bound than its own (ε, section "Goals" above says what it costs)."""
+another bound than its own (ε; section "Goals" above says what they buy and cost)."""
 
 
 if __name__ == "__main__":
