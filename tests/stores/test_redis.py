@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from router.core.budget import HARD, Billed, Entry, MemoryBudgetStore, Reservation, Settled
+from router.core.spend import period_end
 from router.stores import BudgetStoreError, open_backend
 from router.stores.redis import RedisBudgetStore
 from router.stores.redis_options import RETAIN_S, expire_at
@@ -133,20 +134,24 @@ def test_processes_hammering_one_tenant_never_pass_the_limit(redis_server: Redis
 
 
 def test_periods_roll_over_and_their_keys_expire(redis_server: RedisServer) -> None:
-    clock = Clock(T0)
+    # this month and the next, by the real clock: Redis expires keys by its own, so a fixed
+    # month's keys (they go a week after it ends) were gone as soon as written once that week
+    # had passed, and the test with them
+    now = time.time()
+    end = period_end(now, "month")
+    clock = Clock(now)
     replica = Replica(redis_server.url, clock=clock)
     cfg = budgets(1.0, "t")
     held = replica.reserve(cfg, "t", 1.0)
     assert held is not None
     replica.settle(held, 1.0)
     assert replica.reserve(cfg, "t", 0.1) is None
-    clock.t = T0 + 30 * 86400  # 2026-12-18
+    clock.t = end + 86400  # a day into the next month: a new period, nothing spent in it
     assert replica.reserve(cfg, "t", 0.1) is not None
     replica.close()
     client = redis.Redis.from_url(redis_server.url)
-    keys = client.keys("hr:budget:{t|2026-11}:*")
+    keys = client.keys(f"hr:budget:{{t|{time.strftime('%Y-%m', time.gmtime(now))}}}:*")
     assert keys
-    end = 1_796_083_200  # 2026-12-01T00:00:00Z
     for key in keys:
         assert client.expiretime(key) == end + RETAIN_S
     client.close()
