@@ -161,13 +161,19 @@ def queue(passed: tuple[Step, ...], per_slot: float) -> Pick | None:
     request.
     """
     for i, step in enumerate(passed):
-        full = step.slots
-        load = step.load
-        if full <= 0 or load < full or load >= step.cap or load >= full + int(per_slot * full):
-            continue
-        node = step.node
-        return Pick(node, i == 0, load, step.cap, (load - full + 1) * node.tail_ms / full)
+        place = _place(step, per_slot, i == 0)
+        if place is not None:
+            return place
     return None
+
+
+def _place(step: Step, per_slot: float, home: bool) -> Pick | None:
+    """A place in the queue of the node `step` passed, when its slots are all busy, fewer
+    than `per_slot` × its slots wait and it is under its cap; its wait behind those queued."""
+    full, load = step.slots, step.load
+    if full <= 0 or load < full or load >= step.cap or load >= full + int(per_slot * full):
+        return None
+    return Pick(step.node, home, load, step.cap, (load - full + 1) * step.node.tail_ms / full)
 
 
 def home_queue(walk: Walk, per_slot: float) -> Pick | None:
@@ -182,12 +188,7 @@ def home_queue(walk: Walk, per_slot: float) -> Pick | None:
     pick = walk.pick
     if pick is None or pick.home or pick.wait_ms > 0.0 or not walk.passed or per_slot <= 0.0:
         return None
-    home = walk.passed[0]
-    full, load = home.slots, home.load
-    if full <= 0 or load < full or load >= home.cap or load >= full + int(per_slot * full):
-        return None
-    node = home.node
-    return Pick(node, True, load, home.cap, (load - full + 1) * node.tail_ms / full)
+    return _place(walk.passed[0], per_slot, True)
 
 
 def notes_of(walk: Walk, features: bool) -> list[Candidate]:
