@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from router.core.budget import HARD, Billed, Entry, MemoryBudgetStore, Reservation, Settled
-from router.core.spend import period_end
+from router.core.spend import period_end, period_key
 from router.stores import BudgetStoreError, open_backend
 from router.stores.redis import RedisBudgetStore
 from router.stores.redis_options import RETAIN_S, expire_at
@@ -150,7 +150,7 @@ def test_periods_roll_over_and_their_keys_expire(redis_server: RedisServer) -> N
     assert replica.reserve(cfg, "t", 0.1) is not None
     replica.close()
     client = redis.Redis.from_url(redis_server.url)
-    keys = client.keys(f"hr:budget:{{t|{time.strftime('%Y-%m', time.gmtime(now))}}}:*")
+    keys = client.keys(f"hr:budget:{{t|{period_key(now, 'month')}}}:*")
     assert keys
     for key in keys:
         assert client.expiretime(key) == end + RETAIN_S
